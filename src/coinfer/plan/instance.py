@@ -1,0 +1,431 @@
+"""The planning instance: the reference cost model as plain data.
+
+An :class:`Instance` is everything a planner may look at — ordered pieces with per-device
+times, memory needs and cut sizes, devices with memory (and optionally power and DVFS levels),
+directed links with bandwidth and latency, and the source device. It is what a model + cluster
++ cost model reduce to, and what ``coinfer plan --instance FILE`` reads directly.
+
+Conventions (DESIGN.md, "The reference cost model"): ``pieces[i]`` is piece ``p = i + 1``;
+``pieces[i].out_bytes`` is ``b[p]`` (for the last piece: the model's output bytes) and
+``input_bytes`` is ``b[0]``. Units are seconds, bytes and bytes/s, and field names carry them.
+
+Transfers between devices with no direct link take the path that is cheapest *for that
+transfer's size* (store-and-forward: each hop costs ``L + x / B``), so a path is a function of
+``(src, dst, bytes)`` and is cached per triple.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from ..errors import InputError
+
+# Power scales with frequency as idle + (active - idle) * (f / f_max) ** exponent; a cubic
+# exponent is the textbook dynamic-power model (P ~ C V^2 f with V roughly proportional to f).
+DEFAULT_POWER_EXPONENT = 3.0
+
+
+@dataclass(frozen=True, slots=True)
+class Piece:
+    """One piece of the chain: its time on each device, memory need and outgoing cut size."""
+
+    name: str
+    time_s: Mapping[str, float]
+    mem_bytes: int
+    out_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class Device:
+    """A compute device as planners see it.
+
+    ``dvfs_levels`` are the allowed frequencies as fractions of the maximum (1.0 = f_max); at
+    level ``f`` compute time scales by ``1 / f`` and active power by the power curve.
+    """
+
+    name: str
+    mem_bytes: int
+    power_idle_w: float | None = None
+    power_active_w: float | None = None
+    power_transmit_w: float | None = None
+    dvfs_levels: tuple[float, ...] = (1.0,)
+    power_exponent: float = DEFAULT_POWER_EXPONENT
+
+    @property
+    def has_power(self) -> bool:
+        return self.power_active_w is not None
+
+    def active_power_w(self, freq: float = 1.0) -> float:
+        """Active power at frequency fraction ``freq`` (0 if unknown)."""
+        if self.power_active_w is None:
+            return 0.0
+        idle = self.power_idle_w or 0.0
+        return idle + (self.power_active_w - idle) * freq**self.power_exponent
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    """A directed link ``src -> dst``: a transfer of ``x`` bytes costs ``latency_s + x / bandwidth_Bps``."""
+
+    src: str
+    dst: str
+    bandwidth_Bps: float
+    latency_s: float
+
+    def transfer_s(self, nbytes: float) -> float:
+        return self.latency_s + nbytes / self.bandwidth_Bps
+
+
+@dataclass(frozen=True)
+class Instance:
+    """A complete planning problem under the reference cost model (see module docstring)."""
+
+    pieces: tuple[Piece, ...]
+    input_bytes: int
+    devices: tuple[Device, ...]
+    links: tuple[Link, ...]
+    source: str
+    name: str = "instance"
+    meta: Mapping[str, Any] = field(default_factory=dict, compare=False)
+
+    def __post_init__(self) -> None:
+        _check_instance(self)
+
+    # ----- sizes and lookups -------------------------------------------------------------
+    @property
+    def num_pieces(self) -> int:
+        return len(self.pieces)
+
+    @cached_property
+    def device_names(self) -> tuple[str, ...]:
+        return tuple(d.name for d in self.devices)
+
+    @cached_property
+    def device_by_name(self) -> dict[str, Device]:
+        return {d.name: d for d in self.devices}
+
+    @cached_property
+    def link_by_pair(self) -> dict[tuple[str, str], Link]:
+        return {(lk.src, lk.dst): lk for lk in self.links}
+
+    @cached_property
+    def out_links(self) -> dict[str, tuple[Link, ...]]:
+        out: dict[str, list[Link]] = {d: [] for d in self.device_names}
+        for lk in self.links:
+            out[lk.src].append(lk)
+        return {d: tuple(v) for d, v in out.items()}
+
+    def cut_bytes(self, p: int) -> int:
+        """``b[p]``: bytes crossing the cut after piece ``p`` (1-based; ``b[0]`` = input)."""
+        return self.input_bytes if p == 0 else self.pieces[p - 1].out_bytes
+
+    @property
+    def output_bytes(self) -> int:
+        return self.pieces[-1].out_bytes
+
+    # ----- prefix sums for O(1) range queries (planners call these in inner loops) ---------
+    @cached_property
+    def _time_prefix(self) -> dict[str, tuple[float, ...]]:
+        pref: dict[str, tuple[float, ...]] = {}
+        for d in self.device_names:
+            acc = [0.0]
+            for pc in self.pieces:
+                acc.append(acc[-1] + pc.time_s[d])
+            pref[d] = tuple(acc)
+        return pref
+
+    @cached_property
+    def _mem_prefix(self) -> tuple[int, ...]:
+        acc = [0]
+        for pc in self.pieces:
+            acc.append(acc[-1] + pc.mem_bytes)
+        return tuple(acc)
+
+    def compute_s(self, first: int, last: int, device: str, freq: float = 1.0) -> float:
+        """Time to compute pieces ``first..last`` (0-based, inclusive) on ``device`` at ``freq``."""
+        pref = self._time_prefix[device]
+        return (pref[last + 1] - pref[first]) / freq
+
+    def mem_bytes(self, first: int, last: int) -> int:
+        """Memory needed to hold pieces ``first..last`` (0-based, inclusive)."""
+        return self._mem_prefix[last + 1] - self._mem_prefix[first]
+
+    def boundary_bytes(self, first: int) -> int:
+        """Bytes entering a stage that starts at 0-based piece ``first`` (``b[first]``)."""
+        return self.cut_bytes(first)
+
+    # ----- transfers ------------------------------------------------------------------------
+    def path(self, src: str, dst: str, nbytes: float) -> tuple[Link, ...]:
+        """Cheapest store-and-forward path for a transfer of ``nbytes`` (empty when src == dst)."""
+        key = (src, dst, float(nbytes))
+        cache = self._path_cache
+        hit = cache.get(key)
+        if hit is None:
+            hit = _cheapest_path(self, src, dst, float(nbytes))
+            cache[key] = hit
+        return hit
+
+    def transfer_s(self, src: str, dst: str, nbytes: float) -> float:
+        """Seconds to move ``nbytes`` from ``src`` to ``dst`` (0 on one device, inf if unreachable)."""
+        if src == dst:
+            return 0.0
+        links = self.path(src, dst, nbytes)
+        if not links:
+            return math.inf
+        return sum(lk.transfer_s(nbytes) for lk in links)
+
+    @cached_property
+    def _path_cache(self) -> dict[tuple[str, str, float], tuple[Link, ...]]:
+        return {}
+
+    # ----- (de)serialisation -----------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return instance_to_dict(self)
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, origin: str = "instance") -> Instance:
+        return instance_from_dict(data, origin=origin)
+
+    @classmethod
+    def load(cls, path: str | Path) -> Instance:
+        return load_instance(path)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(self.to_json())
+
+    def __repr__(self) -> str:
+        return (
+            f"Instance({self.name!r}: {self.num_pieces} pieces, devices={list(self.device_names)}, "
+            f"{len(self.links)} links, source={self.source!r})"
+        )
+
+
+def _cheapest_path(inst: Instance, src: str, dst: str, nbytes: float) -> tuple[Link, ...]:
+    """Dijkstra over links with edge weight ``L + x / B``; ties broken by device order."""
+    if src == dst:
+        return ()
+    direct = inst.link_by_pair.get((src, dst))
+    best: dict[str, float] = {src: 0.0}
+    prev: dict[str, Link] = {}
+    heap: list[tuple[float, str]] = [(0.0, src)]
+    done: set[str] = set()
+    while heap:
+        dist, u = heapq.heappop(heap)
+        if u in done:
+            continue
+        done.add(u)
+        if u == dst:
+            break
+        for lk in inst.out_links[u]:
+            nd = dist + lk.transfer_s(nbytes)
+            if nd < best.get(lk.dst, math.inf) - 1e-15:
+                best[lk.dst] = nd
+                prev[lk.dst] = lk
+                heapq.heappush(heap, (nd, lk.dst))
+    if dst not in prev:
+        return ()
+    # Prefer the direct link on exact ties so plans read naturally.
+    if direct is not None and direct.transfer_s(nbytes) <= best[dst] + 1e-15:
+        return (direct,)
+    links: list[Link] = []
+    v = dst
+    while v != src:
+        lk = prev[v]
+        links.append(lk)
+        v = lk.src
+    return tuple(reversed(links))
+
+
+def _check_instance(inst: Instance) -> None:
+    """Validate cross-references; messages name the offending field and value."""
+    where = inst.name
+    if not inst.pieces:
+        raise InputError(f"{where}: 'pieces' is empty; an instance needs at least one piece")
+    if not inst.devices:
+        raise InputError(f"{where}: 'devices' is empty; an instance needs at least one device")
+    names = [d.name for d in inst.devices]
+    if len(set(names)) != len(names):
+        dup = sorted({n for n in names if names.count(n) > 1})
+        raise InputError(f"{where}: duplicate device names {dup}")
+    known = set(names)
+    if inst.source not in known:
+        raise InputError(f"{where}: 'source' = {inst.source!r} is not a device (devices: {names})")
+    for i, pc in enumerate(inst.pieces):
+        missing = known - set(pc.time_s)
+        if missing:
+            raise InputError(f"{where}: pieces[{i}] ({pc.name!r}) has no time for devices {sorted(missing)}")
+        for d, t in pc.time_s.items():
+            if d not in known:
+                raise InputError(f"{where}: pieces[{i}].time names unknown device {d!r}")
+            if not (t >= 0 and math.isfinite(t)):
+                raise InputError(f"{where}: pieces[{i}].time[{d!r}] = {t!r} must be finite and >= 0")
+        if pc.mem_bytes < 0 or pc.out_bytes < 0:
+            raise InputError(f"{where}: pieces[{i}] has negative mem or out_bytes")
+    for j, lk in enumerate(inst.links):
+        for end in (lk.src, lk.dst):
+            if end not in known:
+                raise InputError(f"{where}: links[{j}] names unknown device {end!r} (devices: {names})")
+        if lk.src == lk.dst:
+            raise InputError(f"{where}: links[{j}] is a self-loop on {lk.src!r}")
+        if not (lk.bandwidth_Bps > 0) or not (lk.latency_s >= 0):
+            raise InputError(f"{where}: links[{j}] ({lk.src}->{lk.dst}) needs bandwidth > 0 and latency >= 0")
+    for d in inst.devices:
+        if d.mem_bytes <= 0:
+            raise InputError(f"{where}: device {d.name!r} has mem {d.mem_bytes} <= 0")
+        if not d.dvfs_levels or any(not (0 < f <= 1.0) for f in d.dvfs_levels):
+            raise InputError(f"{where}: device {d.name!r} dvfs_levels must be fractions in (0, 1]")
+
+
+# ----- JSON schema at the file boundary (pydantic, extra fields forbidden) ------------------
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PieceModel(_Strict):
+    name: str
+    time: dict[str, float]
+    mem: int = Field(ge=0)
+    out_bytes: int = Field(ge=0)
+
+
+class DeviceModel(_Strict):
+    name: str
+    mem: int = Field(gt=0)
+    power_idle: float | None = Field(default=None, ge=0)
+    power_active: float | None = Field(default=None, ge=0)
+    power_transmit: float | None = Field(default=None, ge=0)
+    dvfs_levels: list[float] | None = None
+    power_exponent: float = Field(default=DEFAULT_POWER_EXPONENT, gt=0)
+
+    @field_validator("dvfs_levels")
+    @classmethod
+    def _levels(cls, v: list[float] | None) -> list[float] | None:
+        if v is not None and (not v or any(not (0 < f <= 1.0) for f in v)):
+            raise ValueError("dvfs_levels must be a non-empty list of fractions in (0, 1]")
+        return v
+
+
+class LinkModel(_Strict):
+    src: str
+    dst: str
+    bandwidth: float = Field(gt=0)
+    latency: float = Field(ge=0)
+
+
+class InstanceModel(_Strict):
+    name: str | None = None
+    pieces: list[PieceModel]
+    input_bytes: int = Field(ge=0)
+    devices: list[DeviceModel]
+    links: list[LinkModel] = []
+    source: str
+    meta: dict[str, Any] | None = None
+
+
+def instance_to_dict(inst: Instance) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "name": inst.name,
+        "pieces": [
+            {"name": p.name, "time": dict(p.time_s), "mem": p.mem_bytes, "out_bytes": p.out_bytes}
+            for p in inst.pieces
+        ],
+        "input_bytes": inst.input_bytes,
+        "devices": [],
+        "links": [
+            {"src": lk.src, "dst": lk.dst, "bandwidth": lk.bandwidth_Bps, "latency": lk.latency_s}
+            for lk in inst.links
+        ],
+        "source": inst.source,
+    }
+    for d in inst.devices:
+        dd: dict[str, Any] = {"name": d.name, "mem": d.mem_bytes}
+        if d.power_idle_w is not None:
+            dd["power_idle"] = d.power_idle_w
+        if d.power_active_w is not None:
+            dd["power_active"] = d.power_active_w
+        if d.power_transmit_w is not None:
+            dd["power_transmit"] = d.power_transmit_w
+        if tuple(d.dvfs_levels) != (1.0,):
+            dd["dvfs_levels"] = list(d.dvfs_levels)
+        if d.power_exponent != DEFAULT_POWER_EXPONENT:
+            dd["power_exponent"] = d.power_exponent
+        out["devices"].append(dd)
+    if inst.meta:
+        out["meta"] = dict(inst.meta)
+    return out
+
+
+def instance_from_dict(data: Mapping[str, Any], *, origin: str = "instance") -> Instance:
+    try:
+        m = InstanceModel.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(x) for x in err["loc"]) or "(top level)"
+        raise InputError(f"{origin}: field '{loc}': {err['msg']} (got {err.get('input')!r})"[:400]) from None
+    return Instance(
+        pieces=tuple(Piece(p.name, dict(p.time), p.mem, p.out_bytes) for p in m.pieces),
+        input_bytes=m.input_bytes,
+        devices=tuple(
+            Device(
+                name=d.name,
+                mem_bytes=d.mem,
+                power_idle_w=d.power_idle,
+                power_active_w=d.power_active,
+                power_transmit_w=d.power_transmit,
+                dvfs_levels=tuple(d.dvfs_levels) if d.dvfs_levels else (1.0,),
+                power_exponent=d.power_exponent,
+            )
+            for d in m.devices
+        ),
+        links=tuple(Link(lk.src, lk.dst, lk.bandwidth, lk.latency) for lk in m.links),
+        source=m.source,
+        name=m.name or origin,
+        meta=m.meta or {},
+    )
+
+
+def load_instance(path: str | Path) -> Instance:
+    """Read an instance JSON file; any problem is one :class:`InputError` naming the file."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as exc:
+        raise InputError(f"{p}: cannot read instance file ({exc.strerror})") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{p}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{p}: an instance file must hold a JSON object")
+    return instance_from_dict(data, origin=str(p))
+
+
+def make_instance(
+    times: Sequence[Mapping[str, float]],
+    mem: Sequence[int],
+    out_bytes: Sequence[int],
+    input_bytes: int,
+    devices: Sequence[Device],
+    links: Sequence[Link],
+    source: str,
+    name: str = "instance",
+) -> Instance:
+    """Convenience constructor from parallel lists (used by tests and generators)."""
+    pieces = tuple(
+        Piece(f"p{i}", dict(t), int(m), int(b)) for i, (t, m, b) in enumerate(zip(times, mem, out_bytes, strict=True))
+    )
+    return Instance(pieces, int(input_bytes), tuple(devices), tuple(links), source, name=name)
