@@ -376,6 +376,15 @@ def instance_from_dict(data: Mapping[str, Any], *, origin: str = "instance") -> 
         err = exc.errors()[0]
         loc = ".".join(str(x) for x in err["loc"]) or "(top level)"
         raise InputError(f"{origin}: field '{loc}': {err['msg']} (got {err.get('input')!r})"[:400]) from None
+    try:
+        return _instance_from_model(m, origin)
+    except InputError as exc:
+        # cross-reference errors are phrased with the instance's name; point at the file too
+        msg = str(exc)
+        raise InputError(msg if msg.startswith(origin) else f"{origin}: {msg}") from None
+
+
+def _instance_from_model(m: InstanceModel, origin: str) -> Instance:
     return Instance(
         pieces=tuple(Piece(p.name, dict(p.time), p.mem, p.out_bytes) for p in m.pieces),
         input_bytes=m.input_bytes,
