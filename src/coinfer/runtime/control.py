@@ -1,0 +1,224 @@
+"""The control plane: length-prefixed JSON messages over TCP, with mutual HMAC authentication.
+
+Why JSON and not pickle: the control channel crosses machines, and nothing received from the
+network may be able to run code on arrival. Every message is one JSON object; binary payloads
+(a stage's weights as safetensors bytes, input tensors) travel as *attachments* — raw bytes whose
+lengths the JSON header declares — and are only ever parsed by ``safetensors`` (no code).
+
+Wire format of one message::
+
+    4 bytes big-endian N | N bytes UTF-8 JSON object | attachment bytes (sum of header["_blobs"])
+
+Authentication (both sides prove they hold the cluster token; the token never crosses the wire):
+
+1. worker -> coordinator  ``{"type": "hello", "device", "nonce": w}``
+2. coordinator -> worker  ``{"type": "challenge", "nonce": c, "mac": H("coordinator", w, c, device)}``
+3. worker checks the mac (constant time) and answers ``{"type": "proof", "mac": H("worker", c, w, device)}``
+4. coordinator checks it and sends ``{"type": "welcome"}``
+
+with ``H = HMAC-SHA256(token, role|nonce|nonce|device)``. Distinct role labels stop a reflection
+of one side's proof as the other's; fresh nonces on both sides stop replay.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import json
+import secrets
+import socket
+import struct
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from ..errors import InputError, PeerError
+
+_HEADER = struct.Struct(">I")
+# Largest JSON header accepted: schedules and configs are a few KiB; 16 MiB leaves room for
+# long traces while keeping a hostile peer from making us allocate gigabytes for a header.
+MAX_JSON_BYTES = 16 * 2**20
+# Largest single attachment (a stage's weights): VGG-16 is ~550 MB in float32; 8 GiB is a cap,
+# not an expectation.
+MAX_BLOB_BYTES = 8 * 2**30
+# Before authentication a peer may only send tiny messages (hello/proof are < 300 bytes).
+PRE_AUTH_MAX_BYTES = 4096
+# Nonce size: 32 random bytes (256 bits) make a repeated challenge practically impossible.
+NONCE_BYTES = 32
+
+
+def mac(token: str, role: str, nonce_a: str, nonce_b: str, device: str) -> str:
+    """HMAC-SHA256 of ``role|nonce_a|nonce_b|device`` under ``token`` (hex)."""
+    msg = "|".join((role, nonce_a, nonce_b, device)).encode()
+    return hmac.new(token.encode(), msg, hashlib.sha256).hexdigest()
+
+
+def _recv_exact(sock: socket.socket, n: int) -> bytes:
+    buf = bytearray(n)
+    view = memoryview(buf)
+    got = 0
+    while got < n:
+        k = sock.recv_into(view[got:], n - got)
+        if k == 0:
+            raise ConnectionError("connection closed by peer")
+        got += k
+    return bytes(buf)
+
+
+class Channel:
+    """One authenticated (or about to be) control connection; thread-safe sends.
+
+    Receives happen on one thread at a time (the owner's reader loop); sends may come from
+    several threads (heartbeats, results), so they share a lock.
+    """
+
+    def __init__(self, sock: socket.socket, peer: str = "peer"):
+        self.sock = sock
+        self.peer = peer
+        self._send_lock = threading.Lock()
+        self.max_bytes = PRE_AUTH_MAX_BYTES
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def send(self, msg: dict[str, Any], blobs: Sequence[bytes] = ()) -> None:
+        """Send one JSON message and its attachments."""
+        if blobs:
+            msg = {**msg, "_blobs": [len(b) for b in blobs]}
+        body = json.dumps(msg, separators=(",", ":")).encode()
+        try:
+            with self._send_lock:
+                self.sock.sendall(_HEADER.pack(len(body)) + body)
+                for b in blobs:
+                    self.sock.sendall(b)
+        except OSError as exc:
+            raise PeerError(
+                f"control channel to {self.peer}: send failed ({exc})", device=self.peer
+            ) from None
+
+    def recv(self) -> tuple[dict[str, Any], list[bytes]]:
+        """Receive one message; raises :class:`PeerError` on EOF, timeout or a malformed message."""
+        try:
+            (n,) = _HEADER.unpack(_recv_exact(self.sock, _HEADER.size))
+            limit = min(self.max_bytes, MAX_JSON_BYTES)
+            if n > limit:
+                raise PeerError(
+                    f"control message from {self.peer} too large ({n} > {limit} bytes)",
+                    device=self.peer,
+                )
+            msg = json.loads(_recv_exact(self.sock, n).decode())
+            if not isinstance(msg, dict) or not isinstance(msg.get("type"), str):
+                raise PeerError(f"malformed control message from {self.peer}", device=self.peer)
+            sizes = msg.pop("_blobs", [])
+            if not isinstance(sizes, list) or not all(
+                isinstance(s, int) and 0 <= s <= MAX_BLOB_BYTES for s in sizes
+            ):
+                raise PeerError(f"malformed attachment sizes from {self.peer}", device=self.peer)
+            if sizes and self.max_bytes == PRE_AUTH_MAX_BYTES:
+                raise PeerError(
+                    f"attachment before authentication from {self.peer}", device=self.peer
+                )
+            blobs = [_recv_exact(self.sock, s) for s in sizes]
+        except (ConnectionError, OSError) as exc:
+            raise PeerError(
+                f"control channel to {self.peer} lost ({exc})", device=self.peer
+            ) from None
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise PeerError(
+                f"control message from {self.peer} is not JSON", device=self.peer
+            ) from None
+        return msg, blobs
+
+    def expect(self, kind: str) -> tuple[dict[str, Any], list[bytes]]:
+        """Receive one message and insist on its type (an ``error`` message becomes a PeerError)."""
+        msg, blobs = self.recv()
+        if msg["type"] == "error":
+            raise PeerError(f"{self.peer}: {msg.get('message', 'unknown error')}", device=self.peer)
+        if msg["type"] != kind:
+            raise PeerError(
+                f"{self.peer}: expected {kind!r}, got {msg['type']!r}", device=self.peer
+            )
+        return msg, blobs
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+        self.sock.close()
+
+
+def authenticate_coordinator(chan: Channel, token: str, device: str) -> None:
+    """Worker side of the handshake: prove we hold ``token`` and check the coordinator does.
+
+    Raises :class:`PeerError` if the coordinator cannot prove it holds the token, so a worker
+    never executes anything for an unauthenticated party.
+    """
+    w = secrets.token_hex(NONCE_BYTES)
+    chan.send({"type": "hello", "device": device, "nonce": w})
+    msg, _ = chan.expect("challenge")
+    c = str(msg.get("nonce", ""))
+    expected = mac(token, "coordinator", w, c, device)
+    if not hmac.compare_digest(expected, str(msg.get("mac", ""))):
+        raise PeerError(
+            f"coordinator {chan.peer} failed authentication (wrong token)", device=chan.peer
+        )
+    chan.send({"type": "proof", "mac": mac(token, "worker", c, w, device)})
+    chan.expect("welcome")
+    chan.max_bytes = MAX_JSON_BYTES
+
+
+def authenticate_worker(chan: Channel, token: str) -> str:
+    """Coordinator side of the handshake; returns the device name the worker serves.
+
+    Raises :class:`PeerError` (after telling the worker) if its proof is wrong.
+    """
+    msg, _ = chan.expect("hello")
+    device = msg.get("device")
+    w = msg.get("nonce")
+    if not isinstance(device, str) or not isinstance(w, str) or len(w) != 2 * NONCE_BYTES:
+        raise PeerError(f"malformed hello from {chan.peer}", device=chan.peer)
+    c = secrets.token_hex(NONCE_BYTES)
+    chan.send({"type": "challenge", "nonce": c, "mac": mac(token, "coordinator", w, c, device)})
+    proof, _ = chan.expect("proof")
+    if not hmac.compare_digest(mac(token, "worker", c, w, device), str(proof.get("mac", ""))):
+        with contextlib.suppress(PeerError):
+            chan.send({"type": "error", "message": "authentication failed"})
+        raise PeerError(
+            f"worker {chan.peer} claiming device {device!r} failed authentication", device=device
+        )
+    chan.send({"type": "welcome"})
+    chan.max_bytes = MAX_JSON_BYTES
+    chan.peer = device
+    return device
+
+
+def parse_hostport(text: str, *, what: str = "address") -> tuple[str, int]:
+    """``"HOST:PORT"`` -> ``(host, port)``; one-line :class:`InputError` otherwise."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise InputError(f"{what} must be HOST:PORT, got {text!r}")
+    return host.strip("[]"), int(port)
+
+
+def read_token(path: str | None, fallback: str | None = None) -> str:
+    """The shared token from ``path`` (first line, stripped) or ``fallback``."""
+    if path is None:
+        if not fallback:
+            raise InputError("no token: pass --token-file or set COINFER_TOKEN")
+        return fallback
+    try:
+        with open(path) as f:
+            token = f.readline().strip()
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read token file ({exc.strerror})") from None
+    if not token:
+        raise InputError(f"{path}: token file is empty")
+    return token
+
+
+__all__ = [
+    "Channel",
+    "authenticate_coordinator",
+    "authenticate_worker",
+    "mac",
+    "parse_hostport",
+    "read_token",
+]

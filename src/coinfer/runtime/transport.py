@@ -1,0 +1,422 @@
+"""The data plane: tensors between device processes over ``torch.distributed`` point-to-point.
+
+One process per device joins a gloo process group (NCCL would slot in for GPUs). On top of the
+raw ``isend``/``irecv`` this module adds what a pipeline needs:
+
+- **shape contracts** (:class:`TensorMeta`): the receiver pre-allocates buffers from the cut's
+  shape/dtype, and every send is checked against the same contract first — a mismatch would
+  otherwise show up as a hang or silent corruption on the other side;
+- **one sender thread per peer** with a bounded queue, so computing never waits for the wire
+  (back-pressure only when ``depth`` messages are already queued) and each directed link carries
+  one transfer at a time, as in the reference cost model;
+- **link emulation** (:class:`LinkShape`): before a transfer the sender keeps the link busy for
+  ``latency + bytes / bandwidth`` — works without root and adds the latency that ``tc`` cannot
+  (this kernel has no netem);
+- **receives posted ahead** (:meth:`Transport.post_recv`), matched by tag, so messages from
+  several peers may arrive in any order;
+- **bounded waits**: every wait has a timeout, and a failure becomes a :class:`PeerError`
+  naming the peer device.
+
+Tags: message ``m`` (a micro-batch id) with tensors ``0..k-1`` uses tags ``m * TAGS_PER_MESSAGE + j``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from ..errors import InputError, PeerError
+
+# At most this many tensors cross one cut (the tag space of one message).
+TAGS_PER_MESSAGE = 64
+# Sleeps shorter than this are skipped: time.sleep overshoots by ~0.1 ms here, so emulating a
+# 20 µs delay would cost more than it models.
+_MIN_SLEEP_S = 50e-6
+
+_DTYPES: dict[str, torch.dtype] = {
+    "float32": torch.float32,
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "float64": torch.float64,
+    "int64": torch.int64,
+    "int32": torch.int32,
+    "int8": torch.int8,
+    "uint8": torch.uint8,
+    "bool": torch.bool,
+}
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """``torch.float32`` -> ``"float32"`` (the wire spelling)."""
+    return str(dtype).removeprefix("torch.")
+
+
+@dataclass(frozen=True, slots=True)
+class TensorMeta:
+    """The contract of one tensor crossing a cut: exact shape and dtype."""
+
+    shape: tuple[int, ...]
+    dtype: str
+
+    @classmethod
+    def of(cls, t: torch.Tensor) -> TensorMeta:
+        return cls(tuple(int(s) for s in t.shape), dtype_name(t.dtype))
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        try:
+            return _DTYPES[self.dtype]
+        except KeyError:
+            raise InputError(f"unsupported tensor dtype {self.dtype!r} in a cut contract") from None
+
+    @property
+    def nbytes(self) -> int:
+        n = 1
+        for s in self.shape:
+            n *= s
+        return n * torch.empty((), dtype=self.torch_dtype).element_size()
+
+    def empty(self) -> torch.Tensor:
+        return torch.empty(self.shape, dtype=self.torch_dtype)
+
+    def check(self, t: torch.Tensor, where: str) -> None:
+        """Raise :class:`InputError` if ``t`` breaks the contract (named by ``where``)."""
+        if tuple(t.shape) != self.shape or dtype_name(t.dtype) != self.dtype:
+            raise InputError(
+                f"{where}: tensor {tuple(t.shape)} {dtype_name(t.dtype)} breaks the cut contract {self.shape} {self.dtype}"
+            )
+
+    def to_list(self) -> list[Any]:
+        return [list(self.shape), self.dtype]
+
+    @classmethod
+    def from_list(cls, data: Sequence[Any]) -> TensorMeta:
+        shape, dtype = data
+        if dtype not in _DTYPES:
+            raise InputError(f"unsupported tensor dtype {dtype!r} in a cut contract")
+        return cls(tuple(int(s) for s in shape), str(dtype))
+
+
+@dataclass(frozen=True, slots=True)
+class LinkShape:
+    """Emulated link from this process to one peer: ``latency_s + nbytes / bandwidth_Bps``.
+
+    ``bandwidth_Bps = None`` means unshaped (only the real transport cost).
+    """
+
+    bandwidth_Bps: float | None = None
+    latency_s: float = 0.0
+
+    def delay_s(self, nbytes: int) -> float:
+        bw = 0.0 if self.bandwidth_Bps is None else nbytes / self.bandwidth_Bps
+        return self.latency_s + bw
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"bandwidth_Bps": self.bandwidth_Bps, "latency_s": self.latency_s}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> LinkShape:
+        bw = d.get("bandwidth_Bps")
+        return cls(None if bw is None else float(bw), float(d.get("latency_s", 0.0)))
+
+
+@dataclass(frozen=True, slots=True)
+class TransferEvent:
+    """One finished transfer as measured by this process (wall clock, seconds since epoch)."""
+
+    kind: str  # "send" | "recv"
+    message: int
+    peer: int
+    start_s: float
+    end_s: float
+    nbytes: int
+
+
+def init_process_group(
+    rank: int,
+    world_size: int,
+    store_host: str,
+    store_port: int,
+    timeout_s: float,
+    *,
+    backend: str = "gloo",
+) -> None:
+    """Join the data-plane group through the coordinator's TCPStore (rendezvous only)."""
+    store = dist.TCPStore(
+        store_host,
+        store_port,
+        world_size=None,
+        is_master=False,
+        timeout=_dt.timedelta(seconds=timeout_s),
+    )
+    dist.init_process_group(
+        backend,
+        store=store,
+        rank=rank,
+        world_size=world_size,
+        timeout=_dt.timedelta(seconds=timeout_s),
+    )
+
+
+class PendingRecv:
+    """Receives of one message posted ahead; :meth:`wait` returns the filled tensors."""
+
+    def __init__(self, transport: Transport, peer: int, message: int, metas: Sequence[TensorMeta]):
+        self.peer = peer
+        self.message = message
+        self.tensors = [m.empty() for m in metas]
+        self._transport = transport
+        self._works = [
+            dist.irecv(t, src=peer, tag=message * TAGS_PER_MESSAGE + j)
+            for j, t in enumerate(self.tensors)
+        ]
+        self.posted_s = time.time()
+
+    def wait(self, timeout_s: float) -> list[torch.Tensor]:
+        t0 = time.time()
+        try:
+            for w in self._works:
+                left = max(0.001, timeout_s - (time.time() - t0))
+                if not w.wait(timeout=_dt.timedelta(seconds=left)):
+                    raise TimeoutError("timed out")
+        except Exception as exc:  # gloo raises RuntimeError on a closed peer / timeout
+            name = self._transport.peer_name(self.peer)
+            raise PeerError(
+                f"receiving message {self.message} from {name} failed after {time.time() - t0:.1f} s: {_short(exc)}",
+                device=name,
+            ) from None
+        end = time.time()
+        nbytes = sum(t.numel() * t.element_size() for t in self.tensors)
+        self._transport._record(TransferEvent("recv", self.message, self.peer, t0, end, nbytes))
+        return self.tensors
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else type(exc).__name__
+
+
+class _Sender(threading.Thread):
+    """Drains one peer's bounded queue: emulate the link, then isend + wait."""
+
+    def __init__(
+        self, transport: Transport, peer: int, shape: LinkShape, depth: int, timeout_s: float
+    ):
+        super().__init__(name=f"send->{peer}", daemon=True)
+        self.transport = transport
+        self.peer = peer
+        self.shape = shape
+        self.timeout_s = timeout_s
+        self.queue: queue.Queue[tuple[int, list[torch.Tensor]] | None] = queue.Queue(maxsize=depth)
+        self.error: PeerError | None = None
+
+    def run(self) -> None:
+        while True:
+            item = self.queue.get()
+            if item is None:
+                return
+            message, tensors = item
+            nbytes = sum(t.numel() * t.element_size() for t in tensors)
+            t0 = time.time()
+            delay = self.shape.delay_s(nbytes)
+            if delay >= _MIN_SLEEP_S:
+                time.sleep(delay)
+            try:
+                works = [
+                    dist.isend(t, dst=self.peer, tag=message * TAGS_PER_MESSAGE + j)
+                    for j, t in enumerate(tensors)
+                ]
+                for w in works:
+                    left = max(0.001, self.timeout_s - (time.time() - t0))
+                    if not w.wait(timeout=_dt.timedelta(seconds=left)):
+                        raise TimeoutError("timed out")
+            except Exception as exc:
+                name = self.transport.peer_name(self.peer)
+                self.error = PeerError(
+                    f"sending message {message} to {name} failed: {_short(exc)}", device=name
+                )
+                self.transport._fail(self.error)
+                return
+            self.transport._record(
+                TransferEvent("send", message, self.peer, t0, time.time(), nbytes)
+            )
+            self.queue.task_done()
+
+
+class Transport:
+    """Point-to-point tensors with this process's emulated links; one instance per process.
+
+    Parameters
+    ----------
+    rank, names
+        This process's rank and the device name of every rank (for error messages).
+    links
+        Emulated link shape from this rank to each peer rank (missing = unshaped).
+    depth
+        Messages that may wait in one peer's send queue before ``send`` blocks (back-pressure).
+    timeout_s
+        Bound on any single wait; a stuck peer becomes a :class:`PeerError` after at most this.
+    on_error
+        Called once (from a sender thread) with the first send failure, so the owner can abort.
+    """
+
+    def __init__(
+        self,
+        rank: int,
+        names: Sequence[str],
+        links: Mapping[int, LinkShape],
+        *,
+        depth: int = 2,
+        timeout_s: float = 60.0,
+        on_error: Callable[[PeerError], None] | None = None,
+    ):
+        self.rank = rank
+        self.names = tuple(names)
+        self.links = dict(links)
+        self.depth = depth
+        self.timeout_s = timeout_s
+        self.on_error = on_error
+        self._senders: dict[int, _Sender] = {}
+        self._events: list[TransferEvent] = []
+        self._lock = threading.Lock()
+        self._error: PeerError | None = None
+
+    def peer_name(self, rank: int) -> str:
+        return self.names[rank] if 0 <= rank < len(self.names) else f"rank {rank}"
+
+    def _record(self, ev: TransferEvent) -> None:
+        with self._lock:
+            self._events.append(ev)
+
+    def _fail(self, err: PeerError) -> None:
+        with self._lock:
+            first = self._error is None
+            if first:
+                self._error = err
+        if first and self.on_error is not None:
+            self.on_error(err)
+
+    @property
+    def events(self) -> list[TransferEvent]:
+        with self._lock:
+            return list(self._events)
+
+    def send(
+        self, peer: int, message: int, tensors: Sequence[torch.Tensor], metas: Sequence[TensorMeta]
+    ) -> None:
+        """Queue ``tensors`` for ``peer`` after checking them against ``metas``.
+
+        Blocks while ``depth`` messages already wait for this peer (back-pressure). Raises the
+        first send failure, if any happened, instead of queueing more.
+        """
+        if self._error is not None:
+            raise self._error
+        if len(tensors) != len(metas):
+            raise InputError(
+                f"message {message} to {self.peer_name(peer)}: {len(tensors)} tensors, contract has {len(metas)}"
+            )
+        if len(tensors) > TAGS_PER_MESSAGE:
+            raise InputError(
+                f"message {message}: {len(tensors)} tensors exceed the limit of {TAGS_PER_MESSAGE}"
+            )
+        for j, (t, m) in enumerate(zip(tensors, metas, strict=True)):
+            m.check(t, f"message {message} tensor {j} to {self.peer_name(peer)}")
+        sender = self._senders.get(peer)
+        if sender is None:
+            sender = _Sender(
+                self, peer, self.links.get(peer, LinkShape()), self.depth, self.timeout_s
+            )
+            sender.start()
+            self._senders[peer] = sender
+        payload = [t.contiguous() for t in tensors]
+        deadline = time.time() + self.timeout_s
+        while True:
+            try:
+                sender.queue.put((message, payload), timeout=0.2)
+                return
+            except queue.Full:
+                if self._error is not None:
+                    raise self._error from None
+                if time.time() > deadline:
+                    raise PeerError(
+                        f"send queue to {self.peer_name(peer)} stuck for {self.timeout_s:.0f} s",
+                        device=self.peer_name(peer),
+                    ) from None
+
+    def post_recv(self, peer: int, message: int, metas: Sequence[TensorMeta]) -> PendingRecv:
+        """Post the receives of one message now (buffers pre-allocated from ``metas``)."""
+        return PendingRecv(self, peer, message, metas)
+
+    def flush(self) -> None:
+        """Wait until every queued send has gone out (or raise the first failure)."""
+        deadline = time.time() + self.timeout_s
+        for s in list(self._senders.values()):
+            s.queue.put(None, timeout=max(0.001, deadline - time.time()))
+        for s in list(self._senders.values()):
+            s.join(timeout=max(0.001, deadline - time.time()))
+            if s.is_alive() and self._error is None:
+                name = self.peer_name(s.peer)
+                raise PeerError(
+                    f"sends to {name} did not finish within {self.timeout_s:.0f} s", device=name
+                )
+        self._senders.clear()
+        if self._error is not None:
+            raise self._error
+
+
+def gloo_ifname_for(host: str) -> str | None:
+    """Name of the local network interface holding address ``host`` (for ``GLOO_SOCKET_IFNAME``)."""
+    import socket
+
+    if host in ("", "0.0.0.0"):
+        return None
+    try:
+        addr = socket.gethostbyname(host)
+    except OSError:
+        raise InputError(f"cannot resolve bind address {host!r}") from None
+    if addr.startswith("127."):
+        return "lo"
+    import fcntl
+    import struct
+
+    siocgifaddr = 0x8915  # Linux ioctl: get an interface's IPv4 address
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        for _, name in socket.if_nameindex():
+            try:
+                res = fcntl.ioctl(s.fileno(), siocgifaddr, struct.pack("256s", name.encode()[:15]))
+            except OSError:
+                continue
+            if socket.inet_ntoa(res[20:24]) == addr:
+                return name
+    finally:
+        s.close()
+    raise InputError(f"no local interface has address {host!r}")
+
+
+def set_bind_address(host: str) -> None:
+    """Make gloo listen on the interface of ``host`` (default: loopback only)."""
+    name = gloo_ifname_for(host)
+    if name is not None:
+        os.environ["GLOO_SOCKET_IFNAME"] = name
+
+
+__all__ = [
+    "LinkShape",
+    "PendingRecv",
+    "TensorMeta",
+    "TransferEvent",
+    "Transport",
+    "dtype_name",
+    "init_process_group",
+    "set_bind_address",
+]
