@@ -1,0 +1,177 @@
+"""The planner registry: every planner by name, with what it can do and what it needs.
+
+A planner is a pure function ``plan_x(instance, objective, options=None) -> Plan`` plus one
+frozen options dataclass. The registry records, per planner, whether it is exact, which
+objectives it supports, whether it is seeded, and what an instance must carry for it to apply
+(``needs``). The front door (:func:`coinfer.plan.plan`), ``coinfer compare`` and the common test
+suite all read this table — so adding a planner is one import and one entry below:
+
+.. code-block:: python
+
+    from .mincut import MincutOptions, plan_mincut
+    ...
+    PlannerInfo("mincut", plan_mincut, MincutOptions, exact=True, objectives=TIME, needs="dag",
+                summary="..."),
+
+Names are case-insensitive. ``"default"`` is an alias for ``"dp"`` — the exact pipeline planner
+that handles every objective; callers that just want "a good plan" should ask for ``default`` so
+the alias can move to a better planner later without breaking them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import InputError
+from .baselines import (
+    EvenOptions,
+    MemoryOptions,
+    SingleOptions,
+    plan_even,
+    plan_memory,
+    plan_single,
+)
+from .brute import BruteOptions, plan_brute
+from .instance import Instance
+
+# Objective sets, named once so entries stay one line.
+ALL = frozenset({"latency", "throughput", "energy"})
+TIME = frozenset({"latency", "throughput"})
+
+# The name "default" resolves to this planner (documented in docs/planners.md).
+DEFAULT_ALIAS = "dp"
+
+
+@dataclass(frozen=True)
+class PlannerInfo:
+    """One registry entry.
+
+    Attributes
+    ----------
+    name : lower-case registry name (``coinfer plan --algo NAME``).
+    func : the planner, ``func(instance, objective, options) -> Plan``.
+    options_type : its frozen options dataclass (the front door builds it from ``**options``).
+    exact : optimal within its ``model`` (tested equal to brute force on small instances).
+    objectives : the objectives it supports.
+    seeded : takes ``seed`` in its options and records it in the Plan.
+    needs : what the instance must carry for the planner to apply (a key of :data:`NEEDS`), or None.
+    summary : one line for tables and ``--help``.
+    model : the plan space it searches — ``"chain"`` (one device per stage), ``"replicas"``
+        (stages may hold several devices, PICO), ``"revisit"`` (a device may serve several
+        stages), ``"dag"`` (cuts of the graph, not just the chain). Exactness and the "never
+        better than brute force" checks are relative to this space.
+    """
+
+    name: str
+    func: Callable[..., Any]
+    options_type: type
+    exact: bool
+    objectives: frozenset[str]
+    seeded: bool = False
+    needs: str | None = None
+    summary: str = ""
+    model: str = "chain"
+
+
+def _need_dag(instance: Instance) -> str | None:
+    return (
+        None
+        if instance.meta.get("dag")
+        else "the instance carries no DAG (plan from a model, not a bare instance)"
+    )
+
+
+def _need_two_devices(instance: Instance) -> str | None:
+    return (
+        None
+        if len(instance.devices) >= 2
+        else f"needs two devices, the instance has {len(instance.devices)}"
+    )
+
+
+# need name -> check returning None when met, else one line saying why not. Extend by one entry.
+NEEDS: dict[str, Callable[[Instance], str | None]] = {
+    "dag": _need_dag,
+    "two devices": _need_two_devices,
+}
+
+
+PLANNERS: dict[str, PlannerInfo] = {
+    info.name: info
+    for info in (
+        PlannerInfo(
+            "brute",
+            plan_brute,
+            BruteOptions,
+            exact=True,
+            objectives=ALL,
+            summary="exhaustive splits x device orders (ground truth, small instances)",
+        ),
+        PlannerInfo(
+            "single",
+            plan_single,
+            SingleOptions,
+            exact=False,
+            objectives=ALL,
+            summary="best single device runs everything (baseline)",
+        ),
+        PlannerInfo(
+            "even",
+            plan_even,
+            EvenOptions,
+            exact=False,
+            objectives=ALL,
+            summary="equal piece counts per device, cluster order (GPipe-style baseline)",
+        ),
+        PlannerInfo(
+            "memory",
+            plan_memory,
+            MemoryOptions,
+            exact=False,
+            objectives=ALL,
+            summary="pieces in proportion to device memory (exo/llama.cpp baseline)",
+        ),
+    )
+}
+
+
+def get_planner(name: str) -> PlannerInfo:
+    """Look a planner up by name (case-insensitive; ``"default"`` → :data:`DEFAULT_ALIAS`).
+
+    Raises
+    ------
+    InputError
+        Unknown name; the message lists the valid ones.
+    """
+    key = name.strip().lower()
+    if key == "default":
+        key = DEFAULT_ALIAS if DEFAULT_ALIAS in PLANNERS else "brute"
+    info = PLANNERS.get(key)
+    if info is None:
+        valid = ", ".join(["default", *sorted(PLANNERS)])
+        raise InputError(f"unknown planner {name!r}; choose one of: {valid}")
+    return info
+
+
+def unmet_need(info: PlannerInfo, instance: Instance) -> str | None:
+    """Why ``info`` cannot plan ``instance`` (its ``needs`` unmet), or None if it can."""
+    if info.needs is None:
+        return None
+    check = NEEDS.get(info.needs)
+    if check is None:
+        return f"unknown need {info.needs!r}"
+    return check(instance)
+
+
+__all__ = [
+    "ALL",
+    "DEFAULT_ALIAS",
+    "NEEDS",
+    "PLANNERS",
+    "TIME",
+    "PlannerInfo",
+    "get_planner",
+    "unmet_need",
+]
