@@ -1,0 +1,435 @@
+"""Cluster files: the YAML schema (pydantic, unknown fields forbidden), unit conversion, checks.
+
+Every problem with a cluster file becomes ONE :class:`~coinfer.errors.InputError` line of the form
+``<file>: <field path>: <what is wrong> (got <value>)``, e.g.
+``lab.yaml: devices[1].speed.gflops: must be > 0 (got -3)``. Field paths use the YAML's own
+names so the user can find the line.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections import deque
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ..errors import InputError
+from .types import BandwidthTrace, Cluster, Device, DeviceFeatures, Emulation, Link
+from .units import BYTES_PER_S_PER_GBPS, mbps_to_Bps, parse_memory
+
+# Device names become cgroup directory names, process labels and file-name parts, so keep them
+# to a portable character set.
+_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PredictSpec(_Strict):
+    """``speed.predict``: device features for the affinity predictor."""
+
+    cores: int = Field(default=1, ge=1)
+    threads: int | None = Field(default=None, ge=1)
+    freq_ghz: float | None = Field(default=None, gt=0)
+    quota: float = Field(default=1.0, gt=0)
+    mem_bandwidth_gbps: float | None = Field(default=None, gt=0)
+    peak_gflops: float | None = Field(default=None, gt=0)
+
+
+class SpeedSpec(_Strict):
+    """``speed``: at least one of an analytic figure, a measured profile, or predictor features."""
+
+    gflops: float | None = Field(default=None, gt=0)
+    profile: str | None = None
+    predict: PredictSpec | None = None
+
+    @model_validator(mode="after")
+    def _one_of(self) -> SpeedSpec:
+        if self.gflops is None and self.profile is None and self.predict is None:
+            raise ValueError("give at least one of 'gflops', 'profile' or 'predict'")
+        return self
+
+
+class PowerSpec(_Strict):
+    """``power``: watts when idle, computing, and transmitting."""
+
+    idle: float | None = Field(default=None, ge=0)
+    active: float | None = Field(default=None, ge=0)
+    transmit: float | None = Field(default=None, ge=0)
+
+
+class EmulateSpec(_Strict):
+    """``emulate``: local-testbed emulation (cgroup CPU quota in cores, intra-op threads)."""
+
+    cpu_quota: float = Field(default=1.0, gt=0)
+    threads: int = Field(default=1, ge=1)
+
+
+class DeviceSpec(_Strict):
+    name: str = Field(pattern=_NAME_PATTERN)
+    kind: Literal["cpu", "gpu", "npu", "core"] = "cpu"
+    speed: SpeedSpec
+    memory: int
+    power: PowerSpec | None = None
+    dvfs_levels: list[float] | None = None
+    dvfs_ghz: list[float] | None = None
+    emulate: EmulateSpec | None = None
+
+    @field_validator("memory", mode="before")
+    @classmethod
+    def _memory(cls, v: Any) -> int:
+        return parse_memory(v)
+
+    @field_validator("dvfs_levels")
+    @classmethod
+    def _levels(cls, v: list[float] | None) -> list[float] | None:
+        if v is not None and (not v or any(not (0 < f <= 1.0) for f in v)):
+            raise ValueError("must be a non-empty list of frequency fractions in (0, 1]")
+        return v
+
+    @field_validator("dvfs_ghz")
+    @classmethod
+    def _ghz(cls, v: list[float] | None) -> list[float] | None:
+        if v is not None and (not v or any(not (f > 0 and math.isfinite(f)) for f in v)):
+            raise ValueError("must be a non-empty list of frequencies in GHz, each > 0")
+        return v
+
+    @model_validator(mode="after")
+    def _one_dvfs(self) -> DeviceSpec:
+        if self.dvfs_levels is not None and self.dvfs_ghz is not None:
+            raise ValueError("give either 'dvfs_levels' (fractions) or 'dvfs_ghz', not both")
+        return self
+
+
+class LinkSpec(_Strict):
+    src: str
+    dst: str
+    bidirectional: bool = True
+    bandwidth_mbps: float | None = Field(default=None, gt=0)
+    latency_ms: float = Field(default=0.0, ge=0)
+    trace: str | None = None
+
+
+class ClusterSpec(_Strict):
+    name: str
+    source: str
+    token: str | None = None
+    devices: list[DeviceSpec] = Field(min_length=1)
+    links: list[LinkSpec] = Field(default_factory=list)
+
+
+# ----- error formatting ----------------------------------------------------------------------
+
+
+def _loc_path(loc: tuple[Any, ...]) -> str:
+    """``('devices', 1, 'speed', 'gflops')`` -> ``devices[1].speed.gflops``."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(top level)"
+
+
+def _pydantic_message(err: Mapping[str, Any]) -> str:
+    kind = err.get("type", "")
+    ctx = err.get("ctx") or {}
+    if kind == "missing":
+        return "missing required field"
+    if kind == "extra_forbidden":
+        return f"unknown field (got {err.get('input')!r})"
+    if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+        op = {
+            "greater_than": ">",
+            "greater_than_equal": ">=",
+            "less_than": "<",
+            "less_than_equal": "<=",
+        }[kind]
+        bound = next(iter(ctx.values()), "?")
+        bound = f"{bound:g}" if isinstance(bound, int | float) else bound
+        return f"must be {op} {bound} (got {err.get('input')!r})"
+    msg = str(err.get("msg", "invalid value"))
+    msg = msg.removeprefix("Value error, ")
+    shown = repr(err.get("input"))
+    return msg if shown in msg else f"{msg} (got {shown})"
+
+
+def _fail(origin: str, path: str, message: str) -> InputError:
+    text = f"{origin}: {path}: {message}"
+    return InputError(text if len(text) <= 400 else text[:397] + "...")
+
+
+# ----- traces ----------------------------------------------------------------------------------
+
+
+def load_trace(path: str | Path, *, origin: str | None = None) -> BandwidthTrace:
+    """Read a bandwidth trace CSV with columns ``time_s,bandwidth_mbps`` (header optional).
+
+    Raises
+    ------
+    InputError
+        Naming the file and line for an unreadable file, a bad number, non-increasing times or a
+        non-positive bandwidth.
+    """
+    p = Path(path)
+    where = origin or str(p)
+    try:
+        text = p.read_text()
+    except OSError as exc:
+        raise InputError(f"{where}: cannot read trace file {str(p)!r} ({exc.strerror})") from None
+    times: list[float] = []
+    bws: list[float] = []
+    first_row = True  # the first non-comment row may be a header such as "time_s,bandwidth_mbps"
+    for lineno, row in enumerate(csv.reader(text.splitlines()), start=1):
+        if not row or all(not c.strip() for c in row) or row[0].lstrip().startswith("#"):
+            continue
+        header_allowed, first_row = first_row, False
+        if len(row) != 2:
+            raise InputError(
+                f"{where}: {p.name} line {lineno}: expected 2 columns time_s,bandwidth_mbps (got {row!r})"
+            )
+        try:
+            t, bw = float(row[0]), float(row[1])
+        except ValueError:
+            if header_allowed:
+                continue
+            raise InputError(
+                f"{where}: {p.name} line {lineno}: not a number (got {row!r})"
+            ) from None
+        if not (math.isfinite(t) and t >= 0):
+            raise InputError(f"{where}: {p.name} line {lineno}: time must be >= 0 (got {row[0]!r})")
+        if not (math.isfinite(bw) and bw > 0):
+            raise InputError(
+                f"{where}: {p.name} line {lineno}: bandwidth must be > 0 (got {row[1]!r})"
+            )
+        if times and t <= times[-1]:
+            raise InputError(f"{where}: {p.name} line {lineno}: time {t} is not after {times[-1]}")
+        times.append(t)
+        bws.append(mbps_to_Bps(bw))
+    if not times:
+        raise InputError(f"{where}: {p.name}: trace has no samples")
+    return BandwidthTrace(tuple(times), tuple(bws), origin=str(p))
+
+
+# ----- the loader ------------------------------------------------------------------------------
+
+
+def cluster_from_dict(
+    data: Mapping[str, Any], *, origin: str = "<cluster>", base_dir: str | Path | None = None
+) -> Cluster:
+    """Validate a parsed cluster document and convert it to a :class:`Cluster`.
+
+    ``base_dir`` resolves relative ``profile:`` and ``trace:`` paths (the YAML file's folder).
+    """
+    if not isinstance(data, Mapping):
+        raise InputError(
+            f"{origin}: a cluster file must hold a mapping (got {type(data).__name__})"
+        )
+    try:
+        spec = ClusterSpec.model_validate(dict(data))
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise _fail(origin, _loc_path(tuple(err["loc"])), _pydantic_message(err)) from None
+    base = Path(base_dir) if base_dir is not None else Path.cwd()
+
+    names = [d.name for d in spec.devices]
+    seen: set[str] = set()
+    for i, n in enumerate(names):
+        if n in seen:
+            raise _fail(origin, f"devices[{i}].name", f"duplicate device name (got {n!r})")
+        seen.add(n)
+    if spec.source not in seen:
+        raise _fail(
+            origin, "source", f"not a device (got {spec.source!r}; devices: {', '.join(names)})"
+        )
+
+    devices = tuple(_device(d, i, origin, base) for i, d in enumerate(spec.devices))
+
+    links: list[Link] = []
+    traces: dict[tuple[str, str], BandwidthTrace] = {}
+    pairs: dict[tuple[str, str], int] = {}
+    for j, lk in enumerate(spec.links):
+        for end in ("src", "dst"):
+            v = getattr(lk, end)
+            if v not in seen:
+                raise _fail(
+                    origin,
+                    f"links[{j}].{end}",
+                    f"unknown device (got {v!r}; devices: {', '.join(names)})",
+                )
+        if lk.src == lk.dst:
+            raise _fail(
+                origin, f"links[{j}]", f"a link needs two different devices (got {lk.src!r} twice)"
+            )
+        trace = None
+        trace_path = None
+        if lk.trace is not None:
+            tp = Path(lk.trace)
+            tp = tp if tp.is_absolute() else base / tp
+            trace = load_trace(tp, origin=f"{origin}: links[{j}].trace")
+            trace_path = str(tp.resolve())
+        if lk.bandwidth_mbps is not None:
+            bw = mbps_to_Bps(lk.bandwidth_mbps)
+        elif trace is not None:
+            bw = trace.mean_Bps()
+        else:
+            raise _fail(
+                origin, f"links[{j}].bandwidth_mbps", "missing required field (or give a 'trace')"
+            )
+        directions = (
+            [(lk.src, lk.dst), (lk.dst, lk.src)] if lk.bidirectional else [(lk.src, lk.dst)]
+        )
+        for a, b in directions:
+            if (a, b) in pairs:
+                raise _fail(
+                    origin, f"links[{j}]", f"duplicate link {a}->{b} (also links[{pairs[(a, b)]}])"
+                )
+            pairs[(a, b)] = j
+            links.append(Link(a, b, bw, lk.latency_ms / 1000.0, trace_path))
+            if trace is not None:
+                traces[(a, b)] = trace
+
+    _check_connected(origin, names, spec.source, links)
+    return Cluster(
+        name=spec.name,
+        devices=devices,
+        links=tuple(links),
+        source=spec.source,
+        token=spec.token,
+        traces=traces,
+        origin=origin,
+    )
+
+
+def _device(d: DeviceSpec, i: int, origin: str, base: Path) -> Device:
+    profile = None
+    if d.speed.profile is not None:
+        pp = Path(d.speed.profile)
+        pp = pp if pp.is_absolute() else base / pp
+        if not pp.exists():
+            raise _fail(
+                origin, f"devices[{i}].speed.profile", f"file not found (got {d.speed.profile!r})"
+            )
+        profile = str(pp.resolve())
+    features = None
+    if d.speed.predict is not None:
+        pr = d.speed.predict
+        threads = (
+            pr.threads if pr.threads is not None else (d.emulate.threads if d.emulate else pr.cores)
+        )
+        features = DeviceFeatures(
+            cores=pr.cores,
+            threads=threads,
+            freq_ghz=pr.freq_ghz,
+            quota=pr.quota,
+            mem_bandwidth_Bps=None
+            if pr.mem_bandwidth_gbps is None
+            else pr.mem_bandwidth_gbps * BYTES_PER_S_PER_GBPS,
+            peak_gflops=pr.peak_gflops,
+        )
+    if d.dvfs_ghz is not None:
+        top = max(d.dvfs_ghz)
+        levels = tuple(sorted({round(f / top, 6) for f in d.dvfs_ghz}))
+    elif d.dvfs_levels is not None:
+        levels = tuple(sorted(set(d.dvfs_levels)))
+    else:
+        levels = (1.0,)
+    if levels[-1] != 1.0:
+        raise _fail(
+            origin,
+            f"devices[{i}].dvfs_levels",
+            f"the highest level must be 1.0 (f_max) (got {list(levels)})",
+        )
+    power = d.power or PowerSpec()
+    return Device(
+        name=d.name,
+        kind=d.kind,
+        mem_bytes=d.memory,
+        gflops=d.speed.gflops,
+        profile=profile,
+        features=features,
+        power_idle_w=power.idle,
+        power_active_w=power.active,
+        power_transmit_w=power.transmit,
+        dvfs_levels=levels,
+        emulate=None if d.emulate is None else Emulation(d.emulate.cpu_quota, d.emulate.threads),
+    )
+
+
+def _check_connected(origin: str, names: list[str], source: str, links: list[Link]) -> None:
+    """Every device must be reachable from the source and reach it back (requests return)."""
+    fwd: dict[str, list[str]] = {n: [] for n in names}
+    back: dict[str, list[str]] = {n: [] for n in names}
+    for lk in links:
+        fwd[lk.src].append(lk.dst)
+        back[lk.dst].append(lk.src)
+    for adj, how in ((fwd, "cannot be reached from"), (back, "cannot send back to")):
+        seen = {source}
+        queue = deque([source])
+        while queue:
+            u = queue.popleft()
+            for v in adj[u]:
+                if v not in seen:
+                    seen.add(v)
+                    queue.append(v)
+        lost = [n for n in names if n not in seen]
+        if lost:
+            raise _fail(
+                origin,
+                "links",
+                f"network is disconnected: device {lost[0]!r} {how} source {source!r}",
+            )
+
+
+def load_cluster(path: str | Path) -> Cluster:
+    """Read and validate a cluster YAML file.
+
+    Parameters
+    ----------
+    path
+        The YAML file; relative ``profile:`` / ``trace:`` paths inside it are resolved against
+        its folder.
+
+    Raises
+    ------
+    InputError
+        One line naming the file, the field path and the bad value.
+    """
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as exc:
+        raise InputError(f"{p}: cannot read cluster file ({exc.strerror})") from None
+    return cluster_from_yaml(text, origin=str(p), base_dir=p.parent)
+
+
+def cluster_from_yaml(
+    text: str, *, origin: str = "<cluster>", base_dir: str | Path | None = None
+) -> Cluster:
+    """Parse cluster YAML text (see :func:`load_cluster`)."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}: " if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "syntax error"
+        raise InputError(f"{origin}: not valid YAML ({where}{problem})") from None
+    if data is None:
+        raise InputError(f"{origin}: the file is empty")
+    return cluster_from_dict(data, origin=origin, base_dir=base_dir)
+
+
+__all__ = [
+    "ClusterSpec",
+    "cluster_from_dict",
+    "cluster_from_yaml",
+    "load_cluster",
+    "load_trace",
+]

@@ -1,0 +1,279 @@
+"""In-memory cluster types: devices, directed links, bandwidth traces, the cluster itself.
+
+Everything here is already in coinfer's base units (seconds, bytes, bytes per second); the YAML
+parser in :mod:`coinfer.cluster.load` is the only place that converts from human units. All types
+are frozen so a cluster can be shared by planners, the simulator and the runtime without copies.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any, Literal
+
+from ..errors import InputError
+from .units import BYTES_PER_S_PER_GBPS, Bps_to_mbps
+
+DeviceKind = Literal["cpu", "gpu", "npu", "core"]
+DEVICE_KINDS: tuple[str, ...] = ("cpu", "gpu", "npu", "core")
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceFeatures:
+    """What the affinity predictor knows about a device (the ``speed.predict`` block).
+
+    ``quota`` is the CPU share in cores (a cgroup quota of 50 ms per 100 ms period is 0.5);
+    ``threads`` the intra-op threads the runtime uses there; ``freq_ghz`` the core clock.
+    """
+
+    cores: int = 1
+    threads: int = 1
+    freq_ghz: float | None = None
+    quota: float = 1.0
+    mem_bandwidth_Bps: float | None = None
+    peak_gflops: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"cores": self.cores, "threads": self.threads, "quota": self.quota}
+        if self.freq_ghz is not None:
+            out["freq_ghz"] = self.freq_ghz
+        if self.mem_bandwidth_Bps is not None:
+            out["mem_bandwidth_gbps"] = self.mem_bandwidth_Bps / BYTES_PER_S_PER_GBPS
+        if self.peak_gflops is not None:
+            out["peak_gflops"] = self.peak_gflops
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Emulation:
+    """How the local testbed emulates this device: a cgroup CPU quota (cores) and a thread count."""
+
+    cpu_quota: float = 1.0
+    threads: int = 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"cpu_quota": self.cpu_quota, "threads": self.threads}
+
+
+@dataclass(frozen=True, slots=True)
+class Device:
+    """A device of a cluster, with every figure the cost model, planners and runtime need.
+
+    Speed can be given three ways (the cost model prefers them in this order): ``profile``
+    (path of a measured profile file), ``features`` (inputs for the affinity predictor), and
+    ``gflops`` (effective GFLOP/s for the analytic FLOPs / speed fallback).
+    ``dvfs_levels`` are frequency fractions of the maximum (1.0 = f_max), sorted ascending.
+    """
+
+    name: str
+    kind: DeviceKind = "cpu"
+    mem_bytes: int = 1 << 30
+    gflops: float | None = None
+    profile: str | None = None
+    features: DeviceFeatures | None = None
+    power_idle_w: float | None = None
+    power_active_w: float | None = None
+    power_transmit_w: float | None = None
+    dvfs_levels: tuple[float, ...] = (1.0,)
+    emulate: Emulation | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The YAML-schema form of this device (round-trips through the parser)."""
+        speed: dict[str, Any] = {}
+        if self.gflops is not None:
+            speed["gflops"] = self.gflops
+        if self.profile is not None:
+            speed["profile"] = self.profile
+        if self.features is not None:
+            speed["predict"] = self.features.to_dict()
+        out: dict[str, Any] = {
+            "name": self.name,
+            "kind": self.kind,
+            "speed": speed,
+            "memory": self.mem_bytes,
+        }
+        power = {
+            k: v
+            for k, v in (
+                ("idle", self.power_idle_w),
+                ("active", self.power_active_w),
+                ("transmit", self.power_transmit_w),
+            )
+            if v is not None
+        }
+        if power:
+            out["power"] = power
+        if self.dvfs_levels != (1.0,):
+            out["dvfs_levels"] = list(self.dvfs_levels)
+        if self.emulate is not None:
+            out["emulate"] = self.emulate.to_dict()
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    """A directed link ``src -> dst``; ``x`` bytes take ``latency_s + x / bandwidth_Bps``.
+
+    ``bandwidth_Bps`` is the nominal rate (the time-weighted trace mean when only a trace was
+    given); ``trace`` is the resolved path of the bandwidth trace CSV, if any.
+    """
+
+    src: str
+    dst: str
+    bandwidth_Bps: float
+    latency_s: float = 0.0
+    trace: str | None = None
+
+    @property
+    def pair(self) -> tuple[str, str]:
+        return (self.src, self.dst)
+
+    def transfer_s(self, nbytes: float) -> float:
+        """Seconds to move ``nbytes`` at the nominal bandwidth."""
+        return self.latency_s + nbytes / self.bandwidth_Bps
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "src": self.src,
+            "dst": self.dst,
+            "bidirectional": False,
+            "bandwidth_mbps": Bps_to_mbps(self.bandwidth_Bps),
+            "latency_ms": self.latency_s * 1000.0,
+        }
+        if self.trace is not None:
+            out["trace"] = self.trace
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class BandwidthTrace:
+    """Piecewise-constant bandwidth over time: ``bandwidth_Bps[i]`` holds from ``times_s[i]``.
+
+    Before the first sample the first value holds; after the last sample the last value holds
+    (a trace describes a window; we do not invent a periodicity the user did not give).
+    """
+
+    times_s: tuple[float, ...]
+    bandwidth_Bps: tuple[float, ...]
+    origin: str = "trace"
+
+    def __post_init__(self) -> None:
+        if not self.times_s or len(self.times_s) != len(self.bandwidth_Bps):
+            raise InputError(
+                f"{self.origin}: a trace needs matching, non-empty time and bandwidth columns"
+            )
+        if any(b <= a for a, b in zip(self.times_s, self.times_s[1:], strict=False)):
+            raise InputError(f"{self.origin}: trace times must be strictly increasing")
+        if any(not (bw > 0 and math.isfinite(bw)) for bw in self.bandwidth_Bps):
+            raise InputError(f"{self.origin}: trace bandwidths must be finite and > 0")
+
+    def at(self, t_s: float) -> float:
+        """Bandwidth (bytes/s) in effect at time ``t_s``."""
+        i = bisect.bisect_right(self.times_s, t_s) - 1
+        return self.bandwidth_Bps[max(i, 0)]
+
+    @property
+    def duration_s(self) -> float:
+        return self.times_s[-1] - self.times_s[0]
+
+    def mean_Bps(self) -> float:
+        """Time-weighted mean bandwidth over the trace window (the last sample counts when alone)."""
+        if len(self.times_s) == 1:
+            return self.bandwidth_Bps[0]
+        total = 0.0
+        for i in range(len(self.times_s) - 1):
+            total += self.bandwidth_Bps[i] * (self.times_s[i + 1] - self.times_s[i])
+        return total / self.duration_s
+
+    def finish_s(self, start_s: float, nbytes: float) -> float:
+        """Time at which ``nbytes`` sent from ``start_s`` have all left (integrating the trace)."""
+        if nbytes <= 0:
+            return start_s
+        t, left = start_s, float(nbytes)
+        i = max(bisect.bisect_right(self.times_s, t) - 1, 0)
+        while True:
+            bw = self.bandwidth_Bps[i]
+            seg_end = self.times_s[i + 1] if i + 1 < len(self.times_s) else math.inf
+            cap = (seg_end - t) * bw
+            if cap >= left:
+                return t + left / bw
+            left -= cap
+            t = seg_end
+            i += 1
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """Devices, directed links, the request source and the runtime's shared token.
+
+    Built by :func:`coinfer.cluster.load_cluster` (validated) or directly in tests; links are
+    always directed here (the parser expands ``bidirectional: true`` into two links).
+    """
+
+    name: str
+    devices: tuple[Device, ...]
+    links: tuple[Link, ...]
+    source: str
+    token: str | None = None
+    traces: Mapping[tuple[str, str], BandwidthTrace] = field(default_factory=dict, compare=False)
+    origin: str = field(default="<memory>", compare=False)
+
+    @cached_property
+    def device_names(self) -> tuple[str, ...]:
+        return tuple(d.name for d in self.devices)
+
+    @cached_property
+    def _by_name(self) -> dict[str, Device]:
+        return {d.name: d for d in self.devices}
+
+    @cached_property
+    def _links_by_pair(self) -> dict[tuple[str, str], Link]:
+        return {lk.pair: lk for lk in self.links}
+
+    def device(self, name: str) -> Device:
+        """The device called ``name``; unknown names raise :class:`InputError` listing the valid ones."""
+        dev = self._by_name.get(name)
+        if dev is None:
+            raise InputError(
+                f"{self.origin}: no device {name!r} (devices: {', '.join(self.device_names)})"
+            )
+        return dev
+
+    def link(self, src: str, dst: str) -> Link | None:
+        """The direct link ``src -> dst`` or ``None``."""
+        return self._links_by_pair.get((src, dst))
+
+    def trace(self, link: Link | tuple[str, str]) -> BandwidthTrace | None:
+        """The bandwidth trace of a link (or ``(src, dst)`` pair), ``None`` if it has none."""
+        pair = link.pair if isinstance(link, Link) else tuple(link)
+        return self.traces.get(pair)  # type: ignore[arg-type]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The YAML-schema form (directed links; paths absolute) — parses back to an equal cluster."""
+        out: dict[str, Any] = {"name": self.name, "source": self.source}
+        if self.token is not None:
+            out["token"] = self.token
+        out["devices"] = [d.to_dict() for d in self.devices]
+        out["links"] = [lk.to_dict() for lk in self.links]
+        return out
+
+    def __repr__(self) -> str:
+        return (
+            f"Cluster({self.name!r}: devices={list(self.device_names)}, {len(self.links)} directed links, "
+            f"source={self.source!r})"
+        )
+
+
+__all__ = [
+    "DEVICE_KINDS",
+    "BandwidthTrace",
+    "Cluster",
+    "Device",
+    "DeviceFeatures",
+    "DeviceKind",
+    "Emulation",
+    "Link",
+]
