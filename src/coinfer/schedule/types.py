@@ -88,6 +88,8 @@ class Schedule:
     source: str
     assignment: tuple[tuple[str, ...], ...]
     plan: Mapping[str, Any] = field(default_factory=dict, compare=False)
+    # Closed-loop window: at most this many requests in flight (None = not fixed by the schedule).
+    window: int | None = None
 
     def __str__(self) -> str:
         lines = [f"Schedule({self.requests} requests x {self.microbatch}, source={self.source})"]
@@ -103,6 +105,7 @@ class Schedule:
             "assignment": [list(a) for a in self.assignment],
             "actions": {d: [str(a) for a in acts] for d, acts in self.actions.items()},
             "plan": dict(self.plan),
+            **({"window": self.window} if self.window is not None else {}),
         }
 
     def to_json(self, indent: int | None = 2) -> str:
@@ -115,12 +118,15 @@ class Schedule:
     def from_dict(cls, data: Mapping[str, Any]) -> Schedule:
         try:
             return cls(
-                actions={d: tuple(Action.parse(a) for a in acts) for d, acts in data["actions"].items()},
+                actions={
+                    d: tuple(Action.parse(a) for a in acts) for d, acts in data["actions"].items()
+                },
                 requests=int(data["requests"]),
                 microbatch=int(data["microbatch"]),
                 source=str(data["source"]),
                 assignment=tuple(tuple(a) for a in data["assignment"]),
                 plan=dict(data.get("plan") or {}),
+                window=int(data["window"]) if data.get("window") is not None else None,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise InputError(f"schedule: missing or malformed field ({exc})") from None

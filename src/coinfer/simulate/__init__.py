@@ -1,1 +1,27 @@
-"""coinfer.simulate"""
+"""coinfer.simulate: discrete-event simulation of a Schedule, and the shared event-trace format."""
+
+from .sim import SimResult, hop_time, load_arrivals, simulate, steady_period
+from .trace import (
+    TraceEvent,
+    events_from_json,
+    events_to_csv,
+    events_to_json,
+    is_link,
+    link_name,
+    load_events,
+)
+
+__all__ = [
+    "SimResult",
+    "TraceEvent",
+    "events_from_json",
+    "events_to_csv",
+    "events_to_json",
+    "hop_time",
+    "is_link",
+    "link_name",
+    "load_arrivals",
+    "load_events",
+    "simulate",
+    "steady_period",
+]

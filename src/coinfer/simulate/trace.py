@@ -1,0 +1,116 @@
+"""The event-trace format shared by the simulator, the runtime and the Gantt chart.
+
+One :class:`TraceEvent` is one busy interval of one resource: a device computing a stage of a
+request, or a directed link carrying one hop of a transfer. The simulator produces them, the
+runtime measures them (same class, same JSON / CSV), and :func:`coinfer.report.gantt` draws
+either. Resource names: a device's name, or ``"u->v"`` for the directed link from ``u`` to ``v``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from ..errors import InputError
+
+EventKind = Literal["compute", "transfer"]
+EVENT_FIELDS = ("resource", "kind", "request", "start_s", "end_s", "stage")
+
+
+def link_name(src: str, dst: str) -> str:
+    """Resource name of the directed link ``src -> dst`` in traces and charts."""
+    return f"{src}->{dst}"
+
+
+def is_link(resource: str) -> bool:
+    """True if ``resource`` names a directed link (``"u->v"``) rather than a device."""
+    return "->" in resource
+
+
+@dataclass(frozen=True, slots=True)
+class TraceEvent:
+    """``resource`` was busy with ``kind`` work for ``request`` from ``start_s`` to ``end_s``.
+
+    ``stage`` is the pipeline stage computed (compute) or the stage whose input is carried
+    (transfer; ``num_stages`` = the output going back to the source); ``None`` if unknown.
+    """
+
+    resource: str
+    kind: EventKind
+    request: int
+    start_s: float
+    end_s: float
+    stage: int | None = None
+
+    @property
+    def duration_s(self) -> float:
+        return self.end_s - self.start_s
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TraceEvent:
+        try:
+            kind = str(data["kind"])
+            if kind not in ("compute", "transfer"):
+                raise ValueError(f"kind {kind!r} is not compute|transfer")
+            stage = data.get("stage")
+            ev = cls(
+                resource=str(data["resource"]),
+                kind=kind,  # type: ignore[arg-type]
+                request=int(data["request"]),
+                start_s=float(data["start_s"]),
+                end_s=float(data["end_s"]),
+                stage=None if stage in (None, "") else int(stage),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InputError(
+                f"trace event {dict(data)!r}: missing or malformed field ({exc})"
+            ) from None
+        if ev.end_s < ev.start_s:
+            raise InputError(
+                f"trace event on {ev.resource!r} ends before it starts ({ev.start_s} > {ev.end_s})"
+            )
+        return ev
+
+
+def events_to_json(events: Iterable[TraceEvent]) -> str:
+    """JSON array of events (the format both the simulator and the runtime write)."""
+    return json.dumps([e.to_dict() for e in events])
+
+
+def events_from_json(text: str, *, origin: str = "trace") -> tuple[TraceEvent, ...]:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{origin}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
+    if not isinstance(data, list):
+        raise InputError(f"{origin}: a trace must be a JSON array of events")
+    return tuple(TraceEvent.from_dict(d) for d in data)
+
+
+def events_to_csv(events: Sequence[TraceEvent]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=EVENT_FIELDS)
+    w.writeheader()
+    for e in events:
+        w.writerow(e.to_dict())
+    return buf.getvalue()
+
+
+def load_events(path: str | Path) -> tuple[TraceEvent, ...]:
+    """Read events from a ``.json`` or ``.csv`` file."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as exc:
+        raise InputError(f"{p}: cannot read trace ({exc.strerror})") from None
+    if p.suffix.lower() == ".csv":
+        return tuple(TraceEvent.from_dict(row) for row in csv.DictReader(io.StringIO(text)))
+    return events_from_json(text, origin=str(p))
