@@ -1,0 +1,154 @@
+"""Seeded random planning instances: the test and benchmark workload of every planner.
+
+:func:`random_instance` draws a heterogeneous cluster and a chain of pieces whose shape is
+loosely that of a CNN's (per-piece work and activation sizes varying by orders of magnitude).
+The same seed always gives the same instance (one ``numpy`` Generator, no global state).
+
+Modelling choices (each a knob a test may want to stress):
+
+- **Speeds**: device speed factor log-uniform over 25x (phone-class to server-class); each
+  piece's time on a device is ``work / speed`` times an *affinity* factor in [0.6, 1.4] so
+  the best device differs from piece to piece (AP²'s task–device affinity, S1).
+- **Links**: every directed pair gets its own bandwidth (log-uniform 1–100 MB/s, i.e. about 8
+  Mbit/s Wi-Fi to 800 Mbit/s Ethernet) and latency (0.1–5 ms); the two directions differ.
+  ``sparse_links`` keeps a random spanning tree (both directions) plus each other pair with
+  probability 0.3, so some transfers must hop through a relay device.
+- **Memory**: roomy by default (every device could hold the whole model); ``tight_memory``
+  gives each device 25–60 % of the model (at least its largest piece) so memory binds.
+- **Power** (``power=True``): active 2–30 W, idle 10–30 % of active, radio 0.5–3 W; half the
+  devices get DVFS levels (0.5, 0.75, 1.0) or (0.6, 0.8, 1.0).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .instance import Device, Instance, Link, make_instance
+
+# Per-piece work in seconds on a speed-1 device: log-uniform between these (1 ms .. 50 ms).
+WORK_RANGE_S = (1e-3, 5e-2)
+# Device speed factors: log-uniform between these (a 25x spread).
+SPEED_RANGE = (0.2, 5.0)
+# Affinity factor range: how much a piece's time on a device deviates from work / speed.
+AFFINITY_RANGE = (0.6, 1.4)
+# Piece memory (bytes): uniform between 1 MB and 100 MB.
+MEM_RANGE = (1_000_000, 100_000_000)
+# Activation bytes crossing a cut: log-uniform 10 kB .. 2 MB.
+CUT_RANGE = (1e4, 2e6)
+# Link bandwidth in bytes/s (log-uniform) and latency in seconds (uniform).
+BANDWIDTH_RANGE = (1e6, 1e8)
+LATENCY_RANGE = (1e-4, 5e-3)
+# Probability of an extra (non-tree) link pair when links are sparse.
+SPARSE_EXTRA_P = 0.3
+# Memory share of the whole model each device gets when memory is tight.
+TIGHT_SHARE = (0.25, 0.6)
+
+
+def _loguniform(
+    rng: np.random.Generator, lo: float, hi: float, size: int | None = None
+) -> np.ndarray:
+    return np.exp(rng.uniform(np.log(lo), np.log(hi), size))
+
+
+def random_instance(
+    rng_or_seed: int | np.random.Generator,
+    pieces: int,
+    devices: int,
+    *,
+    tight_memory: bool = False,
+    sparse_links: bool = False,
+    power: bool = False,
+) -> Instance:
+    """A random instance with ``pieces`` pieces and ``devices`` devices named ``d0..``; source ``d0``.
+
+    Parameters
+    ----------
+    rng_or_seed : an int seed or a ``numpy.random.Generator`` (drawn from, so consecutive calls differ).
+    pieces, devices : sizes (both >= 1).
+    tight_memory : devices hold 25–60 % of the model each, so memory constrains the split.
+    sparse_links : not every pair is linked; transfers may be relayed (multi-hop).
+    power : add power figures and DVFS levels (for the energy objective).
+    """
+    if pieces < 1 or devices < 1:
+        raise ValueError(
+            f"random_instance needs pieces >= 1 and devices >= 1, got {pieces}, {devices}"
+        )
+    rng = (
+        rng_or_seed
+        if isinstance(rng_or_seed, np.random.Generator)
+        else np.random.default_rng(rng_or_seed)
+    )
+    names = [f"d{i}" for i in range(devices)]
+    speed = _loguniform(rng, *SPEED_RANGE, devices)
+    work = _loguniform(rng, *WORK_RANGE_S, pieces)
+    affinity = rng.uniform(*AFFINITY_RANGE, (pieces, devices))
+    times = [
+        {names[d]: float(work[p] / speed[d] * affinity[p, d]) for d in range(devices)}
+        for p in range(pieces)
+    ]
+    mem = rng.integers(MEM_RANGE[0], MEM_RANGE[1], pieces)
+    cuts = _loguniform(rng, *CUT_RANGE, pieces + 1).astype(np.int64)
+    total = int(mem.sum())
+    if tight_memory:
+        shares = rng.uniform(*TIGHT_SHARE, devices)
+        dev_mem = [max(int(total * s), int(mem.max())) for s in shares]
+    else:
+        dev_mem = [2 * total] * devices
+    devs = []
+    for d in range(devices):
+        kw: dict = {}
+        if power:
+            active = float(rng.uniform(2.0, 30.0))
+            kw = {
+                "power_active_w": active,
+                "power_idle_w": active * float(rng.uniform(0.1, 0.3)),
+                "power_transmit_w": float(rng.uniform(0.5, 3.0)),
+            }
+            pick = int(rng.integers(0, 4))
+            if pick == 1:
+                kw["dvfs_levels"] = (0.5, 0.75, 1.0)
+            elif pick == 2:
+                kw["dvfs_levels"] = (0.6, 0.8, 1.0)
+        devs.append(Device(names[d], dev_mem[d], **kw))
+    pairs = _link_pairs(rng, devices, sparse_links)
+    links = [
+        Link(
+            names[u],
+            names[v],
+            float(_loguniform(rng, *BANDWIDTH_RANGE)),
+            float(rng.uniform(*LATENCY_RANGE)),
+        )
+        for u, v in pairs
+    ]
+    tag = "".join(
+        flag for flag, on in (("m", tight_memory), ("s", sparse_links), ("e", power)) if on
+    )
+    return make_instance(
+        times,
+        [int(m) for m in mem],
+        [int(c) for c in cuts[1:]],
+        int(cuts[0]),
+        devs,
+        links,
+        names[0],
+        name=f"random-{pieces}x{devices}{'-' + tag if tag else ''}",
+    )
+
+
+def _link_pairs(rng: np.random.Generator, n: int, sparse: bool) -> list[tuple[int, int]]:
+    """Directed device pairs that get a link: all of them, or a spanning tree + random extras."""
+    if not sparse:
+        return [(u, v) for u in range(n) for v in range(n) if u != v]
+    order = rng.permutation(n)
+    undirected: set[tuple[int, int]] = set()
+    for k in range(1, n):  # random tree: each new node attaches to an earlier one
+        a, b = int(order[k]), int(order[int(rng.integers(0, k))])
+        undirected.add((min(a, b), max(a, b)))
+    for u in range(n):
+        for v in range(u + 1, n):
+            if (u, v) not in undirected and rng.random() < SPARSE_EXTRA_P:
+                undirected.add((u, v))
+    return sorted([(u, v) for u, v in undirected] + [(v, u) for u, v in undirected])
+
+
+__all__ = ["random_instance"]
