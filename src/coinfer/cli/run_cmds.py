@@ -1,9 +1,184 @@
-"""CLI commands of this area (filled in by the area's owner)."""
+"""``coinfer run`` (measure a plan for real, side by side with the simulator) and ``coinfer worker``."""
 
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
+from typing import Any
+
 import typer
+
+from ..errors import InputError
+
+
+def _parse_shape(text: str | None) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    try:
+        shape = tuple(int(s) for s in text.lower().replace("x", ",").split(",") if s.strip())
+    except ValueError:
+        raise InputError(f"--input-shape must look like 1,3,32,32, got {text!r}") from None
+    if not shape or any(s < 1 for s in shape):
+        raise InputError(f"--input-shape must be positive integers, got {text!r}")
+    return shape
+
+
+def _load_cluster(path: str | None) -> Any:
+    from .. import cluster as cluster_mod
+
+    if path is None:
+        return cluster_mod.default_local_cluster()
+    return cluster_mod.load_cluster(path)
+
+
+def _build_instance(
+    model: str, cluster: Any, input_shape: tuple[int, ...] | None, partition: str
+) -> Any:
+    """The cost-model instance of ``model`` on ``cluster`` (for planning and the simulator)."""
+    if partition == "sequential":
+        from ..runtime.profile_seq import sequential_instance
+
+        return sequential_instance(model, cluster, input_shape)
+    from ..profile import costmodel
+
+    return costmodel.build_instance(model, cluster, input_shape=input_shape)
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to ``app``."""
+    """Add ``run`` and ``worker`` to ``app``."""
+
+    @app.command("worker")
+    def worker_cmd(
+        coordinator: str = typer.Option(
+            ..., "--coordinator", help="HOST:PORT of the coordinator's control channel."
+        ),
+        device: str = typer.Option(
+            ..., "--device", help="Device name (from the cluster file) this worker serves."
+        ),
+        bind: str = typer.Option(
+            "127.0.0.1", "--bind", help="Address the data plane listens on (default loopback only)."
+        ),
+        token_file: str | None = typer.Option(
+            None, "--token-file", help="File holding the cluster token (or set COINFER_TOKEN)."
+        ),
+        connect_timeout: float = typer.Option(
+            30.0, "--connect-timeout", help="Seconds to keep trying to reach the coordinator."
+        ),
+    ) -> None:
+        """Serve one run as DEVICE: authenticate the coordinator, run the stage, exit."""
+        from ..runtime.control import read_token
+        from ..runtime.worker import serve
+
+        token = read_token(token_file, os.environ.get("COINFER_TOKEN"))
+        serve(coordinator, device, token, bind=bind, connect_timeout_s=connect_timeout)
+
+    @app.command("run")
+    def run_cmd(
+        model: str = typer.Argument(..., help="Zoo name, module:factory or file.py:factory."),
+        cluster: str | None = typer.Option(
+            None, "--cluster", help="Cluster YAML (default: the embedded local testbed)."
+        ),
+        plan_file: str | None = typer.Option(
+            None, "--plan", help="A plan JSON (from `coinfer plan --out`)."
+        ),
+        algo: str = typer.Option(
+            "default", "--algo", help="Planner to use when no --plan is given."
+        ),
+        objective: str = typer.Option(
+            "throughput", "--objective", help="latency | throughput | energy."
+        ),
+        requests: int = typer.Option(32, "--requests", help="Number of requests (samples)."),
+        microbatch: int = typer.Option(
+            1, "--microbatch", help="Samples per micro-batch (batched along dim 0)."
+        ),
+        input_shape: str | None = typer.Option(
+            None, "--input-shape", help="Input shape, e.g. 1,3,224,224."
+        ),
+        partition: str = typer.Option(
+            "graph",
+            "--partition",
+            help="graph (captured pieces) | sequential (nn.Sequential children).",
+        ),
+        netns: bool = typer.Option(
+            False, "--netns", help="Workers in network namespaces with tc-shaped links (root)."
+        ),
+        coordinator_bind: str | None = typer.Option(
+            None,
+            "--coordinator-bind",
+            help="HOST:PORT: wait for remote `coinfer worker`s here instead of spawning.",
+        ),
+        timeout: float = typer.Option(
+            120.0, "--timeout", help="Bound in seconds on any stall of the run."
+        ),
+        no_check: bool = typer.Option(
+            False, "--no-check", help="Skip comparing outputs with the unsplit model."
+        ),
+        as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+        trace_out: str | None = typer.Option(
+            None, "--trace-out", help="Write the measured trace (JSON events)."
+        ),
+    ) -> None:
+        """Run a plan for real and print measured vs simulated figures side by side."""
+        from ..plan.types import Plan, check_objective
+        from ..runtime import run as runtime_run
+        from ..runtime.report import compare_with_simulation
+
+        if partition not in ("graph", "sequential"):
+            raise InputError(f"--partition must be graph or sequential, got {partition!r}")
+        check_objective(objective)
+        shape = _parse_shape(input_shape)
+        cl = _load_cluster(cluster)
+        instance = _build_instance(model, cl, shape, partition)
+        if plan_file is not None:
+            the_plan = Plan.load(plan_file)
+        else:
+            from .. import plan as plan_mod
+
+            the_plan = plan_mod.plan(instance, algo, objective)
+        from ..schedule import scheduler
+
+        if requests < 1 or microbatch < 1 or requests % microbatch:
+            raise InputError(
+                f"--requests {requests} must be a positive multiple of --microbatch {microbatch}"
+            )
+        sched = scheduler.schedule(the_plan, instance, requests // microbatch, microbatch)
+        log = None if as_json else (lambda m: typer.echo(m, err=True))
+        result = runtime_run(
+            model,
+            cl,
+            the_plan,
+            requests=requests,
+            microbatch=microbatch,
+            input_shape=shape,
+            netns=netns,
+            check=not no_check,
+            timeout_s=timeout,
+            instance=instance,
+            schedule=sched,
+            partition=partition,  # type: ignore[arg-type]
+            bind=coordinator_bind or "127.0.0.1:0",
+            spawn=coordinator_bind is None,
+            log=log,
+        )
+        table = compare_with_simulation(result, sched, instance)
+        if trace_out:
+            Path(trace_out).write_text(json.dumps([e.to_dict() for e in result.trace], indent=1))
+        if as_json:
+            out = {"plan": the_plan.to_dict(), "measured": result.to_dict(), "comparison": table}
+            out["measured"].pop("trace")
+            typer.echo(json.dumps(out, indent=2))
+            return
+        typer.echo(f"plan: {the_plan}")
+        typer.echo(f"{'metric':<22}{'measured':>12}{'simulated':>12}{'error':>9}")
+        for row in table["rows"]:
+            err = "" if row["error_pct"] is None else f"{row['error_pct']:+.1f}%"
+            typer.echo(
+                f"{row['metric']:<22}{row['measured']:>12.4g}{row['simulated']:>12.4g}{err:>9}"
+            )
+        err = "unchecked" if result.max_abs_error is None else f"{result.max_abs_error:.3g}"
+        typer.echo(f"outputs vs unsplit model: max abs error {err}")
+        typer.echo(
+            f"emulation: {result.emulation_mode}; utilisation: "
+            + ", ".join(f"{d} {u:.0%}" for d, u in result.utilisation.items())
+        )

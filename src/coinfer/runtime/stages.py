@@ -1,0 +1,253 @@
+"""Stage modules for the runtime: build one stage from code, move only its weights, cut contracts.
+
+Every machine has the model code (as in any deployment), so a worker rebuilds the *structure* of
+its stage from the model spec + cuts + index, then loads the weights the coordinator sends —
+only that stage's tensors, as safetensors bytes (parsed without running code).
+
+Two ways to cut a model into pieces (``partition``):
+
+- ``"graph"``: coinfer's captured pieces (:func:`coinfer.graph.capture` / :func:`coinfer.graph.split`),
+  the pieces that instances and planners number; any model capture supports;
+- ``"sequential"``: the children of an ``nn.Sequential`` are the pieces — a manual split, used by
+  tests and by the comparison with ``torch.distributed.pipelining`` (same split points there).
+
+A stage module takes the tensors crossing its input cut as positional arguments and returns a
+tuple of the tensors crossing its output cut.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from ..errors import InputError, ModelLoadError
+from .transport import TensorMeta
+
+Partition = Literal["graph", "sequential"]
+PARTITIONS: tuple[str, ...] = ("graph", "sequential")
+
+
+@dataclass(frozen=True, slots=True)
+class StageSpec:
+    """What a worker needs to rebuild its stage: model spec, input shape, cuts, partition."""
+
+    model: str
+    input_shape: tuple[int, ...] | None
+    cuts: tuple[int, ...]
+    partition: Partition = "graph"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "input_shape": None if self.input_shape is None else list(self.input_shape),
+            "cuts": list(self.cuts),
+            "partition": self.partition,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> StageSpec:
+        part = d.get("partition", "graph")
+        if part not in PARTITIONS:
+            raise InputError(f"unknown partition {part!r}; choose one of {', '.join(PARTITIONS)}")
+        shape = d.get("input_shape")
+        return cls(
+            str(d["model"]),
+            None if shape is None else tuple(int(s) for s in shape),
+            tuple(int(c) for c in d["cuts"]),
+            part,
+        )
+
+
+def _resolve_factory(spec: str) -> nn.Module:
+    """``pkg.module:factory`` or ``path/file.py:factory`` -> the module the factory returns."""
+    target, sep, attr = spec.rpartition(":")
+    if not sep or not target or not attr:
+        raise ModelLoadError(
+            f"model spec {spec!r}: expected a zoo name, module:factory or file.py:factory"
+        )
+    try:
+        if target.endswith(".py"):
+            path = Path(target)
+            if not path.is_file():
+                raise ModelLoadError(f"model spec {spec!r}: file {target} not found")
+            mspec = importlib.util.spec_from_file_location(f"_coinfer_model_{path.stem}", path)
+            assert mspec is not None and mspec.loader is not None
+            module = importlib.util.module_from_spec(mspec)
+            mspec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(target)
+        factory = getattr(module, attr)
+        model = factory()
+    except ModelLoadError:
+        raise
+    except Exception as exc:
+        raise ModelLoadError(f"model spec {spec!r}: {type(exc).__name__}: {exc}") from None
+    if not isinstance(model, nn.Module):
+        raise ModelLoadError(
+            f"model spec {spec!r}: factory returned {type(model).__name__}, not nn.Module"
+        )
+    return model
+
+
+def load_model(
+    spec: str, input_shape: Sequence[int] | None
+) -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
+    """Model in eval mode + example inputs (batch 1), through the zoo when it knows ``spec``.
+
+    Weights are whatever the factory makes (random, seeded by the caller); the runtime always
+    ships the coordinator's weights to the workers, so workers' own initialisation never matters.
+    """
+    zoo_load = None
+    try:
+        zoo_load = importlib.import_module("coinfer.zoo").load_model
+    except (ImportError, AttributeError):
+        zoo_load = None
+    if zoo_load is not None and ":" not in spec:
+        model, inputs = zoo_load(spec, None if input_shape is None else tuple(input_shape))
+        inputs = inputs if isinstance(inputs, tuple) else (inputs,)
+    else:
+        model = _resolve_factory(spec)
+        if input_shape is None:
+            raise InputError(f"model spec {spec!r}: --input-shape is required for a factory model")
+        inputs = (torch.randn(*input_shape),)
+    return model.eval(), tuple(inputs)
+
+
+class SequentialStage(nn.Module):
+    """Children ``first..last`` of an ``nn.Sequential``: one tensor in, a 1-tuple out."""
+
+    def __init__(self, layers: Sequence[nn.Module]):
+        super().__init__()
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor]:
+        return (self.layers(x),)
+
+
+def _ranges(cuts: Sequence[int], num_pieces: int) -> list[tuple[int, int]]:
+    bounds = [-1, *cuts, num_pieces - 1]
+    if any(b >= c for b, c in itertools.pairwise(bounds)) or (cuts and cuts[-1] >= num_pieces - 1):
+        raise InputError(
+            f"cuts {list(cuts)} are not increasing piece indices below {num_pieces - 1}"
+        )
+    return [(bounds[i] + 1, bounds[i + 1]) for i in range(len(bounds) - 1)]
+
+
+def split_model(
+    model: nn.Module, inputs: tuple[torch.Tensor, ...], cuts: Sequence[int], partition: Partition
+) -> list[nn.Module]:
+    """Stage modules of ``model`` cut after pieces ``cuts`` (0-based, the plan's ``cuts``)."""
+    if partition == "sequential":
+        if not isinstance(model, nn.Sequential):
+            raise InputError(
+                f"partition 'sequential' needs an nn.Sequential model, got {type(model).__name__}"
+            )
+        children = list(model.children())
+        return [
+            SequentialStage(children[a : b + 1]).eval() for a, b in _ranges(cuts, len(children))
+        ]
+    try:
+        graph_mod = importlib.import_module("coinfer.graph")
+        capture, split = graph_mod.capture, graph_mod.split
+    except (ImportError, AttributeError):
+        raise InputError(
+            "partition 'graph' needs coinfer.graph.capture/split, which this install lacks"
+        ) from None
+    graph = capture(model, inputs)
+    return [m.eval() for m in split(graph, list(cuts))]
+
+
+def num_pieces(model: nn.Module, inputs: tuple[torch.Tensor, ...], partition: Partition) -> int:
+    """How many pieces ``model`` has under ``partition``."""
+    if partition == "sequential":
+        return len(list(model.children()))
+    graph = importlib.import_module("coinfer.graph").capture(model, inputs)
+    return len(graph.pieces)
+
+
+def build_stage(spec: StageSpec, index: int) -> nn.Module:
+    """The worker side: stage ``index`` rebuilt from code (weights to be loaded separately)."""
+    model, inputs = load_model(spec.model, spec.input_shape)
+    stages = split_model(model, inputs, spec.cuts, spec.partition)
+    if not 0 <= index < len(stages):
+        raise InputError(f"stage index {index} out of range for {len(stages)} stages")
+    return stages[index]
+
+
+def as_tuple(out: Any) -> tuple[torch.Tensor, ...]:
+    """A stage's (or model's) output as a tuple of tensors."""
+    if isinstance(out, torch.Tensor):
+        return (out,)
+    if isinstance(out, (tuple, list)) and all(isinstance(t, torch.Tensor) for t in out):
+        return tuple(out)
+    raise InputError(
+        f"stage output must be a tensor or a tuple of tensors, got {type(out).__name__}"
+    )
+
+
+def stage_weights(stage: nn.Module) -> bytes:
+    """The stage's parameters and buffers as safetensors bytes (shared storage de-duplicated)."""
+    from safetensors.torch import save
+
+    state = {k: v.detach().contiguous().clone() for k, v in stage.state_dict().items()}
+    return save(state)
+
+
+def load_stage_weights(stage: nn.Module, data: bytes) -> None:
+    """Load safetensors bytes into ``stage`` strictly (every key present, no extras)."""
+    from safetensors.torch import load
+
+    state = load(data)
+    missing, unexpected = stage.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise InputError(
+            f"stage weights do not match the stage: missing {missing[:3]}, unexpected {unexpected[:3]}"
+        )
+
+
+def batch_inputs(inputs: tuple[torch.Tensor, ...], batch: int) -> tuple[torch.Tensor, ...]:
+    """Repeat batch-1 example inputs to ``batch`` samples along dim 0."""
+    return tuple(
+        t.expand(batch, *t.shape[1:]).contiguous() if t.shape[0] == 1 else t for t in inputs
+    )
+
+
+@torch.inference_mode()
+def cut_contracts(
+    stages: Sequence[nn.Module], inputs: tuple[torch.Tensor, ...]
+) -> list[list[TensorMeta]]:
+    """``contracts[k]``: the tensors entering stage ``k``; ``contracts[K]``: the model's outputs.
+
+    Found by one dry run of the stages on ``inputs`` (already at the micro-batch size).
+    """
+    contracts = [[TensorMeta.of(t) for t in inputs]]
+    xs = inputs
+    for st in stages:
+        xs = as_tuple(st(*xs))
+        contracts.append([TensorMeta.of(t) for t in xs])
+    return contracts
+
+
+__all__ = [
+    "PARTITIONS",
+    "Partition",
+    "SequentialStage",
+    "StageSpec",
+    "as_tuple",
+    "batch_inputs",
+    "build_stage",
+    "cut_contracts",
+    "load_model",
+    "load_stage_weights",
+    "num_pieces",
+    "split_model",
+    "stage_weights",
+]
