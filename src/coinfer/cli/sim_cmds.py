@@ -1,9 +1,191 @@
-"""CLI commands of this area (filled in by the area's owner)."""
+"""``coinfer simulate`` and ``coinfer schedule``: a plan's per-device schedule, and its simulation.
+
+Both take the problem either as ``MODEL --cluster FILE`` (the instance is built by the cost
+model) or as ``--instance FILE``, and the plan either from ``--plan FILE`` or by running planner
+``--algo``. Every user mistake is an :class:`~coinfer.errors.InputError`, which
+:func:`coinfer.cli.main` prints as one line with exit code 2.
+"""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Any
+
 import typer
+
+from ..errors import InputError
+
+_MODEL_HELP = "Model spec (zoo name or file.py:factory); needs --cluster."
+
+
+def _load_problem(
+    model: str | None, cluster_file: Path | None, instance_file: Path | None
+) -> tuple[Any, Any]:
+    """Return ``(instance, bandwidth traces)`` from either a model + cluster or an instance file."""
+    from ..plan.instance import load_instance
+
+    if instance_file is not None:
+        if model is not None or cluster_file is not None:
+            raise InputError("give either MODEL --cluster FILE or --instance FILE, not both")
+        return load_instance(instance_file), {}
+    if model is None or cluster_file is None:
+        raise InputError("give MODEL --cluster FILE or --instance FILE")
+    from ..cluster import load_cluster
+
+    cluster = load_cluster(cluster_file)
+    try:
+        from ..profile.costmodel import build_instance
+    except ImportError:
+        raise InputError(
+            "building an instance from a model needs coinfer.profile.costmodel, which is not "
+            "available in this build; pass --instance FILE instead"
+        ) from None
+    return build_instance(model, cluster), dict(cluster.traces)
+
+
+def _load_plan(instance: Any, plan_file: Path | None, algo: str, objective: str) -> Any:
+    from ..plan.types import Plan
+
+    if plan_file is not None:
+        return Plan.load(plan_file)
+    from ..plan import plan as run_planner
+
+    return run_planner(instance, algo, objective)
+
+
+def _arrivals(arrivals: str) -> str | list[float]:
+    if arrivals in ("closed", "poisson"):
+        return arrivals
+    from ..simulate.sim import load_arrivals
+
+    path = Path(arrivals)
+    if not path.exists():
+        raise InputError(
+            f"--arrivals {arrivals!r}: not 'closed', 'poisson' or an existing file of arrival times"
+        )
+    return load_arrivals(path)
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to ``app``."""
+    """Add ``simulate`` and ``schedule`` to ``app``."""
+
+    @app.command("schedule")
+    def schedule_cmd(
+        model: str = typer.Argument(None, help=_MODEL_HELP),
+        cluster: Path = typer.Option(None, "--cluster", help="Cluster YAML file."),
+        instance: Path = typer.Option(
+            None, "--instance", help="Instance JSON file (instead of MODEL --cluster)."
+        ),
+        plan_file: Path = typer.Option(
+            None, "--plan", help="Plan JSON file (default: run --algo)."
+        ),
+        algo: str = typer.Option("default", "--algo", help="Planner name when no --plan is given."),
+        objective: str = typer.Option(
+            "throughput", "--objective", help="latency | throughput | energy"
+        ),
+        requests: int = typer.Option(4, "--requests", help="Requests in the stream."),
+        microbatch: int = typer.Option(1, "--microbatch", help="Samples per request."),
+        window: int = typer.Option(
+            None, "--window", help="Requests in flight (default: enough to saturate)."
+        ),
+        as_json: bool = typer.Option(False, "--json", help="Print the schedule as JSON."),
+        out: Path = typer.Option(None, "--out", help="Also write the schedule JSON here."),
+    ) -> None:
+        """Print the per-device ordered actions (recv / compute / send) of a plan."""
+        from rich.console import Console
+
+        from ..report.tables import schedule_table
+        from ..schedule import schedule, validate_schedule
+
+        inst, _ = _load_problem(model, cluster, instance)
+        plan = _load_plan(inst, plan_file, algo, objective)
+        sched = schedule(plan, inst, requests, microbatch, window=window)
+        validate_schedule(sched)
+        if out is not None:
+            sched.save(out)
+        if as_json:
+            typer.echo(sched.to_json())
+            return
+        console = Console()
+        console.print(str(plan))
+        console.print(schedule_table(sched))
+
+    @app.command("simulate")
+    def simulate_cmd(
+        model: str = typer.Argument(None, help=_MODEL_HELP),
+        cluster: Path = typer.Option(
+            None, "--cluster", help="Cluster YAML file (its bandwidth traces are used)."
+        ),
+        instance: Path = typer.Option(
+            None, "--instance", help="Instance JSON file (instead of MODEL --cluster)."
+        ),
+        plan_file: Path = typer.Option(
+            None, "--plan", help="Plan JSON file (default: run --algo)."
+        ),
+        algo: str = typer.Option("default", "--algo", help="Planner name when no --plan is given."),
+        objective: str = typer.Option(
+            "throughput", "--objective", help="latency | throughput | energy"
+        ),
+        requests: int = typer.Option(50, "--requests", help="Requests to simulate."),
+        microbatch: int = typer.Option(
+            1, "--microbatch", help="Samples per request (bytes and compute scale linearly)."
+        ),
+        arrivals: str = typer.Option(
+            "closed", "--arrivals", help="closed | poisson | FILE of arrival times (s)."
+        ),
+        rate: float = typer.Option(None, "--rate", help="Poisson arrival rate (requests/s)."),
+        window: int = typer.Option(
+            None, "--window", help="Closed loop: requests in flight (default: saturate)."
+        ),
+        noise: float = typer.Option(
+            0.0, "--noise", help="Relative spread of compute times (log-normal)."
+        ),
+        seed: int = typer.Option(0, "--seed", help="Seed for noise and Poisson arrivals."),
+        as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
+        gantt_file: Path = typer.Option(None, "--gantt", help="Write a Gantt chart PNG here."),
+        trace_file: Path = typer.Option(None, "--trace", help="Write the event trace (JSON) here."),
+    ) -> None:
+        """Simulate a plan's schedule: latency percentiles, throughput, utilisation, energy."""
+        from ..report.tables import sim_table, utilisation_table
+        from ..schedule import schedule
+        from ..simulate import events_to_json, simulate
+
+        inst, traces = _load_problem(model, cluster, instance)
+        plan = _load_plan(inst, plan_file, algo, objective)
+        arr = _arrivals(arrivals)
+        sched = schedule(plan, inst, requests, microbatch, window=window)
+        res = simulate(
+            sched,
+            inst,
+            arrivals=arr,
+            rate=rate,
+            window=window,
+            traces=traces,
+            noise=noise,
+            seed=seed,
+        )
+        if gantt_file is not None:
+            from ..report.plots import gantt
+
+            gantt(res.events, gantt_file, title=str(plan), devices=inst.device_names)
+        if trace_file is not None:
+            Path(trace_file).write_text(events_to_json(res.events))
+        if as_json:
+            typer.echo(json.dumps({"plan": plan.to_dict(), "simulated": res.summary()}, indent=2))
+            return
+        from rich.console import Console
+
+        console = Console()
+        console.print(str(plan))
+        pred = plan.predicted.to_dict()
+        if microbatch != 1:  # the plan's prediction is per single-sample request
+            pred = None
+        console.print(
+            sim_table(
+                res, predicted=pred, title=f"simulation ({res.requests} requests, {res.arrivals})"
+            )
+        )
+        console.print(utilisation_table(res))
+        if gantt_file is not None:
+            console.print(f"Gantt chart: {gantt_file}")

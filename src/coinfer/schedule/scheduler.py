@@ -77,17 +77,35 @@ def assign_requests(
     return tuple(tuple(per_stage[k][r] for k in range(len(stages))) for r in range(requests))
 
 
-def default_window(instance: Instance, stages: Sequence[Stage], requests: int) -> int:
-    """In-flight requests that saturate the pipeline: twice latency / period, plus slack.
+def slowest_route_s(instance: Instance, stages: Sequence[Stage]) -> float:
+    """One request's latency through an idle system along its SLOWEST route through the replicas."""
+    worst: dict[str, float] = {instance.source: 0.0}
+    for st in stages:
+        nbytes = instance.cut_bytes(st.first)
+        nxt: dict[str, float] = {}
+        for i, d in enumerate(st.devices):
+            arrive = max(t + instance.transfer_s(u, d, nbytes) for u, t in worst.items())
+            nxt[d] = arrive + instance.compute_s(st.first, st.last, d, st.freq_of(i))
+        worst = nxt
+    return max(
+        t + instance.transfer_s(u, instance.source, instance.output_bytes) for u, t in worst.items()
+    )
 
-    ``latency / period`` requests are in flight when every resource on the critical route is
-    busy; the factor 2 and +2 absorb replica round-robin jitter and transfer/compute phase
-    offsets (more only adds queueing, never throughput). Capped at ``requests``.
+
+def default_window(instance: Instance, stages: Sequence[Stage], requests: int) -> int:
+    """In-flight requests that saturate the pipeline without needless queueing.
+
+    Little's law: ``throughput x latency`` requests are in flight when every resource on the
+    route is busy, so ``ceil(route latency / period) + 1`` keeps the bottleneck fed (the +1 covers
+    the phase offset between a completion and the next issue). The route is the slowest one
+    through the replicas, as a request routed to a slow replica stays in flight longer. More only
+    adds queueing latency, never throughput. Capped at ``requests``.
     """
-    m = evaluate(instance, stages)
-    if m.period_s <= 0 or not math.isfinite(m.period_s) or not math.isfinite(m.latency_s):
+    period = evaluate(instance, stages).period_s
+    route = slowest_route_s(instance, stages)
+    if period <= 0 or not math.isfinite(period) or not math.isfinite(route):
         return max(1, requests)
-    return max(1, min(requests, 2 * math.ceil(m.latency_s / m.period_s) + 2))
+    return max(1, min(requests, math.ceil(route / period) + 1))
 
 
 def schedule(

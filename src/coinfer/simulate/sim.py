@@ -185,11 +185,15 @@ def _check_traces(
     instance: Instance, traces: Mapping[Any, BandwidthTrace] | None
 ) -> dict[tuple[str, str], BandwidthTrace]:
     out: dict[tuple[str, str], BandwidthTrace] = {}
-    for key, pts in (traces or {}).items():
+    for key, raw in (traces or {}).items():
         pair = tuple(key.split("->")) if isinstance(key, str) else tuple(key)
         if pair not in instance.link_by_pair:
             raise InputError(f"bandwidth trace for {key!r}: no such link in {instance.name!r}")
-        pts = [(float(t), float(b)) for t, b in pts]
+        if hasattr(raw, "times_s") and hasattr(
+            raw, "bandwidth_Bps"
+        ):  # coinfer.cluster.BandwidthTrace
+            raw = list(zip(raw.times_s, raw.bandwidth_Bps, strict=True))
+        pts = [(float(t), float(b)) for t, b in raw]
         if (
             not pts
             or any(b < 0 for _, b in pts)
@@ -271,7 +275,8 @@ def simulate(
         ``"closed"`` (``window`` in flight; default the schedule's window), ``"poisson"``
         (needs ``rate``) or a sequence of arrival times in seconds (one per request).
     traces
-        Bandwidth traces per directed link: ``{("u", "v") or "u->v": [(t_s, bytes_per_s), ...]}``.
+        Bandwidth traces per directed link: ``{("u", "v") or "u->v": [(t_s, bytes_per_s), ...]}``
+        (a :class:`coinfer.cluster.BandwidthTrace` works too, e.g. ``cluster.traces``).
     noise
         Relative spread of compute times: each compute is multiplied by a log-normal factor with
         mean 1 and this standard deviation of its logarithm (0 = deterministic).

@@ -1,0 +1,217 @@
+"""Pictures: Gantt charts of event traces, latency CDFs, throughput-vs-devices curves.
+
+matplotlib is imported inside each function with the non-interactive Agg backend, so importing
+:mod:`coinfer.report` never pulls it in and plots work on headless machines. Every function
+writes one PNG and returns its path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from ..errors import InputError
+from ..simulate.trace import TraceEvent, is_link
+
+# Figure geometry: inches per Gantt row and the minimum height so a 1-row chart stays legible.
+ROW_HEIGHT_IN = 0.45
+MIN_GANTT_HEIGHT_IN = 2.4
+GANTT_WIDTH_IN = 12.0
+# Requests are coloured from a qualitative palette of this many colours (cycled beyond it).
+PALETTE_SIZE = 20
+# Request numbers are printed inside bars wider than this fraction of the time axis.
+LABEL_MIN_FRACTION = 0.018
+DPI = 120
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def resource_order(events: Sequence[TraceEvent], devices: Sequence[str] | None = None) -> list[str]:
+    """Rows of the chart: devices (in ``devices`` order, else first use) then links (first use)."""
+    seen_dev: list[str] = list(devices or [])
+    seen_link: list[str] = []
+    for e in sorted(events, key=lambda e: e.start_s):
+        target = seen_link if is_link(e.resource) else seen_dev
+        if e.resource not in target:
+            target.append(e.resource)
+    return seen_dev + seen_link
+
+
+def gantt(
+    events: Sequence[TraceEvent],
+    path: str | Path,
+    *,
+    title: str = "schedule",
+    devices: Sequence[str] | None = None,
+    until_s: float | None = None,
+) -> Path:
+    """Draw ``events`` as a Gantt chart: one row per device, then per directed link.
+
+    Bars are coloured by request (same colour on every resource, so a request can be followed
+    through the pipeline); compute bars are solid, transfer bars hatched. ``until_s`` crops the
+    time axis (long runs are unreadable otherwise). Works for simulated and measured traces.
+    """
+    if not events:
+        raise InputError("gantt: no events to draw")
+    plt = _pyplot()
+    shown = [e for e in events if until_s is None or e.start_s <= until_s]
+    rows = resource_order(shown, devices)
+    y = {r: i for i, r in enumerate(rows)}
+    t0 = min(e.start_s for e in shown)
+    t1 = (
+        max(e.end_s for e in shown)
+        if until_s is None
+        else min(until_s, max(e.end_s for e in shown))
+    )
+    span = max(t1 - t0, 1e-12)
+    scale, unit = (1e3, "ms") if span < 2.0 else (1.0, "s")
+    cmap = plt.get_cmap("tab20")
+    height = max(MIN_GANTT_HEIGHT_IN, ROW_HEIGHT_IN * len(rows) + 1.2)
+    fig, ax = plt.subplots(figsize=(GANTT_WIDTH_IN, height))
+    for e in shown:
+        colour = cmap(e.request % PALETTE_SIZE)
+        left, width = (e.start_s - t0) * scale, max(e.duration_s, 0.0) * scale
+        ax.barh(
+            y[e.resource],
+            width,
+            left=left,
+            height=0.7,
+            color=colour,
+            edgecolor="black",
+            linewidth=0.4,
+            hatch="///" if e.kind == "transfer" else None,
+        )
+        if e.duration_s / span >= LABEL_MIN_FRACTION:
+            ax.text(
+                left + width / 2,
+                y[e.resource],
+                str(e.request),
+                ha="center",
+                va="center",
+                fontsize=7,
+            )
+    ax.set_yticks(range(len(rows)))
+    ax.set_yticklabels(rows)
+    ax.invert_yaxis()
+    ax.set_xlim(0, span * scale)
+    ax.set_xlabel(f"time ({unit}) — bar label = request; hatched = link transfer")
+    ax.set_title(title)
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=DPI)
+    plt.close(fig)
+    return out
+
+
+def latency_cdf(
+    series: Mapping[str, Sequence[float]], path: str | Path, *, title: str = "latency CDF"
+) -> Path:
+    """Empirical CDF of per-request latency (seconds, drawn in ms), one line per series."""
+    if not series or not any(len(v) for v in series.values()):
+        raise InputError("latency_cdf: no latencies to draw")
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, values in series.items():
+        xs = sorted(v * 1e3 for v in values)
+        if not xs:
+            continue
+        ys = [(i + 1) / len(xs) for i in range(len(xs))]
+        ax.step(xs, ys, where="post", label=f"{name} (p50 {xs[len(xs) // 2]:.1f} ms)")
+    ax.set_xlabel("latency (ms)")
+    ax.set_ylabel("fraction of requests")
+    ax.set_ylim(0, 1.02)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=DPI)
+    plt.close(fig)
+    return out
+
+
+def line_plot(
+    series: Mapping[str, Sequence[tuple[float, float]]],
+    path: str | Path,
+    *,
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    logx: bool = False,
+    logy: bool = False,
+    integer_x: bool = False,
+    panels: Mapping[str, Mapping[str, Sequence[tuple[float, float]]]] | None = None,
+) -> Path:
+    """Lines with markers, one per series of ``(x, y)`` points; ``panels`` draws a row of subplots.
+
+    With ``panels`` (panel title -> series) ``series`` is ignored and every panel shares the
+    axis labels; this is how throughput-vs-devices is drawn per model.
+    """
+    plt = _pyplot()
+    groups = dict(panels) if panels else {title: series}
+    if not groups or not any(groups.values()):
+        raise InputError(f"{title}: nothing to plot")
+    n = len(groups)
+    cols = min(n, 4)
+    nrows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(nrows, cols, figsize=(4.2 * cols, 3.6 * nrows), squeeze=False)
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
+    for ax, (name, ser) in zip(axes.flat, groups.items(), strict=False):
+        for label, pts in ser.items():
+            pts = sorted(pts)
+            if pts:
+                ax.plot(
+                    [p[0] for p in pts], [p[1] for p in pts], marker="o", markersize=3, label=label
+                )
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        if integer_x:
+            from matplotlib.ticker import MaxNLocator
+
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if logx:
+            ax.set_xscale("log")
+        if logy:
+            ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+    axes.flat[0].legend(fontsize=7)
+    if panels:
+        fig.suptitle(title)
+    fig.tight_layout()
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=DPI)
+    plt.close(fig)
+    return out
+
+
+def throughput_vs_devices(
+    series: Mapping[str, Sequence[tuple[int, float]]] | None,
+    path: str | Path,
+    *,
+    title: str = "throughput vs devices",
+    panels: Mapping[str, Mapping[str, Sequence[tuple[int, float]]]] | None = None,
+    ylabel: str = "throughput (req/s)",
+) -> Path:
+    """Throughput (or speed-up) against the number of devices, one line per planner/frequency."""
+    return line_plot(
+        series or {},
+        path,
+        title=title,
+        xlabel="devices",
+        ylabel=ylabel,
+        panels=panels,
+        integer_x=True,
+    )
