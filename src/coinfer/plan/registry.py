@@ -34,7 +34,11 @@ from .baselines import (
     plan_single,
 )
 from .brute import BruteOptions, plan_brute
+from .dp import DPOptions, plan_dp
 from .instance import Instance
+from .mincut import MincutOptions, plan_mincut
+from .pso import PSOOptions, plan_pso
+from .route import RouteOptions, plan_route
 
 # Objective sets, named once so entries stay one line.
 ALL = frozenset({"latency", "throughput", "energy"})
@@ -110,6 +114,14 @@ PLANNERS: dict[str, PlannerInfo] = {
             summary="exhaustive splits x device orders (ground truth, small instances)",
         ),
         PlannerInfo(
+            "dp",
+            plan_dp,
+            DPOptions,
+            exact=True,
+            objectives=ALL,
+            summary="exact DP over (pieces, last device, used set); per-link bw/latency, relays",
+        ),
+        PlannerInfo(
             "single",
             plan_single,
             SingleOptions,
@@ -132,6 +144,32 @@ PLANNERS: dict[str, PlannerInfo] = {
             exact=False,
             objectives=ALL,
             summary="pieces in proportion to device memory (exo/llama.cpp baseline)",
+        ),
+        PlannerInfo(
+            "mincut",
+            plan_mincut,
+            MincutOptions,
+            exact=False,
+            objectives=ALL,
+            summary="DADS min-cut device/server split of the full DAG (S5); exact latency of 2-location splits",
+        ),
+        PlannerInfo(
+            "route",
+            plan_route,
+            RouteOptions,
+            exact=False,
+            objectives=frozenset({"latency"}),
+            model="revisit",
+            summary="layered-graph shortest path: devices + multi-hop paths (S11)",
+        ),
+        PlannerInfo(
+            "pso",
+            plan_pso,
+            PSOOptions,
+            exact=False,
+            objectives=ALL,
+            seeded=True,
+            summary="particle swarm: PSOMW repair (S2) + S4 placement with exact order DP",
         ),
     )
 }
