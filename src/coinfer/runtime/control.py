@@ -78,7 +78,8 @@ class Channel:
         self.peer = peer
         self._send_lock = threading.Lock()
         self.max_bytes = PRE_AUTH_MAX_BYTES
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if sock.family in (socket.AF_INET, socket.AF_INET6):  # small messages: no Nagle delay
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def send(self, msg: dict[str, Any], blobs: Sequence[bytes] = ()) -> None:
         """Send one JSON message and its attachments."""

@@ -296,6 +296,7 @@ def run(
     instance: Any = None,
     schedule: Schedule | None = None,
     partition: Partition = "graph",
+    max_pieces: int | None = None,
     bind: str = "127.0.0.1:0",
     spawn: bool = True,
     use_cgroup: bool = True,
@@ -354,7 +355,7 @@ def run(
     # -- the model, its stages, contracts and reference --------------------------------------
     torch.manual_seed(seed)
     model, example = load_model(model_spec, input_shape)
-    stage_mods = split_model(model, example, plan.cuts, partition)
+    stage_mods = split_model(model, example, plan.cuts, partition, max_pieces)
     if len(stage_mods) != len(plan.stages):
         raise InputError(
             f"plan has {len(plan.stages)} stages but the model split into {len(stage_mods)}"
@@ -376,7 +377,7 @@ def run(
             from .stages import num_pieces
 
             instance = _fallback_instance(
-                cluster, plan, contracts, num_pieces(model, example, partition)
+                cluster, plan, contracts, num_pieces(model, example, partition, max_pieces)
             )
         schedule = scheduler.schedule(plan, instance, messages, microbatch)
     if schedule.requests != messages:
@@ -457,6 +458,7 @@ def run(
             "input_shape": None if input_shape is None else list(input_shape),
             "cuts": list(plan.cuts),
             "partition": partition,
+            "max_pieces": max_pieces,
         }
         for rank, d in enumerate(names):
             dev = cluster.device(d)

@@ -43,6 +43,7 @@ class StageSpec:
     input_shape: tuple[int, ...] | None
     cuts: tuple[int, ...]
     partition: Partition = "graph"
+    max_pieces: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -50,6 +51,7 @@ class StageSpec:
             "input_shape": None if self.input_shape is None else list(self.input_shape),
             "cuts": list(self.cuts),
             "partition": self.partition,
+            "max_pieces": self.max_pieces,
         }
 
     @classmethod
@@ -63,6 +65,7 @@ class StageSpec:
             None if shape is None else tuple(int(s) for s in shape),
             tuple(int(c) for c in d["cuts"]),
             part,
+            None if d.get("max_pieces") is None else int(d["max_pieces"]),
         )
 
 
@@ -110,7 +113,7 @@ def load_model(
         zoo_load = importlib.import_module("coinfer.zoo").load_model
     except (ImportError, AttributeError):
         zoo_load = None
-    if zoo_load is not None and ":" not in spec:
+    if zoo_load is not None:
         model, inputs = zoo_load(spec, None if input_shape is None else tuple(input_shape))
         inputs = inputs if isinstance(inputs, tuple) else (inputs,)
     else:
@@ -142,7 +145,11 @@ def _ranges(cuts: Sequence[int], num_pieces: int) -> list[tuple[int, int]]:
 
 
 def split_model(
-    model: nn.Module, inputs: tuple[torch.Tensor, ...], cuts: Sequence[int], partition: Partition
+    model: nn.Module,
+    inputs: tuple[torch.Tensor, ...],
+    cuts: Sequence[int],
+    partition: Partition,
+    max_pieces: int | None = None,
 ) -> list[nn.Module]:
     """Stage modules of ``model`` cut after pieces ``cuts`` (0-based, the plan's ``cuts``)."""
     if partition == "sequential":
@@ -161,20 +168,31 @@ def split_model(
         raise InputError(
             "partition 'graph' needs coinfer.graph.capture/split, which this install lacks"
         ) from None
-    graph = capture(model, inputs)
+    graph = capture(model, inputs, max_pieces=max_pieces)
     return [m.eval() for m in split(graph, list(cuts))]
 
 
-def num_pieces(model: nn.Module, inputs: tuple[torch.Tensor, ...], partition: Partition) -> int:
+def num_pieces(
+    model: nn.Module,
+    inputs: tuple[torch.Tensor, ...],
+    partition: Partition,
+    max_pieces: int | None = None,
+) -> int:
     """How many pieces ``model`` has under ``partition``."""
     if partition == "sequential":
         return len(list(model.children()))
-    graph = importlib.import_module("coinfer.graph").capture(model, inputs)
+    graph = importlib.import_module("coinfer.graph").capture(model, inputs, max_pieces=max_pieces)
     return len(graph.pieces)
 
 
 def build_stage(spec: StageSpec, index: int) -> nn.Module:
     """The worker side: stage ``index`` rebuilt from code (weights to be loaded separately)."""
+    if spec.partition == "graph":
+        graph_mod = importlib.import_module("coinfer.graph")
+        stage = graph_mod.build_stage(
+            spec.model, spec.input_shape, spec.cuts, index, max_pieces=spec.max_pieces
+        )
+        return stage.eval()
     model, inputs = load_model(spec.model, spec.input_shape)
     stages = split_model(model, inputs, spec.cuts, spec.partition)
     if not 0 <= index < len(stages):
