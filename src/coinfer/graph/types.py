@@ -1,0 +1,243 @@
+"""The captured model as data: nodes, pieces, cut tensors, and the graph that holds them."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+import networkx as nx
+
+if TYPE_CHECKING:
+    from ._capture import Captured
+
+
+@dataclass(frozen=True, slots=True)
+class TensorMeta:
+    """Name, shape and dtype of one tensor: enough to pre-allocate a receive buffer."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str  # torch dtype name without the "torch." prefix, e.g. "float32"
+    nbytes: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "shape": list(self.shape),
+            "dtype": self.dtype,
+            "nbytes": self.nbytes,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TensorMeta:
+        return cls(
+            str(data["name"]),
+            tuple(int(d) for d in data["shape"]),
+            str(data["dtype"]),
+            int(data["nbytes"]),
+        )
+
+    def empty(self) -> Any:
+        """An uninitialised tensor of this shape and dtype (a receive buffer)."""
+        import torch
+
+        return torch.empty(self.shape, dtype=getattr(torch, self.dtype))
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    """One operation of the captured graph.
+
+    ``flops`` follow the rules in :mod:`coinfer.graph._costs`; ``param_bytes`` counts each
+    parameter once (the first node that uses it owns it), ``buffer_bytes`` likewise for
+    persistent buffers such as batch-norm statistics; ``out_bytes`` is the size of the node's
+    tensor output(s); ``inputs`` names the producing nodes or model inputs.
+    """
+
+    name: str
+    op: str
+    flops: int
+    param_bytes: int
+    out_bytes: int
+    shape: tuple[int, ...] | None
+    inputs: tuple[str, ...]
+    buffer_bytes: int = 0
+    target: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "op": self.op,
+            "flops": self.flops,
+            "param_bytes": self.param_bytes,
+            "out_bytes": self.out_bytes,
+            "shape": list(self.shape) if self.shape is not None else None,
+            "inputs": list(self.inputs),
+            "buffer_bytes": self.buffer_bytes,
+            "target": self.target,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class PieceInfo:
+    """One piece: a run of nodes in topological order whose end is a legal cut point.
+
+    Attributes
+    ----------
+    out_bytes : int
+        Bytes crossing the cut after this piece: every tensor produced at or before this piece
+        (model inputs included) and consumed after it, counted once; for the last piece the
+        model's output bytes.
+    mem_bytes : int
+        Parameters + buffers of the piece + the peak bytes of live activations while it runs
+        (its incoming tensors, pass-through tensors it must keep, and every tensor it produces
+        until its last use), i.e. what a device must hold to run this piece alone.
+    cut_tensors : tuple[TensorMeta, ...]
+        The tensors crossing the cut after this piece, in the order stages exchange them.
+    """
+
+    index: int
+    nodes: tuple[str, ...]
+    flops: int
+    param_bytes: int
+    out_bytes: int
+    mem_bytes: int
+    cut_tensors: tuple[TensorMeta, ...]
+    buffer_bytes: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "nodes": list(self.nodes),
+            "flops": self.flops,
+            "param_bytes": self.param_bytes,
+            "out_bytes": self.out_bytes,
+            "mem_bytes": self.mem_bytes,
+            "buffer_bytes": self.buffer_bytes,
+            "cut_tensors": [t.to_dict() for t in self.cut_tensors],
+        }
+
+
+@dataclass(frozen=True)
+class ModelGraph:
+    """A captured model: costed nodes in topological order and the ordered pieces over them.
+
+    Build with :func:`coinfer.graph.capture`; split with :func:`coinfer.graph.split`. The
+    executable graph behind it (``_captured``) is private: it references the model's own
+    submodules, so a ModelGraph keeps the model's weights alive but never changes them.
+    """
+
+    name: str
+    nodes: tuple[Node, ...]
+    pieces: tuple[PieceInfo, ...]
+    inputs: tuple[TensorMeta, ...]
+    outputs: tuple[TensorMeta, ...]
+    backend: str
+    _captured: Captured | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def input_bytes(self) -> int:
+        """Bytes of the model inputs (``b[0]`` of the cost model)."""
+        return sum(t.nbytes for t in self.inputs)
+
+    @property
+    def output_bytes(self) -> int:
+        """Bytes of the model outputs (``b[P]``)."""
+        return sum(t.nbytes for t in self.outputs)
+
+    @property
+    def total_flops(self) -> int:
+        return sum(n.flops for n in self.nodes)
+
+    @property
+    def total_param_bytes(self) -> int:
+        """Bytes of the model's parameters, each shared parameter counted once."""
+        return sum(n.param_bytes for n in self.nodes)
+
+    @property
+    def total_buffer_bytes(self) -> int:
+        return sum(n.buffer_bytes for n in self.nodes)
+
+    @property
+    def num_pieces(self) -> int:
+        return len(self.pieces)
+
+    def node(self, name: str) -> Node:
+        """The node called ``name`` (KeyError if none)."""
+        for n in self.nodes:
+            if n.name == name:
+                return n
+        raise KeyError(name)
+
+    def with_max_pieces(self, n: int | None) -> ModelGraph:
+        """The same graph with adjacent pieces merged until at most ``n`` remain.
+
+        Merging always starts from the default (finest) pieces, so
+        ``g.with_max_pieces(8).with_max_pieces(16)`` equals ``g.with_max_pieces(16)``.
+        See :func:`coinfer.graph.pieces.merge_boundaries` for the algorithm.
+        """
+        from ._pieces import build_pieces, choose_boundaries
+
+        if self._captured is None:
+            raise ValueError("this ModelGraph was loaded from JSON; re-capture to re-piece it")
+        groups = choose_boundaries(self._captured, n)
+        return replace(self, pieces=build_pieces(self._captured, groups))
+
+    def to_networkx(self) -> nx.DiGraph:
+        """The DAG: node attrs ``flops``, ``param_bytes``, ``out_bytes``, ``op``, ``piece``; edge attr ``bytes``.
+
+        Model inputs appear as nodes with ``op="input"``.
+        """
+        g = nx.DiGraph(name=self.name)
+        piece_of = {name: p.index for p in self.pieces for name in p.nodes}
+        out_bytes = {t.name: t.nbytes for t in self.inputs}
+        for t in self.inputs:
+            g.add_node(t.name, op="input", flops=0, param_bytes=0, out_bytes=t.nbytes, piece=-1)
+        for n in self.nodes:
+            out_bytes[n.name] = n.out_bytes
+            g.add_node(
+                n.name,
+                op=n.op,
+                flops=n.flops,
+                param_bytes=n.param_bytes,
+                out_bytes=n.out_bytes,
+                piece=piece_of.get(n.name, -1),
+            )
+        for n in self.nodes:
+            for src in n.inputs:
+                if src in out_bytes:
+                    g.add_edge(src, n.name, bytes=out_bytes[src])
+        return g
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able summary (the ``coinfer inspect --json`` object plus inputs/outputs)."""
+        return {
+            "model": self.name,
+            "backend": self.backend,
+            "inputs": [t.to_dict() for t in self.inputs],
+            "outputs": [t.to_dict() for t in self.outputs],
+            "nodes": [n.to_dict() for n in self.nodes],
+            "pieces": [p.to_dict() for p in self.pieces],
+            "totals": {
+                "flops": self.total_flops,
+                "param_bytes": self.total_param_bytes,
+                "buffer_bytes": self.total_buffer_bytes,
+                "input_bytes": self.input_bytes,
+                "output_bytes": self.output_bytes,
+                "nodes": len(self.nodes),
+                "pieces": len(self.pieces),
+            },
+        }
+
+    def to_json(self, indent: int | None = None) -> str:
+        return json.dumps(self.to_dict(), indent=indent)
+
+    def __str__(self) -> str:
+        return (
+            f"ModelGraph {self.name!r} ({self.backend}): {len(self.nodes)} nodes, "
+            f"{len(self.pieces)} pieces, {self.total_flops / 1e9:.3f} GFLOPs, "
+            f"{self.total_param_bytes / 1e6:.2f} MB params, "
+            f"in {self.input_bytes} B, out {self.output_bytes} B"
+        )

@@ -1,0 +1,174 @@
+"""Capture: costs, pieces, cut bytes, tracer fallback and errors."""
+
+from __future__ import annotations
+
+import functools
+
+import networkx as nx
+import pytest
+import torch
+from torch import nn
+
+from coinfer.errors import CaptureError
+from coinfer.graph import capture, run_stages, split
+from coinfer.zoo import load_model
+
+
+@functools.cache
+def _graph(spec: str, shape: tuple[int, ...] | None = None):
+    model, inputs = load_model(spec, shape)
+    return model, inputs, capture(model, inputs, name=spec)
+
+
+def _param_bytes(model: nn.Module) -> int:
+    return sum(p.numel() * p.element_size() for p in model.parameters())
+
+
+@pytest.mark.parametrize("spec", ["tiny_cnn", "tiny_dag", "tiny_mlp"])
+def test_param_bytes_sum_exactly(spec: str) -> None:
+    model, _, graph = _graph(spec)
+    assert graph.total_param_bytes == _param_bytes(model)
+    assert sum(p.param_bytes for p in graph.pieces) == _param_bytes(model)
+
+
+def test_tied_weights_counted_once() -> None:
+    class Tied(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.emb = nn.Embedding(50, 16)
+            self.mid = nn.Linear(16, 16)
+
+        def forward(self, ids: torch.Tensor) -> torch.Tensor:
+            return nn.functional.linear(self.mid(self.emb(ids)), self.emb.weight)
+
+    model = Tied().eval()
+    graph = capture(model, (torch.randint(0, 50, (1, 7)),))
+    assert graph.total_param_bytes == _param_bytes(model)
+
+
+def test_conv_and_linear_flops() -> None:
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.Flatten(1), nn.Linear(8 * 16, 10)
+    ).eval()
+    graph = capture(model, torch.randn(1, 3, 4, 4))
+    conv, flat, lin = graph.nodes
+    assert conv.op == "conv2d" and conv.flops == 2 * (8 * 4 * 4) * (3 * 3 * 3)
+    assert flat.op == "flatten" and flat.flops == 0
+    assert lin.op == "linear" and lin.flops == 2 * 10 * 128
+    assert conv.out_bytes == 8 * 16 * 4 and conv.shape == (1, 8, 4, 4)
+
+
+def test_cut_bytes_count_every_crossing_tensor_once() -> None:
+    _, _inputs, graph = _graph("tiny_dag")
+    g = graph.to_networkx()
+    position = {name: p.index for p in graph.pieces for name in p.nodes}
+    for name in g.nodes:
+        if g.nodes[name]["op"] == "input":
+            position[name] = -1
+    for piece in graph.pieces[:-1]:
+        p = piece.index
+        crossing = {u for u, v in g.edges if position[u] <= p < position[v]}
+        assert piece.out_bytes == sum(g.nodes[u]["out_bytes"] for u in crossing)
+        assert {t.name for t in piece.cut_tensors} == crossing
+    assert graph.pieces[-1].out_bytes == graph.output_bytes == 40
+
+
+def test_residual_cut_carries_two_tensors() -> None:
+    _, _, graph = _graph("resnet18", (1, 3, 64, 64))
+    assert max(len(p.cut_tensors) for p in graph.pieces) >= 2
+    _, _, inc = _graph("inception", (1, 3, 64, 64))
+    assert max(len(p.cut_tensors) for p in inc.pieces) >= 4  # inside a 4-branch module
+
+
+def test_networkx_view_is_a_dag_with_costs() -> None:
+    _, _, graph = _graph("tiny_dag")
+    g = graph.to_networkx()
+    assert nx.is_directed_acyclic_graph(g)
+    assert sum(d["flops"] for _, d in g.nodes(data=True)) == graph.total_flops
+    assert all("bytes" in d for _, _, d in g.edges(data=True))
+    assert g.nodes["x"]["op"] == "input"
+
+
+def test_max_pieces_merges_and_preserves_totals() -> None:
+    model, inputs, graph = _graph("resnet18", (1, 3, 64, 64))
+    for n in (1, 2, 5, 8):
+        merged = graph.with_max_pieces(n)
+        assert len(merged.pieces) == n
+        assert sum(p.flops for p in merged.pieces) == graph.total_flops
+        assert [x for p in merged.pieces for x in p.nodes] == [
+            x for p in graph.pieces for x in p.nodes
+        ]
+        (out,) = run_stages(split(merged, list(range(n - 1))), inputs)
+        with torch.no_grad():
+            assert torch.equal(out, model(*inputs))
+    assert graph.with_max_pieces(10_000) == graph
+
+
+def test_capture_does_not_mutate_the_model() -> None:
+    model, inputs = load_model("tiny_dag")
+    model.train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    capture(model, inputs)
+    assert model.training
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+class ShapeBranch(nn.Module):
+    """fx cannot trace Python control flow on shapes; torch.export can."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Linear(8, 8)
+        self.b = nn.Linear(8, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] > 4:
+            x = torch.relu(self.a(x))
+        return self.b(x)
+
+
+def test_export_fallback_and_exact_split() -> None:
+    model = ShapeBranch().eval()
+    x = torch.randn(2, 8)
+    graph = capture(model, x)
+    assert graph.backend == "export"
+    assert graph.total_param_bytes == _param_bytes(model)
+    assert {n.op for n in graph.nodes} >= {"linear", "relu"}
+    with torch.no_grad():
+        ref = model(x)
+    for cuts in ([], list(range(len(graph.pieces) - 1))):
+        (out,) = run_stages(split(graph, cuts), (x,))
+        assert torch.equal(out, ref)
+
+
+class DataDependent(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.sum() > 0:  # depends on values: neither tracer can capture it
+            return x * 2
+        return x
+
+
+def test_capture_error_names_both_tracers() -> None:
+    with pytest.raises(CaptureError, match=r"torch\.fx failed.*torch\.export failed"):
+        capture(DataDependent(), torch.ones(3))
+
+
+def test_capture_rejects_bad_inputs() -> None:
+    with pytest.raises(CaptureError, match="example inputs"):
+        capture(nn.Linear(2, 2), [1, 2])  # type: ignore[arg-type]
+    with pytest.raises(CaptureError, match="fails on the example inputs"):
+        capture(nn.Linear(2, 2), torch.ones(3, 5))
+    with pytest.raises(CaptureError, match="max_pieces"):
+        capture(nn.Linear(2, 2), torch.ones(1, 2), max_pieces=0)
+
+
+def test_summary_and_dict() -> None:
+    _, _, graph = _graph("tiny_cnn")
+    text = str(graph)
+    assert "tiny_cnn" in text and "pieces" in text
+    d = graph.to_dict()
+    assert d["totals"]["flops"] == graph.total_flops
+    assert len(d["pieces"]) == len(graph.pieces)
+    assert {"name", "op", "flops", "param_bytes", "out_bytes", "shape", "inputs"} <= set(
+        d["nodes"][0]
+    )
