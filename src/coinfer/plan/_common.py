@@ -141,3 +141,104 @@ def infeasible_message(instance: Instance, algo: str, devices: Sequence[str] | N
         f"would need {need} bytes for pieces {first}..{instance.num_pieces - 1} but has {cap} "
         f"({need - cap} bytes short)"
     )
+
+
+class TransferTable:
+    """Every transfer a chain plan can make, precomputed: ``[k, u, v]`` for cut ``k`` (bytes ``b[k]``).
+
+    ``total_s`` is the one-request time (latency term), ``hop_s`` the busiest single link (the
+    transfer's own contribution to the period) and ``energy_j`` the radio energy; devices are
+    indexed in instance order. Paths are exactly :meth:`Instance.path`'s: an all-pairs
+    single-source run of the same Dijkstra per device and distinct byte size replaces the
+    ``D^2`` per-pair searches (``tests/plan/test_plan_common.py`` checks they agree).
+    ``paths[k][u][v]`` lists ``(link key, hop seconds)`` for exact link-load accounting.
+    """
+
+    def __init__(self, instance: Instance) -> None:
+        import numpy as np
+
+        names = instance.device_names
+        n = len(names)
+        idx = {d: i for i, d in enumerate(names)}
+        ncut = instance.num_pieces + 1
+        self.total_s = np.zeros((ncut, n, n))
+        self.hop_s = np.zeros((ncut, n, n))
+        self.energy_j = np.zeros((ncut, n, n))
+        self.paths: list[list[list[tuple[tuple[str, str], float]]]] = []
+        ptx = [instance.device_by_name[d].power_transmit_w or 0.0 for d in names]
+        by_bytes: dict[int, tuple] = {}
+        for k in range(ncut):
+            x = instance.cut_bytes(k)
+            if x not in by_bytes:
+                by_bytes[x] = self._for_bytes(instance, names, idx, ptx, x, np)
+            tot, hop, en, paths = by_bytes[x]
+            self.total_s[k], self.hop_s[k], self.energy_j[k] = tot, hop, en
+            self.paths.append(paths)
+
+    @staticmethod
+    def _for_bytes(instance: Instance, names, idx, ptx, x: int, np):  # type: ignore[no-untyped-def]
+        n = len(names)
+        tot = np.zeros((n, n))
+        hop = np.zeros((n, n))
+        en = np.zeros((n, n))
+        paths: list[list[list[tuple[tuple[str, str], float]]]] = [
+            [[] for _ in range(n)] for _ in range(n)
+        ]
+        for u in range(n):
+            tree = _shortest_path_tree(instance, names[u], x)
+            for v in range(n):
+                if u == v:
+                    continue
+                path = tree.get(names[v])
+                if path is None:
+                    tot[u, v] = hop[u, v] = en[u, v] = np.inf
+                    continue
+                times = [h.transfer_s(x) for h in path]
+                tot[u, v] = sum(times)
+                hop[u, v] = max(times)
+                en[u, v] = sum(t * ptx[idx[h.src]] for h, t in zip(path, times, strict=True))
+                paths[u][v] = [((h.src, h.dst), t) for h, t in zip(path, times, strict=True)]
+        return tot, hop, en, paths
+
+
+def _shortest_path_tree(instance: Instance, src: str, nbytes: float) -> dict[str, tuple]:  # type: ignore[type-arg]
+    """``dst -> path`` for every reachable ``dst``, the same paths :meth:`Instance.path` returns.
+
+    It is :func:`coinfer.plan.instance._cheapest_path` run to completion from ``src`` instead of
+    once per destination: the same relaxation rule (an improvement must exceed 1e-15 s), the
+    same heap order (distance, then device name) and the same preference for a direct link on
+    ties. Once a device is settled its predecessor never changes, so the tree agrees with the
+    per-destination search."""
+    import heapq
+
+    best: dict[str, float] = {src: 0.0}
+    prev: dict[str, object] = {}
+    heap: list[tuple[float, str]] = [(0.0, src)]
+    done: set[str] = set()
+    while heap:
+        dist, u = heapq.heappop(heap)
+        if u in done:
+            continue
+        done.add(u)
+        for lk in instance.out_links[u]:
+            nd = dist + lk.transfer_s(nbytes)
+            if nd < best.get(lk.dst, math.inf) - 1e-15:
+                best[lk.dst] = nd
+                prev[lk.dst] = lk
+                heapq.heappush(heap, (nd, lk.dst))
+    out: dict[str, tuple] = {}  # type: ignore[type-arg]
+    for dst in prev:
+        if dst == src:
+            continue
+        direct = instance.link_by_pair.get((src, dst))
+        if direct is not None and direct.transfer_s(nbytes) <= best[dst] + 1e-15:
+            out[dst] = (direct,)
+            continue
+        links = []
+        v = dst
+        while v != src:
+            lk = prev[v]
+            links.append(lk)
+            v = lk.src  # type: ignore[attr-defined]
+        out[dst] = tuple(reversed(links))
+    return out

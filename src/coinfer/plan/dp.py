@@ -1,0 +1,578 @@
+"""Exact pipeline planning by dynamic programming over (pieces done, last device, devices used).
+
+The problem (DESIGN.md's reference model, one device per stage): cut the chain of ``P`` pieces
+into contiguous stages and give each stage its own device, in pipeline order, minimising the
+period (throughput), the latency or the energy per request. Links differ per direction, so the
+*order* of devices matters and a device may not be reused — the state must remember the set of
+devices used, as PipeEdge's DP does (S-peer; ``usc-isi/PipeEdge``). Unlike PipeEdge, transfers
+use per-link bandwidth *and* latency, may be relayed over several hops, and include the source
+sending the input and receiving the output.
+
+**Throughput** (parametric search). The period of a plan is at least the largest of its *items*:
+each stage's compute time and each transfer's busiest hop (every item occupies one resource for
+that long per request). "Is there a plan whose items are all <= T?" is a reachability question
+over states ``(i pieces done, last device d, used set S)``; for a fixed ``(i, d)`` the reachable
+``S`` form a bitset over ``2^D`` subsets, kept as one Python int, so a transition for all ``S``
+at once is an AND with a mask and a shift. The optimum is one of the finitely many item values,
+so a binary search over the sorted candidates finds the smallest feasible ``T*`` with
+``O(log(P^2 D + P D^2))`` feasibility checks of ``O((P D^2 + P^2 D) * 2^D / 64)`` word operations.
+Among plans at ``T*`` the one with the least latency is chosen (an A* search, below).
+When no link carries two transfers of the plan, its period equals ``T*`` and — since ``T*``
+bounds every plan from below — it is optimal. If a relayed path makes two transfers share a
+link (sparse networks), the true period can exceed ``T*``; then a branch-and-bound over plans
+with exact link loads finishes the job (bounded by ``node_limit``; ``details["exact"]`` says
+whether optimality was proven).
+
+**Latency and energy** (A*). Both are sums over stages and transfers. Dropping the "each device
+once" rule gives a plain shortest path over ``(i, d)``, solved backwards in ``O(P^2 D + P D^2)``
+with numpy; if its optimum already uses every device at most once (the usual case: a request
+rarely benefits from leaving a device and coming back), it is optimal. Otherwise that relaxed
+cost-to-go is a consistent A* heuristic over the full ``(i, d, S)`` state space. Energy runs
+every device at its energy-best DVFS level (the level minimising ``P(f)/f``, which does not depend
+on the work) and uses only devices with power figures.
+
+**Beyond exact reach.** Bitsets of ``2^D`` bits stop being cheap near 20 devices. With more than
+``max_exact_devices`` usable devices the planner keeps the source and the fastest others (by
+total compute time over the model) and solves that sub-cluster exactly; ``details["exact"]`` is
+then False. ``benchmarks/bench_planners.py`` measures the gap this costs.
+
+Complexity summary: throughput ``O(log(C) (P D^2 + P^2 D) 2^D / w)`` with ``C`` candidates and
+``w`` = machine word bits; latency/energy ``O(P^2 D + P D^2)`` when the relaxation is tight.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..errors import InfeasibleError
+from ._common import REL_EPS, TransferTable, best_energy_freq, close, finish, infeasible_message
+from .evaluate import period_s
+from .instance import Instance
+from .types import Objective, Plan, Stage
+
+INF = math.inf
+# Expansion budget of the latency tie-break among period-optimal plans: ~0.3 s of pure Python.
+# Past it the plan is still period-optimal, just not the lowest-latency one among them.
+TIE_BREAK_NODES = 20_000
+
+
+@dataclass(frozen=True)
+class DPOptions:
+    """Options of :func:`plan_dp`.
+
+    Attributes
+    ----------
+    max_exact_devices : above this many usable devices, plan over the source + the fastest
+        others (exact on that sub-cluster only). 16 keeps a 2^16-bit state set per (piece, device).
+    tie_break_latency : for throughput, among period-optimal plans return one with least latency.
+    node_limit : cap on A* / branch-and-bound expansions before settling for the best plan found
+        (``details["exact"]`` turns False if the cap is hit).
+    """
+
+    max_exact_devices: int = 16
+    tie_break_latency: bool = True
+    node_limit: int = 200_000
+
+
+class ChainModel:
+    """The instance as dense arrays over the usable devices (local indices ``0..n-1``).
+
+    ``sc[e, i, j]`` is the objective's cost of stage ``i..j`` (0-based, inclusive) on device
+    ``e`` — ``inf`` when it does not fit in memory or ``j < i``; ``time[e, i, j]`` is its compute
+    seconds. ``tt`` holds every transfer; ``local(x)`` restricts an instance-indexed transfer
+    array to usable devices; ``src`` is the source's instance index.
+    """
+
+    def __init__(self, instance: Instance, objective: str, devices: list[str]) -> None:
+        self.instance = instance
+        self.objective = objective
+        self.names = list(devices)
+        self.n = len(devices)
+        self.P = instance.num_pieces
+        all_names = instance.device_names
+        self.inst_idx = [all_names.index(d) for d in devices]
+        self.src = all_names.index(instance.source)
+        self.tt = TransferTable(instance)
+        self.freqs = [
+            best_energy_freq(instance.device_by_name[d]) if objective == "energy" else 1.0
+            for d in devices
+        ]
+        P = self.P
+        mem_pref = np.zeros(P + 1)
+        mem_pref[1:] = np.cumsum([pc.mem_bytes for pc in instance.pieces])
+        mem = mem_pref[None, 1:] - mem_pref[:-1, None]  # mem[i, j] of pieces i..j
+        upper = np.triu(np.ones((P, P), dtype=bool))
+        self.time = np.full((self.n, P, P), INF)
+        self.sc = np.full((self.n, P, P), INF)
+        for e, d in enumerate(devices):
+            acc = [0.0]
+            for pc in instance.pieces:  # same accumulation order as Instance.compute_s
+                acc.append(acc[-1] + pc.time_s[d])
+            pref = np.array(acc)
+            t = (pref[None, 1:] - pref[:-1, None]) / self.freqs[e]
+            ok = upper & (mem <= instance.device_by_name[d].mem_bytes)
+            self.time[e][ok] = t[ok]
+            if objective == "energy":
+                pw = instance.device_by_name[d].active_power_w(self.freqs[e])
+                self.sc[e][ok] = t[ok] * pw
+            else:
+                self.sc[e][ok] = t[ok]
+
+    def local(self, arr: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(middle ``[k, d, e]``, start ``[e]`` from the source, end ``[d]`` to the source)."""
+        ix = self.inst_idx
+        return arr[:, ix][:, :, ix], arr[0, self.src, ix], arr[self.P, ix, self.src]
+
+    def transfer_cost(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Transfer cost in the objective's unit: seconds (latency) or joules (energy)."""
+        return self.local(self.tt.energy_j if self.objective == "energy" else self.tt.total_s)
+
+    def stages(self, path: list[tuple[int, int, int]]) -> tuple[Stage, ...]:
+        """``(first, last, local device)`` triples → Stage objects with DVFS levels."""
+        out = []
+        for i, j, e in path:
+            f = self.freqs[e]
+            out.append(Stage(i, j, (self.names[e],), None if f == 1.0 else (f,)))
+        return tuple(out)
+
+
+def plan_dp(instance: Instance, objective: Objective, options: DPOptions | None = None) -> Plan:
+    """Optimal one-device-per-stage pipeline (exact; latency, throughput, energy). See module docs.
+
+    Raises
+    ------
+    InfeasibleError
+        No plan fits in memory or reaches the source (message names the tightest device).
+    InputError
+        Energy objective on an instance without power figures.
+    """
+    opts = options or DPOptions()
+    devices, complete = select_devices(instance, objective, opts.max_exact_devices)
+    model = ChainModel(instance, objective, devices)
+    details: dict[str, Any] = {"devices_considered": len(devices)}
+    if objective == "throughput":
+        path, exact, bound, tied = min_period_path(model, opts.node_limit, opts.tie_break_latency)
+        details["period_lower_bound_s"] = bound
+        details["least_latency_among_optimal"] = tied
+    else:
+        path, exact = min_sum_path(model, opts.node_limit)
+    details["exact"] = bool(exact and complete)
+    return finish(instance, "dp", objective, model.stages(path), details=details)
+
+
+def select_devices(instance: Instance, objective: str, limit: int) -> tuple[list[str], bool]:
+    """Usable devices (power figures for energy), cut to ``limit``: the source + the fastest.
+
+    Returns the names in instance order and whether nothing was cut."""
+    from ._common import energy_devices
+
+    names = list(energy_devices(instance) if objective == "energy" else instance.device_names)
+    if len(names) <= limit:
+        return names, True
+    work = {d: sum(pc.time_s[d] for pc in instance.pieces) for d in names}
+    keep = {instance.source} & set(names)
+    for d in sorted(names, key=lambda d: (work[d], names.index(d))):
+        if len(keep) >= limit:
+            break
+        keep.add(d)
+    return [d for d in names if d in keep], False
+
+
+# ----- latency / energy: additive costs -------------------------------------------------------
+
+
+def relaxed_to_go(
+    sc: np.ndarray, mid: np.ndarray, start: np.ndarray, end: np.ndarray, combine: str = "sum"
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """Cost-to-go when devices may be reused (a lower bound), by backward DP in numpy.
+
+    Returns ``H[i, d]`` (``i`` pieces done, last device ``d``; ``H[P] = end``), ``G[i, e]`` (a
+    stage starting at piece ``i`` on ``e``, included) and the value from the start. ``combine``
+    is ``"sum"`` (latency/energy) or ``"max"`` (the bottleneck, for periods)."""
+    n, P, _ = sc.shape
+    op = np.add if combine == "sum" else np.maximum
+    H = np.full((P + 1, n), INF)
+    G = np.full((P, n), INF)
+    H[P] = end
+    for i in range(P - 1, -1, -1):
+        G[i] = op(sc[:, i, i:], H[i + 1 :, :].T).min(axis=1)
+        if i > 0:
+            H[i] = op(mid[i], G[i][None, :]).min(axis=1)
+    h0 = float(op(start, G[0]).min()) if P else 0.0
+    return H, G, h0
+
+
+def _relaxed_path(sc, mid, start, H, G) -> list[tuple[int, int, int]]:  # type: ignore[no-untyped-def]
+    """The relaxed optimum itself (may reuse a device), following the argmins forward."""
+    P = sc.shape[1]
+    path = []
+    e = int(np.argmin(start + G[0]))
+    i = 0
+    while True:
+        j = i + int(np.argmin(sc[e, i, i:] + H[i + 1 :, e]))
+        path.append((i, j, e))
+        if j == P - 1:
+            return path
+        i = j + 1
+        e = int(np.argmin(mid[i][e] + G[i]))
+
+
+def min_sum_path(model: ChainModel, node_limit: int) -> tuple[list[tuple[int, int, int]], bool]:
+    """Least total latency/energy plan; returns the stage path and whether it is proven optimal."""
+    mid, start, end = model.transfer_cost()
+    path, exact = astar(model.sc, mid, start, end, node_limit)
+    if path is None:
+        raise InfeasibleError(infeasible_message(model.instance, "dp", model.names))
+    return path, exact
+
+
+def astar(
+    sc: np.ndarray,
+    mid: np.ndarray,
+    start: np.ndarray,
+    end: np.ndarray,
+    node_limit: int,
+    *,
+    dive: bool = True,
+) -> tuple[list[tuple[int, int, int]] | None, bool]:
+    """Least-sum plan over states (pieces done, last device, used set), heuristic = relaxed DP.
+
+    ``None`` if no plan exists. If ``node_limit`` expansions do not finish, falls back to a
+    depth-first dive guided by the same heuristic (``exact`` False), or with ``dive=False``
+    gives up (``None``, False)."""
+    H, G, h0 = relaxed_to_go(sc, mid, start, end, "sum")
+    if not math.isfinite(h0):
+        return None, True
+    relaxed = _relaxed_path(sc, mid, start, H, G)
+    if len({e for _, _, e in relaxed}) == len(relaxed):
+        return relaxed, True  # the relaxation did not need to reuse a device: optimal
+    n, P, _ = sc.shape
+    scl, midl, hl = sc.tolist(), mid.tolist(), H.tolist()
+    startl, endl = start.tolist(), end.tolist()
+    # heap entries: (f, order, g, i, d, S); i == P + 1 marks "returned to the source"
+    heap: list[tuple[float, int, float, int, int, int]] = [(h0, 0, 0.0, 0, -1, 0)]
+    best_g: dict[tuple[int, int, int], float] = {(0, -1, 0): 0.0}
+    parent: dict[
+        tuple[int, int, int], tuple[tuple[int, int, int], tuple[int, int, int] | None]
+    ] = {}
+    order = 0
+    expanded = 0
+    while heap:
+        _f, _, g, i, d, S = heapq.heappop(heap)
+        key = (i, d, S)
+        if g > best_g.get(key, INF):
+            continue
+        if i == P + 1:
+            return _unwind(parent, key), True
+        if i == P:
+            g2 = g + endl[d]
+            k2 = (P + 1, d, S)
+            if g2 < best_g.get(k2, INF):
+                best_g[k2], parent[k2] = g2, (key, None)
+                order += 1
+                heapq.heappush(heap, (g2, order, g2, P + 1, d, S))
+            continue
+        expanded += 1
+        if expanded > node_limit:
+            if not dive:
+                return None, False
+            return _dive(scl, midl, startl, endl, hl, P, n, node_limit), False
+        for e in range(n):
+            if S >> e & 1:
+                continue
+            t = startl[e] if i == 0 else midl[i][d][e]
+            if t == INF:
+                continue
+            row, he, S2, base = scl[e][i], None, S | (1 << e), g + t
+            for j in range(i, P):
+                c = row[j]
+                if c == INF:
+                    break
+                g2 = base + c
+                he = hl[j + 1][e]
+                k2 = (j + 1, e, S2)
+                if he < INF and g2 < best_g.get(k2, INF):
+                    best_g[k2], parent[k2] = g2, (key, (i, j, e))
+                    order += 1
+                    heapq.heappush(heap, (g2 + he, order, g2, j + 1, e, S2))
+    return None, True
+
+
+def _unwind(parent: dict, key: tuple[int, int, int]) -> list[tuple[int, int, int]]:  # type: ignore[type-arg]
+    path = []
+    while key in parent:
+        key, step = parent[key]
+        if step is not None:
+            path.append(step)
+    return path[::-1]
+
+
+def _dive(scl, midl, startl, endl, hl, P, n, budget) -> list[tuple[int, int, int]] | None:  # type: ignore[no-untyped-def]
+    """Depth-first, best-heuristic-first search for any complete plan (fallback past the cap)."""
+    steps = [0]
+
+    def rec(i: int, d: int, S: int, g: float) -> list[tuple[int, int, int]] | None:
+        steps[0] += 1
+        if steps[0] > budget:
+            return None
+        if i == P:
+            return [] if endl[d] < INF else None
+        opts = []
+        for e in range(n):
+            if S >> e & 1:
+                continue
+            t = startl[e] if i == 0 else midl[i][d][e]
+            if t == INF:
+                continue
+            for j in range(i, P):
+                c = scl[e][i][j]
+                if c == INF:
+                    break
+                opts.append((g + t + c + hl[j + 1][e], j, e, g + t + c))
+        for _f, j, e, g2 in sorted(opts):
+            if _f == INF:
+                break
+            rest = rec(j + 1, e, S | (1 << e), g2)
+            if rest is not None:
+                return [(i, j, e), *rest]
+        return None
+
+    return rec(0, -1, 0, 0.0)
+
+
+# ----- throughput: parametric search with bitset reachability ----------------------------------
+
+
+def _clear_masks(n: int) -> list[int]:
+    """``CLEAR[e]``: the bitset (over the 2^n subsets) of subsets that do not contain device ``e``."""
+    size = 1 << n
+    out = []
+    for e in range(n):
+        run = 1 << e
+        pattern, length = (1 << run) - 1, 2 * run
+        while length < size:
+            pattern |= pattern << length
+            length *= 2
+        out.append(pattern & ((1 << size) - 1))
+    return out
+
+
+class _PeriodSearch:
+    """Feasibility of "every item <= T" and plan recovery, for one ChainModel."""
+
+    def __init__(self, model: ChainModel) -> None:
+        self.m = model
+        self.hop_mid, self.hop_start, self.hop_end = model.local(model.tt.hop_s)
+        self.hop_midl = self.hop_mid.tolist()
+        self.clear = _clear_masks(model.n)
+
+    def candidates(self) -> np.ndarray:
+        n, P = self.m.n, self.m.P
+        vals = [self.m.time[np.isfinite(self.m.time)], self.hop_start, self.hop_end]
+        off = ~np.eye(n, dtype=bool)
+        if P > 1:
+            vals.append(self.hop_mid[1:P][:, off].ravel())
+        allv = np.concatenate([np.ravel(v) for v in vals])
+        return np.unique(allv[np.isfinite(allv)])
+
+    def reach(self, T: float) -> list[list[int]] | None:
+        """Forward reachable used-sets per (pieces done, last device), or None if infeasible."""
+        n, P = self.m.n, self.m.P
+        counts = (
+            (self.m.time <= T).sum(axis=2).tolist()
+        )  # valid stage ends per (e, i): contiguous from i
+        hs = self.hop_start.tolist()
+        he = self.hop_end.tolist()
+        hm = self.hop_midl
+        clear = self.clear
+        reach = [[0] * n for _ in range(P + 1)]
+        for i in range(P):
+            row = reach[i]
+            if i > 0 and not any(row):
+                continue
+            for e in range(n):
+                cnt = counts[e][i]
+                if cnt == 0:
+                    continue
+                if i == 0:
+                    if hs[e] > T:
+                        continue
+                    inn = 1  # only the empty set, before any stage
+                else:
+                    inn = 0
+                    hme = hm[i]
+                    for d in range(n):
+                        if d != e and row[d] and hme[d][e] <= T:
+                            inn |= row[d]
+                    if not inn:
+                        continue
+                shifted = (inn & clear[e]) << (1 << e)
+                if not shifted:
+                    continue
+                for j in range(i + 1, i + cnt + 1):
+                    reach[j][e] |= shifted
+        if any(reach[P][d] and he[d] <= T for d in range(n)):
+            return reach
+        return None
+
+    def recover(self, T: float, reach: list[list[int]]) -> list[tuple[int, int, int]]:
+        """Walk back from a reachable end state to the start: one plan with every item <= T."""
+        n, P = self.m.n, self.m.P
+        time = self.m.time
+        he = self.hop_end.tolist()
+        d = next(d for d in range(n) if reach[P][d] and he[d] <= T)
+        S = reach[P][d]
+        S = (S & -S).bit_length() - 1  # lowest reachable set
+        path = []
+        j, e = P - 1, d
+        while True:
+            prev = S ^ (1 << e)
+            found = None
+            for i in range(j, -1, -1):
+                if time[e, i, j] > T:
+                    break
+                if i == 0:
+                    if prev == 0 and self.hop_start[e] <= T:
+                        found = (0, -1)
+                        break
+                    continue
+                for dd in range(n):
+                    if prev >> dd & 1 and reach[i][dd] >> prev & 1 and self.hop_midl[i][dd][e] <= T:
+                        found = (i, dd)
+                        break
+                if found:
+                    break
+            assert found is not None, "reachable state without predecessor"
+            i, dd = found
+            path.append((i, j, e))
+            if i == 0:
+                return path[::-1]
+            j, e, S = i - 1, dd, prev
+
+
+def min_period_path(
+    model: ChainModel, node_limit: int, tie_break_latency: bool = True
+) -> tuple[list[tuple[int, int, int]], bool, float, bool]:
+    """Least-period plan: ``(stage path, proven optimal, lower bound T*, least latency among optimal)``."""
+    search = _PeriodSearch(model)
+    cands = search.candidates()
+    if len(cands) == 0 or search.reach(float(cands[-1])) is None:
+        raise InfeasibleError(infeasible_message(model.instance, "dp", model.names))
+    lo, hi = 0, len(cands) - 1
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if search.reach(float(cands[mid])) is not None:
+            hi = mid
+        else:
+            lo = mid + 1
+    T = float(cands[lo])
+    reach = search.reach(T)
+    assert reach is not None
+    path = search.recover(T, reach)
+    exact = True
+    if tie_break_latency:
+        sc = np.where(model.time <= T, model.time, INF)
+        lat_mid, lat_start, lat_end = model.local(model.tt.total_s)
+        mid_ok = np.where(search.hop_mid <= T, lat_mid, INF)
+        st_ok = np.where(search.hop_start <= T, lat_start, INF)
+        en_ok = np.where(search.hop_end <= T, lat_end, INF)
+        fast, fast_exact = astar(
+            sc, mid_ok, st_ok, en_ok, min(node_limit, TIE_BREAK_NODES), dive=False
+        )
+        if fast is not None and fast_exact:
+            path = fast
+        tie_broken = fast is not None and fast_exact
+    else:
+        tie_broken = False
+    true = period_s(model.instance, model.stages(path))
+    if not close(true, T):
+        # links shared by several transfers: the bound is not attained; search with exact loads
+        path, exact = _bnb_period(model, search, path, true, node_limit)
+        tie_broken = False
+    return path, exact, T, tie_broken
+
+
+def _bnb_period(
+    model: ChainModel,
+    search: _PeriodSearch,
+    path: list[tuple[int, int, int]],
+    upper: float,
+    node_limit: int,
+) -> tuple[list[tuple[int, int, int]], bool]:
+    """Branch and bound over plans with exact per-link loads (needed only when transfers share links)."""
+    n, P = model.n, model.P
+    tt = model.tt
+    ix, src = model.inst_idx, model.src
+    time = model.time.tolist()
+    Hb, _G, _h0 = relaxed_to_go(model.time, search.hop_mid, search.hop_start, search.hop_end, "max")
+    hb = Hb.tolist()
+    best = [upper, path]
+    nodes = [0]
+    complete = [True]
+
+    def better(v: float) -> bool:
+        return v < best[0] * (1 - REL_EPS)
+
+    def add(loads: dict, k: int, u: int, v: int) -> tuple[float, list]:  # type: ignore[type-arg]
+        peak, touched = 0.0, []
+        for key, t in tt.paths[k][u][v]:
+            new = loads.get(key, 0.0) + t
+            touched.append((key, loads.get(key)))
+            loads[key] = new
+            peak = max(peak, new)
+        return peak, touched
+
+    def undo(loads: dict, touched: list) -> None:  # type: ignore[type-arg]
+        for key, old in reversed(touched):
+            if old is None:
+                del loads[key]
+            else:
+                loads[key] = old
+
+    def rec(i: int, d: int, S: int, cur: float, loads: dict, stages: list) -> None:  # type: ignore[type-arg]
+        nodes[0] += 1
+        if nodes[0] > node_limit:
+            complete[0] = False
+            return
+        if i == P:
+            peak, touched = add(loads, P, ix[d], src)
+            v = max(cur, peak)
+            if better(v):
+                best[0], best[1] = v, list(stages)
+            undo(loads, touched)
+            return
+        for e in range(n):
+            if S >> e & 1:
+                continue
+            u = src if i == 0 else ix[d]
+            peak, touched = add(loads, i, u, ix[e])
+            c0 = max(cur, peak)
+            if better(c0):
+                for j in range(i, P):
+                    c = max(c0, time[e][i][j])
+                    if not better(c):
+                        break
+                    if better(max(c, hb[j + 1][e])):
+                        stages.append((i, j, e))
+                        rec(j + 1, e, S | (1 << e), c, loads, stages)
+                        stages.pop()
+            undo(loads, touched)
+
+    rec(0, -1, 0, 0.0, {}, [])
+    return best[1], complete[0]
+
+
+__all__ = [
+    "ChainModel",
+    "DPOptions",
+    "astar",
+    "min_period_path",
+    "min_sum_path",
+    "plan_dp",
+    "select_devices",
+]
