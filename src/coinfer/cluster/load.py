@@ -37,7 +37,7 @@ class PredictSpec(_Strict):
     cores: int = Field(default=1, ge=1)
     threads: int | None = Field(default=None, ge=1)
     freq_ghz: float | None = Field(default=None, gt=0)
-    quota: float = Field(default=1.0, gt=0)
+    quota: float | None = Field(default=None, gt=0)
     mem_bandwidth_gbps: float | None = Field(default=None, gt=0)
     peak_gflops: float | None = Field(default=None, gt=0)
 
@@ -328,7 +328,8 @@ def _device(d: DeviceSpec, i: int, origin: str, base: Path) -> Device:
             cores=pr.cores,
             threads=threads,
             freq_ghz=pr.freq_ghz,
-            quota=pr.quota,
+            # no quota given: the device's own cores are all available
+            quota=pr.quota if pr.quota is not None else float(pr.cores),
             mem_bandwidth_Bps=None
             if pr.mem_bandwidth_gbps is None
             else pr.mem_bandwidth_gbps * BYTES_PER_S_PER_GBPS,

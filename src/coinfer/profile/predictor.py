@@ -1,0 +1,297 @@
+"""The task–device affinity predictor (AP²'s first module): node/piece time on a device.
+
+Model: scikit-learn :class:`~sklearn.ensemble.HistGradientBoostingRegressor` on the features of
+:mod:`coinfer.profile.features`, target ``log(time · c_eff)`` (time normalised by the device's
+effective cores, see that module). A piece's time is the sum of its nodes' predicted times times
+a learned per-piece factor (the median ratio of a measured piece to the sum of its measured
+nodes: stage execution skips the per-node interpreter overhead).
+
+Cross-hardware transfer: the training data come from this host's emulated devices, so the trees
+only know CPU quota and thread count. For a device described with a clock (``freq_ghz``) the
+prediction is scaled by ``host_clock / device_clock``, a first-order assumption (equal work per
+cycle) that is stated wherever such numbers are shown; measured profiles beat it.
+
+Persistence: :meth:`AffinityPredictor.save` / :func:`load_predictor` use joblib, which unpickles —
+load only files you produced (the packaged default was trained by ``benchmarks/bench_predictor.py``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..cluster.types import DeviceFeatures
+from ..errors import InputError
+from .features import FEATURE_NAMES, effective_cores, feature_matrix, graph_node_records, op_family
+
+# Bump when features or the saved layout change; a predictor of another version is refused.
+PREDICTOR_VERSION = 1
+DEFAULT_PREDICTOR_PATH = Path(__file__).parent / "data" / "predictor.joblib"
+# Hyper-parameters: shallow-ish trees with L2 and a floor on leaf size, because the training set
+# is small (thousands of rows) and we care about held-out models, not the training fit.
+DEFAULT_PARAMS: dict[str, Any] = {
+    "max_iter": 400,
+    "learning_rate": 0.06,
+    "max_leaf_nodes": 31,
+    "min_samples_leaf": 8,
+    "l2_regularization": 1.0,
+}
+# Times below this are timer noise (perf_counter + interpreter ~1 us); clip to keep logs sane.
+MIN_TIME_S = 1e-7
+
+
+def host_features(threads: int = 1, quota: float | None = None) -> DeviceFeatures:
+    """Device features of this host under a quota (``None`` = all cores) and thread count."""
+    cores = os.cpu_count() or 1
+    return DeviceFeatures(
+        cores=cores,
+        threads=int(threads),
+        freq_ghz=None,
+        quota=float(quota) if quota is not None else float(cores),
+    )
+
+
+@cache
+def host_clock_ghz() -> float | None:
+    """This host's nominal clock from /proc/cpuinfo (``None`` if unknown)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("cpu mhz"):
+                return float(line.split(":")[1]) / 1000.0
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def _as_training_device(dev: DeviceFeatures) -> tuple[DeviceFeatures, float]:
+    """Map a described device onto the training domain: (host-like features, time multiplier)."""
+    scale = 1.0
+    host = host_clock_ghz()
+    if dev.freq_ghz is not None and host is not None:
+        scale = host / dev.freq_ghz
+    like = DeviceFeatures(cores=dev.cores, threads=dev.threads, freq_ghz=None, quota=dev.quota)
+    return like, scale
+
+
+@dataclass(frozen=True)
+class GraphPrediction:
+    """Predicted seconds per node (by name) and per piece (in order) on one device."""
+
+    node_s: Mapping[str, float]
+    piece_s: tuple[float, ...]
+
+    @property
+    def total_s(self) -> float:
+        return float(sum(self.piece_s))
+
+
+@dataclass(frozen=True)
+class AffinityPredictor:
+    """A fitted predictor; build with :func:`train_predictor`, persist with :meth:`save`."""
+
+    estimator: Any = field(repr=False)
+    piece_scale: float = 1.0
+    info: Mapping[str, Any] = field(default_factory=dict)
+
+    def predict_records(
+        self, records: Sequence[Mapping[str, Any]], device: DeviceFeatures
+    ) -> np.ndarray:
+        """Predicted seconds for node records (see :func:`~coinfer.profile.features.node_record`)."""
+        if not records:
+            return np.zeros(0)
+        like, scale = _as_training_device(device)
+        X = feature_matrix(records, [like] * len(records))
+        y = self.estimator.predict(X)
+        return np.exp(y) / effective_cores(like) * scale
+
+    def predict_graph(self, graph: Any, device: DeviceFeatures) -> GraphPrediction:
+        """Per-node and per-piece predicted times of a captured graph on ``device``."""
+        records = graph_node_records(graph)
+        times = self.predict_records(records, device)
+        node_s = {r["name"]: float(t) for r, t in zip(records, times, strict=True)}
+        pieces = tuple(self.piece_scale * sum(node_s[n] for n in p.nodes) for p in graph.pieces)
+        return GraphPrediction(node_s, pieces)
+
+    def save(self, path: str | Path) -> None:
+        import joblib
+
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        payload = {
+            "version": PREDICTOR_VERSION,
+            "features": list(FEATURE_NAMES),
+            "estimator": self.estimator,
+            "piece_scale": self.piece_scale,
+            "info": dict(self.info),
+        }
+        joblib.dump(payload, path, compress=3)
+
+
+def load_predictor(path: str | Path | None = None) -> AffinityPredictor:
+    """Load a saved predictor (default: the one shipped in the package).
+
+    Raises
+    ------
+    InputError
+        Missing file, not a predictor, or trained with another feature set / version.
+    """
+    import joblib
+
+    p = Path(path) if path is not None else DEFAULT_PREDICTOR_PATH
+    if not p.exists():
+        raise InputError(
+            f"{p}: predictor file not found (train one with benchmarks/bench_predictor.py)"
+        )
+    try:
+        payload = joblib.load(p)
+    except Exception as exc:  # joblib raises many kinds for a corrupt file
+        raise InputError(f"{p}: not a coinfer predictor file ({type(exc).__name__})") from None
+    if not isinstance(payload, dict) or payload.get("version") != PREDICTOR_VERSION:
+        raise InputError(
+            f"{p}: predictor version {payload.get('version') if isinstance(payload, dict) else '?'} "
+            f"is not the supported version {PREDICTOR_VERSION}"
+        )
+    if tuple(payload.get("features", ())) != FEATURE_NAMES:
+        raise InputError(f"{p}: predictor was trained on a different feature set; retrain it")
+    return AffinityPredictor(
+        payload["estimator"], float(payload["piece_scale"]), payload.get("info", {})
+    )
+
+
+@cache
+def default_predictor() -> AffinityPredictor:
+    """The packaged predictor (loaded once per process)."""
+    return load_predictor(DEFAULT_PREDICTOR_PATH)
+
+
+# ----- training ------------------------------------------------------------------------------------
+
+
+def profile_device(profile: Mapping[str, Any]) -> DeviceFeatures:
+    """The device features a profile was measured on (this host under its quota/threads)."""
+    return host_features(int(profile["threads"]), profile.get("quota"))
+
+
+def profile_rows(
+    profile: Mapping[str, Any],
+) -> tuple[list[dict[str, Any]], list[DeviceFeatures], np.ndarray]:
+    """Training rows of one profile: node records, their device, measured seconds."""
+    dev = profile_device(profile)
+    recs = [dict(r) for r in profile["nodes"]]
+    y = np.array([max(float(r["time_s"]), MIN_TIME_S) for r in recs])
+    return recs, [dev] * len(recs), y
+
+
+def train_predictor(
+    profiles: Sequence[Mapping[str, Any]],
+    *,
+    seed: int = 0,
+    params: Mapping[str, Any] | None = None,
+) -> AffinityPredictor:
+    """Fit a predictor on measured profiles (same data + seed -> same model)."""
+    from sklearn.ensemble import HistGradientBoostingRegressor
+
+    recs: list[dict[str, Any]] = []
+    devs: list[DeviceFeatures] = []
+    ys: list[np.ndarray] = []
+    ratios: list[float] = []
+    for prof in profiles:
+        r, d, y = profile_rows(prof)
+        recs += r
+        devs += d
+        ys.append(y)
+        for pc in prof["pieces"]:
+            if pc["nodes_sum_s"] > 0:
+                ratios.append(pc["time_s"] / pc["nodes_sum_s"])
+    if not recs:
+        raise InputError("no training rows: give at least one profile with nodes")
+    X = feature_matrix(recs, devs)
+    y = np.concatenate(ys)
+    target = np.log(y) + np.log([effective_cores(d) for d in devs])
+    est = HistGradientBoostingRegressor(random_state=seed, **{**DEFAULT_PARAMS, **(params or {})})
+    est.fit(X, target)
+    info = {
+        "rows": len(recs),
+        "models": sorted({str(p["model"]) for p in profiles}),
+        "settings": sorted({f"q={p.get('quota')},t={p['threads']}" for p in profiles}),
+        "seed": seed,
+    }
+    return AffinityPredictor(est, float(np.median(ratios)) if ratios else 1.0, info)
+
+
+# ----- evaluation ----------------------------------------------------------------------------------
+
+
+def error_summary(true_s: Sequence[float], pred_s: Sequence[float]) -> dict[str, float]:
+    """MAPE (%) and the share (%) of predictions within ±10% and ±20% of the measurement."""
+    t = np.asarray(true_s, dtype=float)
+    p = np.asarray(pred_s, dtype=float)
+    if t.size == 0:
+        return {"n": 0, "mape": math.nan, "within10": math.nan, "within20": math.nan}
+    rel = np.abs(p - t) / np.maximum(t, MIN_TIME_S)
+    return {
+        "n": int(t.size),
+        "mape": float(100 * rel.mean()),
+        "within10": float(100 * (rel <= 0.10).mean()),
+        "within20": float(100 * (rel <= 0.20).mean()),
+    }
+
+
+def evaluate_on_profiles(
+    predictor: AffinityPredictor, profiles: Sequence[Mapping[str, Any]]
+) -> dict[str, Any]:
+    """Errors on measured profiles: per node (overall and per op family) and per piece."""
+    node_true: list[float] = []
+    node_pred: list[float] = []
+    fam: list[str] = []
+    piece_true: list[float] = []
+    piece_pred: list[float] = []
+    for prof in profiles:
+        recs, _, y = profile_rows(prof)
+        pred = predictor.predict_records(recs, profile_device(prof))
+        node_true += list(y)
+        node_pred += list(pred)
+        for r in recs:
+            shape = r.get("shape") or []
+            in_shape = r.get("in_shape") or []
+            numel = float(math.prod(shape)) if shape else 0.0
+            fam.append(
+                op_family(
+                    r["op"], r["flops"], numel, float(in_shape[1]) if len(in_shape) >= 2 else 0.0
+                )
+            )
+        by_name = {r["name"]: float(t) for r, t in zip(recs, pred, strict=True)}
+        for pc in prof["pieces"]:
+            piece_true.append(float(pc["time_s"]))
+            piece_pred.append(predictor.piece_scale * sum(by_name.get(n, 0.0) for n in pc["nodes"]))
+    per_family = {}
+    fam_arr = np.array(fam)
+    for f in sorted(set(fam)):
+        mask = fam_arr == f
+        per_family[f] = error_summary(np.array(node_true)[mask], np.array(node_pred)[mask])
+    return {
+        "nodes": error_summary(node_true, node_pred),
+        "per_family": per_family,
+        "pieces": error_summary(piece_true, piece_pred),
+    }
+
+
+__all__ = [
+    "DEFAULT_PREDICTOR_PATH",
+    "PREDICTOR_VERSION",
+    "AffinityPredictor",
+    "GraphPrediction",
+    "default_predictor",
+    "error_summary",
+    "evaluate_on_profiles",
+    "host_features",
+    "load_predictor",
+    "profile_rows",
+    "train_predictor",
+]

@@ -1,0 +1,381 @@
+"""On-device profiler: each node's and each piece's latency on this host, cached.
+
+What is measured, per pass (warm-up passes excluded, ``repeats`` passes kept):
+
+* every **node**, by running the captured fx graph node by node (an :class:`torch.fx.Interpreter`
+  that times each compute node's call);
+* every **piece**, by running the split stage modules (one stage per piece) in a chain, each
+  fed the real outputs of the previous one;
+* the **whole model** (eager ``model(*inputs)``), as the reference for stage overhead.
+
+Statistics: median, mean and inter-quartile range per item. Which one is "the" time: under a CPU
+quota below the thread count, CFS throttling is bimodal per call (a call either fits in the
+period's remaining quota or waits for the next period), so the *median* is biased low and the
+*mean over passes* is the unbiased throughput time (throttling lands on a call with probability
+proportional to its CPU time). ``time_s`` is therefore the mean when throttled, else the median.
+
+Quotas: with ``quota`` set the measurement runs in a child process started inside a cgroup v1
+CPU quota (root); otherwise it falls back to a thread limit only, and the profile says so.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import CoinferError, InputError
+from .cache import ProfileKey, default_host, get_or_measure, graph_hash
+from .cgroup import CgroupUnavailableError, cgroup_support, cpu_quota_cgroup
+from .features import graph_node_records
+
+# Default passes: 2 warm-up (first-call allocations, oneDNN primitive caches) then 10 timed.
+DEFAULT_WARMUP = 2
+DEFAULT_REPEATS = 10
+# Under throttling, keep measuring until the timed passes span this many seconds: 20 CFS periods
+# of 100 ms, so each item sees many throttle events and the mean converges to the steady-state
+# (throughput) time; a tiny model otherwise fits inside one period's quota and looks unthrottled.
+THROTTLED_MIN_DURATION_S = 2.0
+# ...but never more passes than this (tiny models at ~0.1 ms per pass).
+MAX_PASSES = 20_000
+# The measuring child must not hang forever (a stuck model, a deadlocked pool).
+CHILD_TIMEOUT_S = 3600.0
+ProgressFn = Callable[[int, int], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Stats:
+    """Summary of repeated timings (seconds)."""
+
+    median_s: float
+    mean_s: float
+    iqr_s: float
+    n: int
+
+    @classmethod
+    def of(cls, samples: Sequence[float]) -> Stats:
+        xs = sorted(samples)
+        if len(xs) >= 4:
+            q = statistics.quantiles(xs, n=4, method="inclusive")
+            iqr = q[2] - q[0]
+        else:
+            iqr = xs[-1] - xs[0] if xs else 0.0
+        return cls(statistics.median(xs), statistics.fmean(xs), iqr, len(xs))
+
+    def estimate(self, throttled: bool) -> float:
+        """The time to use (see module docstring): mean under throttling, else median."""
+        return self.mean_s if throttled else self.median_s
+
+    def to_dict(self, throttled: bool) -> dict[str, float]:
+        return {
+            "time_s": self.estimate(throttled),
+            "median_s": self.median_s,
+            "mean_s": self.mean_s,
+            "iqr_s": self.iqr_s,
+        }
+
+
+def is_throttled(quota: float | None, threads: int) -> bool:
+    """A quota below the threads' demand makes CFS throttle the process."""
+    return quota is not None and quota < threads
+
+
+# ----- the in-process measurement --------------------------------------------------------------
+
+
+def _node_timer(gm: Any, names: set[str], sink: dict[str, float]) -> Any:
+    import torch.fx as fx
+
+    class _Timer(fx.Interpreter):
+        def run_node(self, n: fx.Node) -> Any:
+            if n.name not in names:
+                return super().run_node(n)
+            t0 = time.perf_counter()
+            out = super().run_node(n)
+            sink[n.name] = time.perf_counter() - t0
+            return out
+
+    return _Timer(gm)
+
+
+def measure(
+    spec: str,
+    *,
+    input_shape: Sequence[int] | None = None,
+    max_pieces: int | None = None,
+    threads: int = 1,
+    quota: float | None = None,
+    repeats: int = DEFAULT_REPEATS,
+    warmup: int = DEFAULT_WARMUP,
+    progress: ProgressFn | None = None,
+    min_duration_s: float | None = None,
+) -> dict[str, Any]:
+    """Measure ``spec`` in THIS process (sets torch's intra-op threads; restores them after).
+
+    ``quota`` decides which statistic becomes ``time_s`` and, when it throttles, the minimum
+    measured duration (``min_duration_s``, default :data:`THROTTLED_MIN_DURATION_S`); placing
+    the process under the quota is the caller's job (see :func:`profile_model`).
+    """
+    import torch
+
+    from ..graph import capture, split
+    from ..zoo import load_model
+
+    if repeats < 1 or warmup < 0:
+        raise InputError(f"repeats must be >= 1 and warmup >= 0 (got {repeats}, {warmup})")
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(int(threads))
+    try:
+        model, inputs = load_model(spec, tuple(input_shape) if input_shape else None)
+        graph = capture(model, inputs, max_pieces=max_pieces, name=spec)
+        captured = getattr(graph, "_captured", None)
+        if captured is None:
+            raise CoinferError(
+                f"{spec}: the captured graph has no executable fx graph to time node by node"
+            )
+        names = {n.name for n in graph.nodes}
+        stages = split(graph, list(range(graph.num_pieces - 1)))
+        node_samples: dict[str, list[float]] = {n: [] for n in names}
+        piece_samples: list[list[float]] = [[] for _ in stages]
+        model_samples: list[float] = []
+        throttled = is_throttled(quota, threads)
+        if min_duration_s is None:
+            min_duration_s = THROTTLED_MIN_DURATION_S if throttled else 0.0
+        total = warmup + repeats
+        timed_s = 0.0
+        it = 0
+        with torch.no_grad():
+            while it < total or (timed_s < min_duration_s and it < MAX_PASSES):
+                t_pass = time.perf_counter()
+                sink: dict[str, float] = {}
+                _node_timer(captured.gm, names, sink).run(*inputs)
+                x: tuple[Any, ...] = tuple(inputs)
+                ptimes = []
+                for stage in stages:
+                    t0 = time.perf_counter()
+                    x = stage(*x)
+                    ptimes.append(time.perf_counter() - t0)
+                t0 = time.perf_counter()
+                model(*inputs)
+                mtime = time.perf_counter() - t0
+                if it >= warmup:
+                    for k, v in sink.items():
+                        node_samples[k].append(v)
+                    for i, v in enumerate(ptimes):
+                        piece_samples[i].append(v)
+                    model_samples.append(mtime)
+                    timed_s += time.perf_counter() - t_pass
+                it += 1
+                if progress is not None:
+                    # progress counts the required passes; extra time-filling passes show as done
+                    progress(min(it, total), total)
+    finally:
+        torch.set_num_threads(old_threads)
+
+    records = graph_node_records(graph)
+    node_rows = []
+    node_time: dict[str, float] = {}
+    for rec in records:
+        st = Stats.of(node_samples[rec["name"]] or [0.0])
+        rec.update(st.to_dict(throttled))
+        node_time[rec["name"]] = rec["time_s"]
+        node_rows.append(rec)
+    piece_rows = []
+    for p, samples in zip(graph.pieces, piece_samples, strict=True):
+        st = Stats.of(samples)
+        row = {"index": p.index, "nodes": list(p.nodes), "flops": p.flops, **st.to_dict(throttled)}
+        row["nodes_sum_s"] = sum(node_time.get(n, 0.0) for n in p.nodes)
+        row["overhead_s"] = row["time_s"] - row["nodes_sum_s"]
+        piece_rows.append(row)
+    mst = Stats.of(model_samples)
+    return {
+        "model": spec,
+        "input_shape": [int(d) for d in graph.inputs[0].shape] if graph.inputs else None,
+        "max_pieces": max_pieces,
+        "graph_hash": graph_hash(graph),
+        "threads": int(threads),
+        "quota": quota,
+        "throttled": throttled,
+        "warmup": warmup,
+        "repeats": repeats,
+        "passes": len(model_samples),
+        "timed_s": timed_s,
+        "torch": torch.__version__,
+        "nodes": node_rows,
+        "pieces": piece_rows,
+        "model_time": mst.to_dict(throttled),
+        "pieces_sum_s": sum(r["time_s"] for r in piece_rows),
+        "nodes_sum_s": sum(node_time.values()),
+    }
+
+
+# ----- quota'd measurement in a child process ---------------------------------------------------
+
+
+def _child_command(args: dict[str, Any], out_path: str) -> list[str]:
+    return [sys.executable, "-m", "coinfer.profile._child", json.dumps(args), out_path]
+
+
+def _run_child(
+    args: dict[str, Any], cgroup: Any | None, progress: ProgressFn | None
+) -> dict[str, Any]:
+    """Run :func:`measure` in a child (inside ``cgroup`` from its first instruction)."""
+    fd, out_path = tempfile.mkstemp(prefix="coinfer-profile-", suffix=".json")
+    os.close(fd)
+    env = dict(os.environ)
+    # The child must not inherit a larger OpenMP pool than the threads we measure with.
+    env["OMP_NUM_THREADS"] = str(args["threads"])
+    try:
+        proc = subprocess.Popen(
+            _child_command(args, out_path),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            preexec_fn=None if cgroup is None else cgroup.enter,
+        )
+        err_lines: list[str] = []
+        assert proc.stderr is not None
+        deadline = time.monotonic() + CHILD_TIMEOUT_S
+        for line in proc.stderr:
+            if line.startswith("@@progress "):
+                done, total = (int(x) for x in line.split()[1:3])
+                if progress is not None:
+                    progress(done, total)
+            else:
+                err_lines.append(line.rstrip())
+            if time.monotonic() > deadline:
+                proc.kill()
+                break
+        code = proc.wait(timeout=60)
+        if code != 0:
+            tail = next((ln for ln in reversed(err_lines) if ln.strip()), f"exit code {code}")
+            raise CoinferError(f"profiling {args['spec']} failed in the measuring process: {tail}")
+        return json.loads(Path(out_path).read_text())
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(out_path)
+
+
+def profile_model(
+    spec: str,
+    *,
+    input_shape: Sequence[int] | None = None,
+    max_pieces: int | None = None,
+    threads: int = 1,
+    quota: float | None = None,
+    repeats: int = DEFAULT_REPEATS,
+    warmup: int = DEFAULT_WARMUP,
+    device: str | None = None,
+    use_cache: bool = True,
+    refresh: bool = False,
+    cache_directory: Path | None = None,
+    progress: ProgressFn | None = None,
+    notice: Callable[[str], None] | None = None,
+) -> tuple[dict[str, Any], bool]:
+    """Profile ``spec`` on this host, optionally under a CPU quota; returns ``(profile, cache_hit)``.
+
+    Parameters
+    ----------
+    spec, input_shape, max_pieces
+        The model, as for :func:`coinfer.zoo.load_model` / :func:`coinfer.graph.capture`.
+    threads, quota
+        Intra-op threads, and the CPU quota in cores (``None``: unlimited).
+    device
+        Name recorded in the profile and the cache key (default: ``host-q<quota>-t<threads>``).
+    use_cache, refresh
+        Read/write the profile cache; ``refresh`` re-measures even on a hit.
+    notice
+        Called with a one-line message when the quota cannot be applied (fallback to threads).
+
+    Raises
+    ------
+    InputError
+        Bad model spec or shape (from the zoo / capture).
+    """
+    import torch
+
+    from ..graph import capture
+    from ..zoo import load_model
+
+    if quota is not None and not quota > 0:
+        raise InputError(f"--cpu-quota must be > 0 cores (got {quota})")
+    if threads < 1:
+        raise InputError(f"--threads must be >= 1 (got {threads})")
+    emulation = "none" if quota is None else "cgroup"
+    ok, why = cgroup_support()
+    effective_quota = quota
+    if quota is not None and not ok:
+        emulation = f"threads only ({why})"
+        effective_quota = None
+        if notice is not None:
+            notice(
+                f"cannot apply a {quota:g}-core CPU quota: {why}; measuring with {threads} thread(s) only"
+            )
+    # The key needs the graph hash: capture here (cheap next to the measurement itself).
+    old = torch.get_num_threads()
+    try:
+        model, inputs = load_model(spec, tuple(input_shape) if input_shape else None)
+        graph = capture(model, inputs, max_pieces=max_pieces, name=spec)
+    finally:
+        torch.set_num_threads(old)
+    host = default_host()
+    qtag = "none" if effective_quota is None else f"{effective_quota:g}"
+    key = ProfileKey(
+        model=spec,
+        graph_hash=graph_hash(graph),
+        device=device or f"{host}-q{qtag}-t{threads}",
+        host=host,
+        dtype="float32",
+        batch=int(graph.inputs[0].shape[0]) if graph.inputs and graph.inputs[0].shape else 1,
+        threads=int(threads),
+        quota=effective_quota,
+        torch=torch.__version__,
+        max_pieces=max_pieces,
+    )
+    args = {
+        "spec": spec,
+        "input_shape": list(input_shape) if input_shape else None,
+        "max_pieces": max_pieces,
+        "threads": int(threads),
+        "quota": effective_quota,
+        "repeats": int(repeats),
+        "warmup": int(warmup),
+    }
+
+    def run() -> dict[str, Any]:
+        throttle: tuple[int, float] = (0, 0.0)
+        if effective_quota is not None:
+            name = f"coinfer-prof-{os.getpid()}"
+            try:
+                with cpu_quota_cgroup(name, effective_quota) as cg:
+                    data = _run_child(args, cg, progress)
+                    throttle = cg.throttled()
+            except CgroupUnavailableError as exc:
+                raise CoinferError(f"cannot apply the CPU quota: {exc}") from None
+        else:
+            data = _run_child(args, None, progress)
+        data["device"] = key.device
+        data["host"] = host
+        data["emulation"] = emulation
+        data["requested_quota"] = quota
+        data["throttled_periods"] = throttle[0]
+        data["throttled_s"] = throttle[1]
+        data["created"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        return data
+
+    if not use_cache:
+        return run(), False
+    return get_or_measure(key, run, directory=cache_directory, refresh=refresh)
+
+
+__all__ = ["DEFAULT_REPEATS", "DEFAULT_WARMUP", "Stats", "is_throttled", "measure", "profile_model"]
