@@ -37,8 +37,10 @@ from .brute import BruteOptions, plan_brute
 from .dp import DPOptions, plan_dp
 from .instance import Instance
 from .mincut import MincutOptions, plan_mincut
+from .pico import PicoOptions, plan_pico
 from .pso import PSOOptions, plan_pso
 from .route import RouteOptions, plan_route
+from .split2 import Split2Options, plan_split2
 
 # Objective sets, named once so entries stay one line.
 ALL = frozenset({"latency", "throughput", "energy"})
@@ -120,6 +122,23 @@ PLANNERS: dict[str, PlannerInfo] = {
             exact=True,
             objectives=ALL,
             summary="exact DP over (pieces, last device, used set); per-link bw/latency, relays",
+        ),
+        PlannerInfo(
+            "pico",
+            plan_pico,
+            PicoOptions,
+            exact=True,
+            objectives=ALL,
+            summary="replicated stages (PICO many-to-many); exact B&B when small, else greedy",
+            model="replicas",
+        ),
+        PlannerInfo(
+            "split2",
+            plan_split2,
+            Split2Options,
+            exact=False,
+            objectives=ALL,
+            summary="best single cut between the source and one server (Neurosurgeon-style)",
         ),
         PlannerInfo(
             "single",
