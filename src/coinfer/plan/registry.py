@@ -33,8 +33,10 @@ from .baselines import (
     plan_memory,
     plan_single,
 )
+from .bayes import BayesOptions, plan_bayes
 from .brute import BruteOptions, plan_brute
 from .dp import DPOptions, plan_dp
+from .fused import FusedOptions, plan_fused
 from .instance import Instance
 from .mincut import MincutOptions, plan_mincut
 from .pico import PicoOptions, plan_pico
@@ -97,8 +99,17 @@ def _need_two_devices(instance: Instance) -> str | None:
     )
 
 
+def _need_conv_layers(instance: Instance) -> str | None:
+    return (
+        None
+        if instance.meta.get("conv_layers")
+        else "the instance carries no conv layer spec (meta 'conv_layers')"
+    )
+
+
 # need name -> check returning None when met, else one line saying why not. Extend by one entry.
 NEEDS: dict[str, Callable[[Instance], str | None]] = {
+    "conv layers": _need_conv_layers,
     "dag": _need_dag,
     "two devices": _need_two_devices,
 }
@@ -189,6 +200,25 @@ PLANNERS: dict[str, PlannerInfo] = {
             objectives=ALL,
             seeded=True,
             summary="particle swarm: PSOMW repair (S2) + S4 placement with exact order DP",
+        ),
+        PlannerInfo(
+            "bayes",
+            plan_bayes,
+            BayesOptions,
+            exact=False,
+            objectives=ALL,
+            seeded=True,
+            summary="Bayesian optimisation, heteroscedastic GP on noisy measurements (S8 Flexi-BOPI)",
+        ),
+        PlannerInfo(
+            "fused",
+            plan_fused,
+            FusedOptions,
+            exact=False,
+            objectives=frozenset({"latency"}),
+            needs="conv layers",
+            model="replicas",
+            summary="fused-layer spatial tiling with halos across devices vs NFL (S2, DeepThings)",
         ),
     )
 }

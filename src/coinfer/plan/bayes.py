@@ -1,0 +1,398 @@
+"""Bayesian optimisation of partition configurations under noisy measurements (S8 Flexi-BOPI).
+
+When the objective is *measured* (run the pipeline, time it), each evaluation is expensive and
+noisy, so exhaustive search is too slow and a plain "best measured value" is fooled by lucky
+noise. Flexi-BOPI answers with Bayesian optimisation over partition configurations using a
+heteroscedastic Gaussian-process surrogate. Here:
+
+- **space**: plans with one device per stage (cut points + device order). A configuration is
+  encoded as the ``P x D`` one-hot matrix "piece ``p`` runs on device ``d``", flattened; it
+  determines the cuts (where the device changes) and the order, and two plans are close when
+  most pieces sit on the same devices — the notion of similarity a kernel needs.
+- **surrogate**: scikit-learn's GP (constant x Matern-5/2 kernel) on ``log`` of the measured
+  value. Noise is *heteroscedastic*: each configuration's noise variance is estimated from its
+  own repeated measurements (sample variance of the logs, shrunk toward the pooled estimate
+  with weight ``n - 1`` vs ``PRIOR_WEIGHT``), divided by its number of measurements, and passed
+  as the per-sample ``alpha`` — configurations measured often or quietly are trusted more.
+- **acquisition**: expected improvement over the best posterior mean among measured configs,
+  maximised over the whole space when it has at most ``enumerate_limit`` configs, otherwise
+  over a random pool plus every neighbour of the incumbent (one cut moved, devices swapped,
+  stages merged/split). If the best EI is a configuration already measured, it is measured
+  again (that is how the noise estimates improve).
+- **answer**: the measured configuration with the lowest posterior mean; the Plan's
+  ``predicted`` is the *noiseless* reference evaluation of it.
+
+Heuristic; cost ``O(budget * (n^3 + pool * n))`` for ``n <= budget`` measurements. The default
+evaluator is the reference model times ``1 + noise * N(0, 1)`` (seeded), which makes the
+search reproducible and lets tests compare against the known optimum.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from ..errors import InfeasibleError, InputError
+from ._adv_common import Config, enumerate_configs, finish_plan
+from .evaluate import memory_bound_check, objective_value
+from .instance import Instance
+from .pso import _neighbours, repair
+from .types import Objective, Plan, Stage, check_objective
+
+Evaluator = Callable[[tuple[Stage, ...]], float]
+
+# Pseudo-count of the pooled noise estimate when shrinking a configuration's own estimate:
+# with 2 measurements (1 degree of freedom) the pooled value still weighs 2/3.
+PRIOR_WEIGHT = 2.0
+# Noise floor on log-values (0.1 % relative): keeps the GP well conditioned when a custom
+# evaluator is noiseless.
+MIN_LOG_VAR = 1e-6
+# Exploration offset of expected improvement, in log units (0.1 %): a tiny bias to explore.
+EI_XI = 1e-3
+
+
+@dataclass(frozen=True, slots=True)
+class BayesOptions:
+    """Options of :func:`plan_bayes`.
+
+    evaluator : measures a configuration (seconds, or joules for energy); ``None`` = reference
+        model x (1 + noise x N(0, 1)) from this planner's seeded generator.
+    noise : relative standard deviation of the default evaluator (ignored with a custom one).
+    budget : total measurements allowed (initial design included).
+    init : configurations in the initial random design; each measured ``repeats`` times.
+    enumerate_limit : spaces up to this many configs are scored exhaustively by the acquisition.
+    pool : random candidates per step when the space is larger.
+    prior : ``"model"`` — the GP models the *discrepancy* ``log(measured) - log(reference)``,
+        i.e. the reference cost model is the prior mean and the measurements correct it;
+        ``"none"`` — pure black-box BO on ``log(measured)`` (no use of the cost model).
+    max_repeats : measurements per configuration at most (then EI looks elsewhere).
+    refit_every : re-optimise the kernel hyper-parameters every this many steps (others reuse
+        the last ones; fitting dominates the run time).
+    """
+
+    evaluator: Evaluator | None = None
+    noise: float = 0.05
+    budget: int = 40
+    seed: int = 0
+    init: int = 5
+    repeats: int = 2
+    enumerate_limit: int = 20_000
+    pool: int = 500
+    prior: Literal["model", "none"] = "model"
+    max_repeats: int = 4
+    refit_every: int = 5
+
+
+def default_evaluator(
+    instance: Instance, objective: Objective, noise: float, rng: np.random.Generator
+) -> Evaluator:
+    """Reference objective x (1 + noise x N(0, 1)), floored at 1 % of the true value."""
+
+    def measure(cfg: tuple[Stage, ...]) -> float:
+        v = objective_value(instance, cfg, objective)
+        return v * max(0.01, 1.0 + noise * float(rng.standard_normal()))
+
+    return measure
+
+
+def encode(instance: Instance, cfg: Config) -> np.ndarray:
+    """Flattened ``P x D`` one-hot of piece -> device."""
+    idx = {d: i for i, d in enumerate(instance.device_names)}
+    x = np.zeros((instance.num_pieces, len(idx)))
+    for st in cfg:
+        x[st.first : st.last + 1, idx[st.devices[0]]] = 1.0
+    return x.ravel()
+
+
+def _random_config(instance: Instance, rng: np.random.Generator) -> Config | None:
+    P, D = instance.num_pieces, len(instance.devices)
+    k = int(rng.integers(1, min(P, D) + 1))
+    cuts = sorted(rng.choice(P - 1, size=k - 1, replace=False).tolist()) if k > 1 else []
+    devs = rng.permutation(D)[:k].tolist()
+    return repair(instance, cuts, devs)
+
+
+def _count_configs(instance: Instance) -> int:
+    P, D = instance.num_pieces, len(instance.devices)
+    return sum(math.comb(P - 1, k - 1) * math.perm(D, k) for k in range(1, min(P, D) + 1))
+
+
+class _Search:
+    """State of one optimisation: measurements, surrogate, incumbent trace."""
+
+    def __init__(
+        self, instance: Instance, objective: Objective, evaluate_fn: Evaluator, prior: str
+    ) -> None:
+        self.instance = instance
+        self.prior = prior
+        self.kernel: Any = None
+        self.prior_cache: dict[Config, float] = {}
+        self.objective = objective
+        self.measure_fn = evaluate_fn
+        self.meas: dict[Config, list[float]] = {}
+        self.trace: list[float] = []  # noiseless value of the incumbent after each measurement
+
+    def prior_mean(self, cfgs: Sequence[Config]) -> np.ndarray:
+        """``log`` of the reference objective per config (zeros for a black-box search)."""
+        if self.prior == "none":
+            return np.zeros(len(cfgs))
+        out = np.empty(len(cfgs))
+        for i, c in enumerate(cfgs):
+            v = self.prior_cache.get(c)
+            if v is None:
+                v = math.log(max(objective_value(self.instance, c, self.objective), 1e-300))
+                self.prior_cache[c] = v
+            out[i] = v
+        return out
+
+    def measure(self, cfg: Config) -> None:
+        y = float(self.measure_fn(cfg))
+        if not (y > 0 and math.isfinite(y)):
+            raise InputError(
+                f"bayes: the evaluator returned {y!r} for {[str(s) for s in cfg]}; need a finite value > 0"
+            )
+        self.meas.setdefault(cfg, []).append(y)
+
+    def data(self) -> tuple[list[Config], np.ndarray, np.ndarray]:
+        cfgs = list(self.meas)
+        logs = [np.log(self.meas[c]) for c in cfgs]
+        pooled_num = sum(((lv - lv.mean()) ** 2).sum() for lv in logs)
+        pooled_df = sum(len(lv) - 1 for lv in logs)
+        pooled = pooled_num / pooled_df if pooled_df > 0 else 0.05**2  # 5 % until repeats exist
+        z = np.array([lv.mean() for lv in logs]) - self.prior_mean(cfgs)
+        alpha = []
+        for lv in logs:
+            n = len(lv)
+            own = lv.var(ddof=1) if n > 1 else 0.0
+            var = ((n - 1) * own + PRIOR_WEIGHT * pooled) / (n - 1 + PRIOR_WEIGHT)
+            alpha.append(max(var, MIN_LOG_VAR) / n)
+        return cfgs, z, np.array(alpha)
+
+
+def _fit(
+    instance: Instance,
+    cfgs: Sequence[Config],
+    z: np.ndarray,
+    alpha: np.ndarray,
+    seed: int,
+    kernel: Any,
+) -> Any:
+    """Fit the GP; ``kernel`` = previous fitted kernel to reuse (no optimisation) or None."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.gaussian_process import GaussianProcessRegressor
+    from sklearn.gaussian_process.kernels import ConstantKernel, Matern
+
+    X = np.array([encode(instance, c) for c in cfgs])
+    if kernel is None:
+        # y is normalised to unit variance, so the amplitude stays within (0.05, 20): lower and
+        # the GP claims certainty it cannot have after a handful of points (EI then collapses
+        # onto re-measuring). Length scales in one-hot units: moving a few pieces changes the
+        # value a lot, moving the whole plan makes it unrelated.
+        kernel = ConstantKernel(1.0, (0.05, 20.0)) * Matern(
+            length_scale=2.0, length_scale_bounds=(0.1, 30.0), nu=2.5
+        )
+        optimizer: Any = "fmin_l_bfgs_b"
+    else:
+        optimizer = None
+    scale = max(float(z.var()), 1e-12)
+    gp = GaussianProcessRegressor(
+        kernel=kernel, alpha=alpha / scale, normalize_y=True, optimizer=optimizer, random_state=seed
+    )
+    with warnings.catch_warnings():
+        # Hyper-parameters at a bound are expected early (few points); not worth a warning.
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        gp.fit(X, z)
+    return gp
+
+
+def _expected_improvement(mu: np.ndarray, sd: np.ndarray, best: float) -> np.ndarray:
+    from scipy.stats import norm
+
+    sd = np.maximum(sd, 1e-12)
+    imp = best - mu - EI_XI
+    u = imp / sd
+    return imp * norm.cdf(u) + sd * norm.pdf(u)
+
+
+def plan_bayes(
+    instance: Instance, objective: Objective = "throughput", options: BayesOptions | None = None
+) -> Plan:
+    """Flexi-BOPI-style Bayesian optimisation (S8). Heuristic; latency, throughput, energy.
+
+    Returns
+    -------
+    Plan whose ``predicted`` is the noiseless reference evaluation of the chosen configuration;
+    ``details`` has ``evaluations`` (measurements used), ``distinct`` (configurations
+    measured), ``space`` (size of the configuration space), ``trace`` (noiseless value of the
+    incumbent after each measurement) and ``measured_mean`` of the winner.
+    """
+    started = time.perf_counter()
+    objective = check_objective(objective)
+    opts = options or BayesOptions()
+    if opts.budget < 1 or opts.init < 1 or opts.repeats < 1 or opts.noise < 0:
+        raise InputError(
+            f"BayesOptions: budget={opts.budget}, init={opts.init}, repeats={opts.repeats} must be >= 1 "
+            f"and noise={opts.noise} >= 0"
+        )
+    memory_bound_check(instance)
+    rng = np.random.default_rng(opts.seed)
+    evaluator = opts.evaluator or default_evaluator(instance, objective, opts.noise, rng)
+    size = _count_configs(instance)
+    space: list[Config] | None = None
+    if size <= opts.enumerate_limit:
+        space = list(enumerate_configs(instance))
+        if not space:
+            raise InfeasibleError(f"{instance.name}: no single-device-stage plan fits in memory")
+    if opts.prior not in ("model", "none"):
+        raise InputError(f"BayesOptions.prior={opts.prior!r}; choose 'model' or 'none'")
+    search = _Search(instance, objective, evaluator, opts.prior)
+    result = _optimise(instance, search, space, rng, opts)
+    mean = float(np.mean(search.meas[result]))
+    details = {
+        "evaluations": sum(len(v) for v in search.meas.values()),
+        "distinct": len(search.meas),
+        "space": size,
+        "trace": search.trace,
+        "measured_mean": mean,
+    }
+    return finish_plan(
+        instance, "bayes", objective, result, started, seed=opts.seed, details=details
+    )
+
+
+def _draw(
+    instance: Instance, space: list[Config] | None, rng: np.random.Generator, n: int
+) -> list[Config]:
+    if space is not None:
+        pick = rng.choice(len(space), size=min(n, len(space)), replace=False)
+        return [space[int(i)] for i in pick]
+    out: list[Config] = []
+    for _ in range(20 * n):
+        c = _random_config(instance, rng)
+        if c is not None and c not in out:
+            out.append(c)
+        if len(out) >= n:
+            break
+    if not out:
+        raise InfeasibleError(f"{instance.name}: no random plan fits in memory")
+    return out
+
+
+def _fits(instance: Instance, cfg: Config) -> bool:
+    return all(
+        instance.mem_bytes(s.first, s.last) <= instance.device_by_name[s.devices[0]].mem_bytes
+        for s in cfg
+    )
+
+
+def _optimise(
+    instance: Instance,
+    search: _Search,
+    space: list[Config] | None,
+    rng: np.random.Generator,
+    opts: BayesOptions,
+) -> Config:
+    budget = opts.budget
+    used = 0
+    incumbent: Config | None = None
+
+    def note() -> None:
+        search.trace.append(
+            objective_value(instance, incumbent, search.objective) if incumbent else math.inf
+        )
+
+    for cfg in _draw(instance, space, rng, opts.init):
+        for _ in range(opts.repeats):
+            if used >= budget:
+                break
+            search.measure(cfg)
+            used += 1
+            incumbent = min(search.meas, key=lambda c: float(np.mean(search.meas[c])))
+            note()
+    step = 0
+    while used < budget:
+        cfgs, z, alpha = search.data()
+        reuse = search.kernel if step % max(1, opts.refit_every) else None
+        gp = _fit(instance, cfgs, z, alpha, opts.seed, reuse)
+        search.kernel = gp.kernel_
+        step += 1
+        mu_seen = gp.predict(np.array([encode(instance, c) for c in cfgs])) + search.prior_mean(
+            cfgs
+        )
+        incumbent = cfgs[int(np.argmin(mu_seen))]
+        best = float(mu_seen.min())
+        if space is not None:
+            cands = space
+        else:
+            cands = _draw(instance, None, rng, opts.pool)
+            cands += [c for c in _neighbours(instance, incumbent) if _fits(instance, c)]
+            cands += cfgs
+        mu, sd = gp.predict(np.array([encode(instance, c) for c in cands]), return_std=True)
+        ei = _expected_improvement(mu + search.prior_mean(cands), sd, best)
+        for i, c in enumerate(cands):  # enough repeats: further ones add little, explore instead
+            if len(search.meas.get(c, ())) >= opts.max_repeats:
+                ei[i] = -math.inf
+        if not np.isfinite(ei).any():
+            break
+        search.measure(cands[int(np.argmax(ei))])
+        used += 1
+        note()
+    cfgs, z, alpha = search.data()
+    if len(cfgs) > 1:
+        gp = _fit(instance, cfgs, z, alpha, opts.seed, search.kernel)
+        mu_seen = gp.predict(np.array([encode(instance, c) for c in cfgs])) + search.prior_mean(
+            cfgs
+        )
+        incumbent = cfgs[int(np.argmin(mu_seen))]
+    else:
+        incumbent = cfgs[0]
+    search.trace[-1] = objective_value(instance, incumbent, search.objective)
+    return incumbent
+
+
+# ----- comparators for the benchmark and tests ---------------------------------------------------
+
+
+def random_search_trace(
+    instance: Instance, objective: Objective, budget: int, noise: float, seed: int
+) -> list[float]:
+    """Noiseless value of random search's incumbent (best measured mean) after each measurement."""
+    rng = np.random.default_rng(seed)
+    measure = default_evaluator(instance, objective, noise, rng)
+    space = list(enumerate_configs(instance))
+    meas: dict[Config, list[float]] = {}
+    trace = []
+    for _ in range(budget):
+        cfg = space[int(rng.integers(len(space)))]
+        meas.setdefault(cfg, []).append(measure(cfg))
+        inc = min(meas, key=lambda c: float(np.mean(meas[c])))
+        trace.append(objective_value(instance, inc, objective))
+    return trace
+
+
+def exhaustive_measured(
+    instance: Instance, objective: Objective, noise: float, seed: int
+) -> tuple[int, float]:
+    """Measure every configuration once; returns (measurements, noiseless value of the pick)."""
+    rng = np.random.default_rng(seed)
+    measure = default_evaluator(instance, objective, noise, rng)
+    space = list(enumerate_configs(instance))
+    vals = [measure(c) for c in space]
+    pick = space[int(np.argmin(vals))]
+    return len(space), objective_value(instance, pick, objective)
+
+
+def evals_to_within(trace: Sequence[float], optimum: float, rel: float = 0.01) -> int | None:
+    """First measurement count after which the incumbent stays within ``rel`` of ``optimum``."""
+    last_bad = -1
+    for i, v in enumerate(trace):
+        if v > optimum * (1 + rel):
+            last_bad = i
+    return None if last_bad == len(trace) - 1 else last_bad + 2

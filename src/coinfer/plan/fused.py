@@ -1,0 +1,560 @@
+"""Fused-layer spatial partitioning (S2 + DeepThings' fused tile partitioning, FTP).
+
+A run of convolution-like layers (conv, pooling, element-wise activations, eval-mode batch
+norm) can be cut *spatially*: split the last layer's output into a grid of tiles, walk each
+tile backwards through the layers to find the input region it needs — every layer widens the
+region by its receptive field (kernel, stride, padding, dilation), so neighbouring tiles
+overlap (the *halo*) — and let several devices each compute whole tiles through all fused
+layers with no communication in between. The price is redundant computation in the halos;
+the gain is parallelism on one request, which a layer-wise pipeline cannot give to latency.
+
+Two parts:
+
+1. **Planning.** :func:`tile_plan` computes each tile's per-layer regions, FLOPs (halo
+   included) and input/output bytes; :func:`assign_tiles` places tiles on devices greedily
+   (largest tile first, onto the device that would finish it soonest) under the cost model
+   below; :func:`plan_fused` tries every grid up to ``max_tiles`` tiles and compares with the
+   best layer-wise plan without fused layers (NFL, exact one-device-per-stage latency).
+2. **Execution.** :func:`run_tiled` really computes the tiles on real tensors — each tile
+   through every layer with the exact padding it needs at image borders — and stitches the
+   output, reproducing the untiled result (bit-exact for pooling/activations, float
+   round-off for convolutions, which the tests bound at 1e-5).
+
+Cost model (reduces to the reference model for a 1x1 grid on one device): device ``d``'s
+speed is the block's untiled FLOPs divided by ``instance.compute_s(0, P-1, d)``; a tile's
+input bytes are ``b[0]`` scaled by its input area, its output bytes ``b[P]`` scaled by its
+output area; the source ships input tiles over each device's own link while the devices work
+in parallel, each device receiving, computing and returning its tiles one after another:
+``finish_d = sum over its tiles (in_s + flops / speed_d + out_s)``, latency = ``max_d finish_d``.
+Links to different devices do not contend (the reference model's per-link view).
+
+The reference cost model has no spatial split, so the Plan's single stage lists the devices
+that compute tiles (as replicas — every one holds the whole block, as fused tiling requires)
+and ``predicted`` is the reference view of that stage; the tiled figures (grid, assignment,
+fused latency, redundancy, NFL latency) are in ``details["fused"]``. Via the registry the conv
+spec travels in ``instance.meta["conv_layers"]`` (see :func:`conv_instance`); a plain instance
+without it is refused with an :class:`InputError`. The fused block is the whole instance
+(build the instance for the conv segment); fused *depth* is not searched.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from ..errors import InfeasibleError, InputError
+from ._adv_common import finish_plan, order_dp
+from .instance import Device, Instance, Link, make_instance
+from .types import Objective, Plan, Stage, check_objective
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+LayerKind = Literal["conv", "maxpool", "avgpool", "pointwise"]
+Region = tuple[int, int, int, int]  # rows [r0, r1), cols [c0, c1)
+
+# float32 activations: 4 bytes per element (what the capture helper counts too).
+BYTES_PER_ELEMENT = 4
+# FLOPs per output element per channel of an element-wise layer (relu = 1 compare; batch
+# norm = 1 multiply + 1 add after folding: counted as 1, an order-of-magnitude figure).
+POINTWISE_FLOPS = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class LayerSpec:
+    """One fusable layer: its kind, window geometry (rows, cols) and channels."""
+
+    kind: LayerKind
+    kernel: tuple[int, int] = (1, 1)
+    stride: tuple[int, int] = (1, 1)
+    padding: tuple[int, int] = (0, 0)
+    dilation: tuple[int, int] = (1, 1)
+    in_ch: int = 1
+    out_ch: int = 1
+    groups: int = 1
+
+    def out_len(self, n: int, axis: int) -> int:
+        """Output length along ``axis`` (0 rows, 1 cols) for input length ``n`` (floor mode)."""
+        k, s, p, d = self.kernel[axis], self.stride[axis], self.padding[axis], self.dilation[axis]
+        return (n + 2 * p - d * (k - 1) - 1) // s + 1
+
+    def in_range(self, a: int, b: int, axis: int) -> tuple[int, int]:
+        """Unclipped input range ``[lo, hi)`` that outputs ``[a, b)`` read along ``axis``."""
+        k, s, p, d = self.kernel[axis], self.stride[axis], self.padding[axis], self.dilation[axis]
+        return a * s - p, (b - 1) * s - p + d * (k - 1) + 1
+
+    def flops_per_output(self) -> float:
+        """FLOPs per output element per output channel (2 x MACs for conv, as the graph helper)."""
+        if self.kind == "conv":
+            return 2.0 * (self.in_ch // self.groups) * self.kernel[0] * self.kernel[1]
+        if self.kind in ("maxpool", "avgpool"):
+            return float(self.kernel[0] * self.kernel[1])
+        return POINTWISE_FLOPS
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], where: str = "layer") -> LayerSpec:
+        try:
+            kind = d["kind"]
+            if kind not in ("conv", "maxpool", "avgpool", "pointwise"):
+                raise InputError(
+                    f"{where}: kind {kind!r} is not conv, maxpool, avgpool or pointwise"
+                )
+            pair = {
+                k: tuple(int(x) for x in d[k])
+                for k in ("kernel", "stride", "padding", "dilation")
+                if k in d
+            }
+            other = {k: int(d[k]) for k in ("in_ch", "out_ch", "groups") if k in d}
+            spec = cls(kind, **pair, **other)  # type: ignore[arg-type]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InputError(f"{where}: bad layer spec {dict(d)!r} ({exc})") from None
+        if any(len(getattr(spec, k)) != 2 for k in ("kernel", "stride", "padding", "dilation")):
+            raise InputError(f"{where}: kernel/stride/padding/dilation must be pairs (rows, cols)")
+        if min(*spec.kernel, *spec.stride, *spec.dilation) < 1 or min(spec.padding) < 0:
+            raise InputError(f"{where}: kernel/stride/dilation must be >= 1 and padding >= 0")
+        return spec
+
+
+def _pair(v: Any) -> tuple[int, int]:
+    return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+
+# Element-wise modules that commute with spatial tiling (names, so torch is not imported here).
+_POINTWISE = {
+    "ReLU", "ReLU6", "LeakyReLU", "SiLU", "GELU", "Sigmoid", "Tanh", "Hardswish", "Hardsigmoid",
+    "ELU", "Identity", "Dropout", "Dropout2d", "BatchNorm2d",
+}  # fmt: skip
+
+
+def specs_from_modules(modules: Sequence[nn.Module], in_channels: int) -> tuple[LayerSpec, ...]:
+    """Layer specs of a sequence of conv-ish modules; :class:`InputError` for anything else.
+
+    Refused, with the reason: non-zero padding modes, string padding, ``ceil_mode`` pooling,
+    average pooling that excludes padding from the count, batch norm or dropout in training
+    mode (they would mix statistics across tiles).
+    """
+    from torch import nn
+
+    specs: list[LayerSpec] = []
+    ch = in_channels
+    for i, m in enumerate(modules):
+        name = type(m).__name__
+        where = f"layer {i} ({name})"
+        if isinstance(m, nn.Conv2d):
+            if isinstance(m.padding, str) or m.padding_mode != "zeros":
+                raise InputError(
+                    f"{where}: only explicit zero padding can be tiled (got {m.padding!r}, {m.padding_mode})"
+                )
+            if m.in_channels != ch:
+                raise InputError(f"{where}: expects {m.in_channels} input channels, gets {ch}")
+            specs.append(
+                LayerSpec(
+                    "conv",
+                    _pair(m.kernel_size),
+                    _pair(m.stride),
+                    _pair(m.padding),
+                    _pair(m.dilation),
+                    ch,
+                    m.out_channels,
+                    m.groups,
+                )
+            )
+            ch = m.out_channels
+        elif isinstance(m, (nn.MaxPool2d, nn.AvgPool2d)):
+            if m.ceil_mode:
+                raise InputError(f"{where}: ceil_mode pooling cannot be tiled")
+            if isinstance(m, nn.AvgPool2d) and (not m.count_include_pad or m.divisor_override):
+                raise InputError(
+                    f"{where}: average pooling must count padding (count_include_pad=True)"
+                )
+            dil = _pair(m.dilation) if isinstance(m, nn.MaxPool2d) else (1, 1)
+            kind: LayerKind = "maxpool" if isinstance(m, nn.MaxPool2d) else "avgpool"
+            specs.append(
+                LayerSpec(
+                    kind, _pair(m.kernel_size), _pair(m.stride), _pair(m.padding), dil, ch, ch
+                )
+            )
+        elif name in _POINTWISE:
+            if name.startswith(("BatchNorm", "Dropout")) and m.training:
+                raise InputError(
+                    f"{where}: put the model in eval mode; training-mode {name} mixes tiles"
+                )
+            specs.append(LayerSpec("pointwise", in_ch=ch, out_ch=ch))
+        else:
+            raise InputError(
+                f"{where}: cannot tile this layer (conv, pooling and element-wise layers only)"
+            )
+    if not specs:
+        raise InputError("fused: no layers to tile")
+    return tuple(specs)
+
+
+# ----- geometry and the tile plan ---------------------------------------------------------------
+
+
+def output_hw(specs: Sequence[LayerSpec], input_hw: tuple[int, int]) -> list[tuple[int, int]]:
+    """Spatial size at every level: ``[input, after layer 1, ..., after layer L]``."""
+    sizes = [tuple(input_hw)]
+    for i, s in enumerate(specs):
+        h, w = s.out_len(sizes[-1][0], 0), s.out_len(sizes[-1][1], 1)
+        if h < 1 or w < 1:
+            raise InputError(f"fused: layer {i} ({s.kind}) shrinks {sizes[-1]} to nothing")
+        sizes.append((h, w))
+    return sizes  # type: ignore[return-value]
+
+
+def tile_regions(
+    specs: Sequence[LayerSpec], sizes: Sequence[tuple[int, int]], out: Region
+) -> list[Region]:
+    """Clipped region of every level that output tile ``out`` needs (level 0 = input)."""
+    regs = [out]
+    for lvl in range(len(specs), 0, -1):
+        s = specs[lvl - 1]
+        r0, r1, c0, c1 = regs[-1]
+        lo_r, hi_r = s.in_range(r0, r1, 0)
+        lo_c, hi_c = s.in_range(c0, c1, 1)
+        h, w = sizes[lvl - 1]
+        regs.append((max(0, lo_r), min(h, hi_r), max(0, lo_c), min(w, hi_c)))
+    return regs[::-1]
+
+
+def _splits(n: int, parts: int) -> list[tuple[int, int]]:
+    """``parts`` near-equal contiguous ranges covering ``[0, n)``."""
+    bounds = [round(i * n / parts) for i in range(parts + 1)]
+    return [(bounds[i], bounds[i + 1]) for i in range(parts)]
+
+
+@dataclass(frozen=True, slots=True)
+class Tile:
+    """One output tile: grid position, per-level regions, FLOPs (halo included), bytes in/out."""
+
+    pos: tuple[int, int]
+    regions: tuple[Region, ...]
+    flops: float
+    in_elems: int
+    out_elems: int
+
+
+@dataclass(frozen=True, slots=True)
+class TilePlan:
+    """Every tile of a grid, with the halo redundancy it costs."""
+
+    grid: tuple[int, int]
+    sizes: tuple[tuple[int, int], ...]
+    tiles: tuple[Tile, ...]
+    untiled_flops: float
+
+    @property
+    def tiled_flops(self) -> float:
+        return sum(t.flops for t in self.tiles)
+
+    @property
+    def redundancy(self) -> float:
+        """Extra FLOPs from halos, as a fraction of the untiled FLOPs (0 = none)."""
+        return self.tiled_flops / self.untiled_flops - 1.0
+
+
+def _region_flops(specs: Sequence[LayerSpec], regs: Sequence[Region]) -> float:
+    total = 0.0
+    for lvl, s in enumerate(specs, start=1):
+        r0, r1, c0, c1 = regs[lvl]
+        total += (r1 - r0) * (c1 - c0) * s.out_ch * s.flops_per_output()
+    return total
+
+
+def tile_plan(
+    specs: Sequence[LayerSpec], input_hw: tuple[int, int], grid: tuple[int, int]
+) -> TilePlan:
+    """Split the block's output into a ``grid = (rows, cols)`` of tiles and cost each tile."""
+    sizes = output_hw(specs, input_hw)
+    H, W = sizes[-1]
+    gh, gw = grid
+    if not (1 <= gh <= H and 1 <= gw <= W):
+        raise InputError(f"fused: grid {grid} does not fit the {H}x{W} output")
+    full = tile_regions(specs, sizes, (0, H, 0, W))
+    tiles = []
+    for i, (r0, r1) in enumerate(_splits(H, gh)):
+        for j, (c0, c1) in enumerate(_splits(W, gw)):
+            regs = tile_regions(specs, sizes, (r0, r1, c0, c1))
+            a = regs[0]
+            tiles.append(
+                Tile(
+                    (i, j),
+                    tuple(regs),
+                    _region_flops(specs, regs),
+                    (a[1] - a[0]) * (a[3] - a[2]) * specs[0].in_ch,
+                    (r1 - r0) * (c1 - c0) * specs[-1].out_ch,
+                )
+            )
+    return TilePlan((gh, gw), tuple(sizes), tuple(tiles), _region_flops(specs, full))
+
+
+# ----- cost model and assignment --------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class FusedResult:
+    """A grid, its tile -> device assignment and the figures of the cost model."""
+
+    grid: tuple[int, int]
+    assignment: tuple[str, ...]  # device of each tile, in TilePlan.tiles order
+    latency_s: float
+    finish_s: Mapping[str, float]
+    redundancy: float
+
+
+def assign_tiles(instance: Instance, plan: TilePlan, devices: Sequence[str]) -> FusedResult:
+    """Greedy list scheduling: largest tile first, onto the device that finishes it soonest.
+
+    Exact for one tile or one device; otherwise the classic LPT heuristic (within 4/3 of the
+    best makespan on identical machines).
+    """
+    if not devices:
+        raise InfeasibleError(f"{instance.name}: no device can hold the fused block")
+    src = instance.source
+    P = instance.num_pieces
+    in_area = plan.sizes[0][0] * plan.sizes[0][1]
+    out_area = plan.sizes[-1][0] * plan.sizes[-1][1]
+    speed = {d: plan.untiled_flops / max(instance.compute_s(0, P - 1, d), 1e-300) for d in devices}
+
+    def cost(tile: Tile, d: str) -> float:
+        a = tile.regions[0]
+        r = tile.regions[-1]
+        nin = instance.input_bytes * (a[1] - a[0]) * (a[3] - a[2]) / in_area
+        nout = instance.output_bytes * (r[1] - r[0]) * (r[3] - r[2]) / out_area
+        return (
+            instance.transfer_s(src, d, nin)
+            + tile.flops / speed[d]
+            + instance.transfer_s(d, src, nout)
+        )
+
+    finish = dict.fromkeys(devices, 0.0)
+    assignment: dict[int, str] = {}
+    order = sorted(range(len(plan.tiles)), key=lambda i: -plan.tiles[i].flops)
+    for i in order:
+        d = min(devices, key=lambda x: (finish[x] + cost(plan.tiles[i], x), x != src))
+        finish[d] += cost(plan.tiles[i], d)
+        assignment[i] = d
+    used = {d: t for d, t in finish.items() if t > 0 or d in assignment.values()}
+    return FusedResult(
+        plan.grid,
+        tuple(assignment[i] for i in range(len(plan.tiles))),
+        max(finish.values()),
+        used,
+        plan.redundancy,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class FusedOptions:
+    """Options of :func:`plan_fused`.
+
+    ``layers``/``input_hw`` override ``instance.meta["conv_layers"]``/``["conv_input_hw"]``;
+    ``max_tiles`` bounds the grids tried (all ``rows x cols <= max_tiles``).
+    """
+
+    layers: tuple[LayerSpec, ...] | None = None
+    input_hw: tuple[int, int] | None = None
+    max_tiles: int = 16
+
+
+def _spec_of(
+    instance: Instance, opts: FusedOptions
+) -> tuple[tuple[LayerSpec, ...], tuple[int, int]]:
+    layers, hw = opts.layers, opts.input_hw
+    if layers is None:
+        raw = instance.meta.get("conv_layers")
+        if not raw:
+            raise InputError(
+                f"{instance.name}: fused needs a conv layer spec (instance meta 'conv_layers' + 'conv_input_hw', "
+                "or FusedOptions.layers); build one with coinfer.plan.fused.conv_instance"
+            )
+        layers = tuple(LayerSpec.from_dict(d, f"meta.conv_layers[{i}]") for i, d in enumerate(raw))
+    if hw is None:
+        raw_hw = instance.meta.get("conv_input_hw")
+        if not raw_hw or len(raw_hw) != 2:
+            raise InputError(
+                f"{instance.name}: fused needs meta 'conv_input_hw' = [rows, cols] (got {raw_hw!r})"
+            )
+        hw = (int(raw_hw[0]), int(raw_hw[1]))
+    return tuple(layers), hw
+
+
+def nfl_latency(instance: Instance, exact_devices: int = 7) -> tuple[float, tuple[Stage, ...]]:
+    """Best layer-wise (no fused layers) latency: exact over one-device-per-stage plans.
+
+    Runs the fixed-order DP over every device order when there are at most ``exact_devices``
+    devices (7! = 5040 orders); above that the layered-graph route (which may revisit devices).
+    """
+    if len(instance.devices) <= exact_devices:
+        best: tuple[float, tuple[Stage, ...]] | None = None
+        for order in itertools.permutations(instance.device_names):
+            res = order_dp(instance, order, "latency")
+            if res is not None and (best is None or res[0] < best[0]):
+                best = res
+        if best is None:
+            raise InfeasibleError(f"{instance.name}: no layer-wise plan fits in memory")
+        return best
+    from .route import plan_route
+
+    p = plan_route(instance, "latency")
+    return p.predicted.latency_s, p.stages
+
+
+def plan_fused(
+    instance: Instance, objective: Objective = "latency", options: FusedOptions | None = None
+) -> Plan:
+    """Fused-layer tiling planner (S2 FL + DeepThings FTP). Heuristic (greedy assignment).
+
+    Tries every grid with at most ``max_tiles`` tiles, assigns tiles greedily, keeps the
+    lowest latency, and reports it next to the NFL optimum. Latency objective only (tiling
+    one request over devices is a latency technique). Complexity
+    ``O(G * T log T * D)`` for ``G`` grids of up to ``T`` tiles, plus the NFL baseline.
+    """
+    started = time.perf_counter()
+    objective = check_objective(objective)
+    if objective != "latency":
+        raise InputError(
+            f"fused minimises latency (one request split spatially); objective {objective!r} is not supported"
+        )
+    opts = options or FusedOptions()
+    layers, hw = _spec_of(instance, opts)
+    sizes = output_hw(layers, hw)
+    need = instance.mem_bytes(0, instance.num_pieces - 1)
+    devices = [d.name for d in instance.devices if d.mem_bytes >= need]
+    if not devices:
+        raise InfeasibleError(
+            f"{instance.name}: every tile device must hold the whole fused block ({need} bytes); "
+            f"the largest device has {max(d.mem_bytes for d in instance.devices)}"
+        )
+    H, W = sizes[-1]
+    best: FusedResult | None = None
+    tried = 0
+    for gh in range(1, min(H, opts.max_tiles) + 1):
+        for gw in range(1, min(W, opts.max_tiles // gh) + 1):
+            res = assign_tiles(instance, tile_plan(layers, hw, (gh, gw)), devices)
+            tried += 1
+            if best is None or res.latency_s < best.latency_s - 1e-15:
+                best = res
+    assert best is not None  # the 1x1 grid always exists
+    nfl, nfl_stages = nfl_latency(instance)
+    used = tuple(d for d in instance.device_names if d in set(best.assignment))
+    stages = (Stage(0, instance.num_pieces - 1, used),)
+    details = {
+        "fused": {
+            "grid": list(best.grid),
+            "assignment": list(best.assignment),
+            "latency_s": best.latency_s,
+            "finish_s": dict(best.finish_s),
+            "redundancy": best.redundancy,
+            "grids_tried": tried,
+        },
+        "nfl_latency_s": nfl,
+        "nfl_stages": [str(s) for s in nfl_stages],
+        "speedup_vs_nfl": nfl / best.latency_s if best.latency_s > 0 else math.inf,
+    }
+    return finish_plan(instance, "fused", objective, stages, started, details=details)
+
+
+def conv_instance(
+    layers: Sequence[LayerSpec],
+    input_hw: tuple[int, int],
+    device_flops: Mapping[str, float],
+    links: Sequence[Link],
+    source: str,
+    *,
+    mem_bytes: Mapping[str, int] | None = None,
+    name: str = "conv-block",
+) -> Instance:
+    """An instance with one piece per layer of a conv block, times from FLOPs / device speed.
+
+    ``device_flops`` is each device's sustained FLOP/s; piece memory is the layer's float32
+    weights plus its output activation; the conv spec is stored in ``meta`` so the registry's
+    ``fused`` planner can read it from the instance alone.
+    """
+    sizes = output_hw(layers, input_hw)
+    times, mem, out = [], [], []
+    for lvl, s in enumerate(layers, start=1):
+        h, w = sizes[lvl]
+        flops = h * w * s.out_ch * s.flops_per_output()
+        times.append({d: flops / f for d, f in device_flops.items()})
+        weights = (
+            s.out_ch * (s.in_ch // s.groups) * s.kernel[0] * s.kernel[1] if s.kind == "conv" else 0
+        )
+        out.append(h * w * s.out_ch * BYTES_PER_ELEMENT)
+        mem.append((weights + h * w * s.out_ch) * BYTES_PER_ELEMENT)
+    in_bytes = input_hw[0] * input_hw[1] * layers[0].in_ch * BYTES_PER_ELEMENT
+    # Default memory: 1 GB per device, far above a conv block's needs (an edge-board figure).
+    devs = [Device(d, int((mem_bytes or {}).get(d, 1_000_000_000))) for d in device_flops]
+    inst = make_instance(times, mem, out, in_bytes, devs, links, source, name=name)
+    meta = {"conv_layers": [s.to_dict() for s in layers], "conv_input_hw": list(input_hw)}
+    return Instance(
+        inst.pieces, inst.input_bytes, inst.devices, inst.links, inst.source, name=name, meta=meta
+    )
+
+
+# ----- real tiled execution -------------------------------------------------------------------
+
+
+def run_tiled(
+    modules: nn.Sequential | Sequence[nn.Module], x: torch.Tensor, grid: tuple[int, int]
+) -> torch.Tensor:
+    """Run ``modules`` on ``x`` tile by tile (fused through every layer) and stitch the output.
+
+    Each output tile's input region comes from :func:`tile_regions`; at every layer the tile
+    is padded exactly where the untiled layer would pad (zeros for conv/avg-pool, ``-inf`` for
+    max-pool) and run with padding 0, so the result equals the untiled forward up to float
+    round-off in convolutions. ``x`` is ``(N, C, H, W)``. Raises :class:`InputError` for
+    layers that cannot be tiled (see :func:`specs_from_modules`).
+    """
+    import torch
+    import torch.nn.functional as F
+
+    if x.dim() != 4:
+        raise InputError(f"run_tiled: input must be (N, C, H, W), got shape {tuple(x.shape)}")
+    mods = list(modules)
+    specs = specs_from_modules(mods, int(x.shape[1]))
+    sizes = output_hw(specs, (int(x.shape[2]), int(x.shape[3])))
+    H, W = sizes[-1]
+    gh, gw = grid
+    if not (1 <= gh <= H and 1 <= gw <= W):
+        raise InputError(f"run_tiled: grid {grid} does not fit the {H}x{W} output")
+    out = x.new_empty((x.shape[0], specs[-1].out_ch, H, W))
+    with torch.no_grad():
+        for r0, r1 in _splits(H, gh):
+            for c0, c1 in _splits(W, gw):
+                regs = tile_regions(specs, sizes, (r0, r1, c0, c1))
+                a = regs[0]
+                t = x[:, :, a[0] : a[1], a[2] : a[3]]
+                for lvl, (s, m) in enumerate(zip(specs, mods, strict=True), start=1):
+                    if s.kind == "pointwise":
+                        t = m(t)
+                        continue
+                    have, want = regs[lvl - 1], regs[lvl]
+                    lo_r, hi_r = s.in_range(want[0], want[1], 0)
+                    lo_c, hi_c = s.in_range(want[2], want[3], 1)
+                    pad = (
+                        have[2] - lo_c,
+                        hi_c - have[3],
+                        have[0] - lo_r,
+                        hi_r - have[1],
+                    )  # l, r, t, b
+                    fill = -math.inf if s.kind == "maxpool" else 0.0
+                    if any(pad):
+                        t = F.pad(t, pad, value=fill)
+                    if s.kind == "conv":
+                        t = F.conv2d(t, m.weight, m.bias, s.stride, 0, s.dilation, s.groups)
+                    elif s.kind == "maxpool":
+                        t = F.max_pool2d(t, s.kernel, s.stride, 0, s.dilation)
+                    else:
+                        t = F.avg_pool2d(t, s.kernel, s.stride, 0)
+                out[:, :, r0:r1, c0:c1] = t
+    return out
