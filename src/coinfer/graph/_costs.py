@@ -49,7 +49,7 @@ VIEW_KINDS: frozenset[str] = frozenset(
         "getitem", "getattr", "size", "expand", "squeeze", "unsqueeze", "split", "chunk",
         "dropout", "identity", "slice", "select", "to", "type_as", "clone", "alias",
         "detach", "assert", "sym", "arange", "full", "zeros", "ones", "tensor", "scalar",
-        "masked_fill", "tril", "triu",
+        "masked_fill", "tril", "triu", "guardsfn", "gather",
     }
 )  # fmt: skip
 
@@ -140,7 +140,7 @@ _NAME_KINDS: dict[str, str] = {
     "constant_pad_nd": "pad", "replication_pad2d": "pad", "upsample_nearest2d": "upsample",
     "interpolate": "upsample", "_assert_tensor_metadata": "assert", "sym_constrain_range": "assert",
     "_assert_async": "assert", "lift_fresh_copy": "alias", "scalar_tensor": "scalar",
-    "eq": "where", "ne": "where", "lt": "where", "gt": "where", "pow": "pow", "rsqrt": "rsqrt",
+    "eq": "where", "ne": "where", "lt": "where", "gt": "where", "ge": "where", "le": "where", "pow": "pow", "rsqrt": "rsqrt",
 }  # fmt: skip
 
 
