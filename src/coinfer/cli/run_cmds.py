@@ -36,13 +36,16 @@ def _build_instance(
     model: str, cluster: Any, input_shape: tuple[int, ...] | None, partition: str
 ) -> Any:
     """The cost-model instance of ``model`` on ``cluster`` (for planning and the simulator)."""
-    if partition == "sequential":
-        from ..runtime.profile_seq import sequential_instance
+    if partition == "graph":
+        try:
+            from ..profile.costmodel import build_instance
+        except ImportError:
+            build_instance = None
+        if build_instance is not None:
+            return build_instance(model, cluster, input_shape=input_shape)
+    from ..runtime.measure import measured_instance
 
-        return sequential_instance(model, cluster, input_shape)
-    from ..profile import costmodel
-
-    return costmodel.build_instance(model, cluster, input_shape=input_shape)
+    return measured_instance(model, cluster, input_shape, partition)  # type: ignore[arg-type]
 
 
 def register(app: typer.Typer) -> None:

@@ -57,11 +57,18 @@ EXIT_GRACE_S = 5.0
 
 @dataclass(frozen=True)
 class RunResult:
-    """What a real run measured (all times in seconds; throughput in requests per second)."""
+    """What a real run measured (seconds; throughput in requests = samples per second).
+
+    ``period_s`` is the steady-state time per micro-batch (completions with fill and drain
+    trimmed, the simulator's definition) and ``throughput_rps = microbatch / period_s``;
+    ``wall_s`` runs from the first release to the last output. Latencies are per micro-batch,
+    release at the source to output back there. ``utilisation`` is compute busy time / ``wall_s``.
+    """
 
     requests: int
     microbatch: int
     wall_s: float
+    period_s: float
     throughput_rps: float
     latency_p50_s: float
     latency_p95_s: float
@@ -82,6 +89,7 @@ class RunResult:
             "requests": self.requests,
             "microbatch": self.microbatch,
             "wall_s": self.wall_s,
+            "period_s": self.period_s,
             "throughput_rps": self.throughput_rps,
             "latency_p50_s": self.latency_p50_s,
             "latency_p95_s": self.latency_p95_s,
@@ -545,12 +553,16 @@ def run(
             key=lambda ev: (ev.start_s, ev.resource),
         )
     )
+    from ..simulate.sim import steady_period
+
+    period = steady_period([c.t_done_s - t0 for c in comps])
     say(f"run finished in {time.time() - t_start:.1f} s (pipeline {t1 - t0:.2f} s)")
     return RunResult(
         requests=requests,
         microbatch=microbatch,
         wall_s=t1 - t0,
-        throughput_rps=requests / (t1 - t0) if t1 > t0 else math.inf,
+        period_s=period,
+        throughput_rps=microbatch / period if period > 0 else math.inf,
         latency_p50_s=statistics.median(lat),
         latency_p95_s=percentile(lat, 95),
         max_abs_error=max_err,

@@ -191,7 +191,7 @@ class PendingRecv:
         except Exception as exc:  # gloo raises RuntimeError on a closed peer / timeout
             name = self._transport.peer_name(self.peer)
             raise PeerError(
-                f"receiving message {self.message} from {name} failed after {time.time() - t0:.1f} s: {_short(exc)}",
+                f"receiving {self._transport.label(self.message)} from {name} failed after {time.time() - t0:.1f} s: {_short(exc)}",
                 device=name,
             ) from None
         end = time.time()
@@ -201,8 +201,12 @@ class PendingRecv:
 
 
 def _short(exc: BaseException) -> str:
+    """First line of an exception, without gloo's ``[file.cc:line]`` source prefix."""
     text = str(exc).strip().splitlines()
-    return text[0][:200] if text else type(exc).__name__
+    line = text[0] if text else type(exc).__name__
+    if line.startswith("[") and "] " in line:
+        line = line.split("] ", 1)[1]
+    return line[:200]
 
 
 class _Sender(threading.Thread):
@@ -242,7 +246,8 @@ class _Sender(threading.Thread):
             except Exception as exc:
                 name = self.transport.peer_name(self.peer)
                 self.error = PeerError(
-                    f"sending message {message} to {name} failed: {_short(exc)}", device=name
+                    f"sending {self.transport.label(message)} to {name} failed: {_short(exc)}",
+                    device=name,
                 )
                 self.transport._fail(self.error)
                 return
@@ -267,6 +272,8 @@ class Transport:
         Bound on any single wait; a stuck peer becomes a :class:`PeerError` after at most this.
     on_error
         Called once (from a sender thread) with the first send failure, so the owner can abort.
+    label
+        Names a message id in error messages (e.g. ``"the input of stage 1 of request 3"``).
     """
 
     def __init__(
@@ -278,6 +285,7 @@ class Transport:
         depth: int = 2,
         timeout_s: float = 60.0,
         on_error: Callable[[PeerError], None] | None = None,
+        label: Callable[[int], str] | None = None,
     ):
         self.rank = rank
         self.names = tuple(names)
@@ -285,6 +293,7 @@ class Transport:
         self.depth = depth
         self.timeout_s = timeout_s
         self.on_error = on_error
+        self.label = label or (lambda m: f"message {m}")
         self._senders: dict[int, _Sender] = {}
         self._events: list[TransferEvent] = []
         self._lock = threading.Lock()

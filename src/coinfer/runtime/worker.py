@@ -120,11 +120,17 @@ class _Executor:
             depth=self.depth,
             timeout_s=self.timeout_s,
             on_error=self.fail,
+            label=self._label,
         )
         self.mailbox = _Mailbox()
         self.events: list[dict[str, Any]] = []
         self._ev_lock = threading.Lock()
         self.failed = threading.Event()
+
+    def _label(self, message: int) -> str:
+        request, stage = divmod(message, self.num_stages + 2)
+        target = "the output" if stage - 1 == self.num_stages else f"the input of stage {stage - 1}"
+        return f"{target} of request {request}"
 
     # -- reporting -------------------------------------------------------------------------
     def fail(self, exc: BaseException) -> None:
@@ -332,8 +338,8 @@ def serve(
             time.sleep(0.2)
     chan = Channel(sock, peer=f"coordinator {coordinator}")
     authenticate_coordinator(chan, token, device)
+    sock.settimeout(None)  # the coordinator may wait for other workers before sending the setup
     setup, blobs = chan.expect("setup")
-    sock.settimeout(None)
     emu = emulation.Emulation("none", torch.get_num_threads(), None)
     try:
         emu_cfg = setup.get("emulate") or {}

@@ -1,0 +1,236 @@
+"""End-to-end runs with real worker processes (gloo over loopback), incl. failures and remote mode."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+import torch
+
+from coinfer.cluster import cluster_from_yaml
+from coinfer.errors import PeerError
+from coinfer.plan.types import Metrics, Plan, Stage
+from coinfer.runtime import run
+from coinfer.runtime.coordinator import make_inputs
+from coinfer.zoo import load_model
+
+pytestmark = pytest.mark.integration
+
+MLP = "coinfer.zoo.tiny:tiny_mlp"  # nn.Sequential of 5 children, input (1, 64)
+
+
+def _cluster(latency_ms: float = 1.0, bandwidth_mbps: float = 1000.0, token: str | None = None):
+    tok = f"token: {token}\n" if token else ""
+    return cluster_from_yaml(
+        f"""
+name: t
+source: a
+{tok}devices:
+  - {{name: a, speed: {{gflops: 10}}, memory: 1GiB, emulate: {{cpu_quota: 1.0, threads: 1}}}}
+  - {{name: b, speed: {{gflops: 10}}, memory: 1GiB, emulate: {{cpu_quota: 1.0, threads: 1}}}}
+  - {{name: c, speed: {{gflops: 10}}, memory: 1GiB, emulate: {{cpu_quota: 1.0, threads: 1}}}}
+links:
+  - {{src: a, dst: b, bandwidth_mbps: {bandwidth_mbps}, latency_ms: {latency_ms}}}
+  - {{src: a, dst: c, bandwidth_mbps: 1000, latency_ms: {latency_ms}}}
+  - {{src: b, dst: c, bandwidth_mbps: {bandwidth_mbps}, latency_ms: {latency_ms}}}
+"""
+    )
+
+
+def _plan(*stages: Stage) -> Plan:
+    return Plan("manual", "throughput", tuple(stages), Metrics(0.0, 0.0))
+
+
+def _reference(spec: str, shape: tuple[int, ...], n: int, mb: int) -> torch.Tensor:
+    """The unsplit model on the run's inputs, batched like the run (kernels depend on batch size)."""
+    torch.manual_seed(0)
+    model, example = load_model(spec, shape)
+    xs = make_inputs(example, n, 0)
+    with torch.inference_mode():
+        return torch.cat(
+            [model(torch.cat([x[0] for x in xs[i : i + mb]])) for i in range(0, n, mb)]
+        )
+
+
+def test_replicated_pipeline_is_exact_and_traced():
+    # stage 0 on the source, stage 1 replicated on b and c; micro-batches of 2
+    plan = _plan(Stage(0, 1, ("a",)), Stage(2, 4, ("b", "c")))
+    r = run(
+        MLP,
+        _cluster(),
+        plan,
+        requests=12,
+        microbatch=2,
+        input_shape=(1, 64),
+        partition="sequential",
+        timeout_s=60,
+    )
+    assert r.max_abs_error == 0.0
+    assert r.outputs is not None and torch.equal(r.outputs, _reference(MLP, (1, 64), 12, 2))
+    computes = {(e.resource, e.request) for e in r.trace if e.kind == "compute"}
+    assert {req for dev, req in computes if dev == "a"} == set(range(6))
+    assert {req for dev, req in computes if dev in ("b", "c")} == set(range(6))
+    assert {dev for dev, _ in computes} == {"a", "b", "c"}  # both replicas served requests
+    links = {e.resource for e in r.trace if e.kind == "transfer"}
+    assert {"a->b", "a->c"} <= links and ({"b->a", "c->a"} & links)
+    assert r.throughput_rps > 0 and r.latency_p95_s >= r.latency_p50_s > 0
+    assert set(r.utilisation) == {"a", "b", "c"}
+    assert r.emulation_mode in ("cgroup", "threads")
+
+
+def test_link_latency_is_emulated_in_the_transport():
+    plan = _plan(Stage(0, 1, ("a",)), Stage(2, 4, ("b",)))
+    r = run(
+        MLP,
+        _cluster(latency_ms=40),
+        plan,
+        requests=4,
+        input_shape=(1, 64),
+        partition="sequential",
+        timeout_s=60,
+    )
+    # every link has 40 ms, so no detour through c is cheaper than the direct a -> b
+    hops = [e for e in r.trace if e.resource == "a->b"]
+    assert len(hops) == 4 and all(e.duration_s >= 0.040 for e in hops)
+    assert r.latency_p50_s >= 0.040
+
+
+def test_graph_partition_with_multi_tensor_cut():
+    # tiny_dag: cutting after the stem sends one tensor, later cuts carry the long skip too
+    torch.manual_seed(0)
+    model, example = load_model("tiny_dag")
+    from coinfer.graph import capture
+
+    pieces = len(capture(model, example).pieces)
+    mid = pieces // 2
+    plan = _plan(Stage(0, mid, ("a",)), Stage(mid + 1, pieces - 1, ("b",)))
+    r = run("tiny_dag", _cluster(), plan, requests=3, timeout_s=90)
+    assert r.max_abs_error == 0.0
+
+
+def _kill_when_running(device: str, delay_s: float, killed_at: list[float]):
+    def log(msg: str) -> None:
+        if msg.startswith("all workers ready"):
+            threading.Timer(delay_s, _kill_child, args=(device, killed_at)).start()
+
+    return log
+
+
+def _kill_child(device: str, killed_at: list[float]) -> None:
+    me = os.getpid()
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{pid}/cmdline") as f:
+                cmd = f.read().split("\0")
+        except OSError:
+            continue
+        if ppid == me and "worker" in cmd and cmd[cmd.index("--device") + 1] == device:
+            killed_at.append(time.time())
+            os.kill(int(pid), 9)
+
+
+def test_killed_worker_ends_run_with_peer_error_naming_device_and_requests():
+    plan = _plan(Stage(0, 1, ("a",)), Stage(2, 4, ("b",)))
+    killed: list[float] = []
+    with pytest.raises(PeerError) as info:
+        run(
+            MLP,
+            _cluster(latency_ms=30),
+            plan,
+            requests=200,
+            input_shape=(1, 64),
+            partition="sequential",
+            timeout_s=30,
+            log=_kill_when_running("b", 0.5, killed),
+        )
+    err = info.value
+    assert killed, "the test did not manage to kill the worker"
+    assert time.time() - killed[0] < 10.0  # bounded, far below the 30 s stall timeout
+    assert err.device == "b"
+    assert "did not complete" in str(err) and err.requests
+    assert max(err.requests) == 199 and len(err.requests) < 200
+
+
+def test_stopped_link_times_out_with_peer_error():
+    plan = _plan(Stage(0, 1, ("a",)), Stage(2, 4, ("b",)))
+    # 1e-9 Mbit/s on every link of b: the first transfer would take years (a stopped link)
+    t0 = time.time()
+    with pytest.raises(PeerError, match=r"(?i)(no progress|timed out)") as info:
+        run(
+            MLP,
+            _cluster(bandwidth_mbps=1e-9),
+            plan,
+            requests=4,
+            input_shape=(1, 64),
+            partition="sequential",
+            timeout_s=4,
+        )
+    assert time.time() - t0 < 60
+    assert info.value.requests == (0, 1, 2, 3)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_remote_mode_workers_started_by_hand(tmp_path):
+    token = "tok-" + os.urandom(8).hex()
+    tok = tmp_path / "token"
+    tok.write_text(token + "\n")
+    bad = tmp_path / "bad"
+    bad.write_text("wrong\n")
+    port = _free_port()
+    out: dict[str, object] = {}
+
+    def coordinator() -> None:
+        try:
+            out["r"] = run(
+                MLP,
+                _cluster(token=token),
+                _plan(
+                    Stage(0, 2, ("b",)), Stage(3, 4, ("c",))
+                ),  # the source a only feeds and collects
+                requests=4,
+                input_shape=(1, 64),
+                partition="sequential",
+                bind=f"127.0.0.1:{port}",
+                spawn=False,
+                timeout_s=60,
+            )
+        except Exception as exc:  # pragma: no cover - reported below
+            out["r"] = exc
+
+    th = threading.Thread(target=coordinator)
+    th.start()
+    base = [sys.executable, "-m", "coinfer", "worker", "--coordinator", f"127.0.0.1:{port}"]
+    env = {k: v for k, v in os.environ.items() if k != "COINFER_TOKEN"}
+    rogue = subprocess.Popen(
+        [*base, "--device", "a", "--token-file", str(bad)],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    _, rogue_err = rogue.communicate(timeout=60)
+    assert rogue.returncode == 2 and "failed authentication" in rogue_err
+    assert len(rogue_err.strip().splitlines()) == 1  # one line, no traceback
+    good = [
+        subprocess.Popen([*base, "--device", d, "--token-file", str(tok)], env=env) for d in "abc"
+    ]
+    th.join(timeout=120)
+    for p in good:
+        p.wait(timeout=30)
+    r = out["r"]
+    assert not isinstance(r, Exception), r
+    assert r.max_abs_error == 0.0
+    assert [p.returncode for p in good] == [0, 0, 0]
