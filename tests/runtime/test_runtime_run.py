@@ -221,12 +221,12 @@ def test_remote_mode_workers_started_by_hand(tmp_path):
         stderr=subprocess.PIPE,
         text=True,
     )
-    _, rogue_err = rogue.communicate(timeout=60)
-    assert rogue.returncode == 2 and "failed authentication" in rogue_err
-    assert len(rogue_err.strip().splitlines()) == 1  # one line, no traceback
     good = [
         subprocess.Popen([*base, "--device", d, "--token-file", str(tok)], env=env) for d in "abc"
     ]
+    _, rogue_err = rogue.communicate(timeout=60)
+    assert rogue.returncode == 2 and "failed authentication" in rogue_err
+    assert len(rogue_err.strip().splitlines()) == 1  # one line, no traceback
     th.join(timeout=120)
     for p in good:
         p.wait(timeout=30)
