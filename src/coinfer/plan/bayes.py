@@ -101,12 +101,19 @@ def default_evaluator(
 
 
 def encode(instance: Instance, cfg: Config) -> np.ndarray:
-    """Flattened ``P x D`` one-hot of piece -> device."""
+    """Feature vector: per-device share of the pieces, then the piece -> device one-hot.
+
+    The ``P x D`` one-hot (scaled by ``1 / sqrt(P)`` so moving every piece is distance ~1.4)
+    says which plans are neighbours; the ``D`` device shares let the kernel see "plans that
+    use device d" as similar even when their cuts differ — a discrepancy tied to one device
+    (a throttled board, a slow driver) is then learnt from a few measurements.
+    """
     idx = {d: i for i, d in enumerate(instance.device_names)}
-    x = np.zeros((instance.num_pieces, len(idx)))
+    P = instance.num_pieces
+    x = np.zeros((P, len(idx)))
     for st in cfg:
         x[st.first : st.last + 1, idx[st.devices[0]]] = 1.0
-    return x.ravel()
+    return np.concatenate([x.mean(axis=0), x.ravel() / math.sqrt(P)])
 
 
 def _random_config(instance: Instance, rng: np.random.Generator) -> Config | None:
@@ -181,8 +188,12 @@ def _fit(
     alpha: np.ndarray,
     seed: int,
     kernel: Any,
+    residual: bool,
 ) -> Any:
-    """Fit the GP; ``kernel`` = previous fitted kernel to reuse (no optimisation) or None."""
+    """Fit the GP; ``kernel`` = previous fitted kernel to reuse (no optimisation) or None.
+
+    ``residual``: ``z`` are log-residuals against the model prior (zero-mean GP, log units);
+    otherwise ``z`` are raw log-values (normalised by sklearn)."""
     import warnings
 
     from sklearn.exceptions import ConvergenceWarning
@@ -191,19 +202,30 @@ def _fit(
 
     X = np.array([encode(instance, c) for c in cfgs])
     if kernel is None:
-        # y is normalised to unit variance, so the amplitude stays within (0.05, 20): lower and
-        # the GP claims certainty it cannot have after a handful of points (EI then collapses
-        # onto re-measuring). Length scales in one-hot units: moving a few pieces changes the
-        # value a lot, moving the whole plan makes it unrelated.
-        kernel = ConstantKernel(1.0, (0.05, 20.0)) * Matern(
-            length_scale=2.0, length_scale_bounds=(0.1, 30.0), nu=2.5
-        )
+        # Length scales in feature units (see encode): moving a few pieces changes the value a
+        # lot, moving the whole plan makes it unrelated; the bounds keep the fit in that range.
+        matern = Matern(length_scale=0.5, length_scale_bounds=(0.05, 10.0), nu=2.5)
+        if residual:
+            # Residuals are log-ratios measured/model with prior mean 0 (the model is right
+            # until measurements say otherwise); amplitude 0.3 = "the model may be off by
+            # ~35 %", allowed from 0.03 (3 %) to 3 (20x), so unexplored plans stay uncertain
+            # and EI keeps exploring them even when every measured one shares one bias.
+            kernel = ConstantKernel(0.3**2, (0.03**2, 3.0**2)) * matern
+        else:
+            # y is normalised to unit variance, so the amplitude stays within (0.05, 20): lower
+            # and the GP claims certainty it cannot have after a handful of points (EI then
+            # collapses onto re-measuring).
+            kernel = ConstantKernel(1.0, (0.05, 20.0)) * matern
         optimizer: Any = "fmin_l_bfgs_b"
     else:
         optimizer = None
-    scale = max(float(z.var()), 1e-12)
+    scale = 1.0 if residual else max(float(z.var()), 1e-12)
     gp = GaussianProcessRegressor(
-        kernel=kernel, alpha=alpha / scale, normalize_y=True, optimizer=optimizer, random_state=seed
+        kernel=kernel,
+        alpha=alpha / scale,
+        normalize_y=not residual,
+        optimizer=optimizer,
+        random_state=seed,
     )
     with warnings.catch_warnings():
         # Hyper-parameters at a bound are expected early (few points); not worth a warning.
@@ -320,7 +342,7 @@ def _optimise(
     while used < budget:
         cfgs, z, alpha = search.data()
         reuse = search.kernel if step % max(1, opts.refit_every) else None
-        gp = _fit(instance, cfgs, z, alpha, opts.seed, reuse)
+        gp = _fit(instance, cfgs, z, alpha, opts.seed, reuse, search.prior == "model")
         search.kernel = gp.kernel_
         step += 1
         mu_seen = gp.predict(np.array([encode(instance, c) for c in cfgs])) + search.prior_mean(
@@ -346,7 +368,7 @@ def _optimise(
         note()
     cfgs, z, alpha = search.data()
     if len(cfgs) > 1:
-        gp = _fit(instance, cfgs, z, alpha, opts.seed, search.kernel)
+        gp = _fit(instance, cfgs, z, alpha, opts.seed, search.kernel, search.prior == "model")
         mu_seen = gp.predict(np.array([encode(instance, c) for c in cfgs])) + search.prior_mean(
             cfgs
         )
