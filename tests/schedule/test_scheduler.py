@@ -174,9 +174,8 @@ def test_validate_catches_missing_recv_bytes_and_deadlock():
     changed = [replace(a, nbytes=7) if a.kind == "recv" else a for a in b]
     with pytest.raises(InputError, match="sends 2000 bytes, recv expects 7"):
         validate_schedule(_mutate(sched, "b", changed))
-    # b waits for request 1 before request 0 and a's worker waits for b's result: fine (no cycle);
-    # but swapping a's compute order against its own recv order deadlocks nothing either. A true
-    # cycle: b receives request 1 first while a only sends request 1 after receiving b's output 0.
+    # A real cycle: the client sends request 1 only after output 0 is back, while b insists on
+    # serving request 1 before request 0.
     a_work = list(worker_actions(sched, "a"))
     client = list(client_actions(sched))
     recv_out0 = next(a for a in client if a.kind == "recv" and a.request == 0)

@@ -22,6 +22,8 @@ PALETTE_SIZE = 20
 # Request numbers are printed inside bars wider than this fraction of the time axis.
 LABEL_MIN_FRACTION = 0.018
 DPI = 120
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
+_DASHES = ("-", "--", "-.", ":")
 
 
 def _pyplot():
@@ -162,17 +164,24 @@ def line_plot(
     if not groups or not any(groups.values()):
         raise InputError(f"{title}: nothing to plot")
     n = len(groups)
-    cols = min(n, 4)
+    cols = 2 if n == 4 else min(n, 3)
     nrows = (n + cols - 1) // cols
     fig, axes = plt.subplots(nrows, cols, figsize=(4.2 * cols, 3.6 * nrows), squeeze=False)
     for ax in axes.flat[n:]:
         ax.set_visible(False)
     for ax, (name, ser) in zip(axes.flat, groups.items(), strict=False):
-        for label, pts in ser.items():
+        for i, (label, pts) in enumerate(ser.items()):
             pts = sorted(pts)
             if pts:
+                # distinct marker + dash per series so coinciding lines stay visible
                 ax.plot(
-                    [p[0] for p in pts], [p[1] for p in pts], marker="o", markersize=3, label=label
+                    [p[0] for p in pts],
+                    [p[1] for p in pts],
+                    marker=_MARKERS[i % len(_MARKERS)],
+                    linestyle=_DASHES[i % len(_DASHES)],
+                    markersize=5.5 - 0.5 * (i % 4),
+                    linewidth=1.8 - 0.3 * (i % 4),
+                    label=label,
                 )
         ax.set_title(name, fontsize=10)
         ax.set_xlabel(xlabel)
