@@ -90,6 +90,8 @@ def skip_reason(info: PlannerInfo, instance: Instance, objective: str) -> str | 
     """Why ``info`` does not apply to ``instance``/``objective`` (None when it does)."""
     if objective not in info.objectives:
         return f"supports {', '.join(sorted(info.objectives))}, not {objective}"
+    if objective == "energy" and not any(d.has_power for d in instance.devices):
+        return "objective 'energy' needs power figures (power_active) on at least one device; none has any"
     return unmet_need(info, instance)
 
 

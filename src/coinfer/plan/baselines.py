@@ -130,7 +130,8 @@ def plan_memory(
 def largest_remainder(total: int, weights: list[int] | list[float]) -> list[int]:
     """Split ``total`` items in proportion to ``weights`` (largest remainder), at least 1 each.
 
-    Requires ``total >= len(weights)``. Ties in the remainders go to the earlier entry."""
+    Requires ``total >= len(weights)``. Ties in the remainders go to the earlier entry. The
+    result is monotone: a larger weight never gets fewer items."""
     n = len(weights)
     wsum = float(sum(weights))
     quotas = [total * w / wsum for w in weights]
@@ -141,7 +142,9 @@ def largest_remainder(total: int, weights: list[int] | list[float]) -> list[int]
         sizes[i] += 1
     for i in range(n):  # at least one piece each: take from the currently largest share
         if sizes[i] == 0:
-            donor = max(range(n), key=lambda j: (sizes[j], -j))
+            # among the largest shares, the one with the least weight (then the latest) gives,
+            # so a device with more memory never ends up with fewer pieces than a smaller one
+            donor = max(range(n), key=lambda j: (sizes[j], -weights[j], j))
             sizes[donor] -= 1
             sizes[i] = 1
     return sizes

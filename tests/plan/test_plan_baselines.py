@@ -1,0 +1,110 @@
+"""Baselines (single, even, memory) and split2: their definitions, pinned."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from coinfer.errors import InfeasibleError
+from coinfer.plan.baselines import largest_remainder, plan_even, plan_memory, plan_single
+from coinfer.plan.evaluate import objective_value
+from coinfer.plan.instance import Device, Link, make_instance
+from coinfer.plan.random_instances import random_instance
+from coinfer.plan.split2 import Split2Options, plan_split2
+from coinfer.plan.types import Stage
+
+
+@given(total=st.integers(1, 200), weights=st.lists(st.integers(1, 10**12), min_size=1, max_size=20))
+def test_largest_remainder_properties(total: int, weights: list[int]) -> None:
+    if total < len(weights):
+        return
+    sizes = largest_remainder(total, weights)
+    assert sum(sizes) == total
+    assert all(s >= 1 for s in sizes)
+    for i in range(len(weights)):  # monotone: more weight, never fewer items
+        for j in range(len(weights)):
+            if weights[i] > weights[j]:
+                assert sizes[i] >= sizes[j]
+    quota = [total * w / sum(weights) for w in weights]
+    if min(quota) >= 1:  # no share had to be raised to one: each is within one of its quota
+        assert all(abs(s - q) < 1 for s, q in zip(sizes, quota, strict=True))
+
+
+def test_largest_remainder_example() -> None:
+    # 10 pieces over 8/4/4 GB: quotas 5, 2.5, 2.5 -> remainders tie, earlier entry wins
+    assert largest_remainder(10, [8, 4, 4]) == [5, 3, 2]
+    # a tiny device still gets one piece (taken from the largest share)
+    assert largest_remainder(4, [100, 100, 1]) == [2, 1, 1]
+
+
+def test_even_counts_differ_by_at_most_one_in_cluster_order() -> None:
+    inst = random_instance(2, 11, 4)
+    got = plan_even(inst, "throughput")
+    sizes = [s.last - s.first + 1 for s in got.stages]
+    assert sizes == [3, 3, 3, 2]
+    assert [s.devices[0] for s in got.stages] == list(inst.device_names)
+
+
+def test_memory_split_follows_memory() -> None:
+    devs = [Device("a", 8_000), Device("b", 2_000), Device("c", 6_000)]
+    links = [Link(u, v, 1e6, 0.0) for u in "abc" for v in "abc" if u != v]
+    inst = make_instance(
+        [{"a": 1.0, "b": 1.0, "c": 1.0}] * 8, [100] * 8, [1] * 8, 1, devs, links, "a"
+    )
+    got = plan_memory(inst, "latency")
+    assert [(s.devices[0], s.last - s.first + 1) for s in got.stages] == [
+        ("a", 4),
+        ("b", 1),
+        ("c", 3),
+    ]
+
+
+def test_memory_baseline_reports_overflow() -> None:
+    devs = [Device("a", 1_000), Device("b", 999)]  # 2 pieces each by memory; b's pair is 1000 bytes
+    links = [Link("a", "b", 1e6, 0.0), Link("b", "a", 1e6, 0.0)]
+    inst = make_instance(
+        [{"a": 1.0, "b": 1.0}] * 4, [100, 100, 100, 900], [1] * 4, 1, devs, links, "a"
+    )
+    with pytest.raises(
+        InfeasibleError, match=r"memory: device 'b' needs 1000 bytes .* \(1 bytes short\)"
+    ):
+        plan_memory(inst, "latency")
+
+
+def test_single_picks_the_best_device() -> None:
+    inst = random_instance(8, 6, 4)
+    for objective in ("latency", "throughput"):
+        got = plan_single(inst, objective)
+        best = min(
+            objective_value(inst, (Stage(0, 5, (d,)),), objective) for d in inst.device_names
+        )
+        assert math.isclose(got.predicted.value(objective), best, rel_tol=1e-12)
+
+
+def test_single_infeasible_names_largest_device() -> None:
+    inst = random_instance(3, 6, 3, tight_memory=True)
+    with pytest.raises(InfeasibleError, match="bytes short"):
+        plan_single(inst, "latency")
+
+
+def test_split2_is_best_of_its_candidates() -> None:
+    inst = random_instance(12, 7, 4, sparse_links=True)
+    src = inst.source
+    for objective in ("latency", "throughput"):
+        got = plan_split2(inst, objective)
+        cands = [(Stage(0, 6, (src,)),)]
+        for s in inst.device_names[1:]:
+            cands.append((Stage(0, 6, (s,)),))
+            cands += [(Stage(0, c, (src,)), Stage(c + 1, 6, (s,))) for c in range(6)]
+        best = min(objective_value(inst, c, objective) for c in cands)
+        assert math.isclose(got.predicted.value(objective), best, rel_tol=1e-12)
+        assert len(got.stages) <= 2 and got.stages[0].devices[0] in (src, got.details["server"])
+
+
+def test_split2_fixed_server() -> None:
+    inst = random_instance(12, 7, 4)
+    got = plan_split2(inst, "latency", Split2Options(server="d2"))
+    assert set(got.devices) <= {"d0", "d2"}
