@@ -20,6 +20,9 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import io
+import logging
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -222,10 +225,42 @@ def _trace_fx(model: nn.Module, inputs: tuple[Tensor, ...]) -> fx.GraphModule:
 
 def _trace_export(model: nn.Module, inputs: tuple[Tensor, ...]) -> fx.GraphModule:
     """torch.export (non-strict), unlifted so parameters are graph attributes again."""
-    program = torch.export.export(model, inputs, strict=False)
+    with _quiet_torch_logs():
+        program = torch.export.export(model, inputs, strict=False)
     gm = program.module()
     assert isinstance(gm, fx.GraphModule)
     return gm
+
+
+# Loggers torch.export writes warnings to while it explores a model; a failed attempt is
+# reported in the CaptureError, so these would only be noise on the user's terminal.
+_NOISY_LOGGERS = (
+    "torch",
+    "torch.fx.experimental.symbolic_shapes",
+    "torch._dynamo",
+    "torch.export",
+    "torch._export",
+    "torch._subclasses.fake_tensor",
+)
+
+
+@contextlib.contextmanager
+def _quiet_torch_logs() -> Iterator[None]:
+    loggers = [logging.getLogger(name) for name in _NOISY_LOGGERS]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        # A failed export also prints the partial graph to stderr; the reason is in our error.
+        with (
+            warnings.catch_warnings(),
+            contextlib.redirect_stderr(io.StringIO()),
+        ):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
 
 
 class _Recorder(fx.Interpreter):

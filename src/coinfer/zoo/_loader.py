@@ -36,7 +36,10 @@ def parse_input_shape(text: str | Sequence[int] | None) -> tuple[int, ...] | Non
     if text is None:
         return None
     if isinstance(text, str):
-        parts = [p for p in re.split(r"[,x× ]+", text.strip().strip("()[]")) if p]
+        body = text.strip().strip("()[]")
+        # Commas (or spaces) separate dimensions; "1x3x224x224" is accepted when no comma is used.
+        sep = r"[,\s]+" if ("," in body or " " in body.strip()) else r"[x×]"
+        parts = [p for p in re.split(sep, body.strip()) if p]
         try:
             dims = tuple(int(p) for p in parts)
         except ValueError:

@@ -47,6 +47,17 @@ class ZooEntry:
         """Call the factory (callers seed the RNG; see :func:`coinfer.zoo.load_model`)."""
         return self.resolve()()
 
+    def param_count(self) -> int:
+        """Number of parameters, counted on the meta device (no weights are allocated).
+
+        Shared (tied) parameters count once, as ``nn.Module.parameters`` yields them once.
+        """
+        import torch
+
+        with torch.device("meta"):
+            model = self.build()
+        return sum(p.numel() for p in model.parameters())
+
     def resolve(self) -> Callable[[], nn.Module]:
         module_name, _, attr = self.factory.partition(":")
         module = importlib.import_module(f"coinfer.zoo.{module_name}")
