@@ -40,7 +40,7 @@ from ..schedule.types import Schedule
 from . import emulation
 from .control import Channel, authenticate_worker, parse_hostport
 from .ledger import Ledger, format_ids
-from .stages import Partition, batch_inputs, cut_contracts, load_model, split_model, stage_weights
+from .stages import Partition, batch_inputs, cut_contracts, load_model, split_pieces, stage_weights
 from .transport import LinkShape, TensorMeta
 
 # A worker silent this long on the control channel is declared dead (heartbeats every 0.5 s;
@@ -147,6 +147,23 @@ def link_shapes(
             if v != u and v in best
         }
     return out
+
+
+def check_plan_shape(plan: Plan, num_pieces: int) -> None:
+    """Raise :class:`InputError` unless the plan's stages cover pieces ``0..num_pieces-1`` in order."""
+    nxt = 0
+    for k, st in enumerate(plan.stages):
+        if st.first != nxt or st.last < st.first:
+            raise InputError(
+                f"plan stage {k} covers pieces {st.first}-{st.last}; expected to start at piece {nxt}"
+            )
+        if not st.devices:
+            raise InputError(f"plan stage {k} has no device")
+        nxt = st.last + 1
+    if nxt != num_pieces:
+        raise InputError(
+            f"plan covers pieces 0-{nxt - 1} but the model has {num_pieces} pieces (0-{num_pieces - 1})"
+        )
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -363,7 +380,8 @@ def run(
     # -- the model, its stages, contracts and reference --------------------------------------
     torch.manual_seed(seed)
     model, example = load_model(model_spec, input_shape)
-    stage_mods = split_model(model, example, plan.cuts, partition, max_pieces)
+    stage_mods, n_pieces = split_pieces(model, example, plan.cuts, partition, max_pieces)
+    check_plan_shape(plan, n_pieces)
     if len(stage_mods) != len(plan.stages):
         raise InputError(
             f"plan has {len(plan.stages)} stages but the model split into {len(stage_mods)}"
@@ -382,11 +400,7 @@ def run(
         from ..schedule import scheduler
 
         if instance is None:
-            from .stages import num_pieces
-
-            instance = _fallback_instance(
-                cluster, plan, contracts, num_pieces(model, example, partition, max_pieces)
-            )
+            instance = _fallback_instance(cluster, plan, contracts, n_pieces)
         schedule = scheduler.schedule(plan, instance, messages, microbatch)
     if schedule.requests != messages:
         raise InputError(

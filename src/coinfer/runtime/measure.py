@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from ..plan.instance import Device, Instance, Link, make_instance
-from .stages import Partition, as_tuple, load_model, num_pieces, split_model
+from .stages import Partition, as_tuple, load_model, split_pieces
 
 # Timed repetitions per piece (after one warm-up); the median resists a noisy shared host.
 REPEATS = 5
@@ -35,8 +35,7 @@ def piece_times(
 ) -> tuple[list[float], list[int], list[int], int]:
     """Seconds per piece (batch 1, one thread), memory per piece, cut bytes, input bytes."""
     model, example = load_model(model_spec, input_shape)
-    n = num_pieces(model, example, partition, max_pieces)
-    pieces = split_model(model, example, list(range(n - 1)), partition, max_pieces)
+    pieces, _ = split_pieces(model, example, None, partition, max_pieces)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     times, mem, out_bytes = [], [], []

@@ -144,23 +144,26 @@ def _ranges(cuts: Sequence[int], num_pieces: int) -> list[tuple[int, int]]:
     return [(bounds[i] + 1, bounds[i + 1]) for i in range(len(bounds) - 1)]
 
 
-def split_model(
+def split_pieces(
     model: nn.Module,
     inputs: tuple[torch.Tensor, ...],
-    cuts: Sequence[int],
+    cuts: Sequence[int] | None,
     partition: Partition,
     max_pieces: int | None = None,
-) -> list[nn.Module]:
-    """Stage modules of ``model`` cut after pieces ``cuts`` (0-based, the plan's ``cuts``)."""
+) -> tuple[list[nn.Module], int]:
+    """Stage modules cut after pieces ``cuts`` (``None``: after every piece) and the piece count.
+
+    One capture serves both answers (capturing is the slow part for large models).
+    """
     if partition == "sequential":
         if not isinstance(model, nn.Sequential):
             raise InputError(
                 f"partition 'sequential' needs an nn.Sequential model, got {type(model).__name__}"
             )
         children = list(model.children())
-        return [
-            SequentialStage(children[a : b + 1]).eval() for a, b in _ranges(cuts, len(children))
-        ]
+        n = len(children)
+        cuts = range(n - 1) if cuts is None else cuts
+        return [SequentialStage(children[a : b + 1]).eval() for a, b in _ranges(cuts, n)], n
     try:
         graph_mod = importlib.import_module("coinfer.graph")
         capture, split = graph_mod.capture, graph_mod.split
@@ -169,7 +172,20 @@ def split_model(
             "partition 'graph' needs coinfer.graph.capture/split, which this install lacks"
         ) from None
     graph = capture(model, inputs, max_pieces=max_pieces)
-    return [m.eval() for m in split(graph, list(cuts))]
+    n = len(graph.pieces)
+    cuts = range(n - 1) if cuts is None else cuts
+    return [m.eval() for m in split(graph, list(cuts))], n
+
+
+def split_model(
+    model: nn.Module,
+    inputs: tuple[torch.Tensor, ...],
+    cuts: Sequence[int],
+    partition: Partition,
+    max_pieces: int | None = None,
+) -> list[nn.Module]:
+    """Stage modules of ``model`` cut after pieces ``cuts`` (0-based, the plan's ``cuts``)."""
+    return split_pieces(model, inputs, cuts, partition, max_pieces)[0]
 
 
 def num_pieces(
@@ -267,5 +283,6 @@ __all__ = [
     "load_stage_weights",
     "num_pieces",
     "split_model",
+    "split_pieces",
     "stage_weights",
 ]

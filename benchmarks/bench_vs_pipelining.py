@@ -1,0 +1,235 @@
+"""Our runtime vs ``torch.distributed.pipelining`` (PipelineStage + ScheduleGPipe over gloo).
+
+Same model, same split (coinfer's captured stages, balanced by measured piece times), same
+number of processes with one thread each, batch-1 requests::
+
+    python benchmarks/bench_vs_pipelining.py            # the cases of the brief, 3 repeats
+    python benchmarks/bench_vs_pipelining.py --quick    # resnet18 2 stages, 1 repeat
+
+Throughput is requests / wall time of the whole stream for BOTH sides (the peer's
+``schedule.step`` on all requests; ours from the first input released to the last output back).
+p50 latency is per micro-batch from entering stage 0 to leaving the last stage (the peer's
+forward hooks; ours from release at the source to the output back at the source, i.e. ours also
+pays the two extra source hops). ``limit`` = min(stages, cores) x one-process one-thread
+throughput. Results: ``benchmarks/results/vs_pipelining.{json,md}`` with the host load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import socket
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_runtime_common import (
+    balanced_cuts,
+    host_load,
+    median,
+    plain_cluster,
+    single_process_rps,
+    write_results,
+)
+
+CASES = [  # (model, stages, microbatch)
+    ("resnet50", 2, 1),
+    ("resnet50", 3, 1),
+    ("resnet18", 2, 1),
+    ("resnet18", 2, 4),
+    ("vgg16", 2, 1),
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _peer_rank(
+    rank: int, world: int, port: int, model: str, cuts: tuple[int, ...], requests: int, mb: int, q
+) -> None:
+    """One rank of the torch.distributed.pipelining baseline."""
+    from torch.distributed.pipelining import PipelineStage, ScheduleGPipe
+
+    from coinfer.graph import capture, split
+    from coinfer.runtime.coordinator import make_inputs
+    from coinfer.runtime.stages import as_tuple, load_model
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    net, example = load_model(model, None)
+    stages = split(capture(net, example), list(cuts))
+    xs = tuple(torch.cat([x[0] for x in make_inputs(example, mb, 0)]) for _ in range(1))
+    with torch.inference_mode():
+        for k in range(rank):
+            xs = as_tuple(stages[k](*xs))
+    mod = stages[rank]
+    del stages, net
+    store = dist.TCPStore(
+        "127.0.0.1", port, world_size=world, is_master=rank == 0, timeout=dt.timedelta(seconds=300)
+    )
+    dist.init_process_group("gloo", store=store, rank=rank, world_size=world)
+    stamps: list[float] = []
+    if rank == 0:
+        mod.register_forward_pre_hook(lambda *_: stamps.append(time.time()))
+    if rank == world - 1:
+        mod.register_forward_hook(lambda *_: stamps.append(time.time()))
+    stage = PipelineStage(mod, rank, world, torch.device("cpu"), input_args=tuple(xs))
+    sched = ScheduleGPipe(stage, n_microbatches=requests // mb)
+    batch = torch.cat([x[0] for x in make_inputs(example, requests, 1)])
+    with torch.no_grad():
+        # warm-up with the same number of micro-batches (shapes and buffers)
+        sched.step(batch) if rank == 0 else sched.step()
+        stamps.clear()
+        dist.barrier()
+        t0 = time.time()
+        sched.step(batch) if rank == 0 else sched.step()
+        dist.barrier()
+        wall = time.time() - t0
+    q.put((rank, wall, stamps))
+    dist.destroy_process_group()
+
+
+def run_peer(model: str, cuts: tuple[int, ...], requests: int, mb: int) -> dict[str, float]:
+    world = len(cuts) + 1
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    port = _free_port()
+    procs = [
+        ctx.Process(target=_peer_rank, args=(r, world, port, model, cuts, requests, mb, q))
+        for r in range(world)
+    ]
+    for p in procs:
+        p.start()
+    res = {}
+    for _ in range(world):
+        rank, wall, stamps = q.get(timeout=1200)
+        res[rank] = (wall, stamps)
+    for p in procs:
+        p.join(timeout=60)
+    wall = max(w for w, _ in res.values())
+    ins, outs = res[0][1], res[world - 1][1]
+    lat = sorted(o - i for i, o in zip(ins, outs, strict=False))
+    return {
+        "throughput_rps": requests / wall,
+        "latency_p50_s": lat[len(lat) // 2] if lat else float("nan"),
+    }
+
+
+def run_ours(
+    model: str, cuts: tuple[int, ...], n_pieces: int, requests: int, mb: int, check: bool
+) -> dict[str, float]:
+    from coinfer.plan.types import Metrics, Plan, Stage
+    from coinfer.runtime import run
+
+    names = [f"d{i}" for i in range(len(cuts) + 1)]
+    bounds = [-1, *cuts]
+    stages = tuple(
+        Stage(bounds[i] + 1, cuts[i] if i < len(cuts) else n_pieces - 1, (names[i],))
+        for i in range(len(names))
+    )
+    plan = Plan("manual", "throughput", stages, Metrics(0.0, 0.0))
+    r = run(
+        model,
+        plain_cluster(names),
+        plan,
+        requests=requests,
+        microbatch=mb,
+        check=check,
+        timeout_s=600,
+    )
+    return {
+        "throughput_rps": r.requests / r.wall_s,
+        "steady_throughput_rps": r.throughput_rps,
+        "latency_p50_s": r.latency_p50_s,
+        "max_abs_error": r.max_abs_error,
+        "emulation": r.emulation_mode,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--requests", type=int, default=64)
+    ap.add_argument("--cases", default=None, help="e.g. resnet18:2:1,vgg16:2:1")
+    args = ap.parse_args()
+    cases = CASES
+    if args.cases:
+        cases = [(m, int(s), int(b)) for m, s, b in (c.split(":") for c in args.cases.split(","))]
+    elif args.quick:
+        cases = [("resnet18", 2, 1)]
+    repeats = 1 if args.quick else args.repeats
+    from coinfer.runtime.measure import piece_times
+
+    load_before = host_load()
+    rows, data = (
+        [],
+        {
+            "cases": [],
+            "host_load_before": load_before,
+            "requests": args.requests,
+            "repeats": repeats,
+        },
+    )
+    times_cache: dict[str, list[float]] = {}
+    for model, nst, mb in cases:
+        if model not in times_cache:
+            times_cache[model] = piece_times(model, None)[0]
+        cuts = balanced_cuts(times_cache[model], nst)
+        single = median([single_process_rps(model, min(args.requests, 16)) for _ in range(repeats)])
+        peer, ours = [], []
+        for i in range(repeats):
+            peer.append(run_peer(model, cuts, args.requests, mb))
+            ours.append(
+                run_ours(model, cuts, len(times_cache[model]), args.requests, mb, check=i == 0)
+            )
+            print(model, nst, mb, "peer", peer[-1], "ours", ours[-1], flush=True)
+        p_rps = median([p["throughput_rps"] for p in peer])
+        o_rps = median([o["throughput_rps"] for o in ours])
+        p_lat = median([p["latency_p50_s"] for p in peer])
+        o_lat = median([o["latency_p50_s"] for o in ours])
+        limit = min(nst, 2) * single
+        case = {
+            "model": model,
+            "stages": nst,
+            "microbatch": mb,
+            "cuts": list(cuts),
+            "single_1thread_rps": single,
+            "limit_rps": limit,
+            "peer": peer,
+            "ours": ours,
+            "peer_rps": p_rps,
+            "ours_rps": o_rps,
+            "throughput_ratio": o_rps / p_rps,
+            "fraction_of_limit": o_rps / limit,
+            "p50_latency_ratio": o_lat / p_lat,
+        }
+        data["cases"].append(case)
+        rows.append(
+            f"| {model} | {nst} | {mb} | {single:.1f} | {p_rps:.1f} | {o_rps:.1f} | {o_rps / p_rps:.2f}x | "
+            f"{o_rps / limit:.0%} | {p_lat * 1e3:.0f} | {o_lat * 1e3:.0f} | {o_lat / p_lat:.2f} | {ours[0]['max_abs_error']} |"
+        )
+    data["host_load_after"] = host_load()
+    table = [
+        "# coinfer runtime vs torch.distributed.pipelining (GPipe, gloo, 1 thread per process)",
+        "",
+        f"{args.requests} batch-1 requests, medians of {repeats} run(s). Host load before/after (1 min): "
+        f"{load_before['loadavg_1m']:.1f} / {data['host_load_after']['loadavg_1m']:.1f} on {load_before['cores']} cores (shared).",
+        "",
+        "| model | stages | mb | 1-proc 1-thread req/s | pipelining req/s | ours req/s | ours/peer | ours/limit | peer p50 ms | ours p50 ms | p50 ratio | max abs err |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        *rows,
+    ]
+    write_results("vs_pipelining", data, table)
+
+
+if __name__ == "__main__":
+    main()
