@@ -111,10 +111,22 @@ def dag_from_graph(
 
     ``graph`` nodes need ``out_bytes`` (or every out-edge a ``bytes``); ``node_times`` gives
     each node's seconds per device (from the cost model); ``piece_of`` maps nodes to pieces
-    so cuts can become plans. Raises :class:`InputError` naming the first node missing a time.
+    so cuts can become plans (default: the graph's own ``piece`` attributes). Model inputs
+    (``op == "input"``, as ``ModelGraph.to_networkx()`` marks them) are pinned to the device —
+    the request arrives there — and cost nothing to "compute"; their upload is then counted
+    like any other tensor's. Raises :class:`InputError` naming the first node missing a time.
     """
     g = nx.DiGraph()
     for v, attrs in graph.nodes(data=True):
+        if attrs.get("op") == "input":
+            g.add_node(
+                v, time_s=_ZeroTimes(), out_bytes=int(attrs.get("out_bytes", 0)), pin="device"
+            )
+            if "piece" in attrs or (piece_of is not None and v in piece_of):
+                g.nodes[v]["piece"] = int(
+                    piece_of[v] if piece_of is not None and v in piece_of else attrs["piece"]
+                )
+            continue
         if v not in node_times:
             raise InputError(f"dag node {v!r} has no entry in node_times")
         nbytes = attrs.get("out_bytes")
@@ -127,10 +139,27 @@ def dag_from_graph(
             if v not in piece_of:
                 raise InputError(f"dag node {v!r} has no entry in piece_of")
             g.nodes[v]["piece"] = int(piece_of[v])
+        elif "piece" in attrs:
+            g.nodes[v]["piece"] = int(attrs["piece"])
     g.add_edges_from(graph.edges(data=True))
     if input_bytes is not None:
         g.graph["input_bytes"] = int(input_bytes)
     return g
+
+
+class _ZeroTimes(dict):
+    """``time_s`` of a model-input node: zero seconds on any device."""
+
+    def __missing__(self, key: str) -> float:
+        return 0.0
+
+    def __contains__(self, key: object) -> bool:
+        return True
+
+
+def _has_input_nodes(dag: nx.DiGraph) -> bool:
+    """Whether the model inputs are explicit (pinned) nodes, as in captured graphs."""
+    return any(a.get("pin") == "device" for _, a in dag.nodes(data=True))
 
 
 def _check_dag(dag: nx.DiGraph, devices: tuple[str, ...]) -> None:
@@ -166,6 +195,11 @@ def cut_cost(
     Raises :class:`InputError` if a server node feeds a device node (data would flow back).
     """
     on_dev = set(device_nodes)
+    pinned = [v for v, a in dag.nodes(data=True) if a.get("pin") == "device" and v not in on_dev]
+    if pinned:
+        raise InputError(
+            f"mincut: node {pinned[0]!r} is pinned to the device but placed on the server"
+        )
     comp = 0.0
     n, nbytes, transfer = 0, 0.0, 0.0
     for v, attrs in dag.nodes(data=True):
@@ -183,14 +217,14 @@ def cut_cost(
                 raise InputError(
                     f"mincut: server node {v!r} feeds a device node; the device part must be closed"
                 )
-            if not succ:
+            if not succ and attrs["out_bytes"] > 0:  # a 0-byte sink is no model output
                 n, nbytes, transfer = (
                     n + 1,
                     nbytes + attrs["out_bytes"],
                     transfer + down(attrs["out_bytes"]),
                 )
     entries = [v for v in dag.nodes if dag.in_degree(v) == 0]
-    if any(v not in on_dev for v in entries):
+    if not _has_input_nodes(dag) and any(v not in on_dev for v in entries):
         n, nbytes, transfer = n + 1, nbytes + input_bytes, transfer + up(input_bytes)
     server_nodes = frozenset(v for v in dag.nodes if v not in on_dev)
     return CutResult(comp + transfer, frozenset(on_dev), server_nodes, comp, n, nbytes)
@@ -204,16 +238,20 @@ def build_cut_graph(
     g.add_edge(SRC, IN)
     g.add_edge(SRC, OUT)
     for v, attrs in dag.nodes(data=True):
-        g.add_edge(SRC, ("n", v), capacity=attrs["time_s"][server])
+        if attrs.get("pin") == "device":
+            g.add_edge(SRC, ("n", v))  # infinite: never on the server
+        else:
+            g.add_edge(SRC, ("n", v), capacity=attrs["time_s"][server])
         g.add_edge(("n", v), SINK, capacity=attrs["time_s"][device])
-    producers: list[tuple[Any, float, list[Any]]] = [
-        (IN, float(input_bytes), [("n", v) for v in dag.nodes if dag.in_degree(v) == 0])
-    ]
+    producers: list[tuple[Any, float, list[Any]]] = []
+    if not _has_input_nodes(dag):  # else the pinned input nodes carry the input themselves
+        entries = [("n", v) for v in dag.nodes if dag.in_degree(v) == 0]
+        producers.append((IN, float(input_bytes), entries))
     for v, attrs in dag.nodes(data=True):
         succ = [("n", w) for w in dag.successors(v)]
         if succ:
             producers.append((("n", v), float(attrs["out_bytes"]), succ))
-        else:
+        elif attrs["out_bytes"] > 0:
             g.add_edge(OUT, ("n", v), capacity=down(attrs["out_bytes"]))
     for u, nbytes, succ in producers:
         if len(succ) == 1:
