@@ -123,7 +123,7 @@ def bench_cic(models: list[str], decisions: int, mincuts: int) -> list[dict[str,
         offline = time.perf_counter() - t0
         # bandwidths log-uniform over 100 kB/s .. 1 GB/s (weak radio to wired LAN)
         bws = np.exp(rng.uniform(math.log(1e5), math.log(1e9), decisions))
-        t_decide = [_timeit(lambda b=b: model.decide(float(b)), 3) for b in bws]
+        t_decide = [_timeit(lambda b=b, m=model: m.decide(float(b)), 3) for b in bws]
         t_cut, worst_rel = [], 0.0
         for b in bws[:mincuts]:
             bw = float(b)
