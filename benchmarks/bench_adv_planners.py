@@ -73,6 +73,8 @@ def _timeit(fn, repeat: int) -> float:
 def zoo_dag(name: str) -> tuple[nx.DiGraph, str]:
     """A zoo model's captured DAG with per-node times, or a synthetic one of similar size."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if name == "synthetic_bottleneck":
+        return bottleneck_dag(500), "synthetic"
     try:
         import torch
 
@@ -111,6 +113,30 @@ def zoo_dag(name: str) -> tuple[nx.DiGraph, str]:
                     g.add_edge(int(rng.integers(max(0, v - 8), v - 1)), v)
         g.graph["input_bytes"] = 602_112
         return g, f"synthetic ({type(exc).__name__})"
+
+
+def bottleneck_dag(n: int) -> nx.DiGraph:
+    """A 500-node DAG whose tensors shrink with depth (a camera-frame CNN: a 6 MB raw 1080p
+    input, feature maps decaying ~e^-5 over the depth, skip edges): here intermediate splits
+    beat both extremes for some bandwidths, so the envelope has more than two candidates."""
+    rng = np.random.default_rng(n)
+    g = nx.DiGraph()
+    for v in range(n):
+        fl = float(rng.uniform(1e6, 2e8))
+        g.add_node(
+            v,
+            time_s={
+                "dev": fl / DEVICE_FLOPS + DEVICE_OVERHEAD_S,
+                "srv": fl / SERVER_FLOPS + SERVER_OVERHEAD_S,
+            },
+            out_bytes=int(6e6 * math.exp(-5.0 * v / n) * rng.uniform(0.5, 1.5)),
+        )
+        if v:
+            g.add_edge(v - 1, v)
+            if v > 3 and rng.random() < 0.2:
+                g.add_edge(int(rng.integers(max(0, v - 8), v - 1)), v)
+    g.graph["input_bytes"] = 6_220_800  # 1920 x 1080 x 3 bytes
+    return g
 
 
 def bench_cic(models: list[str], decisions: int, mincuts: int) -> list[dict[str, Any]]:
@@ -152,6 +178,11 @@ def bench_cic(models: list[str], decisions: int, mincuts: int) -> list[dict[str,
                 "decisions": len(bws),
                 "mincuts_compared": len(t_cut),
                 "worst_rel_value_diff": worst_rel,
+                "candidate_splits": [
+                    {"device_nodes": len(c.device_nodes), "bytes_moved": c.bytes_moved}
+                    for c in model.candidates
+                ],
+                "breakpoints_Bps": list(model.breakpoints_Bps),
             }
         )
         print(

@@ -258,3 +258,28 @@ def test_chain_plan_stages_use_source_then_server() -> None:
     assert p.stages[0].devices[0] in (inst.source, p.details["server"])
     if len(p.stages) == 2:
         assert p.stages[0] == Stage(0, p.stages[0].last, (inst.source,))
+
+
+def test_model_input_nodes_are_pinned_to_the_device() -> None:
+    # captured graphs mark inputs as nodes with op="input"; they stay on the device and their
+    # upload is paid like any tensor's when their consumer runs on the server.
+    g = nx.DiGraph()
+    g.add_node("x", op="input", out_bytes=5000, flops=0)
+    g.add_node("conv", op="conv2d", out_bytes=100, flops=1)
+    g.add_node("guard", op="guardsfn", out_bytes=0, flops=0)
+    g.add_edge("x", "conv", bytes=5000)
+    times = {"conv": {"dev": 10.0, "srv": 0.1}, "guard": {"dev": 0.0, "srv": 0.0}}
+    dag = dag_from_graph(g, times)
+    assert dag.nodes["x"]["pin"] == "device"
+
+    def link(x: float) -> float:
+        return 0.01 + x / 1e6
+
+    cut = dads_cut(dag, "dev", "srv", link)
+    assert "x" in cut.device_nodes and "conv" in cut.server_nodes
+    # conv on the server: upload x (5000 B) once, download conv's 100 B; the 0-byte guard is no output
+    expected = 0.1 + (0.01 + 5000 / 1e6) + (0.01 + 100 / 1e6)
+    assert math.isclose(cut.value_s, expected, rel_tol=1e-12)
+    assert cut.transfers == 2
+    with pytest.raises(InputError, match="pinned"):
+        cut_cost(dag, {"conv", "guard"}, "dev", "srv", link, link, 0)

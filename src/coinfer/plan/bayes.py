@@ -81,7 +81,7 @@ class BayesOptions:
     seed: int = 0
     init: int = 5
     repeats: int = 2
-    enumerate_limit: int = 20_000
+    enumerate_limit: int = 3_000
     pool: int = 500
     prior: Literal["model", "none"] = "model"
     max_repeats: int = 4
@@ -139,10 +139,22 @@ class _Search:
         self.prior = prior
         self.kernel: Any = None
         self.prior_cache: dict[Config, float] = {}
+        self.enc_cache: dict[Config, np.ndarray] = {}
         self.objective = objective
         self.measure_fn = evaluate_fn
         self.meas: dict[Config, list[float]] = {}
         self.trace: list[float] = []  # noiseless value of the incumbent after each measurement
+
+    def features(self, cfgs: Sequence[Config]) -> np.ndarray:
+        """Encoded configs (cached: the same configs are re-encoded every step otherwise)."""
+        rows = []
+        for c in cfgs:
+            x = self.enc_cache.get(c)
+            if x is None:
+                x = encode(self.instance, c)
+                self.enc_cache[c] = x
+            rows.append(x)
+        return np.array(rows)
 
     def prior_mean(self, cfgs: Sequence[Config]) -> np.ndarray:
         """``log`` of the reference objective per config (zeros for a black-box search)."""
@@ -200,7 +212,7 @@ def _fit(
     from sklearn.gaussian_process import GaussianProcessRegressor
     from sklearn.gaussian_process.kernels import ConstantKernel, Matern
 
-    X = np.array([encode(instance, c) for c in cfgs])
+    X = np.array([encode(instance, c) for c in cfgs])  # few (measured) configs: no cache needed
     if kernel is None:
         # Length scales in feature units (see encode): moving a few pieces changes the value a
         # lot, moving the whole plan makes it unrelated; the bounds keep the fit in that range.
@@ -339,15 +351,15 @@ def _optimise(
             incumbent = min(search.meas, key=lambda c: float(np.mean(search.meas[c])))
             note()
     step = 0
+    space_X: np.ndarray | None = None
+    space_prior: np.ndarray | None = None
     while used < budget:
         cfgs, z, alpha = search.data()
         reuse = search.kernel if step % max(1, opts.refit_every) else None
         gp = _fit(instance, cfgs, z, alpha, opts.seed, reuse, search.prior == "model")
         search.kernel = gp.kernel_
         step += 1
-        mu_seen = gp.predict(np.array([encode(instance, c) for c in cfgs])) + search.prior_mean(
-            cfgs
-        )
+        mu_seen = gp.predict(search.features(cfgs)) + search.prior_mean(cfgs)
         incumbent = cfgs[int(np.argmin(mu_seen))]
         best = float(mu_seen.min())
         if space is not None:
@@ -356,8 +368,14 @@ def _optimise(
             cands = _draw(instance, None, rng, opts.pool)
             cands += [c for c in _neighbours(instance, incumbent) if _fits(instance, c)]
             cands += cfgs
-        mu, sd = gp.predict(np.array([encode(instance, c) for c in cands]), return_std=True)
-        ei = _expected_improvement(mu + search.prior_mean(cands), sd, best)
+        if space is not None:
+            if space_X is None:  # features and prior of the whole space, computed once
+                space_X, space_prior = search.features(space), search.prior_mean(space)
+            X, prior = space_X, space_prior
+        else:
+            X, prior = search.features(cands), search.prior_mean(cands)
+        mu, sd = gp.predict(X, return_std=True)
+        ei = _expected_improvement(mu + prior, sd, best)
         for i, c in enumerate(cands):  # enough repeats: further ones add little, explore instead
             if len(search.meas.get(c, ())) >= opts.max_repeats:
                 ei[i] = -math.inf
@@ -369,9 +387,7 @@ def _optimise(
     cfgs, z, alpha = search.data()
     if len(cfgs) > 1:
         gp = _fit(instance, cfgs, z, alpha, opts.seed, search.kernel, search.prior == "model")
-        mu_seen = gp.predict(np.array([encode(instance, c) for c in cfgs])) + search.prior_mean(
-            cfgs
-        )
+        mu_seen = gp.predict(search.features(cfgs)) + search.prior_mean(cfgs)
         incumbent = cfgs[int(np.argmin(mu_seen))]
     else:
         incumbent = cfgs[0]
