@@ -91,21 +91,29 @@ def _reuse_tempting() -> object:
     return make_instance(times, [1, 1, 1], [1000, 1000, 10], 1000, devs, links, "a", name="reuse")
 
 
-def test_latency_astar_when_relaxation_reuses_a_device(monkeypatch) -> None:
-    pops = {"n": 0}
-    real = dp_mod.heapq.heappop
+def test_latency_branches_when_relaxation_reuses_a_device(monkeypatch) -> None:
+    calls = {"n": 0}
+    real = dp_mod.relaxed_to_go
 
-    def counting(h):
-        pops["n"] += 1
-        return real(h)
+    def counting(*args, **kw):
+        calls["n"] += 1
+        return real(*args, **kw)
 
-    monkeypatch.setattr(dp_mod.heapq, "heappop", counting)
+    monkeypatch.setattr(dp_mod, "relaxed_to_go", counting)
     inst = _reuse_tempting()
     got = plan_dp(inst, "latency")
     ref = plan_brute(inst, "latency")
-    assert pops["n"] > 0  # the relaxed path reused 'a', so the A* search ran
+    assert calls["n"] > 1  # the relaxed path reused 'a', so the search branched
+    assert got.details["exact"] is True
     assert math.isclose(got.predicted.latency_s, ref.predicted.latency_s, rel_tol=1e-12)
     assert len({d for s in got.stages for d in s.devices}) == len(got.stages)
+
+
+def test_reuse_search_past_its_budget_still_plans() -> None:
+    inst = _reuse_tempting()
+    got = plan_dp(inst, "latency", DPOptions(reuse_branch_limit=0))
+    assert got.details["exact"] is False
+    validate_stages(inst, got.stages)
 
 
 def test_throughput_prefers_low_latency_among_optimal() -> None:

@@ -16,18 +16,22 @@ over states ``(i pieces done, last device d, used set S)``; for a fixed ``(i, d)
 at once is an AND with a mask and a shift. The optimum is one of the finitely many item values,
 so a binary search over the sorted candidates finds the smallest feasible ``T*`` with
 ``O(log(P^2 D + P D^2))`` feasibility checks of ``O((P D^2 + P^2 D) * 2^D / 64)`` word operations.
-Among plans at ``T*`` the one with the least latency is chosen (an A* search, below).
+Among plans at ``T*`` the one with the least latency is chosen (the latency search below, on the
+items <= ``T*`` only, within a node budget).
 When no link carries two transfers of the plan, its period equals ``T*`` and — since ``T*``
 bounds every plan from below — it is optimal. If a relayed path makes two transfers share a
 link (sparse networks), the true period can exceed ``T*``; then a branch-and-bound over plans
 with exact link loads finishes the job (bounded by ``node_limit``; ``details["exact"]`` says
 whether optimality was proven).
 
-**Latency and energy** (A*). Both are sums over stages and transfers. Dropping the "each device
-once" rule gives a plain shortest path over ``(i, d)``, solved backwards in ``O(P^2 D + P D^2)``
-with numpy; if its optimum already uses every device at most once (the usual case: a request
-rarely benefits from leaving a device and coming back), it is optimal. Otherwise that relaxed
-cost-to-go is a consistent A* heuristic over the full ``(i, d, S)`` state space. Energy runs
+**Latency and energy** (branch on reuse). Both are sums over stages and transfers. Dropping the
+"each device once" rule gives a plain shortest path over ``(i, d)``, solved backwards in
+``O(P^2 D + P D^2)`` with numpy; if its optimum already uses every device at most once (the usual
+case: a request rarely benefits from leaving a device and coming back), it is optimal. Otherwise
+a best-first search branches on the first reused device ``x`` and a piece ``m`` between its two
+stages — ``x``'s one stage ends before ``m``, starts at ``m`` or later, or spans ``m - 1..m`` —
+solving the same relaxation with those (device, piece range) pairs forbidden in each child; the
+first reuse-free relaxed optimum popped is optimal (see :func:`least_sum_path`). Energy runs
 every device at its energy-best DVFS level (the level minimising ``P(f)/f``, which does not depend
 on the work) and uses only devices with power figures.
 
@@ -56,9 +60,10 @@ from .instance import Instance
 from .types import Objective, Plan, Stage
 
 INF = math.inf
-# Expansion budget of the latency tie-break among period-optimal plans: ~0.3 s of pure Python.
-# Past it the plan is still period-optimal, just not the lowest-latency one among them.
-TIE_BREAK_NODES = 20_000
+# Search-node budget of the latency tie-break among period-optimal plans (each node is one
+# numpy relaxation, ~1-5 ms at 50-180 pieces). Past it the plan is still period-optimal, just not
+# proven the lowest-latency one among them.
+TIE_BREAK_NODES = 20
 
 
 @dataclass(frozen=True)
@@ -70,13 +75,16 @@ class DPOptions:
     max_exact_devices : above this many usable devices, plan over the source + the fastest
         others (exact on that sub-cluster only). 16 keeps a 2^16-bit state set per (piece, device).
     tie_break_latency : for throughput, among period-optimal plans return one with least latency.
-    node_limit : cap on A* / branch-and-bound expansions before settling for the best plan found
-        (``details["exact"]`` turns False if the cap is hit).
+    node_limit : cap on branch-and-bound nodes of the shared-link period search before settling
+        for the best plan found (``details["exact"]`` turns False if the cap is hit).
+    reuse_branch_limit : cap on search nodes of the latency/energy search when the relaxation
+        reuses devices (each node is one numpy relaxation); past it, a heuristic dive.
     """
 
     max_exact_devices: int = 16
     tie_break_latency: bool = True
     node_limit: int = 200_000
+    reuse_branch_limit: int = 2_000
 
 
 class ChainModel:
@@ -160,7 +168,7 @@ def plan_dp(instance: Instance, objective: Objective, options: DPOptions | None 
         details["period_lower_bound_s"] = bound
         details["least_latency_among_optimal"] = tied
     else:
-        path, exact = min_sum_path(model, opts.node_limit)
+        path, exact = min_sum_path(model, opts.reuse_branch_limit)
     details["exact"] = bool(exact and complete)
     return finish(instance, "dp", objective, model.stages(path), details=details)
 
@@ -225,13 +233,18 @@ def _relaxed_path(sc, mid, start, H, G) -> list[tuple[int, int, int]]:  # type: 
 def min_sum_path(model: ChainModel, node_limit: int) -> tuple[list[tuple[int, int, int]], bool]:
     """Least total latency/energy plan; returns the stage path and whether it is proven optimal."""
     mid, start, end = model.transfer_cost()
-    path, exact = astar(model.sc, mid, start, end, node_limit)
+    path, exact = least_sum_path(model.sc, mid, start, end, node_limit)
     if path is None:
         raise InfeasibleError(infeasible_message(model.instance, "dp", model.names))
     return path, exact
 
 
-def astar(
+# A device's allowed stages in a search node: (lo, hi, must_to, must_from) = a stage [i, j] on it
+# needs lo <= i, j <= hi, i <= must_to and j >= must_from. The free constraint allows anything.
+_FREE = (0, 1 << 30, 1 << 30, -1)
+
+
+def least_sum_path(
     sc: np.ndarray,
     mid: np.ndarray,
     start: np.ndarray,
@@ -240,76 +253,81 @@ def astar(
     *,
     dive: bool = True,
 ) -> tuple[list[tuple[int, int, int]] | None, bool]:
-    """Least-sum plan over states (pieces done, last device, used set), heuristic = relaxed DP.
+    """Least-sum plan using each device at most once: best-first branching on reused devices.
 
-    ``None`` if no plan exists. If ``node_limit`` expansions do not finish, falls back to a
-    depth-first dive guided by the same heuristic (``exact`` False), or with ``dive=False``
-    gives up (``None``, False)."""
-    H, G, h0 = relaxed_to_go(sc, mid, start, end, "sum")
-    if not math.isfinite(h0):
-        return None, True
-    relaxed = _relaxed_path(sc, mid, start, H, G)
-    if len({e for _, _, e in relaxed}) == len(relaxed):
-        return relaxed, True  # the relaxation did not need to reuse a device: optimal
+    Each search node is the reuse-allowed relaxation (:func:`relaxed_to_go`) with some (device,
+    piece range) combinations forbidden. If a node's relaxed optimum uses every device once it is
+    feasible, and since nodes are expanded in order of their relaxed bound it is optimal. Otherwise
+    take the first device ``x`` it uses twice, at stages ``k1 < k2``, and ``m`` = the first piece of
+    ``k2``; every plan that uses ``x`` once has ``x``'s stage (a) end before ``m``, (b) start at or
+    after ``m``, or (c) contain pieces ``m - 1`` and ``m`` — three children, each excluding the
+    current relaxed optimum (in (c) two stages on ``x`` would overlap, so ``x`` is used at most
+    once). Returns ``(path, proven optimal)``; ``(None, True)`` if no plan exists. Past
+    ``node_limit`` nodes, a depth-first dive finds some plan (not proven optimal), or with
+    ``dive=False`` the search gives up (``(None, False)``)."""
     n, P, _ = sc.shape
-    scl, midl, hl = sc.tolist(), mid.tolist(), H.tolist()
-    startl, endl = start.tolist(), end.tolist()
-    # heap entries: (f, order, g, i, d, S); i == P + 1 marks "returned to the source"
-    heap: list[tuple[float, int, float, int, int, int]] = [(h0, 0, 0.0, 0, -1, 0)]
-    best_g: dict[tuple[int, int, int], float] = {(0, -1, 0): 0.0}
-    parent: dict[
-        tuple[int, int, int], tuple[tuple[int, int, int], tuple[int, int, int] | None]
-    ] = {}
+    ii = np.arange(P)[:, None]
+    jj = np.arange(P)[None, :]
+
+    def solve(
+        cons: tuple[tuple[int, int, int, int], ...],
+    ) -> tuple[float, list[tuple[int, int, int]]] | None:
+        s = sc
+        if any(c != _FREE for c in cons):
+            s = sc.copy()
+            for x, (lo, hi, mt, mf) in enumerate(cons):
+                if (lo, hi, mt, mf) != _FREE:
+                    s[x][~((ii >= lo) & (jj <= hi) & (ii <= mt) & (jj >= mf))] = INF
+        H, G, h0 = relaxed_to_go(s, mid, start, end, "sum")
+        if not math.isfinite(h0):
+            return None
+        return h0, _relaxed_path(s, mid, start, H, G)
+
+    root = solve((_FREE,) * n)
+    if root is None:
+        return None, True
+    heap: list[tuple[float, int, tuple, list]] = [(root[0], 0, (_FREE,) * n, root[1])]  # type: ignore[type-arg]
     order = 0
-    expanded = 0
     while heap:
-        _f, _, g, i, d, S = heapq.heappop(heap)
-        key = (i, d, S)
-        if g > best_g.get(key, INF):
-            continue
-        if i == P + 1:
-            return _unwind(parent, key), True
-        if i == P:
-            g2 = g + endl[d]
-            k2 = (P + 1, d, S)
-            if g2 < best_g.get(k2, INF):
-                best_g[k2], parent[k2] = g2, (key, None)
-                order += 1
-                heapq.heappush(heap, (g2, order, g2, P + 1, d, S))
-            continue
-        expanded += 1
-        if expanded > node_limit:
+        _val, _, cons, path = heapq.heappop(heap)
+        seen: dict[int, int] = {}
+        reuse = None
+        for k, (_i, _j, e) in enumerate(path):
+            if e in seen:
+                reuse = (e, seen[e], k)
+                break
+            seen[e] = k
+        if reuse is None:
+            return path, True
+        if order >= node_limit:
             if not dive:
                 return None, False
-            return _dive(scl, midl, startl, endl, hl, P, n, node_limit), False
-        for e in range(n):
-            if S >> e & 1:
-                continue
-            t = startl[e] if i == 0 else midl[i][d][e]
-            if t == INF:
-                continue
-            row, he, S2, base = scl[e][i], None, S | (1 << e), g + t
-            for j in range(i, P):
-                c = row[j]
-                if c == INF:
-                    break
-                g2 = base + c
-                he = hl[j + 1][e]
-                k2 = (j + 1, e, S2)
-                if he < INF and g2 < best_g.get(k2, INF):
-                    best_g[k2], parent[k2] = g2, (key, (i, j, e))
-                    order += 1
-                    heapq.heappush(heap, (g2 + he, order, g2, j + 1, e, S2))
-    return None, True
-
-
-def _unwind(parent: dict, key: tuple[int, int, int]) -> list[tuple[int, int, int]]:  # type: ignore[type-arg]
-    path = []
-    while key in parent:
-        key, step = parent[key]
-        if step is not None:
-            path.append(step)
-    return path[::-1]
+            break
+        x, _k1, k2 = reuse
+        m = path[k2][0]
+        lo, hi, mt, mf = cons[x]
+        for child in (
+            (lo, min(hi, m - 1), mt, mf),
+            (max(lo, m), hi, mt, mf),
+            (lo, hi, min(mt, m - 1), max(mf, m)),
+        ):
+            c2 = (*cons[:x], child, *cons[x + 1 :])
+            sol = solve(c2)
+            if sol is not None:
+                order += 1
+                heapq.heappush(heap, (sol[0], order, c2, sol[1]))
+    H, _G, _h0 = relaxed_to_go(sc, mid, start, end, "sum")
+    dive = _dive(
+        sc.tolist(),
+        mid.tolist(),
+        start.tolist(),
+        end.tolist(),
+        H.tolist(),
+        P,
+        n,
+        max(node_limit, 10_000),
+    )
+    return dive, False
 
 
 def _dive(scl, midl, startl, endl, hl, P, n, budget) -> list[tuple[int, int, int]] | None:  # type: ignore[no-untyped-def]
@@ -481,12 +499,12 @@ def min_period_path(
         mid_ok = np.where(search.hop_mid <= T, lat_mid, INF)
         st_ok = np.where(search.hop_start <= T, lat_start, INF)
         en_ok = np.where(search.hop_end <= T, lat_end, INF)
-        fast, fast_exact = astar(
+        fast, fast_exact = least_sum_path(
             sc, mid_ok, st_ok, en_ok, min(node_limit, TIE_BREAK_NODES), dive=False
         )
-        if fast is not None and fast_exact:
-            path = fast
         tie_broken = fast is not None and fast_exact
+        # past the budget, improve the recovered plan's latency by local moves instead
+        path = fast if tie_broken else polish_latency(path, sc, mid_ok, st_ok, en_ok)
     else:
         tie_broken = False
     true = period_s(model.instance, model.stages(path))
@@ -495,6 +513,61 @@ def min_period_path(
         path, exact = _bnb_period(model, search, path, true, node_limit)
         tie_broken = False
     return path, exact, T, tie_broken
+
+
+def polish_latency(
+    path: list[tuple[int, int, int]],
+    sc: np.ndarray,
+    mid: np.ndarray,
+    start: np.ndarray,
+    end: np.ndarray,
+) -> list[tuple[int, int, int]]:
+    """Best-improvement local search on a plan's latency, keeping every stage/transfer finite.
+
+    Costs are the latency arrays with forbidden items (over the period bound, or not fitting in
+    memory) set to ``inf``, so every move stays period-optimal in the relaxed sense. Moves: shift
+    a boundary by one piece, merge two neighbouring stages onto either device, move a stage to
+    an unused device, swap the devices of two stages. Heuristic; ``O(rounds * K * (D + K))``."""
+    n, P, _ = sc.shape
+    scl, midl, stl, enl = sc.tolist(), mid.tolist(), start.tolist(), end.tolist()
+
+    def cost(p: list[tuple[int, int, int]]) -> float:
+        total = stl[p[0][2]]
+        for k, (i, j, e) in enumerate(p):
+            if k:
+                total += midl[i][p[k - 1][2]][e]
+            total += scl[e][i][j]
+        return total + enl[p[-1][2]]
+
+    cur, cur_val = list(path), cost(path)
+    for _ in range(10 * P):
+        best, best_val = None, cur_val
+        used = {e for _, _, e in cur}
+        cands: list[list[tuple[int, int, int]]] = []
+        for k in range(len(cur) - 1):
+            (a, b, e), (c, d, f) = cur[k], cur[k + 1]
+            if b > a:
+                cands.append([*cur[:k], (a, b - 1, e), (b, d, f), *cur[k + 2 :]])
+            if c < d:
+                cands.append([*cur[:k], (a, c, e), (c + 1, d, f), *cur[k + 2 :]])
+            cands.append([*cur[:k], (a, d, e), *cur[k + 2 :]])
+            cands.append([*cur[:k], (a, d, f), *cur[k + 2 :]])
+            for q in range(k + 1, len(cur)):
+                sw = list(cur)
+                sw[k], sw[q] = (cur[k][0], cur[k][1], cur[q][2]), (cur[q][0], cur[q][1], cur[k][2])
+                cands.append(sw)
+        for k, (a, b, _e) in enumerate(cur):
+            for x in range(n):
+                if x not in used:
+                    cands.append([*cur[:k], (a, b, x), *cur[k + 1 :]])
+        for cand in cands:
+            v = cost(cand)
+            if v < best_val * (1 - REL_EPS):
+                best, best_val = cand, v
+        if best is None:
+            break
+        cur, cur_val = best, best_val
+    return cur
 
 
 def _bnb_period(
@@ -570,9 +643,10 @@ def _bnb_period(
 __all__ = [
     "ChainModel",
     "DPOptions",
-    "astar",
+    "least_sum_path",
     "min_period_path",
     "min_sum_path",
     "plan_dp",
+    "polish_latency",
     "select_devices",
 ]
