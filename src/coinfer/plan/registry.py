@@ -61,7 +61,9 @@ class PlannerInfo:
     name : lower-case registry name (``coinfer plan --algo NAME``).
     func : the planner, ``func(instance, objective, options) -> Plan``.
     options_type : its frozen options dataclass (the front door builds it from ``**options``).
-    exact : optimal within its ``model`` (tested equal to brute force on small instances).
+    exact : optimal within its ``model`` on the small instances brute force can check (the
+        common tests assert equality). Planners that switch to a heuristic past some size (dp
+        beyond ``max_exact_devices``, pico's greedy regime) say so per plan in ``details["exact"]``.
     objectives : the objectives it supports.
     seeded : takes ``seed`` in its options and records it in the Plan.
     needs : what the instance must carry for the planner to apply (a key of :data:`NEEDS`), or None.
