@@ -57,6 +57,16 @@ def load_problem(
     return build_instance(model, cluster, max_pieces=max_pieces)
 
 
+def _console():  # type: ignore[no-untyped-def]
+    """A rich console; when output is not a terminal, wide enough that plan tables stay one row each."""
+    import sys
+
+    from rich.console import Console
+
+    # 160 columns: a 16-stage plan's stage list still fits beside the numeric columns in logs/CI.
+    return Console() if sys.stdout.isatty() else Console(width=160)
+
+
 def _fmt(x: float | None, scale: float = 1.0, digits: int = 3) -> str:
     if x is None or (isinstance(x, float) and not math.isfinite(x)):
         return "-"
@@ -109,12 +119,11 @@ def _write(path: Path, text: str) -> None:
 
 
 def _print_plan(inst: Any, result: Any) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     from ..plan.evaluate import replica_weights
 
-    console = Console()
+    console = _console()
     table = Table(title=f"{inst.name}: {result.algo} plan for {result.objective}")
     for col in ("stage", "pieces", "devices", "compute ms", "memory MB"):
         table.add_column(col, justify="right" if col in ("compute ms", "memory MB") else "left")
@@ -222,10 +231,9 @@ def compare_rows(
 
 
 def _print_compare(inst: Any, objective: str, rows: list[dict[str, Any]], png: Path | None) -> None:
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    console = _console()
     table = Table(title=f"{inst.name}: planners compared for {objective}")
     for col in (
         "planner",
