@@ -234,3 +234,45 @@ def test_remote_mode_workers_started_by_hand(tmp_path):
     assert not isinstance(r, Exception), r
     assert r.max_abs_error == 0.0
     assert [p.returncode for p in good] == [0, 0, 0]
+
+
+def _netns_ok() -> bool:
+    from coinfer.runtime.netns import netns_available
+
+    return netns_available()[0]
+
+
+@pytest.mark.root
+@pytest.mark.skipif(not _netns_ok(), reason="needs root + ip/tc for network namespaces")
+def test_netns_testbed_shapes_bandwidth_with_tc_and_cleans_up():
+    cl = cluster_from_yaml(
+        """
+name: t
+source: a
+devices:
+  - {name: a, speed: {gflops: 10}, memory: 1GiB, emulate: {threads: 1}}
+  - {name: b, speed: {gflops: 10}, memory: 1GiB, emulate: {threads: 1}}
+links:
+  - {src: a, dst: b, bandwidth_mbps: 20, latency_ms: 2}
+"""
+    )
+    model = os.path.join(os.path.dirname(__file__), "runtime_models.py") + ":wide"
+    plan = _plan(Stage(0, 1, ("a",)), Stage(2, 2, ("b",)))
+    r = run(
+        model,
+        cl,
+        plan,
+        requests=8,
+        input_shape=(1, 32),
+        partition="sequential",
+        netns=True,
+        timeout_s=60,
+    )
+    assert r.max_abs_error == 0.0
+    assert r.network.startswith("netns")
+    ab = r.links["a->b"]
+    assert ab["transfers"] == 8
+    # tc htb at 20 Mbit/s = 2.5 MB/s; 64 KiB messages over TCP reach it within 25%
+    assert 0.75 * ab["nominal_Bps"] <= ab["measured_Bps"] <= 1.25 * ab["nominal_Bps"]
+    left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert not [ln for ln in left.splitlines() if ln.startswith("cf") and ln[2:10].isalnum()]

@@ -63,6 +63,8 @@ class RunResult:
     trimmed, the simulator's definition) and ``throughput_rps = microbatch / period_s``;
     ``wall_s`` runs from the first release to the last output. Latencies are per micro-batch,
     release at the source to output back there. ``utilisation`` is compute busy time / ``wall_s``.
+    ``links`` holds each used link's achieved bandwidth next to the cluster's (see
+    :func:`measured_links`); ``network`` says where links were emulated.
     """
 
     requests: int
@@ -77,6 +79,8 @@ class RunResult:
     emulation: Mapping[str, Mapping[str, Any]]
     trace: tuple[Any, ...] = field(repr=False)
     stages: tuple[tuple[int, int, tuple[str, ...]], ...] = ()
+    links: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    network: str = "transport"
     outputs: torch.Tensor | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -98,6 +102,8 @@ class RunResult:
             "emulation": {d: dict(e) for d, e in self.emulation.items()},
             "emulation_mode": self.emulation_mode,
             "stages": [{"pieces": [a, b], "devices": list(d)} for a, b, d in self.stages],
+            "links": {k: dict(v) for k, v in self.links.items()},
+            "network": self.network,
             "trace": [ev.to_dict() for ev in self.trace],
         }
 
@@ -164,6 +170,53 @@ def check_plan_shape(plan: Plan, num_pieces: int) -> None:
         raise InputError(
             f"plan covers pieces 0-{nxt - 1} but the model has {num_pieces} pieces (0-{num_pieces - 1})"
         )
+
+
+def measured_links(
+    trace: Sequence[Mapping[str, Any]],
+    arrivals: Mapping[tuple[str, str, int, int], float],
+    shapes: Mapping[str, Mapping[str, LinkShape]],
+) -> dict[str, dict[str, float]]:
+    """Per directed link: transfers, bytes, and the bandwidth the run actually achieved.
+
+    A transfer occupies the link from the sender's start plus the emulated latency (or the
+    previous transfer's arrival, if later: it queued behind it) to the receiver's arrival time;
+    the achieved bandwidth is the link's bytes / the summed occupancy. With ``--netns`` this checks tc's shaping against the cluster file.
+    """
+    per_link: dict[str, list[tuple[float, float, float]]] = {}
+    for e in trace:
+        if e.get("kind") != "transfer" or "nbytes" not in e:
+            continue
+        src, dst = e["resource"].split("->", 1)
+        end = arrivals.get((src, dst, int(e["request"]), int(e["stage"])))
+        if end is not None:
+            per_link.setdefault(e["resource"], []).append(
+                (float(e["start_s"]), end, float(e["nbytes"]))
+            )
+    acc: dict[str, list[float]] = {}
+    for name, xfers in per_link.items():
+        src, dst = name.split("->", 1)
+        lat = shapes.get(src, {}).get(dst, LinkShape()).latency_s
+        a = acc.setdefault(name, [0.0, 0.0, 0.0])
+        prev_end = -math.inf
+        for start, end, nbytes in sorted(xfers):
+            # a message queued behind the previous one (socket buffer, qdisc) only occupies
+            # the link from when that one has arrived
+            a[0] += 1
+            a[1] += nbytes
+            a[2] += max(1e-9, end - max(start + lat, prev_end))
+            prev_end = max(prev_end, end)
+    out = {}
+    for name, (n, nbytes, secs) in acc.items():
+        src, dst = name.split("->", 1)
+        nominal = shapes.get(src, {}).get(dst, LinkShape()).bandwidth_Bps
+        out[name] = {
+            "transfers": n,
+            "bytes": nbytes,
+            "measured_Bps": nbytes / secs,
+            "nominal_Bps": float("nan") if nominal is None else nominal,
+        }
+    return out
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -415,6 +468,7 @@ def run(
     max_cut = max(sum(m.nbytes for m in c) for c in contracts)
     links = [(lk.src, lk.dst, lk.bandwidth_Bps, lk.latency_s) for lk in cluster.links]
     shapes = link_shapes(links, names, max_cut)
+    nominal_shapes = shapes
 
     run_id = secrets.token_hex(4)
     token = getattr(cluster, "token", None) or (secrets.token_hex(32) if spawn else None)
@@ -432,11 +486,21 @@ def run(
         net = netns_mod.Testbed.create(run_id, names, shapes)
         host = net.host_address
         shapes = net.transport_shapes(shapes)
-    server = socket.create_server((host, port))
+
+    def listen() -> tuple[socket.socket, Any]:
+        srv = socket.create_server((host, port))
+        st = dist.TCPStore(
+            host, 0, world_size=None, is_master=True, timeout=dt.timedelta(seconds=timeout_s)
+        )
+        return srv, st
+
+    try:
+        server, store = net.in_hub(listen) if net is not None else listen()
+    except BaseException:
+        if net is not None:
+            net.destroy()
+        raise
     ctl_host, ctl_port = server.getsockname()[:2]
-    store = dist.TCPStore(
-        host, 0, world_size=None, is_master=True, timeout=dt.timedelta(seconds=timeout_s)
-    )
     ledger = Ledger(requests, microbatch)
     procs: dict[str, subprocess.Popen[bytes]] = {}
     peers: dict[str, _Peer] = {}
@@ -454,9 +518,13 @@ def run(
                     "--device",
                     d,
                 ]
+                enter = None
                 if net is not None:
-                    cmd = [*net.exec_prefix(d), *cmd, "--bind", net.address(d)]
-                procs[d] = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL)
+                    cmd = [*cmd, "--bind", net.address(d)]
+                    enter = net.enter_fn(d)
+                procs[d] = subprocess.Popen(
+                    cmd, env=env, stdin=subprocess.DEVNULL, preexec_fn=enter
+                )
             say(f"spawned {len(procs)} workers (run {run_id}); control at {ctl_host}:{ctl_port}")
         else:
             say(f"waiting for workers {', '.join(names)} at {ctl_host}:{ctl_port}")
@@ -537,6 +605,13 @@ def run(
     max_err = None
     if check:
         max_err = 0.0
+        # Same intra-op thread count as the workers, so float sums run in the same order.
+        threads = {
+            int(getattr(getattr(cluster.device(d), "emulate", None), "threads", 1) or 1)
+            for d in stage_of
+        }
+        old_threads = torch.get_num_threads()
+        torch.set_num_threads(threads.pop() if len(threads) == 1 else 1)
         with torch.inference_mode():
             for m in range(messages):
                 ref = model(*msg_inputs[m])
@@ -547,7 +622,9 @@ def run(
                         f"output of micro-batch {m} has shape {tuple(got.shape)}, expected {tuple(ref_t.shape)}"
                     )
                 max_err = max(max_err, float((got.float() - ref_t.float()).abs().max()))
-    trace, util = result
+        torch.set_num_threads(old_threads)
+    trace, util, arrivals = result
+    link_stats = measured_links(trace, arrivals, nominal_shapes)
     from ..simulate.trace import TraceEvent
 
     base = t0
@@ -584,6 +661,10 @@ def run(
         emulation={d: peers[d].ready.get("emulation", {}) if peers[d].ready else {} for d in names},
         trace=trace_events,
         stages=tuple((st.first, st.last, st.devices) for st in plan.stages),
+        links=link_stats,
+        network="netns+tc (bandwidth), transport (latency)"
+        if netns
+        else "transport (bandwidth + latency)",
         outputs=outputs,
     )
 
@@ -595,7 +676,7 @@ def _supervise(
     names: Sequence[str],
     timeout_s: float,
     say: Any,
-) -> tuple[list[dict[str, Any]], dict[str, float]]:
+) -> tuple[list[dict[str, Any]], dict[str, float], dict[tuple[str, str, int, int], float]]:
     """Drive the run: ready -> go -> results/done; any failure -> PeerError with the open requests."""
     from safetensors.torch import load
 
@@ -689,6 +770,7 @@ def _supervise(
             p.chan.send({"type": "bye"})
     trace: list[dict[str, Any]] = []
     util: dict[str, float] = {}
+    arrivals: dict[tuple[str, str, int, int], float] = {}
     for d, p in peers.items():
         assert p.done is not None
         for e in p.done.get("events", []):
@@ -700,7 +782,9 @@ def _supervise(
                 }
             )
         util[d] = float(p.done.get("busy_s", 0.0))
-    return trace, util
+        for src, request, stage, t in p.done.get("arrivals", []):
+            arrivals[(str(src), d, int(request), int(stage))] = float(t) + p.clock_offset
+    return trace, util, arrivals
 
 
 def _abort(peers: Mapping[str, _Peer], procs: Mapping[str, subprocess.Popen[bytes]]) -> None:

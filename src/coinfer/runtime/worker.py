@@ -124,6 +124,7 @@ class _Executor:
         )
         self.mailbox = _Mailbox()
         self.events: list[dict[str, Any]] = []
+        self.arrivals: list[list[Any]] = []  # [src device, request, stage, time]
         self._ev_lock = threading.Lock()
         self.failed = threading.Event()
 
@@ -145,7 +146,14 @@ class _Executor:
         os._exit(3)
 
     def _event(
-        self, resource: str, kind: str, request: int, start: float, end: float, stage: int
+        self,
+        resource: str,
+        kind: str,
+        request: int,
+        start: float,
+        end: float,
+        stage: int,
+        **extra: Any,
     ) -> None:
         with self._ev_lock:
             self.events.append(
@@ -156,8 +164,15 @@ class _Executor:
                     "start_s": start,
                     "end_s": end,
                     "stage": stage,
+                    **extra,
                 }
             )
+
+    def _arrived(self, src: str, request: int, stage: int) -> None:
+        """When a remote message fully arrived (the end of its link transfer, receiver's clock)."""
+        if src != self.device:
+            with self._ev_lock:
+                self.arrivals.append([src, request, stage, time.time()])
 
     # -- sending ---------------------------------------------------------------------------
     def _send(
@@ -201,6 +216,7 @@ class _Executor:
                     i += 1
                 a, pend = posted.pop(0)
                 tensors = self._wait(pend, a.request, a.stage)
+                self._arrived(str(a.peer), a.request, a.stage)
                 ready.put((a.request, tensors))
         except BaseException as exc:
             self.fail(exc)
@@ -248,6 +264,7 @@ class _Executor:
                     self._send(str(a.peer), a.request, 0, self.inputs.pop(a.request))
                 else:
                     outs = self._wait(pending.pop(a.request), a.request, k)
+                    self._arrived(self.last_device[a.request], a.request, k)
                     done = time.time()
                     blob = save({f"t{j}": t.contiguous() for j, t in enumerate(outs)})
                     self.chan.send(
@@ -418,8 +435,17 @@ def serve(
                 tev.start_s,
                 tev.end_s,
                 stage - 1,
+                nbytes=tev.nbytes,
             )
-    chan.send({"type": "done", "events": ex.events, "busy_s": busy, "wall_s": time.time() - t0})
+    chan.send(
+        {
+            "type": "done",
+            "events": ex.events,
+            "arrivals": ex.arrivals,
+            "busy_s": busy,
+            "wall_s": time.time() - t0,
+        }
+    )
     bye.wait(float(setup["timeout_s"]))
     stop.set()
     emulation.release(emu)

@@ -1,0 +1,272 @@
+"""Network-namespace testbed: each device's worker in its own namespace, links shaped by ``tc``.
+
+Layout (root only; every address lives INSIDE namespaces created here, all traffic stays on this
+machine)::
+
+    cf<run>h  (hub)      bridge "br0" 10.213.X.1/24  <- the coordinator's control socket + store
+      |  veth pairs (hub end enslaved to br0)
+    cf<run>d<i>          "eth0" 10.213.X.(i+2)/24    <- worker of device i
+
+On each device namespace's ``eth0`` an HTB qdisc has one class per peer device, limited to the
+cluster's bandwidth for that directed link (u32 filter on the destination address); everything
+else (control traffic) goes to an unshaped default class. This kernel has no ``netem``, so the
+link *latency* stays in the transport (:meth:`Testbed.transport_shapes` keeps only latency).
+
+The coordinator process stays in the root namespace; it opens its listening sockets inside the
+hub namespace from a helper thread that ``setns``-es there (a socket keeps the namespace it was
+created in). :meth:`Testbed.destroy` deletes every namespace (which removes the veths, the
+bridge and the qdiscs with them) and is safe to call twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import secrets
+import subprocess
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from ..errors import InputError
+from .transport import LinkShape
+
+T = TypeVar("T")
+# setns(2) flag for network namespaces (linux/sched.h).
+CLONE_NEWNET = 0x40000000
+# Unshaped default class rate: far above what loopback veths carry here (~3 GB/s measured).
+DEFAULT_RATE = "40gbit"
+# HTB burst per shaped class: a few MTU-sized packets, so short messages are not sent at line
+# rate for long (a larger bucket would make small transfers look faster than the link).
+BURST = "16k"
+
+
+def _ip(*args: str, ns: str | None = None) -> None:
+    cmd = ["ip", *(["-n", ns] if ns else []), *args]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    if res.returncode != 0:
+        raise InputError(f"netns setup: `{' '.join(cmd)}` failed: {res.stderr.strip()}")
+
+
+def _tc(ns: str, *args: str) -> None:
+    cmd = ["ip", "netns", "exec", ns, "tc", *args]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    if res.returncode != 0:
+        raise InputError(f"netns setup: `{' '.join(cmd)}` failed: {res.stderr.strip()}")
+
+
+def _setns(path: str) -> None:
+    """Move the calling thread into the network namespace at ``path`` (setns(2))."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        if libc.setns(fd, CLONE_NEWNET) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"setns({path}) failed: {os.strerror(err)}")
+    finally:
+        os.close(fd)
+
+
+def netns_available() -> tuple[bool, str]:
+    """Whether ``--netns`` can work here, and why not."""
+    if os.geteuid() != 0:
+        return False, "network namespaces need root"
+    for tool in ("ip", "tc"):
+        if subprocess.run(["which", tool], capture_output=True).returncode != 0:
+            return False, f"the `{tool}` command is missing"
+    return True, "ok"
+
+
+@dataclass
+class Testbed:
+    """Namespaces, addresses and shaping of one run (see the module docstring)."""
+
+    run_id: str
+    names: tuple[str, ...]
+    subnet: str  # "10.213.X"
+    hub: str
+    spaces: dict[str, str] = field(default_factory=dict)
+    destroyed: bool = False
+
+    @classmethod
+    def create(
+        cls, run_id: str, names: Sequence[str], shapes: Mapping[str, Mapping[str, LinkShape]]
+    ) -> Testbed:
+        """Build the namespaces, veths, bridge and tc classes; on any error, undo and raise."""
+        ok, why = netns_available()
+        if not ok:
+            raise InputError(f"--netns: {why}")
+        if len(names) > 250:
+            raise InputError("--netns supports at most 250 devices (one /24)")
+        # 10.213.0.0/16 is private (RFC 1918); the random /24 only keeps concurrent runs apart.
+        tb = cls(run_id, tuple(names), f"10.213.{secrets.randbelow(250) + 1}", f"cf{run_id}h")
+        try:
+            tb._build(shapes)
+        except BaseException:
+            tb.destroy()
+            raise
+        return tb
+
+    def _build(self, shapes: Mapping[str, Mapping[str, LinkShape]]) -> None:
+        _ip("netns", "add", self.hub)
+        _ip("link", "set", "lo", "up", ns=self.hub)
+        _ip("link", "add", "br0", "type", "bridge", ns=self.hub)
+        _ip("addr", "add", f"{self.host_address}/24", "dev", "br0", ns=self.hub)
+        _ip("link", "set", "br0", "up", ns=self.hub)
+        for i, d in enumerate(self.names):
+            ns = f"cf{self.run_id}d{i}"
+            _ip("netns", "add", ns)
+            self.spaces[d] = ns
+            outer, inner = f"cf{self.run_id}v{i}", f"cf{self.run_id}w{i}"  # <= 15 chars
+            _ip("link", "add", outer, "type", "veth", "peer", "name", inner)
+            _ip("link", "set", outer, "netns", self.hub)
+            _ip("link", "set", inner, "netns", ns)
+            _ip("link", "set", outer, "master", "br0", ns=self.hub)
+            _ip("link", "set", outer, "up", ns=self.hub)
+            _ip("link", "set", inner, "name", "eth0", ns=ns)
+            _ip("addr", "add", f"{self.address(d)}/24", "dev", "eth0", ns=ns)
+            _ip("link", "set", "eth0", "up", ns=ns)
+            _ip("link", "set", "lo", "up", ns=ns)
+        for d in self.names:
+            ns = self.spaces[d]
+            _tc(ns, "qdisc", "add", "dev", "eth0", "root", "handle", "1:", "htb", "default", "999")
+            _tc(
+                ns,
+                "class",
+                "add",
+                "dev",
+                "eth0",
+                "parent",
+                "1:",
+                "classid",
+                "1:999",
+                "htb",
+                "rate",
+                DEFAULT_RATE,
+                "quantum",
+                "1514",
+            )
+            for j, v in enumerate(self.names):
+                shape = shapes.get(d, {}).get(v)
+                if v == d or shape is None or shape.bandwidth_Bps is None:
+                    continue
+                rate = f"{max(8, int(shape.bandwidth_Bps * 8))}bit"
+                cls_id = f"1:{j + 1}"
+                _tc(
+                    ns,
+                    "class",
+                    "add",
+                    "dev",
+                    "eth0",
+                    "parent",
+                    "1:",
+                    "classid",
+                    cls_id,
+                    "htb",
+                    "rate",
+                    rate,
+                    "burst",
+                    BURST,
+                    "quantum",
+                    "1514",
+                )
+                _tc(
+                    ns,
+                    "filter",
+                    "add",
+                    "dev",
+                    "eth0",
+                    "protocol",
+                    "ip",
+                    "parent",
+                    "1:",
+                    "prio",
+                    "1",
+                    "u32",
+                    "match",
+                    "ip",
+                    "dst",
+                    f"{self.address(v)}/32",
+                    "flowid",
+                    cls_id,
+                )
+
+    @property
+    def host_address(self) -> str:
+        """The coordinator's address (on the hub bridge)."""
+        return f"{self.subnet}.1"
+
+    def address(self, device: str) -> str:
+        return f"{self.subnet}.{self.names.index(device) + 2}"
+
+    def enter_fn(self, device: str) -> Callable[[], None]:
+        """A ``preexec_fn`` moving a child process into ``device``'s network namespace.
+
+        Unlike ``ip netns exec`` this does not remount ``/sys``, so the worker still sees the
+        cgroup hierarchy and can apply its CPU quota.
+        """
+        path = f"/run/netns/{self.spaces[device]}"
+
+        def enter() -> None:
+            _setns(path)
+
+        return enter
+
+    @staticmethod
+    def transport_shapes(
+        shapes: Mapping[str, Mapping[str, LinkShape]],
+    ) -> dict[str, dict[str, LinkShape]]:
+        """Shapes for the transport when tc does the bandwidth: latency only."""
+        return {
+            u: {v: LinkShape(None, s.latency_s) for v, s in m.items()} for u, m in shapes.items()
+        }
+
+    def in_hub(self, fn: Callable[[], T]) -> T:
+        """Call ``fn`` on a helper thread that joined the hub namespace (sockets it opens stay there)."""
+        out: dict[str, Any] = {}
+
+        def target() -> None:
+            try:
+                _setns(f"/run/netns/{self.hub}")
+                out["value"] = fn()
+            except BaseException as exc:
+                out["error"] = exc
+
+        th = threading.Thread(target=target, name="netns-hub")
+        th.start()
+        th.join()
+        if "error" in out:
+            raise out["error"]
+        return out["value"]
+
+    def destroy(self) -> None:
+        """Delete every namespace of this run (veths, bridge and qdiscs go with them)."""
+        if self.destroyed:
+            return
+        self.destroyed = True
+        for ns in [*self.spaces.values(), self.hub]:
+            with contextlib.suppress(Exception):
+                subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+def cleanup_stale(prefix: str = "cf") -> list[str]:
+    """Delete leftover namespaces named like this module's (``cf<8 hex>h`` / ``cf<8 hex>d<i>``)."""
+    res = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True)
+    gone = []
+    for line in res.stdout.splitlines():
+        name = line.split()[0] if line.strip() else ""
+        tail = name[len(prefix) :]
+        if (
+            name.startswith(prefix)
+            and len(tail) >= 10
+            and all(c in "0123456789abcdef" for c in tail[:8])
+            and tail[8] in "hd"
+        ):
+            subprocess.run(["ip", "netns", "del", name], capture_output=True)
+            gone.append(name)
+    return gone
+
+
+__all__ = ["Testbed", "cleanup_stale", "netns_available"]
