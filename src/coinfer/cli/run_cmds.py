@@ -11,6 +11,10 @@ import typer
 
 from ..errors import InputError
 
+# Links that carried less than this are not worth a bandwidth line: small messages measure
+# per-message overhead, not bandwidth.
+LINK_CHECK_MIN_BYTES = 1 << 20
+
 
 def _parse_shape(text: str | None) -> tuple[int, ...] | None:
     if text is None:
@@ -33,7 +37,11 @@ def _load_cluster(path: str | None) -> Any:
 
 
 def _build_instance(
-    model: str, cluster: Any, input_shape: tuple[int, ...] | None, partition: str
+    model: str,
+    cluster: Any,
+    input_shape: tuple[int, ...] | None,
+    partition: str,
+    max_pieces: int | None,
 ) -> Any:
     """The cost-model instance of ``model`` on ``cluster`` (for planning and the simulator)."""
     if partition == "graph":
@@ -42,10 +50,10 @@ def _build_instance(
         except ImportError:
             build_instance = None
         if build_instance is not None:
-            return build_instance(model, cluster, input_shape=input_shape)
+            return build_instance(model, cluster, input_shape=input_shape, max_pieces=max_pieces)
     from ..runtime.measure import measured_instance
 
-    return measured_instance(model, cluster, input_shape, partition)  # type: ignore[arg-type]
+    return measured_instance(model, cluster, input_shape, partition, max_pieces)  # type: ignore[arg-type]
 
 
 def register(app: typer.Typer) -> None:
@@ -103,6 +111,9 @@ def register(app: typer.Typer) -> None:
             "--partition",
             help="graph (captured pieces) | sequential (nn.Sequential children).",
         ),
+        max_pieces: int | None = typer.Option(
+            None, "--max-pieces", help="Coarsen the captured graph to at most this many pieces."
+        ),
         netns: bool = typer.Option(
             False, "--netns", help="Workers in network namespaces with tc-shaped links (root)."
         ),
@@ -132,7 +143,7 @@ def register(app: typer.Typer) -> None:
         check_objective(objective)
         shape = _parse_shape(input_shape)
         cl = _load_cluster(cluster)
-        instance = _build_instance(model, cl, shape, partition)
+        instance = _build_instance(model, cl, shape, partition, max_pieces)
         if plan_file is not None:
             the_plan = Plan.load(plan_file)
         else:
@@ -160,6 +171,7 @@ def register(app: typer.Typer) -> None:
             instance=instance,
             schedule=sched,
             partition=partition,  # type: ignore[arg-type]
+            max_pieces=max_pieces,
             bind=coordinator_bind or "127.0.0.1:0",
             spawn=coordinator_bind is None,
             log=log,
@@ -185,3 +197,10 @@ def register(app: typer.Typer) -> None:
             f"emulation: {result.emulation_mode}; utilisation: "
             + ", ".join(f"{d} {u:.0%}" for d, u in result.utilisation.items())
         )
+        typer.echo(f"links emulated in: {result.network}")
+        for name, st in sorted(result.links.items()):
+            if st["bytes"] >= LINK_CHECK_MIN_BYTES:
+                typer.echo(
+                    f"  {name}: {st['measured_Bps'] * 8e-6:.1f} Mbit/s achieved, "
+                    f"{st['nominal_Bps'] * 8e-6:.1f} Mbit/s in the cluster file ({int(st['transfers'])} transfers)"
+                )
