@@ -17,6 +17,8 @@ def test_import_coinfer_is_light() -> None:
 
 
 def test_help_lists_commands() -> None:
-    out = subprocess.run([sys.executable, "-m", "coinfer", "--help"], capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "coinfer", "--help"], capture_output=True, text=True
+    )
     assert out.returncode == 0, out.stderr
     assert "Usage" in out.stdout

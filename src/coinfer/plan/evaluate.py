@@ -45,7 +45,9 @@ def replica_weights(instance: Instance, stage: Stage) -> tuple[float, ...]:
     return tuple(r / total for r in rates)
 
 
-def _endpoints(instance: Instance, stages: Sequence[Stage]) -> list[tuple[tuple[str, ...], tuple[float, ...]]]:
+def _endpoints(
+    instance: Instance, stages: Sequence[Stage]
+) -> list[tuple[tuple[str, ...], tuple[float, ...]]]:
     """Sender/receiver groups along the pipeline: source, each stage's replicas, source again."""
     groups: list[tuple[tuple[str, ...], tuple[float, ...]]] = [((instance.source,), (1.0,))]
     for st in stages:
@@ -70,7 +72,9 @@ def latency_s(instance: Instance, stages: Sequence[Stage]) -> float:
     return min(t + instance.transfer_s(u, instance.source, out) for u, t in best.items())
 
 
-def busy_times(instance: Instance, stages: Sequence[Stage]) -> tuple[dict[str, float], dict[tuple[str, str], float]]:
+def busy_times(
+    instance: Instance, stages: Sequence[Stage]
+) -> tuple[dict[str, float], dict[tuple[str, str], float]]:
     """Per-request busy seconds of every device and every directed link used by ``stages``."""
     dev_busy: dict[str, float] = defaultdict(float)
     link_busy: dict[tuple[str, str], float] = defaultdict(float)
@@ -130,7 +134,9 @@ def energy_j(instance: Instance, stages: Sequence[Stage]) -> float | None:
 
 def evaluate(instance: Instance, stages: Sequence[Stage]) -> Metrics:
     """All reference metrics of ``stages`` (no validation; see :func:`validate_stages`)."""
-    return Metrics(latency_s(instance, stages), period_s(instance, stages), energy_j(instance, stages))
+    return Metrics(
+        latency_s(instance, stages), period_s(instance, stages), energy_j(instance, stages)
+    )
 
 
 def objective_value(instance: Instance, stages: Sequence[Stage], objective: str) -> float:
@@ -143,7 +149,9 @@ def objective_value(instance: Instance, stages: Sequence[Stage], objective: str)
     return math.inf if e is None else e
 
 
-def validate_stages(instance: Instance, stages: Sequence[Stage], *, allow_revisit: bool = False) -> None:
+def validate_stages(
+    instance: Instance, stages: Sequence[Stage], *, allow_revisit: bool = False
+) -> None:
     """Raise :class:`InputError` for a malformed plan and :class:`InfeasibleError` for one that
     does not fit in memory. Checked: pieces covered once and in order, known devices, one stage
     per device (unless ``allow_revisit``), DVFS levels allowed, memory per device."""
@@ -166,18 +174,27 @@ def validate_stages(instance: Instance, stages: Sequence[Stage], *, allow_revisi
             raise InputError(f"stage {k}: {len(st.freqs)} freqs for {len(st.devices)} devices")
         for i, d in enumerate(st.devices):
             if d not in instance.device_by_name:
-                raise InputError(f"stage {k} names unknown device {d!r} (devices: {list(instance.device_names)})")
+                raise InputError(
+                    f"stage {k} names unknown device {d!r} (devices: {list(instance.device_names)})"
+                )
             if d in seen and not allow_revisit:
-                raise InputError(f"device {d!r} serves stages {seen[d]} and {k}; each device serves one stage")
+                raise InputError(
+                    f"device {d!r} serves stages {seen[d]} and {k}; each device serves one stage"
+                )
             seen.setdefault(d, k)
             f = st.freq_of(i)
             if st.freqs is not None and f not in instance.device_by_name[d].dvfs_levels:
                 raise InputError(f"stage {k}: device {d!r} has no DVFS level {f}")
             mem_need[d] += instance.mem_bytes(st.first, st.last)
     if expect != instance.num_pieces:
-        raise InputError(f"plan covers pieces 0..{expect - 1} but the instance has {instance.num_pieces}")
-    short = [(need - instance.device_by_name[d].mem_bytes, d, need) for d, need in mem_need.items()
-             if need > instance.device_by_name[d].mem_bytes]
+        raise InputError(
+            f"plan covers pieces 0..{expect - 1} but the instance has {instance.num_pieces}"
+        )
+    short = [
+        (need - instance.device_by_name[d].mem_bytes, d, need)
+        for d, need in mem_need.items()
+        if need > instance.device_by_name[d].mem_bytes
+    ]
     if short:
         over, d, need = max(short)
         raise InfeasibleError(
@@ -194,7 +211,9 @@ def check_plan(instance: Instance, plan: Plan, *, rel_tol: float = 1e-9) -> Metr
     for name in ("latency_s", "period_s"):
         a, b = getattr(m, name), getattr(plan.predicted, name)
         if not math.isclose(a, b, rel_tol=rel_tol, abs_tol=1e-15):
-            raise InputError(f"plan {plan.algo!r} predicts {name}={b!r} but the reference model gives {a!r}")
+            raise InputError(
+                f"plan {plan.algo!r} predicts {name}={b!r} but the reference model gives {a!r}"
+            )
     return m
 
 

@@ -265,22 +265,30 @@ def _check_instance(inst: Instance) -> None:
     for i, pc in enumerate(inst.pieces):
         missing = known - set(pc.time_s)
         if missing:
-            raise InputError(f"{where}: pieces[{i}] ({pc.name!r}) has no time for devices {sorted(missing)}")
+            raise InputError(
+                f"{where}: pieces[{i}] ({pc.name!r}) has no time for devices {sorted(missing)}"
+            )
         for d, t in pc.time_s.items():
             if d not in known:
                 raise InputError(f"{where}: pieces[{i}].time names unknown device {d!r}")
             if not (t >= 0 and math.isfinite(t)):
-                raise InputError(f"{where}: pieces[{i}].time[{d!r}] = {t!r} must be finite and >= 0")
+                raise InputError(
+                    f"{where}: pieces[{i}].time[{d!r}] = {t!r} must be finite and >= 0"
+                )
         if pc.mem_bytes < 0 or pc.out_bytes < 0:
             raise InputError(f"{where}: pieces[{i}] has negative mem or out_bytes")
     for j, lk in enumerate(inst.links):
         for end in (lk.src, lk.dst):
             if end not in known:
-                raise InputError(f"{where}: links[{j}] names unknown device {end!r} (devices: {names})")
+                raise InputError(
+                    f"{where}: links[{j}] names unknown device {end!r} (devices: {names})"
+                )
         if lk.src == lk.dst:
             raise InputError(f"{where}: links[{j}] is a self-loop on {lk.src!r}")
         if not (lk.bandwidth_Bps > 0) or not (lk.latency_s >= 0):
-            raise InputError(f"{where}: links[{j}] ({lk.src}->{lk.dst}) needs bandwidth > 0 and latency >= 0")
+            raise InputError(
+                f"{where}: links[{j}] ({lk.src}->{lk.dst}) needs bandwidth > 0 and latency >= 0"
+            )
     for d in inst.devices:
         if d.mem_bytes <= 0:
             raise InputError(f"{where}: device {d.name!r} has mem {d.mem_bytes} <= 0")
@@ -375,7 +383,9 @@ def instance_from_dict(data: Mapping[str, Any], *, origin: str = "instance") -> 
     except ValidationError as exc:
         err = exc.errors()[0]
         loc = ".".join(str(x) for x in err["loc"]) or "(top level)"
-        raise InputError(f"{origin}: field '{loc}': {err['msg']} (got {err.get('input')!r})"[:400]) from None
+        raise InputError(
+            f"{origin}: field '{loc}': {err['msg']} (got {err.get('input')!r})"[:400]
+        ) from None
     try:
         return _instance_from_model(m, origin)
     except InputError as exc:
@@ -435,6 +445,7 @@ def make_instance(
 ) -> Instance:
     """Convenience constructor from parallel lists (used by tests and generators)."""
     pieces = tuple(
-        Piece(f"p{i}", dict(t), int(m), int(b)) for i, (t, m, b) in enumerate(zip(times, mem, out_bytes, strict=True))
+        Piece(f"p{i}", dict(t), int(m), int(b))
+        for i, (t, m, b) in enumerate(zip(times, mem, out_bytes, strict=True))
     )
     return Instance(pieces, int(input_bytes), tuple(devices), tuple(links), source, name=name)

@@ -222,7 +222,9 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
-def stages_from_cuts(cuts: Sequence[int], devices: Sequence[str], num_pieces: int) -> tuple[Stage, ...]:
+def stages_from_cuts(
+    cuts: Sequence[int], devices: Sequence[str], num_pieces: int
+) -> tuple[Stage, ...]:
     """Build one-device stages from cut points (0-based, after which to cut) and a device order."""
     bounds = [-1, *sorted(cuts), num_pieces - 1]
     if len(devices) != len(bounds) - 1:
