@@ -382,7 +382,13 @@ def _arg_nodes(n: fx.Node) -> list[fx.Node]:
 
 
 def _storage_key(t: Tensor) -> tuple[int, int, tuple[int, ...]]:
-    """Identity of a tensor's memory, so tied weights (one storage, two names) count once."""
+    """Identity of a tensor's memory, so tied weights (one storage, two names) count once.
+
+    Meta tensors have no memory (every data pointer is 0): the tensor object identifies them,
+    which still catches tied weights since tying shares the Parameter object.
+    """
+    if t.is_meta:
+        return (id(t), -1, tuple(t.shape))
     return (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape))
 
 

@@ -72,7 +72,7 @@ def make_inputs(
 
 
 def load_model(
-    spec: str, input_shape: tuple[int, ...] | None = None
+    spec: str, input_shape: tuple[int, ...] | None = None, *, meta: bool = False
 ) -> tuple[nn.Module, tuple[Tensor, ...]]:
     """Build the model named by ``spec`` with deterministic random weights, in eval mode.
 
@@ -95,6 +95,12 @@ def load_model(
     ModelLoadError
         File missing, no such attribute, the factory raised, returned the wrong type, or the
         input shape does not fit the model.
+
+    Notes
+    -----
+    ``meta=True`` builds the model on PyTorch's meta device: shapes only, no weight memory and
+    no initialisation time. Such a model can be captured with ``capture(..., fake=True)`` to
+    cost it (FLOPs, bytes, pieces) in well under a second, but not run.
     """
     if not isinstance(spec, str) or not spec.strip():
         raise ModelLoadError(f"bad model spec {spec!r}: expected a zoo name or file.py:factory")
@@ -102,14 +108,14 @@ def load_model(
     shape = parse_input_shape(input_shape) if input_shape is not None else None
     entry = ZOO.get(spec)
     if entry is not None:
-        return _load_zoo(entry, shape)
+        return _load_zoo(entry, shape, meta)
     if ":" not in spec:
         raise ModelLoadError(
             f"unknown model {spec!r}: not a zoo name ({', '.join(ZOO)}) "
             "and not of the form file.py:factory or package.module:factory"
         )
     factory = _resolve_factory(spec)
-    result = _call_seeded(factory, spec)
+    result = _call_seeded(factory, spec, meta)
     model, inputs = _unpack(result, spec)
     if shape is not None:
         inputs = make_inputs(shape, like=inputs[0] if inputs else None)
@@ -117,11 +123,15 @@ def load_model(
         raise ModelLoadError(
             f"model {spec!r}: the factory returned no example inputs; pass an input shape"
         )
-    return _finish(model), inputs
+    return _finish(model), _to_meta(inputs) if meta else inputs
+
+
+def _to_meta(inputs: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+    return tuple(t.to("meta") for t in inputs)
 
 
 def _load_zoo(
-    entry: ZooEntry, shape: tuple[int, ...] | None
+    entry: ZooEntry, shape: tuple[int, ...] | None, meta: bool = False
 ) -> tuple[nn.Module, tuple[Tensor, ...]]:
     if shape is not None and len(shape) != len(entry.input_shape):
         raise ModelLoadError(
@@ -132,8 +142,9 @@ def _load_zoo(
         raise ModelLoadError(
             f"bad input shape {shape} for {entry.name}: expected {entry.input_shape[1]} channels"
         )
-    model = _call_seeded(entry.resolve(), entry.name)
-    return _finish(model), make_inputs(shape or entry.input_shape, entry.input_kind)
+    model = _call_seeded(entry.resolve(), entry.name, meta)
+    inputs = make_inputs(shape or entry.input_shape, entry.input_kind)
+    return _finish(model), _to_meta(inputs) if meta else inputs
 
 
 def _resolve_factory(spec: str) -> Any:
@@ -175,9 +186,9 @@ def _resolve_factory(spec: str) -> Any:
     return factory
 
 
-def _call_seeded(factory: Any, spec: str) -> Any:
+def _call_seeded(factory: Any, spec: str, meta: bool = False) -> Any:
     """Call ``factory()`` with the global RNG seeded, restoring the caller's RNG state after."""
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), torch.device("meta" if meta else "cpu"):
         torch.manual_seed(MODEL_SEED)
         try:
             return factory()

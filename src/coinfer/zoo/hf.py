@@ -102,3 +102,36 @@ def bert_base() -> nn.Module:
 def gpt2() -> nn.Module:
     """GPT-2 small from transformers when available, else the plain-PyTorch definition."""
     return gpt2_hf() if have_transformers() else transformer.gpt2()
+
+
+def tiny_gpt2_hf() -> tuple[nn.Module, tuple[Tensor, ...]]:
+    """A 2-layer, 32-wide GPT-2 (tied head) with example ids (1×8): fast transformers tests."""
+    tf = _transformers()
+    cfg = tf.GPT2Config(
+        vocab_size=100,
+        n_positions=64,
+        n_embd=32,
+        n_layer=2,
+        n_head=2,
+        use_cache=False,
+        attn_implementation="sdpa",
+    )
+    return HFWrapper(tf.GPT2LMHeadModel(cfg), "input_ids"), (torch.randint(0, 100, (1, 8)),)
+
+
+def tiny_vit_hf() -> tuple[nn.Module, tuple[Tensor, ...]]:
+    """A 2-layer, 32-wide ViT on 32×32 images with 8×8 patches: fast transformers tests."""
+    tf = _transformers()
+    cfg = tf.ViTConfig(
+        image_size=32,
+        patch_size=8,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        num_labels=10,
+        attn_implementation="sdpa",
+    )
+    return HFWrapper(tf.ViTForImageClassification(cfg), "pixel_values"), (
+        torch.randn(1, 3, 32, 32),
+    )
