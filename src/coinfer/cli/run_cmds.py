@@ -141,6 +141,10 @@ def register(app: typer.Typer) -> None:
         if partition not in ("graph", "sequential"):
             raise InputError(f"--partition must be graph or sequential, got {partition!r}")
         check_objective(objective)
+        if requests < 1 or microbatch < 1 or requests % microbatch:
+            raise InputError(
+                f"--requests {requests} must be a positive multiple of --microbatch {microbatch}"
+            )
         shape = _parse_shape(input_shape)
         cl = _load_cluster(cluster)
         instance = _build_instance(model, cl, shape, partition, max_pieces)
@@ -152,10 +156,6 @@ def register(app: typer.Typer) -> None:
             the_plan = plan_mod.plan(instance, algo, objective)
         from ..schedule import scheduler
 
-        if requests < 1 or microbatch < 1 or requests % microbatch:
-            raise InputError(
-                f"--requests {requests} must be a positive multiple of --microbatch {microbatch}"
-            )
         sched = scheduler.schedule(the_plan, instance, requests // microbatch, microbatch)
         log = None if as_json else (lambda m: typer.echo(m, err=True))
         result = runtime_run(

@@ -1,0 +1,51 @@
+"""CLI edges of the runtime: bad input is one line on stderr and exit code 2, no traceback."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+def _coinfer(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "coinfer", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+
+
+@pytest.mark.integration
+def test_worker_bad_coordinator_address_and_missing_token():
+    env = {k: v for k, v in os.environ.items() if k != "COINFER_TOKEN"}
+    res = _coinfer("worker", "--coordinator", "nohost", "--device", "a", env=env)
+    assert res.returncode == 2
+    assert res.stderr.strip().splitlines() == [
+        "error: no token: pass --token-file or set COINFER_TOKEN"
+    ]
+    res = _coinfer(
+        "worker", "--coordinator", "nohost", "--device", "a", env={**env, "COINFER_TOKEN": "x"}
+    )
+    assert res.returncode == 2 and "HOST:PORT" in res.stderr and "Traceback" not in res.stderr
+
+
+@pytest.mark.integration
+def test_run_rejects_requests_not_divisible_by_microbatch():
+    res = _coinfer(
+        "run",
+        "coinfer.zoo.tiny:tiny_mlp",
+        "--input-shape",
+        "1,64",
+        "--partition",
+        "sequential",
+        "--requests",
+        "5",
+        "--microbatch",
+        "2",
+    )
+    assert res.returncode == 2, res.stderr
+    assert "multiple of --microbatch" in res.stderr and "Traceback" not in res.stderr

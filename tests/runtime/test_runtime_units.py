@@ -1,0 +1,144 @@
+"""Pure helpers of the runtime: routing of emulated links, ledger, percentiles, ids, plan checks."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from coinfer.errors import InputError
+from coinfer.plan.types import Metrics, Plan, Stage
+from coinfer.runtime.coordinator import (
+    check_plan_shape,
+    link_shapes,
+    make_inputs,
+    measured_links,
+    percentile,
+)
+from coinfer.runtime.emulation import cgroup_name
+from coinfer.runtime.ledger import Ledger, format_ids
+from coinfer.runtime.stages import StageSpec, split_pieces
+from coinfer.runtime.transport import LinkShape
+from coinfer.runtime.worker import message_id
+
+
+def test_link_shapes_direct_and_store_and_forward():
+    links = [("a", "b", 1e6, 0.01), ("b", "c", 2e6, 0.02), ("a", "c", 1e3, 0.0)]
+    sh = link_shapes(links, ["a", "b", "c"], nbytes=1e5)
+    assert sh["a"]["b"] == LinkShape(1e6, 0.01)
+    # a->c direct costs 100 s for 100 kB; via b: 0.03 s + 0.1 + 0.05 -> the path wins
+    via = sh["a"]["c"]
+    assert via.latency_s == pytest.approx(0.03)
+    assert via.delay_s(1e5) == pytest.approx(0.01 + 0.1 + 0.02 + 0.05)
+    assert "a" not in sh["c"]  # links are directed: no way back
+
+
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 3), st.integers(0, 3), st.floats(1e3, 1e9), st.floats(0, 0.1)),
+        max_size=10,
+    )
+)
+def test_link_shapes_never_worse_than_a_direct_link(raw):
+    names = ["n0", "n1", "n2", "n3"]
+    links = [(names[a], names[b], bw, lat) for a, b, bw, lat in raw if a != b]
+    sh = link_shapes(links, names, nbytes=1e5)
+    for s, d, bw, lat in links:
+        assert sh[s][d].delay_s(1e5) <= lat + 1e5 / bw + 1e-9
+
+
+def test_ledger_completion_and_failure():
+    led = Ledger(6, 2)
+    assert led.num_messages == 3 and list(led.requests_of(1)) == [2, 3]
+    led.complete(1, 0.0, 0.5, [torch.zeros(2)])
+    with pytest.raises(ValueError, match="duplicate"):
+        led.complete(1, 0.0, 0.5, [torch.zeros(2)])
+    with pytest.raises(ValueError, match="unknown"):
+        led.complete(3, 0.0, 0.5, [])
+    assert led.pending == (0, 1, 4, 5) and not led.all_done
+    assert led.fail_open("boom") == (0, 1, 4, 5)
+    assert led.state(0) == "failed" and led.state(2) == "done" and led.pending == ()
+    with pytest.raises(ValueError):
+        Ledger(5, 2)
+
+
+@given(st.sets(st.integers(0, 200)))
+def test_format_ids_lists_every_id_in_runs(ids):
+    text = format_ids(tuple(sorted(ids)), limit=10**6)
+    back: set[int] = set()
+    for part in filter(None, text.split(", ")):
+        lo, _, hi = part.partition("-")
+        back.update(range(int(lo), int(hi or lo) + 1))
+    assert back == ids
+
+
+def test_percentile_interpolates():
+    assert percentile([3.0, 1.0, 2.0], 50) == 2.0
+    assert percentile([0.0, 10.0], 95) == pytest.approx(9.5)
+    assert math.isnan(percentile([], 50))
+
+
+def test_message_ids_are_unique_per_request_and_stage():
+    ids = {message_id(r, k, 3) for r in range(50) for k in range(4)}
+    assert len(ids) == 200
+
+
+def test_check_plan_shape():
+    ok = Plan("m", "throughput", (Stage(0, 1, ("a",)), Stage(2, 4, ("b",))), Metrics(0, 0))
+    check_plan_shape(ok, 5)
+    with pytest.raises(InputError, match="model has 6 pieces"):
+        check_plan_shape(ok, 6)
+    gap = Plan("m", "throughput", (Stage(0, 1, ("a",)), Stage(3, 4, ("b",))), Metrics(0, 0))
+    with pytest.raises(InputError, match="expected to start at piece 2"):
+        check_plan_shape(gap, 5)
+
+
+def test_measured_links_accounts_for_queueing():
+    shapes = {"a": {"b": LinkShape(1e6, 0.01)}}
+    trace = [
+        {
+            "resource": "a->b",
+            "kind": "transfer",
+            "request": r,
+            "stage": 1,
+            "start_s": 0.0,
+            "nbytes": 1e5,
+        }
+        for r in range(2)
+    ]
+    # both queued at t=0; the second arrives 0.1 s after the first: 2e5 bytes in 0.2 s busy
+    arrivals = {("a", "b", 0, 1): 0.11, ("a", "b", 1, 1): 0.21}
+    st_ = measured_links(trace, arrivals, shapes)["a->b"]
+    assert st_["transfers"] == 2 and st_["measured_Bps"] == pytest.approx(1e6, rel=1e-6)
+
+
+def test_make_inputs_is_deterministic_and_distinct():
+    ex = (torch.zeros(1, 3), torch.tensor([[5, 1]]))
+    a, b = make_inputs(ex, 3, 7), make_inputs(ex, 3, 7)
+    assert all(
+        torch.equal(x, y) for s, t in zip(a, b, strict=True) for x, y in zip(s, t, strict=True)
+    )
+    assert not torch.equal(a[0][0], a[1][0])
+    assert a[0][1].dtype == torch.int64 and int(a[0][1].max()) <= 5
+
+
+def test_sequential_split_and_spec_roundtrip():
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+    x = torch.randn(1, 4)
+    stages, n = split_pieces(model, (x,), [0], "sequential")
+    assert n == 3 and len(stages) == 2
+    y = stages[1](*stages[0](x))[0]
+    assert torch.equal(y, model(x))
+    with pytest.raises(InputError, match="not increasing"):
+        split_pieces(model, (x,), [2], "sequential")
+    spec = StageSpec("m:f", (1, 4), (0,), "sequential", 7)
+    assert StageSpec.from_dict(spec.to_dict()) == spec
+    with pytest.raises(InputError, match="unknown partition"):
+        StageSpec.from_dict({**spec.to_dict(), "partition": "magic"})
+
+
+def test_cgroup_names_are_safe():
+    assert cgroup_name("ab12", "dev/../x y") == "coinfer-ab12-dev____x_y"
