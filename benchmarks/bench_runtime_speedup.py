@@ -21,6 +21,38 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_runtime_common import host_load, median, single_process_rps, write_results
 
 
+def stage_vs_plain(model: str, iters: int = 10) -> dict:
+    """One process, one thread: the one-stage (no cut) captured module vs the plain model."""
+    import time
+
+    import torch
+
+    from coinfer.graph import capture, split
+    from coinfer.runtime.stages import load_model
+
+    torch.manual_seed(0)
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        net, example = load_model(model, None)
+        stage = split(capture(net, example), [])[0].eval()
+        res = {}
+        with torch.inference_mode():
+            for name, fn in (("plain", net), ("stage", stage), ("plain_again", net)):
+                fn(*example)
+                samples = []
+                for _ in range(iters):
+                    t0 = time.perf_counter()
+                    fn(*example)
+                    samples.append(time.perf_counter() - t0)
+                res[f"{name}_s"] = median(samples)
+        plain = min(res["plain_s"], res["plain_again_s"])  # best of the two plain rounds
+        res["stage_over_plain"] = res["stage_s"] / plain
+        return res
+    finally:
+        torch.set_num_threads(old)
+
+
 def one_model(model: str, requests: int, repeats: int, algo: str) -> dict:
     from coinfer import plan as plan_mod
     from coinfer.cluster import default_local_cluster
@@ -53,6 +85,7 @@ def one_model(model: str, requests: int, repeats: int, algo: str) -> dict:
     return {
         "model": model,
         "plan": str(plan),
+        "in_process_stage_vs_plain": stage_vs_plain(model),
         "predicted_speedup": single_period / plan.predicted.period_s,
         "measured_speedup": p_rps / a_rps,
         "pipelined_rps": p_rps,
@@ -89,11 +122,12 @@ def main() -> None:
     rows = []
     for c in cases:
         if "failed" in c:
-            rows.append(f"| {c['model']} | failed: {c['failed'][:80]} | | | | | |")
+            rows.append(f"| {c['model']} | failed: {c['failed'][:80]} | | | | | | |")
             continue
         rows.append(
             f"| {c['model']} | `{c['plan'].replace('|', '/')}` | {c['predicted_speedup']:.2f}x | {c['measured_speedup']:.2f}x | "
-            f"{c['pipelined_rps']:.2f} | {c['one_stage_rps']:.2f} | {c['one_stage_vs_plain']:.2f} |"
+            f"{c['pipelined_rps']:.2f} | {c['one_stage_rps']:.2f} | {c['one_stage_vs_plain']:.2f} | "
+            f"{c['in_process_stage_vs_plain']['stage_over_plain']:.2f} |"
         )
     data = {
         "cases": cases,
@@ -109,8 +143,8 @@ def main() -> None:
         f"{data['host_load_after']['loadavg_1m']:.1f} after, on {load['cores']} shared cores. One-stage = the whole model on d0 "
         "through the runtime; plain = the model in this process, 1 thread, no quota.",
         "",
-        "| model | plan | predicted speed-up | measured speed-up | pipelined req/s | one-stage req/s | one-stage / plain |",
-        "|---|---|---|---|---|---|---|",
+        "| model | plan | predicted speed-up | measured speed-up | pipelined req/s | one-stage req/s | one-stage / plain (req/s) | stage module / plain model (time, in-process) |",
+        "|---|---|---|---|---|---|---|---|",
         *rows,
     ]
     write_results("runtime_speedup", data, table)

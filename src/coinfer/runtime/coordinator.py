@@ -525,9 +525,13 @@ def run(
                 procs[d] = subprocess.Popen(
                     cmd, env=env, stdin=subprocess.DEVNULL, preexec_fn=enter
                 )
-            say(f"spawned {len(procs)} workers (run {run_id}); control at {ctl_host}:{ctl_port}")
+            say(
+                f"spawned {len(procs)} workers (run {run_id}); control at {ctl_host}:{ctl_port}, store port {store.port}"
+            )
         else:
-            say(f"waiting for workers {', '.join(names)} at {ctl_host}:{ctl_port}")
+            say(
+                f"waiting for workers {', '.join(names)} at {ctl_host}:{ctl_port} (store port {store.port})"
+            )
         peers = _accept_workers(server, token, names, time.time() + CONNECT_TIMEOUT_S, procs)
         for d, p in procs.items():
             peers[d].proc = p
@@ -559,7 +563,8 @@ def run(
                 "device": d,
                 "rank": rank,
                 "names": names,
-                "store": [host, store.port],
+                # the address this worker reached us on also reaches the store (same host)
+                "store": [peers[d].chan.sock.getsockname()[0], store.port],
                 "timeout_s": timeout_s,
                 "depth": depth,
                 "num_stages": len(plan.stages),
