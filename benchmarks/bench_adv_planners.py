@@ -241,15 +241,16 @@ def bench_pso(instances: int) -> dict[str, Any]:
         )
     for objective in ("latency", "throughput"):
         opt = [plan_brute(c, objective).predicted.value(objective) for c in cases]
-        for variant in ("hybrid", "s4", "psomw"):
+        # (variant, local-search polish): the default, each swarm alone, and PSOMW + polish
+        for variant, polish in (("hybrid", True), ("s4", False), ("psomw", False), ("psomw", True)):
             gaps, times = [], []
             for i, c in enumerate(cases):
-                p = plan_pso(
-                    c, objective, PSOOptions(seed=i, variant=variant, polish=variant == "hybrid")
-                )  # type: ignore[arg-type]
+                opts = PSOOptions(seed=i, variant=variant, polish=polish)  # type: ignore[arg-type]
+                p = plan_pso(c, objective, opts)
                 gaps.append(p.predicted.value(objective) / opt[i] - 1.0)
                 times.append(p.planning_time_s)
-            out[f"{objective}/{variant}"] = {
+            label = f"{objective}/{variant}" + ("+polish" if polish and variant != "hybrid" else "")
+            out[label] = {
                 "instances": len(cases),
                 "mean_gap": float(np.mean(gaps)),
                 "worst_gap": float(np.max(gaps)),
@@ -351,31 +352,51 @@ def vgg16_head() -> list[LayerSpec]:
     ]
 
 
+def vgg16_features() -> list[LayerSpec]:
+    """All 13 convolutions of VGG-16 with their ReLUs and 5 max-pools (31 layers)."""
+    out: list[LayerSpec] = []
+    ch = 3
+    for width, convs in ((64, 2), (128, 2), (256, 3), (512, 3), (512, 3)):
+        for _ in range(convs):
+            out.append(LayerSpec("conv", (3, 3), (1, 1), (1, 1), (1, 1), ch, width))
+            out.append(LayerSpec("pointwise", in_ch=width, out_ch=width))
+            ch = width
+        out.append(LayerSpec("maxpool", (2, 2), (2, 2), in_ch=ch, out_ch=ch))
+    return out
+
+
 def bench_fused() -> list[dict[str, Any]]:
     rows = []
-    # A phone (source, 5 GFLOP/s) and 1-4 edge helpers of 20 GFLOP/s on 50 MB/s, 1 ms links.
-    for helpers in (1, 2, 4):
+    # A phone (source, 5 GFLOP/s) and 1-4 edge helpers of 20 GFLOP/s on 50 MB/s, 1 ms links;
+    # the head (2 blocks) and the whole VGG-16 feature extractor, where the depth choice matters.
+    for block, spec, helpers in [("head", vgg16_head(), h) for h in (1, 2, 4)] + [
+        ("features", vgg16_features(), 4)
+    ]:
         flops = {"phone": 5e9, **{f"edge{i}": 20e9 for i in range(helpers)}}
         links = [Link(a, b, 50e6, 1e-3) for a in flops for b in flops if a != b]
         inst = conv_instance(
-            vgg16_head(), (224, 224), flops, links, "phone", name=f"vgg16-head+{helpers}"
+            spec, (224, 224), flops, links, "phone", name=f"vgg16-{block}+{helpers}"
         )
         p = plan_fused(inst)
         f = p.details["fused"]
         rows.append(
             {
+                "block": block,
                 "helpers": helpers,
                 "fused_latency_s": f["latency_s"],
                 "nfl_latency_s": p.details["nfl_latency_s"],
                 "speedup_vs_nfl": p.details["speedup_vs_nfl"],
                 "grid": f["grid"],
+                "depth": f["depth"],
+                "pieces": inst.num_pieces,
+                "fused_used": f["used"],
                 "devices_used": len(set(f["assignment"])),
                 "redundancy": f["redundancy"],
                 "planning_time_s": p.planning_time_s,
             }
         )
         print(
-            f"  fused +{helpers} helpers: {f['latency_s'] * 1e3:.1f} ms vs NFL {p.details['nfl_latency_s'] * 1e3:.1f} ms"
+            f"  fused {block} +{helpers} helpers: {f['latency_s'] * 1e3:.1f} ms vs NFL {p.details['nfl_latency_s'] * 1e3:.1f} ms"
         )
     return rows
 
@@ -442,12 +463,12 @@ def write_md(res: dict[str, Any], path: Path) -> None:
     L.append(
         f"| exhaustive (each config once) | {ex['mean_gap']:.3%} | {ex['worst_gap']:.3%} | {ex['within_1pct_share']:.0%} | {ex['evaluations']:.0f} (all) |"
     )
-    L += ["", "## Fused-layer tiling vs no fused layers (VGG-16 conv1_1..pool2, 224x224)", "",
-          "| helpers | fused latency | NFL latency | speed-up | grid | devices used | halo redundancy |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+    L += ["", "## Fused-layer tiling vs no fused layers (VGG-16 at 224x224: head = conv1_1..pool2, features = all 13 convs)", "",
+          "| block | helpers | fused latency | NFL latency | speed-up | grid | fused depth | devices used | halo redundancy |", "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in res["fused"]:
         L.append(
-            f"| {r['helpers']} | {r['fused_latency_s'] * 1e3:.1f} ms | {r['nfl_latency_s'] * 1e3:.1f} ms | {r['speedup_vs_nfl']:.2f}x | "
-            f"{r['grid'][0]}x{r['grid'][1]} | {r['devices_used']} | {r['redundancy']:.1%} |"
+            f"| {r['block']} | {r['helpers']} | {r['fused_latency_s'] * 1e3:.1f} ms | {r['nfl_latency_s'] * 1e3:.1f} ms | {r['speedup_vs_nfl']:.2f}x | "
+            f"{r['grid'][0]}x{r['grid'][1]} | {r['depth']}/{r['pieces']} | {r['devices_used']} | {r['redundancy']:.1%} |"
         )
     path.write_text("\n".join(L) + "\n")
 
@@ -472,7 +493,9 @@ def main() -> None:
     }
     print("CIC vs min-cut ...")
     res["cic"] = bench_cic(
-        ["resnet50", "bert_base", "gpt2"], settings["decisions"], settings["mincuts"]
+        ["resnet50", "bert_base", "gpt2", "synthetic_bottleneck"],
+        settings["decisions"],
+        settings["mincuts"],
     )
     print("route ...")
     res["route"] = bench_route(settings["route_repeat"])

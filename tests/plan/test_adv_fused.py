@@ -166,6 +166,36 @@ def test_fused_beats_no_fused_layers_with_parallel_helpers() -> None:
     assert set(p.stages[0].devices) == set(f["assignment"])
 
 
+def test_depth_search_stops_fusing_where_halos_cost_more() -> None:
+    # a deep stack of 3x3 convs on a small map: tiling the deep layers recomputes huge halos
+    conv = LayerSpec("conv", (3, 3), (1, 1), (1, 1), (1, 1), 16, 16)
+    first = LayerSpec("conv", (3, 3), (1, 1), (1, 1), (1, 1), 3, 16)
+    layers = [first] + [conv] * 7
+    flops, links = _cluster(3)
+    inst = conv_instance(layers, (24, 24), flops, links, "phone")
+    full = plan_fused(inst, "latency", FusedOptions(search_depth=False))
+    best = plan_fused(inst)
+    check_plan(inst, best)
+    f = best.details["fused"]
+    assert f["latency_s"] <= full.details["fused"]["latency_s"] * (1 + 1e-12)
+    assert min(f["latency_s"], best.details["nfl_latency_s"]) <= best.details["nfl_latency_s"]
+    if f["used"] and f["depth"] < inst.num_pieces:
+        assert f["suffix_stages"]  # the unfused rest runs layer-wise
+        assert best.stages[0].last == f["depth"] - 1
+
+
+def test_falls_back_to_nfl_when_fusing_cannot_pay() -> None:
+    # helpers behind a 100 kB/s link: shipping tiles costs far more than computing locally
+    flops = {"phone": 10e9, "far": 20e9}
+    links = [Link("phone", "far", 1e5, 0.05), Link("far", "phone", 1e5, 0.05)]
+    inst = conv_instance(_vgg_block(), (32, 32), flops, links, "phone")
+    p = plan_fused(inst)
+    check_plan(inst, p)
+    assert p.details["fused"]["used"] is False
+    assert p.predicted.latency_s == pytest.approx(p.details["nfl_latency_s"])
+    assert p.details["speedup_vs_nfl"] == pytest.approx(1.0)
+
+
 def test_single_device_cluster_keeps_one_tile() -> None:
     flops = {"solo": 1e9}
     inst = conv_instance(_vgg_block(), (16, 16), flops, [], "solo")
@@ -176,8 +206,9 @@ def test_single_device_cluster_keeps_one_tile() -> None:
 def test_registry_path_and_plain_instance_refusal() -> None:
     flops, links = _cluster(2)
     inst = conv_instance(_vgg_block(), (32, 32), flops, links, "phone")
-    p = plan(inst, "fused", "latency", max_tiles=4)
+    p = plan(inst, "fused", "latency", max_tiles=4, search_depth=False)
     assert p.details["fused"]["grids_tried"] == 8  # 1x1..1x4, 2x1, 2x2, 3x1, 4x1
+    assert p.details["fused"]["depth"] == inst.num_pieces
     plain = random_adv_instance(0, 4, 2)
     with pytest.raises(InputError, match="conv layer spec"):
         plan(plain, "fused", "latency")
@@ -240,3 +271,14 @@ def test_cli_plans_fused_from_instance_file_and_refuses_plain(tmp_path) -> None:
     assert no.returncode == 2
     assert "conv layer spec" in no.stderr + no.stdout
     assert "Traceback" not in no.stderr
+
+
+def test_nfl_baseline_is_the_exact_layer_wise_optimum() -> None:
+    from coinfer.plan._adv_common import exhaustive_best
+    from coinfer.plan.fused import nfl_latency
+
+    for seed in range(8):
+        inst = random_adv_instance(300 + seed, 6, 3, tight_memory=seed % 2 == 0)
+        value, stages = nfl_latency(inst)
+        assert math.isclose(value, exhaustive_best(inst, "latency")[0], rel_tol=1e-9)
+        assert math.isclose(latency_s(inst, stages), value, rel_tol=1e-9)

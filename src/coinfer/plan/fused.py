@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from ..errors import InfeasibleError, InputError
 from ._adv_common import finish_plan, order_dp
+from .evaluate import validate_stages
 from .instance import Device, Instance, Link, make_instance
 from .types import Objective, Plan, Stage, check_objective
 
@@ -358,12 +359,15 @@ class FusedOptions:
     """Options of :func:`plan_fused`.
 
     ``layers``/``input_hw`` override ``instance.meta["conv_layers"]``/``["conv_input_hw"]``;
-    ``max_tiles`` bounds the grids tried (all ``rows x cols <= max_tiles``).
+    ``max_tiles`` bounds the grids tried (all ``rows x cols <= max_tiles``); ``search_depth``
+    also tries fusing only the first ``k`` pieces (needs one spec layer per piece), the rest
+    running layer-wise from the source.
     """
 
     layers: tuple[LayerSpec, ...] | None = None
     input_hw: tuple[int, int] | None = None
     max_tiles: int = 16
+    search_depth: bool = True
 
 
 def _spec_of(
@@ -391,9 +395,19 @@ def _spec_of(
 def nfl_latency(instance: Instance, exact_devices: int = 7) -> tuple[float, tuple[Stage, ...]]:
     """Best layer-wise (no fused layers) latency: exact over one-device-per-stage plans.
 
-    Runs the fixed-order DP over every device order when there are at most ``exact_devices``
-    devices (7! = 5040 orders); above that the layered-graph route (which may revisit devices).
+    First the layered-graph route: it is the latency optimum over a superset of those plans,
+    so when it neither revisits a device nor needed a memory repair it *is* the answer (one
+    Dijkstra). Otherwise the fixed-order DP runs over every device order when there are at most
+    ``exact_devices`` devices (7! = 5040 orders); above that the route is returned as is.
     """
+    from .route import plan_route
+
+    try:
+        p = plan_route(instance, "latency")
+    except InfeasibleError:
+        p = None
+    if p is not None and not p.details["revisits"] and p.details["memory_repairs"] == 0:
+        return p.predicted.latency_s, p.stages
     if len(instance.devices) <= exact_devices:
         best: tuple[float, tuple[Stage, ...]] | None = None
         for order in itertools.permutations(instance.device_names):
@@ -403,9 +417,8 @@ def nfl_latency(instance: Instance, exact_devices: int = 7) -> tuple[float, tupl
         if best is None:
             raise InfeasibleError(f"{instance.name}: no layer-wise plan fits in memory")
         return best
-    from .route import plan_route
-
-    p = plan_route(instance, "latency")
+    if p is None:
+        raise InfeasibleError(f"{instance.name}: no layer-wise plan fits in memory")
     return p.predicted.latency_s, p.stages
 
 
@@ -414,10 +427,14 @@ def plan_fused(
 ) -> Plan:
     """Fused-layer tiling planner (S2 FL + DeepThings FTP). Heuristic (greedy assignment).
 
-    Tries every grid with at most ``max_tiles`` tiles, assigns tiles greedily, keeps the
-    lowest latency, and reports it next to the NFL optimum. Latency objective only (tiling
-    one request over devices is a latency technique). Complexity
-    ``O(G * T log T * D)`` for ``G`` grids of up to ``T`` tiles, plus the NFL baseline.
+    For every fused depth ``k`` (the first ``k`` pieces tiled, gathered at the source, the rest
+    planned layer-wise by the exact NFL search) and every grid of at most ``max_tiles`` tiles,
+    assigns tiles greedily and keeps the lowest total latency, reported next to the NFL optimum.
+    Deep layers have small feature maps, where halos cost more than parallelism gains — that is
+    what the depth choice captures. Latency objective only (tiling one request over devices is a
+    latency technique). Complexity ``O(P * G * T * D)`` for ``G`` grids of up to ``T`` tiles,
+    plus ``P`` NFL searches. If no fused plan beats the NFL optimum, the NFL plan is returned
+    (``details["fused"]["used"] = False``, the best fused figures still reported).
     """
     started = time.perf_counter()
     objective = check_objective(objective)
@@ -427,41 +444,94 @@ def plan_fused(
         )
     opts = options or FusedOptions()
     layers, hw = _spec_of(instance, opts)
-    sizes = output_hw(layers, hw)
-    need = instance.mem_bytes(0, instance.num_pieces - 1)
-    devices = [d.name for d in instance.devices if d.mem_bytes >= need]
-    if not devices:
-        raise InfeasibleError(
-            f"{instance.name}: every tile device must hold the whole fused block ({need} bytes); "
-            f"the largest device has {max(d.mem_bytes for d in instance.devices)}"
-        )
-    H, W = sizes[-1]
-    best: FusedResult | None = None
+    P = instance.num_pieces
+    per_piece = len(layers) == P  # one spec layer per piece: the fused depth can be chosen
+    depths = range(1, P + 1) if opts.search_depth and per_piece else [P]
+    best: tuple[float, FusedResult, int, tuple[Stage, ...]] | None = None
     tried = 0
-    for gh in range(1, min(H, opts.max_tiles) + 1):
-        for gw in range(1, min(W, opts.max_tiles // gh) + 1):
-            res = assign_tiles(instance, tile_plan(layers, hw, (gh, gw)), devices)
-            tried += 1
-            if best is None or res.latency_s < best.latency_s - 1e-15:
-                best = res
-    assert best is not None  # the 1x1 grid always exists
+    suffix_cache: dict[int, tuple[float, tuple[Stage, ...]] | None] = {}
+    for depth in depths:
+        block = sub_instance(instance, 0, depth - 1)
+        specs = layers[:depth] if per_piece else layers
+        need = block.mem_bytes(0, depth - 1)
+        devices = [d.name for d in instance.devices if d.mem_bytes >= need]
+        if not devices:
+            continue
+        if depth not in suffix_cache:
+            suffix_cache[depth] = _suffix(instance, depth)
+        suffix = suffix_cache[depth]
+        if suffix is None:
+            continue
+        H, W = output_hw(specs, hw)[-1]
+        for gh in range(1, min(H, opts.max_tiles) + 1):
+            for gw in range(1, min(W, opts.max_tiles // gh) + 1):
+                res = assign_tiles(block, tile_plan(specs, hw, (gh, gw)), devices)
+                tried += 1
+                total = res.latency_s + suffix[0]
+                if best is not None and total >= best[0] - 1e-15:
+                    continue
+                used = tuple(d for d in instance.device_names if d in set(res.assignment))
+                stages = (Stage(0, depth - 1, used), *suffix[1])
+                try:
+                    validate_stages(instance, stages, allow_revisit=True)
+                except InfeasibleError:
+                    continue  # a tile device also serving a suffix stage runs out of memory
+                best = (total, res, depth, stages)
+    if best is None:
+        raise InfeasibleError(
+            f"{instance.name}: no fused block fits — every tile device must hold the block's "
+            f"{instance.pieces[0].mem_bytes}+ bytes (largest device {max(d.mem_bytes for d in instance.devices)})"
+        )
+    total, res, depth, stages = best
     nfl, nfl_stages = nfl_latency(instance)
-    used = tuple(d for d in instance.device_names if d in set(best.assignment))
-    stages = (Stage(0, instance.num_pieces - 1, used),)
+    # Fusing must beat NFL by more than round-off (a 1x1 tile on one device ties with it).
+    use_nfl = nfl <= total * (1 + 1e-9)
+    if use_nfl:
+        stages = nfl_stages
+    revisit = len({d for st in stages for d in st.devices}) < sum(len(st.devices) for st in stages)
     details = {
+        "allow_revisit": revisit,
         "fused": {
-            "grid": list(best.grid),
-            "assignment": list(best.assignment),
-            "latency_s": best.latency_s,
-            "finish_s": dict(best.finish_s),
-            "redundancy": best.redundancy,
+            "used": not use_nfl,
+            "depth": depth,
+            "grid": list(res.grid),
+            "assignment": list(res.assignment),
+            "block_latency_s": res.latency_s,
+            "latency_s": total,
+            "finish_s": dict(res.finish_s),
+            "redundancy": res.redundancy,
             "grids_tried": tried,
+            "suffix_stages": [str(st) for st in stages[1:]],
         },
         "nfl_latency_s": nfl,
-        "nfl_stages": [str(s) for s in nfl_stages],
-        "speedup_vs_nfl": nfl / best.latency_s if best.latency_s > 0 else math.inf,
+        "nfl_stages": [str(st) for st in nfl_stages],
+        "speedup_vs_nfl": nfl / min(total, nfl) if total > 0 else math.inf,
     }
     return finish_plan(instance, "fused", objective, stages, started, details=details)
+
+
+def sub_instance(instance: Instance, first: int, last: int) -> Instance:
+    """Pieces ``first..last`` of ``instance`` as an instance of their own (same cluster)."""
+    return Instance(
+        instance.pieces[first : last + 1],
+        instance.cut_bytes(first),
+        instance.devices,
+        instance.links,
+        instance.source,
+        name=f"{instance.name}[{first}:{last}]",
+    )
+
+
+def _suffix(instance: Instance, depth: int) -> tuple[float, tuple[Stage, ...]] | None:
+    """Best layer-wise latency of pieces ``depth..P-1`` starting and ending at the source."""
+    P = instance.num_pieces
+    if depth >= P:
+        return 0.0, ()
+    try:
+        lat, stages = nfl_latency(sub_instance(instance, depth, P - 1))
+    except InfeasibleError:
+        return None
+    return lat, tuple(Stage(st.first + depth, st.last + depth, st.devices) for st in stages)
 
 
 def conv_instance(
