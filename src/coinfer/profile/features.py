@@ -10,7 +10,7 @@ A row describes one node on one device. Why these features:
   conv this is ``2·k²·C_in/groups``: the kernel and depthwise-ness without needing the module),
   and the arithmetic intensity FLOPs/byte (which side of the roofline the op sits on);
 * **device features** — effective cores ``min(quota, threads)``, quota, threads, clock, memory
-  bandwidth and peak GFLOP/s (missing values stay NaN; histogram gradient boosting routes them).
+  bandwidth and peak GFLOP/s (unknown values are a -1 sentinel).
 
 The target is normalised by the device's effective cores (``log t + log c_eff``), because a CPU
 quota scales long-running kernels by ``1 / quota`` almost exactly: the trees then learn the
@@ -214,9 +214,14 @@ def effective_cores(dev: DeviceFeatures) -> float:
     return max(min(float(dev.quota), float(dev.threads)), 1e-3)
 
 
+# "Unknown" device figures are encoded as -1 rather than NaN: a column that is NaN in every
+# training row breaks scikit-learn's histogram binning, and -1 is outside every real value.
+MISSING = -1.0
+
+
 def device_vector(dev: DeviceFeatures) -> list[float]:
-    """Device part of the feature row (NaN where the cluster file did not say)."""
-    nan = float("nan")
+    """Device part of the feature row (:data:`MISSING` where the cluster file did not say)."""
+    nan = MISSING
     return [
         math.log(effective_cores(dev)),
         float(dev.quota),

@@ -1,0 +1,112 @@
+"""The profiler on a tiny model: nodes and pieces measured, statistics, cache hits, quota paths."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from coinfer.errors import InputError
+from coinfer.graph import capture
+from coinfer.profile import profiler
+from coinfer.profile.cgroup import cgroup_support
+from coinfer.profile.profiler import Stats, is_throttled, measure, profile_model
+from coinfer.zoo import load_model
+
+SUPPORTED, WHY = cgroup_support()
+
+
+def test_stats_median_mean_iqr():
+    st = Stats.of([1.0, 2.0, 3.0, 4.0, 100.0])
+    assert st.median_s == 3.0
+    assert st.mean_s == pytest.approx(22.0)
+    assert st.iqr_s == pytest.approx(2.0)  # inclusive quartiles 2 and 4
+    assert st.estimate(throttled=False) == 3.0
+    assert st.estimate(throttled=True) == pytest.approx(22.0)
+    assert Stats.of([5.0]).iqr_s == 0.0
+
+
+@pytest.mark.parametrize(
+    ("quota", "threads", "expected"),
+    [(None, 1, False), (1.0, 1, False), (0.5, 1, True), (1.0, 2, True), (2.0, 2, False)],
+)
+def test_is_throttled(quota, threads, expected):
+    assert is_throttled(quota, threads) is expected
+
+
+def test_measure_tiny_model_in_process():
+    data = measure("tiny_dag", repeats=3, warmup=1)
+    model, inputs = load_model("tiny_dag")
+    graph = capture(model, inputs, name="tiny_dag")
+    assert [r["name"] for r in data["nodes"]] == [n.name for n in graph.nodes]
+    assert len(data["pieces"]) == graph.num_pieces
+    assert data["passes"] == 3
+    for r in data["nodes"]:
+        assert r["time_s"] > 0 and r["iqr_s"] >= 0 and r["median_s"] == r["time_s"]
+    for p in data["pieces"]:
+        assert p["time_s"] > 0
+        assert p["overhead_s"] == pytest.approx(p["time_s"] - p["nodes_sum_s"])
+    assert data["pieces_sum_s"] == pytest.approx(sum(p["time_s"] for p in data["pieces"]))
+    assert data["model_time"]["time_s"] > 0
+
+
+def test_measure_keeps_timing_under_throttling_for_min_duration():
+    data = measure("tiny_mlp", repeats=2, warmup=0, quota=0.5, threads=1, min_duration_s=0.05)
+    assert data["throttled"] is True
+    assert data["passes"] > 2  # kept measuring to fill the minimum duration
+    assert data["timed_s"] >= 0.05
+    r = data["nodes"][0]
+    assert r["time_s"] == r["mean_s"]
+
+
+def test_profile_cache_hit_and_key(tmp_path):
+    t0 = time.perf_counter()
+    first, hit1 = profile_model("tiny_cnn", repeats=2, warmup=0, cache_directory=tmp_path)
+    mid = time.perf_counter()
+    second, hit2 = profile_model("tiny_cnn", repeats=2, warmup=0, cache_directory=tmp_path)
+    end = time.perf_counter()
+    assert (hit1, hit2) == (False, True)
+    assert second == first
+    assert end - mid < mid - t0  # a hit does not start a measuring process
+    assert first["emulation"] == "none" and first["key"]["threads"] == 1
+    other, hit3 = profile_model(
+        "tiny_cnn", repeats=2, warmup=0, threads=2, cache_directory=tmp_path
+    )
+    assert hit3 is False and other["threads"] == 2
+    assert len(list(tmp_path.glob("profile-v*.json"))) == 2
+
+
+def test_without_cgroups_falls_back_to_threads_and_says_so(tmp_path, monkeypatch):
+    monkeypatch.setattr(profiler, "cgroup_support", lambda: (False, "creating cgroups needs root"))
+    notes = []
+    data, _ = profile_model(
+        "tiny_mlp", quota=0.5, repeats=2, warmup=0, cache_directory=tmp_path, notice=notes.append
+    )
+    assert notes and "cannot apply a 0.5-core CPU quota: creating cgroups needs root" in notes[0]
+    assert data["emulation"].startswith("threads only")
+    assert data["key"]["quota"] is None and data["requested_quota"] == 0.5
+
+
+@pytest.mark.root
+@pytest.mark.skipif(not SUPPORTED, reason=f"cgroup v1 quotas unavailable: {WHY}")
+def test_profile_under_a_real_quota(tmp_path):
+    data, hit = profile_model("tiny_mlp", quota=0.3, repeats=2, warmup=0, cache_directory=tmp_path)
+    assert not hit
+    assert data["emulation"] == "cgroup" and data["key"]["quota"] == 0.3
+    assert data["throttled"] is True
+    assert data["throttled_periods"] > 0  # the kernel really throttled the measuring process
+    assert data["timed_s"] >= profiler.THROTTLED_MIN_DURATION_S
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [({"quota": 0.0}, "cpu-quota must be > 0"), ({"threads": 0}, "threads must be >= 1")],
+)
+def test_bad_arguments(kwargs, match, tmp_path):
+    with pytest.raises(InputError, match=match):
+        profile_model("tiny_mlp", cache_directory=tmp_path, **kwargs)
+
+
+def test_unknown_model_is_input_error(tmp_path):
+    with pytest.raises(InputError, match="unknown model 'no_such_model'"):
+        profile_model("no_such_model", cache_directory=tmp_path)
