@@ -79,7 +79,7 @@ def one_model(model: str, requests: int, repeats: int, algo: str) -> dict:
         alone.append(
             run(model, cluster, one, requests=requests, instance=inst, check=i == 0, timeout_s=600)
         )
-    plain = median([single_process_rps(model, min(requests, 16)) for _ in range(repeats)])
+    plain = median([single_process_rps(model, requests) for _ in range(repeats)])
     p_rps = median([r.throughput_rps for r in piped])
     a_rps = median([r.throughput_rps for r in alone])
     return {

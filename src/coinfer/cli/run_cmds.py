@@ -78,10 +78,12 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Serve one run as DEVICE: authenticate the coordinator, run the stage, exit."""
-        from ..runtime.control import read_token
-        from ..runtime.worker import serve
+        from ..runtime.control import parse_hostport, read_token
 
         token = read_token(token_file, os.environ.get("COINFER_TOKEN"))
+        parse_hostport(coordinator, what="--coordinator")  # fail fast, before importing torch
+        from ..runtime.worker import serve
+
         serve(coordinator, device, token, bind=bind, connect_timeout_s=connect_timeout)
 
     @app.command("run")
