@@ -257,9 +257,7 @@ def bench_pso(instances: int) -> dict[str, Any]:
                 "optimal_share": float(np.mean([g < 1e-9 for g in gaps])),
                 "median_time_s": statistics.median(times),
             }
-            print(
-                f"  pso {objective}/{variant}: mean gap {np.mean(gaps):.4%}, worst {np.max(gaps):.4%}"
-            )
+            print(f"  pso {label}: mean gap {np.mean(gaps):.4%}, worst {np.max(gaps):.4%}")
     return out
 
 
