@@ -491,8 +491,9 @@ def min_period_path(
     T = float(cands[lo])
     reach = search.reach(T)
     assert reach is not None
-    path = search.recover(T, reach)
-    exact = True
+    recovered = search.recover(T, reach)
+    candidates = [recovered]
+    tie_broken = False
     if tie_break_latency:
         sc = np.where(model.time <= T, model.time, INF)
         lat_mid, lat_start, lat_end = model.local(model.tt.total_s)
@@ -504,15 +505,17 @@ def min_period_path(
         )
         tie_broken = fast is not None and fast_exact
         # past the budget, improve the recovered plan's latency by local moves instead
-        path = fast if tie_broken else polish_latency(path, sc, mid_ok, st_ok, en_ok)
-    else:
-        tie_broken = False
-    true = period_s(model.instance, model.stages(path))
-    if not close(true, T):
-        # links shared by several transfers: the bound is not attained; search with exact loads
-        path, exact = _bnb_period(model, search, path, true, node_limit)
-        tie_broken = False
-    return path, exact, T, tie_broken
+        better = fast if tie_broken else polish_latency(recovered, sc, mid_ok, st_ok, en_ok)
+        candidates.insert(0, better)
+    # The first candidate whose true period attains the bound T* is optimal. Shared links (relayed
+    # transfers) can push a candidate's period above T*; if all are pushed, search exactly.
+    periods = [period_s(model.instance, model.stages(c)) for c in candidates]
+    for k, (cand, true) in enumerate(zip(candidates, periods, strict=True)):
+        if close(true, T):
+            return cand, True, T, tie_broken and k == 0
+    k = min(range(len(candidates)), key=lambda x: periods[x])
+    path, exact = _bnb_period(model, search, candidates[k], periods[k], node_limit)
+    return path, exact, T, False
 
 
 def polish_latency(
