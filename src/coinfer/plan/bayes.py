@@ -261,6 +261,10 @@ def plan_bayes(
 ) -> Plan:
     """Flexi-BOPI-style Bayesian optimisation (S8). Heuristic; latency, throughput, energy.
 
+    Complexity: ``budget`` measurements (the evaluator's cost dominates in real use) and per
+    step one GP fit ``O(n^3)`` on ``n <= budget`` measured configs plus a prediction over the
+    candidate set (the whole space up to ``enumerate_limit``, else ``pool`` + neighbours).
+
     Returns
     -------
     Plan whose ``predicted`` is the noiseless reference evaluation of the chosen configuration;

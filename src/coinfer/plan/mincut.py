@@ -370,6 +370,10 @@ def plan_mincut(
 ) -> Plan:
     """DADS min-cut planner (S5): exact minimum latency of the device/server split.
 
+    Exact for latency within its model (two locations; the best prefix split on a chain);
+    for throughput/energy a server choice on top of latency-optimal cuts. Complexity: one
+    max-flow per candidate server, ``O(D * V^2 sqrt(E))`` for a DAG of ``V`` nodes.
+
     Parameters
     ----------
     instance : the source is the device; every other device is a candidate server.

@@ -306,6 +306,9 @@ def plan_pso(
 ) -> Plan:
     """Particle-swarm planner (S2 PSOMW + S4 placement with exact DP). Heuristic.
 
+    Complexity: ``O(S * I)`` exact evaluations for PSOMW (swarm ``S``, ``I`` iterations) plus
+    at most ``min(S * I, D!)`` fixed-order DPs of ``O(P^2 D^2)`` for S4, plus the local search.
+
     Parameters
     ----------
     instance : the planning instance.
