@@ -232,7 +232,13 @@ class _Executor:
         pending_out: tuple[int, tuple[torch.Tensor, ...]] | None = None
         for a in self.actions:
             if a.kind == "compute":
-                request, xs = ready.get(timeout=self.timeout_s + 1)
+                try:
+                    request, xs = ready.get(timeout=self.timeout_s + 1)
+                except queue.Empty:
+                    raise PeerError(
+                        f"device {self.device}: no input for request {a.request} within {self.timeout_s:.0f} s",
+                        device=str(a.peer) if a.peer else None,
+                    ) from None
                 if request != a.request:
                     raise PeerError(
                         f"device {self.device}: got request {request}, schedule expects {a.request}"
@@ -243,10 +249,12 @@ class _Executor:
                 self._event(self.device, "compute", a.request, t0, time.time(), a.stage)
                 pending_out = (a.request, outs)
             elif a.kind == "send":
-                assert pending_out is not None and pending_out[0] == a.request
+                if pending_out is None or pending_out[0] != a.request:
+                    raise PeerError(
+                        f"device {self.device}: schedule sends request {a.request} before computing it"
+                    )
                 self._send(str(a.peer), a.request, a.stage + 1, pending_out[1])
                 pending_out = None
-        self.transport.flush()
 
     def _client(self) -> None:
         """The source's client: release inputs in the schedule's order, stream outputs back."""
@@ -280,6 +288,7 @@ class _Executor:
             self.fail(exc)
 
     def run(self) -> None:
+        """Stage work on this thread, the client (source only) beside it; then drain the sends."""
         client = None
         if self.client:
             client = threading.Thread(target=self._client, name="client", daemon=True)
@@ -422,7 +431,8 @@ def serve(
     try:
         ex.run()
     except BaseException as exc:
-        traceback.print_exc()
+        if os.environ.get("COINFER_DEBUG"):
+            traceback.print_exc()
         ex.fail(exc)
     busy = sum(e["end_s"] - e["start_s"] for e in ex.events if e["kind"] == "compute")
     for tev in ex.transport.events:  # link busy intervals, as measured by the sender
