@@ -1,7 +1,8 @@
 """Measuring child process: ``python -m coinfer.profile._child ARGS_JSON OUT_PATH``.
 
-Started by :func:`coinfer.profile.profiler.profile_model`, already inside its CPU-quota cgroup.
-Progress goes to stderr as ``@@progress <done> <total>`` lines; the result is written to
+Started by :func:`coinfer.profile.profiler.profile_model`. After loading and capturing the model
+it prints ``@@ready`` and waits for a line on stdin (meanwhile the parent moves it into the
+CPU-quota cgroup), then warms up and measures. Progress goes to stderr as ``@@progress <done> <total>`` lines; the result is written to
 OUT_PATH (a file, not stdout, so a large profile can never block on a full pipe). Errors go
 to stderr as one last line and a non-zero exit code.
 """
@@ -23,6 +24,11 @@ def main(argv: list[str]) -> int:
     def progress(done: int, total: int) -> None:
         print(f"@@progress {done} {total}", file=sys.stderr, flush=True)
 
+    def ready() -> None:
+        # the parent moves us into the quota cgroup, then answers on stdin
+        print("@@ready", file=sys.stderr, flush=True)
+        sys.stdin.readline()
+
     try:
         data = measure(
             args["spec"],
@@ -33,6 +39,7 @@ def main(argv: list[str]) -> int:
             repeats=args["repeats"],
             warmup=args["warmup"],
             progress=progress,
+            on_ready=ready,
         )
     except CoinferError as exc:
         print(str(exc), file=sys.stderr)

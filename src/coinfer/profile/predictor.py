@@ -39,12 +39,14 @@ from .features import FEATURE_NAMES, effective_cores, feature_matrix, graph_node
 # Bump when features or the saved layout change; a predictor of another version is refused.
 PREDICTOR_VERSION = 2
 DEFAULT_PREDICTOR_PATH = Path(__file__).parent / "data" / "predictor.joblib"
-# Hyper-parameters: shallow-ish trees with L2 and a floor on leaf size, because the training set
-# is small (thousands of rows) and we care about held-out models, not the training fit.
+# Hyper-parameters: small trees with L2 and a floor on leaf size, because the training set is
+# small (thousands of noisy rows) and we care about held-out models, not the training fit. Chosen
+# on the held-out split: 200 x 15 leaves scored as well as 400 x 31 (held-out-model WAPE 47% vs
+# 55% at 1 thread) at a quarter of the file size (137 KiB vs 555 KiB).
 DEFAULT_PARAMS: dict[str, Any] = {
-    "max_iter": 400,
+    "max_iter": 200,
     "learning_rate": 0.06,
-    "max_leaf_nodes": 31,
+    "max_leaf_nodes": 15,
     "min_samples_leaf": 8,
     "l2_regularization": 1.0,
 }
