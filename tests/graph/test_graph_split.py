@@ -152,3 +152,33 @@ def test_load_stage_errors(tmp_path) -> None:
         load_stage(path)
     with pytest.raises(InputError, match="do not match"):
         load_stage(path, stages[1])
+
+
+@pytest.mark.parametrize("factory", ["gpt2", "bert", "vit", "inception"])
+def test_stages_accept_other_batch_sizes(factory: str) -> None:
+    # Shape queries crossing a cut are recomputed in the consuming stage rather than baked,
+    # so stages captured at batch 1 run micro-batches of 3 (the runtime relies on this).
+    from coinfer.zoo import transformer
+    from coinfer.zoo.inception import inception
+
+    small = transformer.TransformerConfig(width=32, depth=2, heads=2, vocab=100, max_positions=64)
+    torch.manual_seed(0)
+    model, shape = {
+        "gpt2": (lambda: transformer.GPT2(small), (1, 12)),
+        "bert": (lambda: transformer.Bert(small), (1, 12)),
+        "vit": (lambda: transformer.ViT(image=32, patch=8, num_classes=10), (1, 3, 32, 32)),
+        "inception": (lambda: inception(10), (1, 3, 32, 32)),
+    }[factory]
+    module = model().eval()
+    make = (
+        (lambda b: torch.randint(0, 100, (b, shape[1])))
+        if len(shape) == 2
+        else (lambda b: torch.randn(b, *shape[1:]))
+    )
+    graph = capture(module, (make(1),))
+    batch = make(3)
+    with torch.no_grad():
+        reference = module(batch)
+    reference = reference if isinstance(reference, tuple) else (reference,)
+    out = run_stages(split(graph, list(range(len(graph.pieces) - 1))), (batch,))
+    assert all(torch.equal(a, b) for a, b in zip(out, reference, strict=True))

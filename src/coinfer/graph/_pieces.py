@@ -8,8 +8,8 @@ a block simply carries several tensors, and its byte count says so.
 
 Default granularity ("layer-like"): every node starts a new piece except
 
-* view-like nodes (reshape, flatten, getitem, size, dropout, ...; ``VIEW_KINDS``), which join
-  the current piece, and
+* view-like nodes (reshape, flatten, getitem, size, dropout, ...; ``VIEW_KINDS``) and nodes
+  whose result is not a tensor (size arithmetic, tuples), which join the current piece, and
 * single-input element-wise nodes (batch norm, ReLU, GELU, ...; ``FUSABLE_KINDS``) whose inputs
   all come from the current piece, which fuse into it (conv + BN + ReLU is one piece: a cut
   between them would carry the same bytes);
@@ -44,6 +44,7 @@ def base_groups(c: Captured) -> list[tuple[str, ...]]:
         node = c.nodes[name]
         if groups and (
             node.op in VIEW_KINDS
+            or c.values[name].category != TENSOR  # size arithmetic, tuples: no tensor out
             or (node.op in FUSABLE_KINDS and all(i in groups[-1] for i in node.inputs))
         ):
             groups[-1].append(name)

@@ -24,11 +24,16 @@ from typing import Any
 
 import torch
 from torch import Tensor, fx, nn
+from torch.utils import _pytree as pytree
 
 from ..errors import InputError
 from ._capture import CONST, Captured
 from ._pieces import crossing_values
 from .types import ModelGraph, TensorMeta
+
+# Node kinds that only query shapes: when their value must cross a cut, the consuming stage
+# recomputes them from its own inputs instead of receiving (or baking in) the number.
+REMATERIALIZE_KINDS = frozenset({"getattr", "getitem", "size", "dim"})
 
 # safetensors header key under which a stage's recipe and I/O contract are stored.
 STAGE_METADATA_KEY = "coinfer_stage"
@@ -125,6 +130,10 @@ def split(graph: ModelGraph, cuts: Sequence[int]) -> list[StageModule]:
     return stages
 
 
+def _arg_nodes(n: fx.Node) -> list[fx.Node]:
+    return [a for a in pytree.tree_leaves((n.args, n.kwargs)) if isinstance(a, fx.Node)]
+
+
 def _meta(c: Captured, name: str) -> TensorMeta:
     meta = c.values[name].meta
     assert meta is not None, name
@@ -141,6 +150,26 @@ def _build_stage(
         env[name] = graph.placeholder(name)
         env[name].meta = dict(src[name].meta)
 
+    memo: dict[str, bool] = {}
+
+    def derivable(name: str) -> bool:
+        """Can this constant be recomputed here from the stage's own inputs (a shape query)?"""
+        if name in env:
+            return True
+        if name not in memo:
+            node = c.nodes.get(name)
+            memo[name] = (
+                node is not None
+                and node.op in REMATERIALIZE_KINDS
+                and all(
+                    a.name in env
+                    or a.op == "get_attr"
+                    or (c.values[a.name].category == CONST and derivable(a.name))
+                    for a in _arg_nodes(src[name])
+                )
+            )
+        return memo[name]
+
     def remap(arg: fx.Node) -> Any:
         if arg.name in env:
             return env[arg.name]
@@ -149,6 +178,11 @@ def _build_stage(
             return env[arg.name]
         info = c.values.get(arg.name)
         if info is not None and info.category == CONST:
+            if derivable(arg.name):
+                # Recompute sizes from the tensors this stage receives, so the stage keeps
+                # working when the batch (or another dimension) differs from the capture.
+                env[arg.name] = graph.node_copy(src[arg.name], remap)
+                return env[arg.name]
             return info.const  # fixed for the captured input shape: bake it in
         raise AssertionError(f"{arg.name} is needed but neither an input nor computed here")
 

@@ -44,12 +44,13 @@ class SelfAttention(nn.Module):
         self.causal = causal
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, t, w = x.shape
-        q = self.query(x).view(b, t, self.heads, w // self.heads).transpose(1, 2)
-        k = self.key(x).view(b, t, self.heads, w // self.heads).transpose(1, 2)
-        v = self.value(x).view(b, t, self.heads, w // self.heads).transpose(1, 2)
+        # (B, T, W) -> (B, heads, T, W / heads) without reading B or T, so the captured graph
+        # has no sizes baked in and its stages accept any batch size and sequence length.
+        q = self.query(x).unflatten(-1, (self.heads, -1)).transpose(1, 2)
+        k = self.key(x).unflatten(-1, (self.heads, -1)).transpose(1, 2)
+        v = self.value(x).unflatten(-1, (self.heads, -1)).transpose(1, 2)
         y = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal)
-        return self.out(y.transpose(1, 2).reshape(b, t, w))
+        return self.out(y.transpose(1, 2).flatten(2))
 
 
 class Block(nn.Module):
