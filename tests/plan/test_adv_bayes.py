@@ -104,3 +104,17 @@ def test_bad_options_and_bad_measurements_raise() -> None:
         plan_bayes(inst, "latency", BayesOptions(prior="gp"))  # type: ignore[arg-type]
     with pytest.raises(InputError, match="evaluator returned"):
         plan_bayes(inst, "latency", BayesOptions(evaluator=lambda cfg: math.nan, budget=3))
+
+
+def test_unreachable_plans_are_not_candidates() -> None:
+    from coinfer.plan.instance import Device, Link, make_instance
+
+    # a -> b exists but b -> a does not: every plan using b can never return its result
+    devs = [Device("a", 100), Device("b", 100)]
+    inst = make_instance(
+        [{"a": 1.0, "b": 0.1}] * 3, [1] * 3, [10] * 3, 10, devs, [Link("a", "b", 1e6, 1e-3)], "a"
+    )
+    p = plan_bayes(inst, "latency", BayesOptions(budget=6, seed=0))
+    check_plan(inst, p)
+    assert p.stages[0].devices == ("a",) and math.isfinite(p.predicted.latency_s)
+    assert p.details["distinct"] == 1  # the single reachable plan

@@ -283,3 +283,22 @@ def test_model_input_nodes_are_pinned_to_the_device() -> None:
     assert cut.transfers == 2
     with pytest.raises(InputError, match="pinned"):
         cut_cost(dag, {"conv", "guard"}, "dev", "srv", link, link, 0)
+
+
+def test_unreachable_server_keeps_everything_on_the_device() -> None:
+    from coinfer.plan.instance import Device, make_instance
+
+    # 'b' is far faster but has no link at all: no split can use it
+    inst = make_instance(
+        [{"a": 1.0, "b": 0.1}] * 3,
+        [1] * 3,
+        [10] * 3,
+        10,
+        [Device("a", 100), Device("b", 100)],
+        [],
+        "a",
+    )
+    p = plan_mincut(inst, "latency")
+    check_plan(inst, p)
+    assert p.stages == (Stage(0, 2, ("a",)),)
+    assert math.isclose(p.predicted.latency_s, 3.0)

@@ -286,9 +286,11 @@ def plan_bayes(
     size = _count_configs(instance)
     space: list[Config] | None = None
     if size <= opts.enumerate_limit:
-        space = list(enumerate_configs(instance))
+        space = [c for c in enumerate_configs(instance) if _reachable(instance, c)]
         if not space:
-            raise InfeasibleError(f"{instance.name}: no single-device-stage plan fits in memory")
+            raise InfeasibleError(
+                f"{instance.name}: no single-device-stage plan fits in memory with every hop reachable"
+            )
     if opts.prior not in ("model", "none"):
         raise InputError(f"BayesOptions.prior={opts.prior!r}; choose 'model' or 'none'")
     search = _Search(instance, objective, evaluator, opts.prior)
@@ -315,13 +317,23 @@ def _draw(
     out: list[Config] = []
     for _ in range(20 * n):
         c = _random_config(instance, rng)
-        if c is not None and c not in out:
+        if c is not None and c not in out and _reachable(instance, c):
             out.append(c)
         if len(out) >= n:
             break
     if not out:
         raise InfeasibleError(f"{instance.name}: no random plan fits in memory")
     return out
+
+
+def _reachable(instance: Instance, cfg: Config) -> bool:
+    """Every hop of the plan has a route (else no measurement can exist: not a candidate)."""
+    prev = instance.source
+    for st in cfg:
+        if math.isinf(instance.transfer_s(prev, st.devices[0], instance.cut_bytes(st.first))):
+            return False
+        prev = st.devices[0]
+    return not math.isinf(instance.transfer_s(prev, instance.source, instance.output_bytes))
 
 
 def _fits(instance: Instance, cfg: Config) -> bool:
@@ -371,7 +383,11 @@ def _optimise(
             cands = space
         else:
             cands = _draw(instance, None, rng, opts.pool)
-            cands += [c for c in _neighbours(instance, incumbent) if _fits(instance, c)]
+            cands += [
+                c
+                for c in _neighbours(instance, incumbent)
+                if _fits(instance, c) and _reachable(instance, c)
+            ]
             cands += cfgs
         if space is not None:
             if space_X is None:  # features and prior of the whole space, computed once

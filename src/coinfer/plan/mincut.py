@@ -274,11 +274,17 @@ CAPACITY_SCALE_BITS = 52
 
 
 def _to_integer_capacities(g: nx.DiGraph) -> None:
-    total = sum(c for _, _, c in g.edges(data="capacity") if c is not None)
+    """Scale finite capacities to integers; an infinite one (no route between the two
+    locations) becomes an edge without capacity, which networkx treats as infinite."""
+    finite = [c for _, _, c in g.edges(data="capacity") if c is not None and math.isfinite(c)]
+    total = sum(finite)
     scale = (2.0**CAPACITY_SCALE_BITS) / total if total > 0 else 1.0
     for _, _, d in g.edges(data=True):
         if "capacity" in d:
-            d["capacity"] = round(d["capacity"] * scale)
+            if math.isfinite(d["capacity"]):
+                d["capacity"] = round(d["capacity"] * scale)
+            else:
+                del d["capacity"]
 
 
 def dads_cut(
