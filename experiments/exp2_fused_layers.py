@@ -67,7 +67,9 @@ def blocks():
     out.append(("tiny_yolov2[0:11]", specs_from_modules([m.eval() for m in mods], 3), (416, 416)))
     vgg, _ = load_model("vgg16")
     feats = list(next(iter(vgg.children())).children())[:10]
-    out.append(("vgg16.features[0:10]", specs_from_modules([m.eval() for m in feats], 3), (224, 224)))
+    out.append(
+        ("vgg16.features[0:10]", specs_from_modules([m.eval() for m in feats], 3), (224, 224))
+    )
     return out
 
 
@@ -93,7 +95,11 @@ def tile_costs(inst, plan, devices) -> np.ndarray:
             a, r = tile.regions[0], tile.regions[-1]
             nin = inst.input_bytes * (a[1] - a[0]) * (a[3] - a[2]) / in_area
             nout = inst.output_bytes * (r[1] - r[0]) * (r[3] - r[2]) / out_area
-            c[t, j] = inst.transfer_s(inst.source, d, nin) + tile.flops / speed + inst.transfer_s(d, inst.source, nout)
+            c[t, j] = (
+                inst.transfer_s(inst.source, d, nin)
+                + tile.flops / speed
+                + inst.transfer_s(d, inst.source, nout)
+            )
     return c
 
 
@@ -116,7 +122,9 @@ def main() -> None:
         for helpers in HELPERS:
             for seed in SEEDS:
                 flops, links = cluster(helpers, seed)
-                inst = conv_instance(specs, hw, flops, links, "src", name=f"{bname}-{helpers}-{seed}")
+                inst = conv_instance(
+                    specs, hw, flops, links, "src", name=f"{bname}-{helpers}-{seed}"
+                )
                 t0 = time.perf_counter()
                 plan = run_planner(inst, "fused", "latency")
                 if isinstance(plan, str):
@@ -167,9 +175,19 @@ def main() -> None:
     panels = {}
     for bname in dict.fromkeys(r["block"] for r in ok):
         sel = [r for r in ok if r["block"] == bname]
+        labels = {
+            "local": "local (source only)",
+            "nfl": "NFL (layer-wise, exact)",
+            "fl": "FL (fused planner, <= 16 tiles)",
+            "fl_same_grids": "FL on BF's grids",
+            "bf": "BF (grids <= 2e5 assignments)",
+        }
         panels[bname] = {
-            m: [(h, float(np.mean([r[f"{m}_latency_s"] for r in sel if r["helpers"] == h]))) for h in HELPERS]
-            for m in ("local", "nfl", "fl", "bf")
+            lab: [
+                (h, float(np.mean([r[f"{m}_latency_s"] for r in sel if r["helpers"] == h])))
+                for h in HELPERS
+            ]
+            for m, lab in labels.items()
         }
     line_plot({}, RESULTS / "exp2_fused.png", panels=panels, title="Fused-layer tiling vs no fused layers (mean of 3 seeds)",
               xlabel="helper devices", ylabel="latency (s)", integer_x=True)  # fmt: skip

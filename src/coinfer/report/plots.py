@@ -169,14 +169,20 @@ def line_plot(
     fig, axes = plt.subplots(nrows, cols, figsize=(4.2 * cols, 3.6 * nrows), squeeze=False)
     for ax in axes.flat[n:]:
         ax.set_visible(False)
+    # one style per label across every panel, so a label looks the same wherever it appears
+    labels = list(dict.fromkeys(lb for ser in groups.values() for lb in ser))
+    colours = plt.get_cmap("tab10")
+    same_labels = len({tuple(ser) for ser in groups.values()}) == 1
     for ax, (name, ser) in zip(axes.flat, groups.items(), strict=False):
-        for i, (label, pts) in enumerate(ser.items()):
+        for label, pts in ser.items():
+            i = labels.index(label)
             pts = sorted(pts)
             if pts:
-                # distinct marker + dash per series so coinciding lines stay visible
+                # distinct colour + marker + dash per series so coinciding lines stay visible
                 ax.plot(
                     [p[0] for p in pts],
                     [p[1] for p in pts],
+                    color=colours(i % 10),
                     marker=_MARKERS[i % len(_MARKERS)],
                     linestyle=_DASHES[i % len(_DASHES)],
                     markersize=5.5 - 0.5 * (i % 4),
@@ -195,7 +201,8 @@ def line_plot(
         if logy:
             ax.set_yscale("log")
         ax.grid(alpha=0.3)
-    axes.flat[0].legend(fontsize=7)
+    for ax in axes.flat[: 1 if same_labels else n]:
+        ax.legend(fontsize=7)
     if panels:
         fig.suptitle(title)
     fig.tight_layout()

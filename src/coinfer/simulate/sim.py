@@ -17,8 +17,9 @@ Model (the reference cost model of DESIGN.md, executed instead of summarised):
   arrival times. A request's latency runs from its arrival to its output reaching the source.
 
 Throughput is measured in steady state: completion times sorted, the first and last 20 % of
-requests dropped (pipeline fill and drain), period = time between the remaining first and last
-completion / completions in between (with fewer than 10 requests: all of them).
+requests dropped (pipeline fill and drain), period = the least-squares slope of the remaining
+completion times against their rank (robust to replicas finishing in bursts; with fewer than 10
+requests all of them are used).
 """
 
 from __future__ import annotations
@@ -145,7 +146,15 @@ def steady_period(completion_s: Sequence[float]) -> float:
     else:
         trim = int(n * STEADY_TRIM)
         lo, hi = trim, n - 1 - trim
-    return (c[hi] - c[lo]) / (hi - lo)
+    # Least-squares slope of completion time against completion rank: exact for an evenly spaced
+    # stream, and robust when replicas finish in (near-)simultaneous bursts, where the plain
+    # (c[hi] - c[lo]) / (hi - lo) over- or under-credits a partial burst at either end (it read
+    # up to 9 % optimistic on 4-replica plans). On a staircase of bursts of B the slope errs by
+    # about 1 % at 60 requests and less with more.
+    ranks = np.arange(lo, hi + 1, dtype=float)
+    times = np.asarray(c[lo : hi + 1], dtype=float)
+    rc = ranks - ranks.mean()
+    return float(np.dot(rc, times - times.mean()) / np.dot(rc, rc))
 
 
 def hop_time(
