@@ -78,6 +78,7 @@ def test_profile_cache_hit_and_key(tmp_path):
 
 def test_without_cgroups_falls_back_to_threads_and_says_so(tmp_path, monkeypatch):
     monkeypatch.setattr(profiler, "cgroup_support", lambda: (False, "creating cgroups needs root"))
+    monkeypatch.setattr(profiler, "_loadavg", lambda: 99.0)
     notes = []
     data, _ = profile_model(
         "tiny_mlp", quota=0.5, repeats=2, warmup=0, cache_directory=tmp_path, notice=notes.append
@@ -85,6 +86,9 @@ def test_without_cgroups_falls_back_to_threads_and_says_so(tmp_path, monkeypatch
     assert notes and "cannot apply a 0.5-core CPU quota: creating cgroups needs root" in notes[0]
     assert data["emulation"].startswith("threads only")
     assert data["key"]["quota"] is None and data["requested_quota"] == 0.5
+    # a busy machine is reported: quotas are caps, not reservations
+    assert data["loadavg_1m"] == 99.0
+    assert any("the machine was busy while profiling (load 99.0" in n for n in notes)
 
 
 @pytest.mark.root

@@ -200,7 +200,8 @@ def profile_cmd(
     quota = "none" if data.get("requested_quota") is None else f"{data['requested_quota']:g} cores"
     console.print(
         f"threads {data['threads']}, quota {quota}, emulation: {data['emulation']}, "
-        f"throttled periods {data.get('throttled_periods', 0)}; "
+        f"throttled periods {data.get('throttled_periods', 0)}, "
+        f"load {data.get('loadavg_1m', 0):.1f} on {data.get('cpu_count', '?')} cores; "
         + ("cache hit" if hit else "measured")
     )
 

@@ -279,6 +279,13 @@ def _run_child(
             os.unlink(out_path)
 
 
+def _loadavg() -> float:
+    try:
+        return os.getloadavg()[0]
+    except OSError:  # not available on this platform
+        return 0.0
+
+
 def profile_model(
     spec: str,
     *,
@@ -367,6 +374,7 @@ def profile_model(
 
     def run() -> dict[str, Any]:
         throttle: tuple[int, float] = (0, 0.0)
+        load_before = _loadavg()
         if effective_quota is not None:
             name = f"coinfer-prof-{os.getpid()}"
             try:
@@ -383,6 +391,15 @@ def profile_model(
         data["requested_quota"] = quota
         data["throttled_periods"] = throttle[0]
         data["throttled_s"] = throttle[1]
+        # A quota is a cap, not a guarantee: when the machine is busier than its cores, every
+        # device gets less than its quota and profiles understate the differences between them.
+        data["loadavg_1m"] = max(load_before, _loadavg())
+        data["cpu_count"] = os.cpu_count() or 1
+        if notice is not None and data["loadavg_1m"] > data["cpu_count"]:
+            notice(
+                f"the machine was busy while profiling (load {data['loadavg_1m']:.1f} on "
+                f"{data['cpu_count']} cores): times include contention from other processes"
+            )
         data["created"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         return data
 
