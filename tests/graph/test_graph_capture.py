@@ -172,3 +172,36 @@ def test_summary_and_dict() -> None:
     assert {"name", "op", "flops", "param_bytes", "out_bytes", "shape", "inputs"} <= set(
         d["nodes"][0]
     )
+
+
+def test_empty_model_is_a_capture_error() -> None:
+    class Nothing(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x
+
+    with pytest.raises(CaptureError, match="no operations"):
+        capture(Nothing(), torch.ones(2))
+
+
+def test_meta_model_costs_like_the_real_one() -> None:
+    _, _, real = _graph("resnet18", (1, 3, 64, 64))
+    model, inputs = load_model("resnet18", (1, 3, 64, 64), meta=True)
+    meta = capture(model, inputs, name="resnet18")  # meta inputs imply a fake run
+    assert [(p.flops, p.param_bytes, p.out_bytes, p.mem_bytes) for p in meta.pieces] == [
+        (p.flops, p.param_bytes, p.out_bytes, p.mem_bytes) for p in real.pieces
+    ]
+
+
+def test_public_lazy_exports_and_light_imports() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, coinfer; from coinfer.graph import capture; import coinfer.zoo; "
+        "assert coinfer.capture is capture and coinfer.split is not None; "
+        "assert coinfer.load_model is coinfer.zoo.load_model; "
+        "print('transformers' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"

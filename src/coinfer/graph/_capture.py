@@ -123,6 +123,8 @@ def capture(
     if backend not in ("auto", "fx", "export"):
         raise CaptureError(f"unknown capture backend {backend!r}: expected auto, fx or export")
     name = name or type(model).__name__
+    if any(t.is_meta for t in inputs):
+        fake = True  # meta tensors have shapes but no values: only a fake run is possible
     if model.training:
         model = copy.deepcopy(model).eval()
     try:
@@ -147,6 +149,8 @@ def capture(
             reasons.append(f"torch.{which} failed: {_reason(exc)}")
     if captured is None:
         raise CaptureError(f"cannot capture {name}: " + "; ".join(reasons))
+    if not captured.order:
+        raise CaptureError(f"cannot capture {name}: the model performs no operations")
     groups = choose_boundaries(captured, max_pieces)
     return ModelGraph(
         name=name,

@@ -71,9 +71,9 @@ def check_cuts(cuts: Sequence[int], num_pieces: int) -> tuple[int, ...]:
     """Validate cut indices: integers, strictly increasing, each in ``[0, num_pieces - 2]``."""
     result: list[int] = []
     for c in cuts:
-        if isinstance(c, bool) or (not isinstance(c, (int,)) and not hasattr(c, "__index__")):
+        if isinstance(c, (bool, float, str)) or not hasattr(c, "__index__"):
             raise InputError(f"bad cut {c!r}: cuts are piece indices (integers)")
-        c = int(c)
+        c = int(c.__index__())
         if not 0 <= c <= num_pieces - 2:
             raise InputError(
                 f"bad cut {c}: a cut goes after piece 0..{num_pieces - 2} "

@@ -176,7 +176,7 @@ class ModelGraph:
 
         Merging always starts from the default (finest) pieces, so
         ``g.with_max_pieces(8).with_max_pieces(16)`` equals ``g.with_max_pieces(16)``.
-        See :func:`coinfer.graph.pieces.merge_boundaries` for the algorithm.
+        See :func:`coinfer.graph.merge_boundaries` for the algorithm (docs/graph.md).
         """
         from ._pieces import build_pieces, choose_boundaries
 
