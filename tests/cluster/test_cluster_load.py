@@ -302,3 +302,55 @@ def test_yaml_text_api_and_token():
     cl = cluster_from_yaml(yaml.safe_dump({**BASE, "token": "s3cret"}), origin="mem")
     assert cl.token == "s3cret"
     assert math.isclose(cl.link("b", "a").latency_s, 0.002)
+
+
+def test_importing_cluster_does_not_import_torch():
+    import subprocess
+    import sys
+
+    code = "import sys, coinfer.cluster, coinfer.profile; print('torch' in sys.modules, 'sklearn' in sys.modules)"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert out.stdout.split() == ["False", "False"]
+
+
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    n=st.integers(2, 5),
+    gflops=st.lists(st.floats(0.1, 1e4), min_size=5, max_size=5),
+    mem=st.lists(st.integers(1, 2**40), min_size=5, max_size=5),
+    bw=st.floats(0.01, 1e5),
+    lat=st.floats(0, 100),
+    levels=st.lists(st.floats(0.05, 1.0), min_size=0, max_size=3),
+)
+def test_random_clusters_round_trip(n, gflops, mem, bw, lat, levels):
+    names = ["a", "b", "c", "d", "e"][:n]
+    doc = {
+        "name": "rand",
+        "source": names[0],
+        "devices": [
+            {
+                "name": m,
+                "speed": {"gflops": gflops[i]},
+                "memory": mem[i],
+                "dvfs_levels": [*levels, 1.0],
+            }
+            for i, m in enumerate(names)
+        ],
+        # a chain a-b-c-...: connected, not complete
+        "links": [
+            {"src": u, "dst": v, "bandwidth_mbps": bw, "latency_ms": lat}
+            for u, v in itertools.pairwise(names)
+        ],
+    }
+    cl = cluster_from_dict(doc)
+    assert len(cl.links) == 2 * (n - 1)
+    back = cluster_from_dict(cl.to_dict())
+    assert back.devices == cl.devices
+    for a, b in zip(back.links, cl.links, strict=True):
+        assert (a.src, a.dst) == (b.src, b.dst)
+        assert a.bandwidth_Bps == pytest.approx(b.bandwidth_Bps)
+        assert a.latency_s == pytest.approx(b.latency_s, abs=1e-12)

@@ -114,3 +114,15 @@ def test_bad_arguments(kwargs, match, tmp_path):
 def test_unknown_model_is_input_error(tmp_path):
     with pytest.raises(InputError, match="unknown model 'no_such_model'"):
         profile_model("no_such_model", cache_directory=tmp_path)
+
+
+def test_failure_inside_the_measuring_process_is_one_error():
+    from coinfer.errors import CoinferError
+
+    args = {"spec": "no_such_model", "input_shape": None, "max_pieces": None, "threads": 1, "quota": None,
+            "repeats": 1, "warmup": 0}  # fmt: skip
+    with pytest.raises(
+        CoinferError,
+        match=r"profiling no_such_model failed in the measuring process: .*unknown model",
+    ):
+        profiler._run_child(args, None, None)
