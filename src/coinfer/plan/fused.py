@@ -611,12 +611,8 @@ def run_tiled(
                     have, want = regs[lvl - 1], regs[lvl]
                     lo_r, hi_r = s.in_range(want[0], want[1], 0)
                     lo_c, hi_c = s.in_range(want[2], want[3], 1)
-                    pad = (
-                        have[2] - lo_c,
-                        hi_c - have[3],
-                        have[0] - lo_r,
-                        hi_r - have[1],
-                    )  # l, r, t, b
+                    # F.pad order: left, right, top, bottom — what the image border clipped away
+                    pad = (have[2] - lo_c, hi_c - have[3], have[0] - lo_r, hi_r - have[1])
                     fill = -math.inf if s.kind == "maxpool" else 0.0
                     if any(pad):
                         t = F.pad(t, pad, value=fill)

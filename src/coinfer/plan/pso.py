@@ -111,9 +111,8 @@ def repair(instance: Instance, cuts: list[int], devs: list[int]) -> Config | Non
     """
     P = instance.num_pieces
     names = instance.device_names
-    bounds = sorted(
-        {c for c in cuts if 0 <= c < P - 1}
-    )  # sort: fixes non-monotone; set: empty stages
+    # sorting fixes non-monotone cuts; the set drops repeated cuts (empty stages)
+    bounds = sorted({c for c in cuts if 0 <= c < P - 1})
     ranges = [(a + 1, b) for a, b in zip([-1, *bounds], [*bounds, P - 1], strict=True)]
     wanted = [names[devs[min(i, len(devs) - 1)] % len(names)] for i in range(len(ranges))]
     mem = {d.name: d.mem_bytes for d in instance.devices}
