@@ -49,3 +49,38 @@ def test_run_rejects_requests_not_divisible_by_microbatch():
     )
     assert res.returncode == 2, res.stderr
     assert "multiple of --microbatch" in res.stderr and "Traceback" not in res.stderr
+
+
+@pytest.mark.integration
+def test_run_json_reports_measured_next_to_simulated(tmp_path):
+    import json
+
+    trace = tmp_path / "trace.json"
+    res = _coinfer(
+        "run",
+        "coinfer.zoo.tiny:tiny_mlp",
+        "--input-shape",
+        "1,64",
+        "--partition",
+        "sequential",
+        "--cluster",
+        "examples/clusters/local_testbed.yaml",
+        "--algo",
+        "even",
+        "--requests",
+        "8",
+        "--microbatch",
+        "2",
+        "--json",
+        "--trace-out",
+        str(trace),
+    )
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert out["measured"]["max_abs_error"] == 0.0
+    metrics = {r["metric"]: r for r in out["comparison"]["rows"]}
+    assert metrics["throughput_rps"]["measured"] > 0 and metrics["throughput_rps"]["simulated"] > 0
+    assert metrics["throughput_rps"]["error_pct"] is not None
+    events = json.loads(trace.read_text())
+    assert {e["kind"] for e in events} >= {"compute"}
+    assert len(out["plan"]["stages"]) >= 2  # 'even' spreads the 5 pieces over several devices
