@@ -75,15 +75,27 @@ def test_links_helper_matches_cluster():
 
 
 def test_auto_order_falls_through_and_records_why():
-    cl = load_cluster(EXAMPLES / "phone_edge_cloud.yaml")
+    doc = {
+        "name": "mixed",
+        "source": "phone",
+        "devices": [
+            {"name": "phone", "speed": {"gflops": 50}, "memory": "4GiB"},
+            {"name": "box", "speed": {"gflops": 20, "predict": {"cores": 1, "threads": 1, "quota": 0.5}}, "memory": "8GiB"},
+            {"name": "server", "speed": {"gflops": 400, "predict": {"cores": 16, "threads": 16}}, "memory": "64GiB"},
+        ],
+        "links": [{"src": "phone", "dst": "box", "bandwidth_mbps": 100}, {"src": "box", "dst": "server", "bandwidth_mbps": 1000}],
+    }  # fmt: skip
+    cl = cluster_from_dict(doc)
     cm = build_cost_model("tiny_cnn", cl, sources=("predict", "analytic"))
-    # edge has predictor features; phone and cloud only an analytic figure
-    assert cm.sources == {"phone": "analytic", "edge": "predict", "cloud": "analytic"}
+    # box is inside the predictor's training domain; phone has no features; the 16-thread server
+    # is outside what the trees have seen, so its analytic figure wins
+    assert cm.sources == {"phone": "analytic", "box": "predict", "server": "analytic"}
     assert "skipped predict: no 'predict' features" in cm.details["phone"]
-    inst = cm.to_instance(request_source="edge")
-    assert inst.source == "edge"
-    assert inst.meta["cost_source"]["edge"] == "predict"
-    assert all(pc.time_s["edge"] > 0 for pc in inst.pieces)
+    assert "outside the predictor's training data (threads 16" in cm.details["server"]
+    inst = cm.to_instance(request_source="box")
+    assert inst.source == "box"
+    assert inst.meta["cost_source"]["box"] == "predict"
+    assert all(pc.time_s["box"] > 0 for pc in inst.pieces)
 
 
 def test_forced_source_that_cannot_price_a_device_names_it():

@@ -115,6 +115,16 @@ def test_learns_the_law_and_generalises_to_an_unseen_quota(synthetic):
     assert slow == pytest.approx(4 * fast, rel=0.25)
 
 
+def test_training_domain_is_recorded_and_checked(synthetic):
+    _, _, pred = synthetic
+    assert pred.info["domain"] == {"threads": [1, 2], "quota": [0.25, 1.0]}
+    assert pred.covers(DeviceFeatures(threads=1, quota=0.5))[0]
+    ok, why = pred.covers(DeviceFeatures(threads=4, quota=4.0))
+    assert not ok and "threads 4 outside the trained range 1-2" in why
+    ok, why = pred.covers(DeviceFeatures(threads=1, quota=0.05))
+    assert not ok and "quota 0.05 outside" in why
+
+
 def test_same_data_and_seed_same_model(synthetic):
     train, held, pred = synthetic
     again = train_predictor(train, seed=0, params={"max_iter": 200})

@@ -241,6 +241,13 @@ def predict_cmd(
             raise InputError(
                 f"{cl.origin}: device {d.name!r} has no 'speed.predict' features or 'emulate' block"
             )
+        ok, why = pred.covers(feats)
+        if not ok:
+            typer.secho(
+                f"note: {d.name}: {why}; this prediction extrapolates (the cost model uses 'gflops' instead)",
+                err=True,
+                fg=typer.colors.YELLOW,
+            )
         out[d.name] = list(pred.predict_graph(graph, feats).piece_s)
     if as_json:
         typer.echo(json.dumps(out, indent=1))

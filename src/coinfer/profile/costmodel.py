@@ -157,6 +157,9 @@ def predicted_times(graph: Any, device: Device, predictor: Any | None) -> list[f
             predictor = default_predictor()
         except InputError as exc:
             raise _Unavailable(str(exc)) from None
+    ok, why = predictor.covers(feats)
+    if not ok:
+        raise _Unavailable(f"device outside the predictor's training data ({why})")
     return list(predictor.predict_graph(graph, feats).piece_s)
 
 

@@ -180,6 +180,29 @@ class AffinityPredictor:
             y = self.estimator.predict(X)
         return np.exp(y) * _baseline(records, self.baseline) / effective_cores(like) * scale
 
+    def covers(self, device: DeviceFeatures) -> tuple[bool, str]:
+        """Whether ``device`` lies inside the settings the predictor was trained on, and why not.
+
+        Trees do not extrapolate: a 4-thread device predicted by a model trained on 1-2 threads
+        would silently be priced like a 2-thread one. The cost model then prefers the analytic
+        figure. (Predictors saved without a recorded domain cover everything.)
+        """
+        dom = self.info.get("domain") if isinstance(self.info, Mapping) else None
+        if not dom:
+            return True, "no training domain recorded"
+        lo_t, hi_t = dom["threads"]
+        lo_q, hi_q = dom["quota"]
+        # quotas a little outside the trained range are fine: the target is quota-normalised
+        if not lo_t <= device.threads <= hi_t:
+            return False, f"threads {device.threads} outside the trained range {lo_t}-{hi_t}"
+        q = min(device.quota, float(device.threads))
+        if not 0.5 * lo_q <= q <= 2.0 * hi_q:
+            return (
+                False,
+                f"quota {device.quota:g} outside the trained range {lo_q:g}-{hi_q:g} (x/÷2)",
+            )
+        return True, "inside the training domain"
+
     def predict_graph(self, graph: Any, device: DeviceFeatures) -> GraphPrediction:
         """Per-node and per-piece predicted times of a captured graph on ``device``."""
         records = graph_node_records(graph)
@@ -296,7 +319,11 @@ def train_predictor(
     # sub-second fit took ~40 s when the other cores were busy (measured here).
     with threadpool_limits(limits=1):
         est.fit(X, target)
+    threads = [d.threads for d in devs]
+    quotas = [d.quota for d in devs]
     info = {
+        # the device settings the trees have seen; see AffinityPredictor.covers
+        "domain": {"threads": [min(threads), max(threads)], "quota": [min(quotas), max(quotas)]},
         "rows": len(recs),
         "models": sorted({str(p["model"]) for p in profiles}),
         "settings": sorted({f"q={p.get('quota')},t={p['threads']}" for p in profiles}),
