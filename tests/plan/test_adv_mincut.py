@@ -302,3 +302,48 @@ def test_unreachable_server_keeps_everything_on_the_device() -> None:
     check_plan(inst, p)
     assert p.stages == (Stage(0, 2, ("a",)),)
     assert math.isclose(p.predicted.latency_s, 3.0)
+
+
+def test_full_dag_of_a_captured_model_beats_or_matches_every_prefix_cut() -> None:
+    """Capture ResNet-18, cost its pieces, split piece times over nodes, cut the full DAG."""
+    torch = pytest.importorskip("torch")
+    from coinfer.graph import capture
+    from coinfer.plan.instance import Device, Link, make_instance
+    from coinfer.plan.mincut import node_times_from_pieces
+    from coinfer.zoo import load_model
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # capture of small ops contends badly on the shared 2-core box
+    try:
+        model, example = load_model("resnet18")
+        mg = capture(model, example, name="resnet18", max_pieces=12)
+    finally:
+        torch.set_num_threads(threads)
+    g = mg.to_networkx()
+    # phone 5 GFLOP/s, server 25 GFLOP/s, 20 MB/s Wi-Fi with 2 ms latency each way
+    speeds = {"phone": 5e9, "server": 25e9}
+    inst = make_instance(
+        [{d: pc.flops / s for d, s in speeds.items()} for pc in mg.pieces],
+        [pc.mem_bytes for pc in mg.pieces],
+        [pc.out_bytes for pc in mg.pieces],
+        mg.input_bytes,
+        [Device(d, 10**10) for d in speeds],
+        [Link("phone", "server", 20e6, 2e-3), Link("server", "phone", 20e6, 2e-3)],
+        "phone",
+    )
+    dag = dag_from_graph(g, node_times_from_pieces(g, inst))
+    p = plan_mincut(inst, "latency", MincutOptions(dag=dag))
+    check_plan(inst, p)
+
+    def link(x: float) -> float:
+        return inst.transfer_s("phone", "server", x)
+
+    # every prefix-of-pieces split is a DAG cut too: the min-cut is at most each of them
+    for k in range(inst.num_pieces + 1):
+        on_dev = {v for v, a in dag.nodes(data=True) if a["piece"] < k or a.get("pin")}
+        prefix = cut_cost(dag, on_dev, "phone", "server", link, link, 0).value_s
+        assert p.details["cut_latency_s"] <= prefix * (1 + 1e-9)
+    total_nodes = len(p.details["dag_cut"]["device_nodes"]) + len(
+        p.details["dag_cut"]["server_nodes"]
+    )
+    assert total_nodes == dag.number_of_nodes()

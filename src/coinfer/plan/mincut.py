@@ -119,13 +119,9 @@ def dag_from_graph(
     g = nx.DiGraph()
     for v, attrs in graph.nodes(data=True):
         if attrs.get("op") == "input":
-            g.add_node(
-                v, time_s=_ZeroTimes(), out_bytes=int(attrs.get("out_bytes", 0)), pin="device"
-            )
-            if "piece" in attrs or (piece_of is not None and v in piece_of):
-                g.nodes[v]["piece"] = int(
-                    piece_of[v] if piece_of is not None and v in piece_of else attrs["piece"]
-                )
+            # the request's input arrives with the first piece, on the device
+            nbytes = int(attrs.get("out_bytes", 0))
+            g.add_node(v, time_s=_ZeroTimes(), out_bytes=nbytes, pin="device", piece=0)
             continue
         if v not in node_times:
             raise InputError(f"dag node {v!r} has no entry in node_times")
@@ -155,6 +151,39 @@ class _ZeroTimes(dict):
 
     def __contains__(self, key: object) -> bool:
         return True
+
+
+def node_times_from_pieces(
+    graph: nx.DiGraph, instance: Instance
+) -> dict[Hashable, dict[str, float]]:
+    """Per-node seconds for :func:`dag_from_graph`, splitting each piece's time over its nodes.
+
+    ``graph`` is a captured model graph (``ModelGraph.to_networkx()``: node ``piece`` and
+    ``flops``) whose pieces are the instance's pieces. Modelling assumption: within a piece, time
+    is proportional to FLOPs (equal shares when the piece has none) — the cost model only knows
+    piece times, and FLOPs is what the graph helper counts. Node times of a piece sum to its time.
+    """
+    members: dict[int, list[Hashable]] = {}
+    for v, a in graph.nodes(data=True):
+        if a.get("op") == "input":
+            continue
+        p = int(a.get("piece", -1))
+        if not 0 <= p < instance.num_pieces:
+            raise InputError(
+                f"graph node {v!r} has piece {p}; the instance has {instance.num_pieces} pieces"
+            )
+        members.setdefault(p, []).append(v)
+    missing = [p for p in range(instance.num_pieces) if p not in members]
+    if missing:
+        raise InputError(f"pieces {missing[:5]} of {instance.name!r} have no node in the graph")
+    out: dict[Hashable, dict[str, float]] = {}
+    for p, nodes in members.items():
+        flops = [float(graph.nodes[v].get("flops", 0) or 0) for v in nodes]
+        total = sum(flops)
+        shares = [f / total for f in flops] if total > 0 else [1.0 / len(nodes)] * len(nodes)
+        for v, w in zip(nodes, shares, strict=True):
+            out[v] = {d: t * w for d, t in instance.pieces[p].time_s.items()}
+    return out
 
 
 def _has_input_nodes(dag: nx.DiGraph) -> bool:
