@@ -83,7 +83,7 @@ class DPOptions:
 
     max_exact_devices: int = 16
     tie_break_latency: bool = True
-    node_limit: int = 200_000
+    node_limit: int = 50_000
     reuse_branch_limit: int = 2_000
 
 
@@ -438,6 +438,33 @@ class _PeriodSearch:
             return reach
         return None
 
+    def finish_sets(self, T: float) -> list[list[int]]:
+        """Backward twin of :meth:`reach`: ``fin[i][d]`` holds the used-sets ``S`` from which the
+        plan can still be completed with every item <= T (for states that really have ``d`` in ``S``)."""
+        n, P = self.m.n, self.m.P
+        counts = (self.m.time <= T).sum(axis=2).tolist()
+        full = (1 << (1 << n)) - 1
+        he = self.hop_end.tolist()
+        hm = self.hop_midl
+        with_e = [full ^ c for c in self.clear]  # subsets that contain device e
+        fin = [[0] * n for _ in range(P + 1)]
+        fin[P] = [full if he[d] <= T else 0 for d in range(n)]
+        for i in range(P - 1, 0, -1):
+            g = [0] * n
+            for e in range(n):
+                acc = 0
+                for j in range(i + 1, i + counts[e][i] + 1):
+                    acc |= fin[j][e]
+                g[e] = (acc & with_e[e]) >> (1 << e)  # S without e such that S + e can finish
+            for d in range(n):
+                acc = 0
+                hmd = hm[i][d]
+                for e in range(n):
+                    if e != d and g[e] and hmd[e] <= T:
+                        acc |= g[e]
+                fin[i][d] = acc
+        return fin
+
     def recover(self, T: float, reach: list[list[int]]) -> list[tuple[int, int, int]]:
         """Walk back from a reachable end state to the start: one plan with every item <= T."""
         n, P = self.m.n, self.m.P
@@ -514,8 +541,40 @@ def min_period_path(
         if close(true, T):
             return cand, True, T, tie_broken and k == 0
     k = min(range(len(candidates)), key=lambda x: periods[x])
-    path, exact = _bnb_period(model, search, candidates[k], periods[k], node_limit)
+    inc, upper = _raise_threshold(model, search, cands, lo, candidates[k], periods[k])
+    path, exact = _bnb_period(model, search, inc, upper, node_limit, T)
     return path, exact, T, False
+
+
+# How many larger thresholds to try for a good incumbent before the exact branch and bound.
+RAISE_TRIES = 24
+
+
+def _raise_threshold(
+    model: ChainModel,
+    search: _PeriodSearch,
+    cands: np.ndarray,
+    lo: int,
+    path: list[tuple[int, int, int]],
+    upper: float,
+) -> tuple[list[tuple[int, int, int]], float]:
+    """Incumbents for the shared-link case: plans recovered at thresholds between T* and the best
+    true period so far, kept when their true period is lower. Cheap (one reachability pass each)
+    and often lands on the optimum, which makes the exact search a proof rather than a hunt."""
+    hi = int(np.searchsorted(cands, upper, side="left"))
+    if hi <= lo + 1:
+        return path, upper
+    for idx in sorted({int(x) for x in np.linspace(lo + 1, hi - 1, min(RAISE_TRIES, hi - lo - 1))}):
+        if cands[idx] >= upper:
+            break
+        reach = search.reach(float(cands[idx]))
+        if reach is None:
+            continue
+        cand = search.recover(float(cands[idx]), reach)
+        true = period_s(model.instance, model.stages(cand))
+        if true < upper * (1 - REL_EPS):
+            path, upper = cand, true
+    return path, upper
 
 
 def polish_latency(
@@ -579,14 +638,18 @@ def _bnb_period(
     path: list[tuple[int, int, int]],
     upper: float,
     node_limit: int,
+    lower: float = 0.0,
 ) -> tuple[list[tuple[int, int, int]], bool]:
-    """Branch and bound over plans with exact per-link loads (needed only when transfers share links)."""
+    """Branch and bound over plans with exact per-link loads (needed only when transfers share links).
+
+    Stops as soon as the incumbent reaches ``lower`` (the relaxed bound T*): nothing can beat it."""
     n, P = model.n, model.P
     tt = model.tt
     ix, src = model.inst_idx, model.src
     time = model.time.tolist()
     Hb, _G, _h0 = relaxed_to_go(model.time, search.hop_mid, search.hop_start, search.hop_end, "max")
     hb = Hb.tolist()
+    fin = search.finish_sets(upper)  # completions with every item <= the incumbent (a relaxation)
     best = [upper, path]
     nodes = [0]
     complete = [True]
@@ -611,6 +674,8 @@ def _bnb_period(
                 loads[key] = old
 
     def rec(i: int, d: int, S: int, cur: float, loads: dict, stages: list) -> None:  # type: ignore[type-arg]
+        if best[0] <= lower * (1 + REL_EPS):
+            return  # the incumbent attains the lower bound: optimal, stop searching
         nodes[0] += 1
         if nodes[0] > node_limit:
             complete[0] = False
@@ -622,10 +687,11 @@ def _bnb_period(
                 best[0], best[1] = v, list(stages)
             undo(loads, touched)
             return
-        for e in range(n):
-            if S >> e & 1:
-                continue
-            u = src if i == 0 else ix[d]
+        u = src if i == 0 else ix[d]
+        free = [e for e in range(n) if not S >> e & 1]
+        free.sort(key=lambda e: tt.hop_s[i, u, ix[e]])  # cheap links first: good plans early
+        for e in free:
+            S2 = S | (1 << e)
             peak, touched = add(loads, i, u, ix[e])
             c0 = max(cur, peak)
             if better(c0):
@@ -633,9 +699,9 @@ def _bnb_period(
                     c = max(c0, time[e][i][j])
                     if not better(c):
                         break
-                    if better(max(c, hb[j + 1][e])):
+                    if fin[j + 1][e] >> S2 & 1 and better(max(c, hb[j + 1][e])):
                         stages.append((i, j, e))
-                        rec(j + 1, e, S | (1 << e), c, loads, stages)
+                        rec(j + 1, e, S2, c, loads, stages)
                         stages.pop()
             undo(loads, touched)
 
