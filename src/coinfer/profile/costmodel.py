@@ -216,6 +216,7 @@ def profiled_times(
         max_pieces=max_pieces,
         threads=device.emulate.threads,
         quota=device.emulate.cpu_quota,
+        graph=graph,
         **dict(profile_options),
     )
     times = times_from_profile(graph, data)

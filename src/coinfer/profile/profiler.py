@@ -258,8 +258,9 @@ def _run_child(
             if line.startswith("@@ready"):
                 if cgroup is not None:
                     move_pid(cgroup, proc.pid)
-                proc.stdin.write("go\n")
-                proc.stdin.flush()
+                with contextlib.suppress(BrokenPipeError):  # the child died: reported below
+                    proc.stdin.write("go\n")
+                    proc.stdin.flush()
             elif line.startswith("@@progress "):
                 done, total = (int(x) for x in line.split()[1:3])
                 if progress is not None:
@@ -301,6 +302,7 @@ def profile_model(
     cache_directory: Path | None = None,
     progress: ProgressFn | None = None,
     notice: Callable[[str], None] | None = None,
+    graph: Any | None = None,
 ) -> tuple[dict[str, Any], bool]:
     """Profile ``spec`` on this host, optionally under a CPU quota; returns ``(profile, cache_hit)``.
 
@@ -315,7 +317,11 @@ def profile_model(
     use_cache, refresh
         Read/write the profile cache; ``refresh`` re-measures even on a hit.
     notice
-        Called with a one-line message when the quota cannot be applied (fallback to threads).
+        Called with a one-line message when the quota cannot be applied (fallback to threads)
+        or the machine was busier than its cores while measuring.
+    graph
+        The already captured graph of ``spec`` at this shape and ``max_pieces`` (skips a capture
+        that only serves to compute the cache key).
 
     Raises
     ------
@@ -342,12 +348,13 @@ def profile_model(
                 f"cannot apply a {quota:g}-core CPU quota: {why}; measuring with {threads} thread(s) only"
             )
     # The key needs the graph hash: capture here (cheap next to the measurement itself).
-    old = torch.get_num_threads()
-    try:
-        model, inputs = load_model(spec, tuple(input_shape) if input_shape else None)
-        graph = capture(model, inputs, max_pieces=max_pieces, name=spec)
-    finally:
-        torch.set_num_threads(old)
+    if graph is None:
+        old = torch.get_num_threads()
+        try:
+            model, inputs = load_model(spec, tuple(input_shape) if input_shape else None)
+            graph = capture(model, inputs, max_pieces=max_pieces, name=spec)
+        finally:
+            torch.set_num_threads(old)
     host = default_host()
     qtag = "none" if effective_quota is None else f"{effective_quota:g}"
     key = ProfileKey(
