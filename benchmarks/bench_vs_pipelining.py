@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import socket
 import sys
 import time
@@ -29,6 +30,7 @@ import torch.multiprocessing as mp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_runtime_common import (
+    RESULTS,
     balanced_cuts,
     host_load,
     median,
@@ -160,6 +162,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--requests", type=int, default=64)
     ap.add_argument("--cases", default=None, help="e.g. resnet18:2:1,vgg16:2:1")
+    ap.add_argument("--append", action="store_true", help="merge into the existing results file")
     args = ap.parse_args()
     cases = CASES
     if args.cases:
@@ -167,65 +170,96 @@ def main() -> None:
     elif args.quick:
         cases = [("resnet18", 2, 1)]
     repeats = 1 if args.quick else args.repeats
-    from coinfer.runtime.measure import piece_times
-
     load_before = host_load()
-    rows, data = (
-        [],
-        {
-            "cases": [],
-            "host_load_before": load_before,
-            "requests": args.requests,
-            "repeats": repeats,
-        },
-    )
+    out = RESULTS / "vs_pipelining.json"
+    data: dict = {
+        "cases": [],
+        "host_load_before": load_before,
+        "requests": args.requests,
+        "repeats": repeats,
+    }
+    if args.append and out.exists():
+        data["cases"] = json.loads(out.read_text()).get("cases", [])
     times_cache: dict[str, list[float]] = {}
     for model, nst, mb in cases:
-        if model not in times_cache:
-            times_cache[model] = piece_times(model, None)[0]
-        cuts = balanced_cuts(times_cache[model], nst)
-        single = median([single_process_rps(model, min(args.requests, 16)) for _ in range(repeats)])
-        peer, ours = [], []
-        for i in range(repeats):
-            peer.append(run_peer(model, cuts, args.requests, mb))
-            ours.append(
-                run_ours(model, cuts, len(times_cache[model]), args.requests, mb, check=i == 0)
+        try:
+            case = one_case(model, nst, mb, args.requests, repeats, times_cache)
+        except Exception as exc:  # a failing case must not lose the others' numbers
+            case = {
+                "model": model,
+                "stages": nst,
+                "microbatch": mb,
+                "failed": f"{type(exc).__name__}: {exc}",
+            }
+        case["host_load_1m"] = host_load()["loadavg_1m"]
+        key = (model, nst, mb)
+        data["cases"] = [
+            c for c in data["cases"] if (c["model"], c["stages"], c["microbatch"]) != key
+        ] + [case]
+        data["host_load_after"] = host_load()
+        _write(data, args.requests)
+
+
+def one_case(model: str, nst: int, mb: int, requests: int, repeats: int, times_cache: dict) -> dict:
+    from coinfer.runtime.measure import piece_times
+
+    if model not in times_cache:
+        times_cache[model] = piece_times(model, None)[0]
+    cuts = balanced_cuts(times_cache[model], nst)
+    single = median([single_process_rps(model, min(requests, 16)) for _ in range(repeats)])
+    peer, ours = [], []
+    for i in range(repeats):
+        peer.append(run_peer(model, cuts, requests, mb))
+        ours.append(run_ours(model, cuts, len(times_cache[model]), requests, mb, check=i == 0))
+        print(model, nst, mb, "peer", peer[-1], "ours", ours[-1], flush=True)
+    p_rps = median([p["throughput_rps"] for p in peer])
+    o_rps = median([o["throughput_rps"] for o in ours])
+    p_lat = median([p["latency_p50_s"] for p in peer])
+    o_lat = median([o["latency_p50_s"] for o in ours])
+    limit = min(nst, 2) * single
+    return {
+        "model": model,
+        "stages": nst,
+        "microbatch": mb,
+        "repeats": repeats,
+        "cuts": list(cuts),
+        "single_1thread_rps": single,
+        "limit_rps": limit,
+        "peer": peer,
+        "ours": ours,
+        "peer_rps": p_rps,
+        "ours_rps": o_rps,
+        "throughput_ratio": o_rps / p_rps,
+        "fraction_of_limit": o_rps / limit,
+        "peer_p50_s": p_lat,
+        "ours_p50_s": o_lat,
+        "p50_latency_ratio": o_lat / p_lat,
+    }
+
+
+def _write(data: dict, requests: int) -> None:
+    rows = []
+    for c in data["cases"]:
+        if "failed" in c:
+            rows.append(
+                f"| {c['model']} | {c['stages']} | {c['microbatch']} | failed: {c['failed'][:90]} | | | | | | | | | |"
             )
-            print(model, nst, mb, "peer", peer[-1], "ours", ours[-1], flush=True)
-        p_rps = median([p["throughput_rps"] for p in peer])
-        o_rps = median([o["throughput_rps"] for o in ours])
-        p_lat = median([p["latency_p50_s"] for p in peer])
-        o_lat = median([o["latency_p50_s"] for o in ours])
-        limit = min(nst, 2) * single
-        case = {
-            "model": model,
-            "stages": nst,
-            "microbatch": mb,
-            "cuts": list(cuts),
-            "single_1thread_rps": single,
-            "limit_rps": limit,
-            "peer": peer,
-            "ours": ours,
-            "peer_rps": p_rps,
-            "ours_rps": o_rps,
-            "throughput_ratio": o_rps / p_rps,
-            "fraction_of_limit": o_rps / limit,
-            "p50_latency_ratio": o_lat / p_lat,
-        }
-        data["cases"].append(case)
+            continue
         rows.append(
-            f"| {model} | {nst} | {mb} | {single:.1f} | {p_rps:.1f} | {o_rps:.1f} | {o_rps / p_rps:.2f}x | "
-            f"{o_rps / limit:.0%} | {p_lat * 1e3:.0f} | {o_lat * 1e3:.0f} | {o_lat / p_lat:.2f} | {ours[0]['max_abs_error']} |"
+            f"| {c['model']} | {c['stages']} | {c['microbatch']} | {c['single_1thread_rps']:.1f} | {c['peer_rps']:.1f} | "
+            f"{c['ours_rps']:.1f} | {c['throughput_ratio']:.2f}x | {c['fraction_of_limit']:.0%} | "
+            f"{c['peer_p50_s'] * 1e3:.0f} | {c['ours_p50_s'] * 1e3:.0f} | {c['p50_latency_ratio']:.2f} | "
+            f"{c['ours'][0]['max_abs_error']} | {c['host_load_1m']:.1f} |"
         )
-    data["host_load_after"] = host_load()
     table = [
         "# coinfer runtime vs torch.distributed.pipelining (GPipe, gloo, 1 thread per process)",
         "",
-        f"{args.requests} batch-1 requests, medians of {repeats} run(s). Host load before/after (1 min): "
-        f"{load_before['loadavg_1m']:.1f} / {data['host_load_after']['loadavg_1m']:.1f} on {load_before['cores']} cores (shared).",
+        f"{requests} batch-1 requests per run, medians of each case's repeats; same split (balanced by measured "
+        "piece times), same processes. `limit` = min(stages, 2 cores) x the one-process one-thread figure. "
+        "The host (2 cores) was shared with other jobs: the load column is the 1-minute load average after the case.",
         "",
-        "| model | stages | mb | 1-proc 1-thread req/s | pipelining req/s | ours req/s | ours/peer | ours/limit | peer p50 ms | ours p50 ms | p50 ratio | max abs err |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| model | stages | mb | 1-proc 1-thread req/s | pipelining req/s | ours req/s | ours/peer | ours/limit | peer p50 ms | ours p50 ms | p50 ratio | max abs err | load |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         *rows,
     ]
     write_results("vs_pipelining", data, table)
