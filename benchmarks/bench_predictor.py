@@ -328,13 +328,32 @@ def train_and_evaluate() -> None:
         "",
         "## Reading these numbers",
         "",
-        "nn-Meter reports ~99% of kernel-level CPU predictions within ±10% — on a dedicated, quiet device "
-        "with kernel fusion rules detected per device. Here the target is a 2-core VM shared with other "
-        "jobs, where the same node's time varies by more than 10% from pass to pass (see the profiles' IQR), "
-        "and quota'd devices are throttled in 100 ms CFS periods, so single-node times are bimodal; "
-        "tiny nodes (views, ReLUs, adds: microseconds) dominate the node counts and the MAPE. Piece and "
-        "whole-model errors are the ones the planner feels. The final predictor shipped in the package is "
-        "trained on ALL profiles (every model and setting).",
+    ]
+    hm1 = results.get(f"{held} / 1 threads")
+    hb1 = results.get("held-out models AND settings / 1 threads")
+    nf1 = results.get("noise_floor_1_threads")
+    if hm1 and hb1 and nf1:
+        lines.append(
+            f"At one thread (the local testbed's setting) the predictor's time-weighted node error on "
+            f"models it never saw is {hm1['nodes']['wape']:.0f}% ({hb1['nodes']['wape']:.0f}% when the quota is "
+            f"also new) against {hm1['baseline_nodes']['wape']:.0f}% ({hb1['baseline_nodes']['wape']:.0f}%) for "
+            f"the calibrated analytic model, and {hm1['nodes']['within20']:.0f}% of nodes land within ±20% "
+            f"(analytic: {hm1['baseline_nodes']['within20']:.0f}%). That is far from nn-Meter's ~99% within "
+            f"±10% — which is measured on a dedicated, quiet device with per-device kernel-fusion rules. "
+            f"Here the measurements themselves are the limit: even IDENTICAL operations inside one profile "
+            f"agree within ±20% only {nf1['within20']:.0f}% of the time (within ±10%: {nf1['within10']:.0f}%), "
+            f"because this 2-core VM was shared with other jobs (load average 3-8 on 2 cores during collection) and "
+            f"quota'd devices are throttled in 100 ms CFS periods."
+        )
+    lines += [
+        "",
+        "Two threads under a quota of at most one core is a pathological device: OpenMP's worker threads "
+        "spin-wait at barriers and burn the quota, so times jump 5-15x and vary wildly between models; "
+        "there the predictor is no better than the analytic model. Tiny nodes (views, ReLUs, adds: a few "
+        "microseconds) dominate node counts and therefore MAPE; WAPE and the piece/whole-model rows are what "
+        "a planner feels. The predictor shipped in the package is trained on ALL profiles (every model "
+        "and setting); its training domain (threads 1-2, quota 0.25-1) is recorded, and the cost model "
+        "prices devices outside it analytically.",
     ]
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "predictor.md").write_text("\n".join(lines) + "\n")
