@@ -44,6 +44,9 @@ def test_tied_weights_counted_once() -> None:
     model = Tied().eval()
     graph = capture(model, (torch.randint(0, 50, (1, 7)),))
     assert graph.total_param_bytes == _param_bytes(model)
+    # The head's piece owns no parameter bytes, but its device must hold the tied matrix.
+    head = graph.pieces[-1]
+    assert head.param_bytes == 0 and head.mem_bytes >= 50 * 16 * 4
 
 
 def test_conv_and_linear_flops() -> None:

@@ -85,7 +85,9 @@ def inspect_cmd(
     nodes: bool = typer.Option(False, "--nodes", help="Show every node instead of the pieces."),
     as_json: bool = typer.Option(False, "--json", help="Print exactly one JSON object."),
     fake: bool = typer.Option(
-        False, "--fake", help="Record shapes with fake tensors (fast; outputs not value-checked)."
+        False,
+        "--fake",
+        help="Cost shapes only: weights on the meta device, fake tensors (fast, nothing run).",
     ),
 ) -> None:
     """Capture MODEL and show its pieces (or nodes): FLOPs, parameters, bytes out, memory."""
@@ -93,7 +95,8 @@ def inspect_cmd(
     from ..zoo import load_model, parse_input_shape
 
     shape = parse_input_shape(input_shape)
-    module, inputs = load_model(model, shape)
+    # --fake builds the model on the meta device too: no weights are allocated or initialised.
+    module, inputs = load_model(model, shape, meta=fake)
     graph = capture(module, inputs, max_pieces=max_pieces, name=model, fake=fake)
     if as_json:
         typer.echo(json.dumps(graph.to_dict()))

@@ -24,7 +24,7 @@ import io
 import logging
 import warnings
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
@@ -73,6 +73,9 @@ class Captured:
     values: dict[str, ValueInfo]
     users: dict[str, tuple[str, ...]]
     nodes: dict[str, Node]
+    # node -> (storage key, bytes) of every parameter / buffer it uses, owned or shared: a
+    # piece must hold all of them even when a tied weight is counted at another node.
+    state: dict[str, tuple[tuple[Any, int], ...]] = field(default_factory=dict)
 
 
 OUTPUT = "__output__"
@@ -337,6 +340,7 @@ def _record(
     input_names: list[str] = []
     nodes: dict[str, Node] = {}
     owned: set[tuple[int, int, tuple[int, ...]]] = set()  # storage keys of counted tensors
+    state: dict[str, tuple[tuple[Any, int], ...]] = {}
     modules = dict(gm.named_modules())
     for n in gm.graph.nodes:
         if n.op == "placeholder":
@@ -361,7 +365,9 @@ def _record(
                 users[a.name].append(n.name)
             if a.name not in data_inputs:
                 data_inputs.append(a.name)
-        nodes[n.name] = _cost_node(gm, n, arg_nodes, data_inputs, values, modules, owned)
+        nodes[n.name], state[n.name] = _cost_node(
+            gm, n, arg_nodes, data_inputs, values, modules, owned
+        )
     for name in input_names:
         if values[name].category != TENSOR:
             raise TypeError(f"model input {name} is not a tensor")
@@ -374,6 +380,7 @@ def _record(
         values=values,
         users={k: tuple(v) for k, v in users.items()},
         nodes=nodes,
+        state=state,
     )
 
 
@@ -404,8 +411,11 @@ def _cost_node(
     values: dict[str, ValueInfo],
     modules: dict[str, nn.Module],
     owned: set[tuple[int, int, tuple[int, ...]]],
-) -> Node:
-    """Kind, FLOPs, newly owned parameter/buffer bytes and output bytes of one node."""
+) -> tuple[Node, tuple[tuple[Any, int], ...]]:
+    """Kind, FLOPs, newly owned parameter/buffer bytes and output bytes of one node.
+
+    Also returns every (storage key, bytes) of state the node uses, owned or not.
+    """
     module: nn.Module | None = None
     params: list[Tensor] = []
     buffers: list[Tensor] = []
@@ -430,6 +440,7 @@ def _cost_node(
                 # Unlifted export graphs hold parameters as plain tensors; a name that is a
                 # parameter of the traced module counts as one.
                 (params if _is_param_name(gm, str(a.target)) else buffers).append(obj)
+    used = tuple({_storage_key(t): t.numel() * t.element_size() for t in params + buffers}.items())
     param_bytes = _own(params, owned)
     buffer_bytes = _own(buffers, owned)
     in_shapes = []
@@ -445,7 +456,7 @@ def _cost_node(
     if out_shape is None and info.category == OTHER:
         out_shape = _first_tensor_shape(n, values)
     flops = node_flops(kind, module, in_shapes, out_shape)
-    return Node(
+    node = Node(
         name=n.name,
         op=kind,
         flops=int(flops),
@@ -456,6 +467,7 @@ def _cost_node(
         buffer_bytes=buffer_bytes,
         target=target,
     )
+    return node, used
 
 
 def _first_tensor_shape(n: fx.Node, values: dict[str, ValueInfo]) -> tuple[int, ...] | None:

@@ -245,14 +245,16 @@ def _piece_memory(
     position: dict[str, int],
     p: int,
 ) -> int:
-    """Parameters + buffers + peak live activation bytes while running ``group`` alone.
+    """Parameters + buffers used + peak live activation bytes while running ``group`` alone.
 
     Live set: the incoming cut tensors (held for the whole piece: some are consumed late, some
     pass through), plus each produced value from its production until its last use inside the
     piece, or to the end when it is needed later. Views are counted as if they owned their
     bytes, so this is an upper bound.
     """
-    state = sum(c.nodes[name].param_bytes + c.nodes[name].buffer_bytes for name in group)
+    # Every parameter/buffer the piece touches, once — including tied weights owned by another
+    # piece (GPT-2's LM head needs the embedding matrix too).
+    state = sum(dict(kv for name in group for kv in c.state.get(name, ())).values())
     live = incoming_bytes
     peak = live
     in_group = set(group)

@@ -91,7 +91,8 @@ class PieceInfo:
         (model inputs included) and consumed after it, counted once; for the last piece the
         model's output bytes.
     mem_bytes : int
-        Parameters + buffers of the piece + the peak bytes of live activations while it runs
+        Every parameter and buffer the piece uses (a tied weight counted at another piece too:
+        the device needs it) + the peak bytes of live activations while it runs
         (its incoming tensors, pass-through tensors it must keep, and every tensor it produces
         until its last use), i.e. what a device must hold to run this piece alone.
     cut_tensors : tuple[TensorMeta, ...]
