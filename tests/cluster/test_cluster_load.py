@@ -315,8 +315,6 @@ def test_importing_cluster_does_not_import_torch():
     assert out.stdout.split() == ["False", "False"]
 
 
-
-
 @settings(max_examples=40, deadline=None)
 @given(
     n=st.integers(2, 5),
