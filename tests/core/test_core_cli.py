@@ -22,3 +22,12 @@ def test_help_lists_commands() -> None:
     )
     assert out.returncode == 0, out.stderr
     assert "Usage" in out.stdout
+
+
+def test_cli_reference_is_current() -> None:
+    """docs/cli.md is generated from the commands; regenerate with scripts/gen_cli_docs.py."""
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "scripts" / "gen_cli_docs.py"
+    out = subprocess.run([sys.executable, str(script), "--check"], capture_output=True, text=True)
+    assert out.returncode == 0, "docs/cli.md is stale: run scripts/gen_cli_docs.py"
