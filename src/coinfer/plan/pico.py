@@ -20,11 +20,13 @@ Throughput, two regimes:
   and by a lower bound on the pieces left (each remaining piece needs at least
   ``1 / sum of the rates of the unused devices`` of some stage's time). Exact in PICO's model;
   tested equal to brute force with replicas.
-- **Greedy** (larger instances): start from dp's optimal one-device plan and hill-climb with two
-  moves, each scored by the reference model — add an unused device as a replica to a stage
-  (PICO's grouping of devices onto the bottleneck), or shift a stage boundary by one piece to
-  rebalance after replication — taking the best improving move until none is left. Heuristic;
-  ``O(rounds * (D * K + K))`` evaluations.
+- **Greedy** (larger instances): start from dp's optimal one-device plan and hill-climb with
+  three moves, each scored by the reference model — add an unused device as a replica to a stage
+  (PICO's grouping of devices onto the bottleneck); merge two neighbouring stages onto one side's
+  devices and give the freed devices to some stage as replicas (dp's optimum usually uses every
+  device, so replication must first free one); shift a stage boundary by one piece to rebalance —
+  taking the best improving move until none is left. Heuristic; ``O(rounds * (D K + K^2))``
+  evaluations.
 
 Either way the result is never worse than dp's plan (it is the starting incumbent).
 """
@@ -230,6 +232,18 @@ def _neighbours(instance: Instance, stages: tuple[Stage, ...]):  # type: ignore[
                 yield (*stages[:k], Stage(st.first, st.last, (*st.devices, d)), *stages[k + 1 :])
     for k in range(len(stages) - 1):
         a, b = stages[k], stages[k + 1]
+        # merge two neighbours onto one side's devices and reuse the freed devices as replicas of
+        # some stage (possibly the merged one): how a pipeline using every device makes room
+        merged_span = (a.first, b.last)
+        for keep, freed in ((a.devices, b.devices), (b.devices, a.devices)):
+            merged = Stage(*merged_span, keep)
+            if not _fits(instance, merged):
+                continue
+            base = (*stages[:k], merged, *stages[k + 2 :])
+            for q, st in enumerate(base):
+                grown = Stage(st.first, st.last, (*st.devices, *freed))
+                if _fits(instance, grown):
+                    yield (*base[:q], grown, *base[q + 1 :])
         for delta in (-1, 1):
             cut = a.last + delta
             if not (a.first <= cut < b.last):
