@@ -181,6 +181,8 @@ def register(app: typer.Typer) -> None:
         pred = plan.predicted.to_dict()
         if microbatch != 1:  # the plan's prediction is per single-sample request
             pred = None
+        elif arrivals != "closed":  # open-loop throughput follows the arrivals, not the capacity
+            pred = {k: v for k, v in pred.items() if k in ("latency_s", "energy_j")}
         console.print(
             sim_table(
                 res, predicted=pred, title=f"simulation ({res.requests} requests, {res.arrivals})"

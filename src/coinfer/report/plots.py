@@ -166,7 +166,8 @@ def line_plot(
     n = len(groups)
     cols = 2 if n == 4 else min(n, 3)
     nrows = (n + cols - 1) // cols
-    fig, axes = plt.subplots(nrows, cols, figsize=(4.2 * cols, 3.6 * nrows), squeeze=False)
+    size = (7.5, 4.8) if n == 1 else (4.2 * cols, 3.6 * nrows)  # a lone panel gets room to read
+    fig, axes = plt.subplots(nrows, cols, figsize=size, squeeze=False)
     for ax in axes.flat[n:]:
         ax.set_visible(False)
     # one style per label across every panel, so a label looks the same wherever it appears
