@@ -91,3 +91,16 @@ def test_bad_input_is_one_line_exit_2(files, args, needle):
     assert out.returncode == 2
     assert needle in out.stderr
     assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
+
+
+def test_gantt_from_trace_file(files):
+    res = _run("simulate", "--instance", files / "inst.json", "--plan", files / "plan.json",
+               "--requests", 5, "--json", "--trace", files / "t5.json")  # fmt: skip
+    assert res.exit_code == 0, res.output
+    res = _run("gantt", files / "t5.json", "--out", files / "g5.png", "--until", 0.5)
+    assert res.exit_code == 0, res.output
+    assert (files / "g5.png").read_bytes().startswith(b"\x89PNG")
+    bad = files / "bad.json"
+    bad.write_text('[{"resource": "a"}]')
+    out = subprocess.run([*COINFER, "gantt", str(bad)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "missing or malformed field" in out.stderr

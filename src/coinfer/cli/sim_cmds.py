@@ -1,4 +1,4 @@
-"""``coinfer simulate`` and ``coinfer schedule``: a plan's per-device schedule, and its simulation.
+"""``coinfer simulate``, ``coinfer schedule``, ``coinfer gantt``: schedules, simulation, charts.
 
 Both take the problem either as ``MODEL --cluster FILE`` (the instance is built by the cost
 model) or as ``--instance FILE``, and the plan either from ``--plan FILE`` or by running planner
@@ -68,7 +68,7 @@ def _arrivals(arrivals: str) -> str | list[float]:
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``simulate`` and ``schedule`` to ``app``."""
+    """Add ``schedule``, ``gantt`` and ``simulate`` to ``app``."""
 
     @app.command("schedule")
     def schedule_cmd(
@@ -110,6 +110,24 @@ def register(app: typer.Typer) -> None:
         console = Console()
         console.print(str(plan))
         console.print(schedule_table(sched))
+
+    @app.command("gantt")
+    def gantt_cmd(
+        trace: Path = typer.Argument(
+            ..., help="Event trace (.json or .csv) from --trace or a runtime run."
+        ),
+        out: Path = typer.Option(Path("gantt.png"), "--out", help="PNG to write."),
+        until: float = typer.Option(
+            None, "--until", help="Crop the time axis at this many seconds."
+        ),
+        title: str = typer.Option("schedule", "--title", help="Chart title."),
+    ) -> None:
+        """Draw a simulated or measured event trace as a Gantt chart (one row per device and link)."""
+        from ..report.plots import gantt
+        from ..simulate.trace import load_events
+
+        path = gantt(load_events(trace), out, title=title, until_s=until)
+        typer.echo(f"Gantt chart: {path}")
 
     @app.command("simulate")
     def simulate_cmd(
