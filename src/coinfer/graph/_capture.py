@@ -126,17 +126,31 @@ def capture(
     if backend not in ("auto", "fx", "export"):
         raise CaptureError(f"unknown capture backend {backend!r}: expected auto, fx or export")
     name = name or type(model).__name__
-    if any(t.is_meta for t in inputs):
-        fake = True  # meta tensors have shapes but no values: only a fake run is possible
+    # Meta tensors have shapes but no values. A model and inputs all on the meta device run
+    # natively there (meta kernels only compute shapes: the cheapest possible costing run);
+    # meta inputs with real weights need a fake-tensor run.
+    meta_inputs = any(t.is_meta for t in inputs)
+    all_meta = meta_inputs and all(t.is_meta for t in (*model.parameters(), *model.buffers()))
+    check_values = not (fake or meta_inputs)
+    fake = (fake or meta_inputs) and not all_meta
     if model.training:
         model = copy.deepcopy(model).eval()
     try:
-        with torch.no_grad(), _value_mode(fake) as mode:
-            reference = model(*_prepare(inputs, mode))
+        reference = _run_model(model, inputs, fake)
     except Exception as exc:
-        raise CaptureError(
-            f"cannot capture {name}: the model fails on the example inputs ({_reason(exc)})"
-        ) from exc
+        if not all_meta or fake:
+            raise CaptureError(
+                f"cannot capture {name}: the model fails on the example inputs ({_reason(exc)})"
+            ) from exc
+        # Meta kernels cannot answer data-dependent questions (``.item()`` in Hugging Face
+        # mask code); fake tensors can: retry with them.
+        fake = True
+        try:
+            reference = _run_model(model, inputs, fake)
+        except Exception as exc2:
+            raise CaptureError(
+                f"cannot capture {name}: the model fails on the example inputs ({_reason(exc2)})"
+            ) from exc2
     ref_leaves = [t for t in pytree.tree_leaves(reference) if isinstance(t, Tensor)]
 
     tracers = {"fx": _trace_fx, "export": _trace_export}
@@ -146,7 +160,7 @@ def capture(
     for which in order:
         try:
             gm = tracers[which](model, inputs)
-            captured = _record(gm, which, inputs, ref_leaves, fake)
+            captured = _record(gm, which, inputs, ref_leaves, fake, check_values)
             break
         except Exception as exc:
             reasons.append(f"torch.{which} failed: {_reason(exc)}")
@@ -164,6 +178,11 @@ def capture(
         backend=captured.backend,
         _captured=captured,
     )
+
+
+def _run_model(model: nn.Module, inputs: tuple[Tensor, ...], fake: bool) -> Any:
+    with torch.no_grad(), _value_mode(fake) as mode:
+        return model(*_prepare(inputs, mode))
 
 
 def _meta(captured: Captured, name: str) -> TensorMeta:
@@ -312,6 +331,7 @@ def _record(
     inputs: tuple[Tensor, ...],
     ref_leaves: list[Tensor],
     fake: bool = False,
+    check_values: bool = True,
 ) -> Captured:
     """Run ``gm`` on the inputs, check it reproduces the model, and cost every node."""
     placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
@@ -322,7 +342,8 @@ def _record(
         out = recorder.run(*_prepare(inputs, mode))
     got = [t for t in pytree.tree_leaves(out) if isinstance(t, Tensor)]
     if len(got) != len(ref_leaves) or not all(
-        a.shape == b.shape and (fake or torch.allclose(a, b, rtol=1e-4, atol=1e-5, equal_nan=True))
+        a.shape == b.shape
+        and (not check_values or torch.allclose(a, b, rtol=1e-4, atol=1e-5, equal_nan=True))
         for a, b in zip(got, ref_leaves, strict=False)
     ):
         raise RuntimeError("the traced graph does not reproduce the model's outputs")
