@@ -63,7 +63,8 @@ def make_inputs(
     """
     gen = torch.Generator().manual_seed(INPUT_SEED)
     if like is not None and not like.is_floating_point():
-        high = int(like.max().item()) + 1 if like.numel() else 2
+        # Meta examples have no values to bound the ids: any valid id will do for costing.
+        high = int(like.max().item()) + 1 if like.numel() and not like.is_meta else 1
         return (torch.randint(0, max(high, 1), shape, generator=gen, dtype=like.dtype),)
     if kind == "tokens":
         return (torch.randint(0, TEXT_VOCAB_FOR_INPUTS, shape, generator=gen),)
