@@ -42,6 +42,8 @@ def _check(spec: str, shape, cut_sets) -> None:
     model, inputs = load_model(spec, shape)
     # fake=True skips capture's own value check (we compare below) and its two forward passes.
     graph = capture(model, inputs, name=spec, fake=True)
+    # Each parameter once, tied ones included: the sum is the model's parameter bytes exactly.
+    assert graph.total_param_bytes == sum(p.numel() * p.element_size() for p in model.parameters())
     with torch.no_grad():
         reference = _leaves(model(*inputs))
     n = len(graph.pieces)
