@@ -208,3 +208,20 @@ def test_public_lazy_exports_and_light_imports() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+def test_graph_json_roundtrip() -> None:
+    import json
+
+    from coinfer.errors import InputError
+    from coinfer.graph import ModelGraph
+
+    _, _, graph = _graph("tiny_dag")
+    loaded = ModelGraph.from_dict(json.loads(graph.to_json()))
+    assert loaded == graph
+    assert loaded.total_flops == graph.total_flops and loaded.input_bytes == graph.input_bytes
+    assert nx.is_isomorphic(loaded.to_networkx(), graph.to_networkx())
+    with pytest.raises(InputError, match="re-capture"):
+        loaded.with_max_pieces(2)
+    with pytest.raises(InputError, match="missing key 'pieces'"):
+        ModelGraph.from_dict({"model": "x", "nodes": []})

@@ -66,6 +66,21 @@ class Node:
     buffer_bytes: int = 0
     target: str = ""
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Node:
+        shape = data.get("shape")
+        return cls(
+            name=str(data["name"]),
+            op=str(data["op"]),
+            flops=int(data["flops"]),
+            param_bytes=int(data["param_bytes"]),
+            out_bytes=int(data["out_bytes"]),
+            shape=tuple(int(d) for d in shape) if shape is not None else None,
+            inputs=tuple(str(i) for i in data["inputs"]),
+            buffer_bytes=int(data.get("buffer_bytes", 0)),
+            target=str(data.get("target", "")),
+        )
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
@@ -107,6 +122,19 @@ class PieceInfo:
     mem_bytes: int
     cut_tensors: tuple[TensorMeta, ...]
     buffer_bytes: int = 0
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PieceInfo:
+        return cls(
+            index=int(data["index"]),
+            nodes=tuple(str(n) for n in data["nodes"]),
+            flops=int(data["flops"]),
+            param_bytes=int(data["param_bytes"]),
+            out_bytes=int(data["out_bytes"]),
+            mem_bytes=int(data.get("mem_bytes", 0)),
+            cut_tensors=tuple(TensorMeta.from_dict(t) for t in data.get("cut_tensors", ())),
+            buffer_bytes=int(data.get("buffer_bytes", 0)),
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -182,7 +210,12 @@ class ModelGraph:
         from ._pieces import build_pieces, choose_boundaries
 
         if self._captured is None:
-            raise ValueError("this ModelGraph was loaded from JSON; re-capture to re-piece it")
+            from ..errors import InputError
+
+            raise InputError(
+                f"model graph {self.name!r} has no executable graph (loaded from JSON); "
+                "re-capture it to re-piece it"
+            )
         groups = choose_boundaries(self._captured, n)
         return replace(self, pieces=build_pieces(self._captured, groups))
 
@@ -234,6 +267,34 @@ class ModelGraph:
 
     def to_json(self, indent: int | None = None) -> str:
         return json.dumps(self.to_dict(), indent=indent)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ModelGraph:
+        """Rebuild the costs from :meth:`to_dict` / ``coinfer inspect --json`` output.
+
+        The result has every number but no executable graph: it can be inspected, turned into
+        a networkx DAG or used to build a planning instance, not split or re-pieced.
+
+        Raises
+        ------
+        InputError
+            When a required key is missing or has the wrong type (names the key).
+        """
+        from ..errors import InputError
+
+        try:
+            return cls(
+                name=str(data["model"]),
+                nodes=tuple(Node.from_dict(n) for n in data["nodes"]),
+                pieces=tuple(PieceInfo.from_dict(p) for p in data["pieces"]),
+                inputs=tuple(TensorMeta.from_dict(t) for t in data.get("inputs", ())),
+                outputs=tuple(TensorMeta.from_dict(t) for t in data.get("outputs", ())),
+                backend=str(data.get("backend", "unknown")),
+            )
+        except KeyError as exc:
+            raise InputError(f"model graph JSON: missing key {exc}") from None
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"model graph JSON: bad value ({exc})") from None
 
     def __str__(self) -> str:
         return (
