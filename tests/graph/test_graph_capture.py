@@ -225,3 +225,12 @@ def test_graph_json_roundtrip() -> None:
         loaded.with_max_pieces(2)
     with pytest.raises(InputError, match="missing key 'pieces'"):
         ModelGraph.from_dict({"model": "x", "nodes": []})
+
+
+def test_split_of_loaded_graph_is_an_input_error() -> None:
+    from coinfer.errors import InputError
+    from coinfer.graph import ModelGraph
+
+    _, _, graph = _graph("tiny_cnn")
+    with pytest.raises(InputError, match="no executable graph"):
+        split(ModelGraph.from_dict(graph.to_dict()), [0])

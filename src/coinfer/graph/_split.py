@@ -109,7 +109,7 @@ def split(graph: ModelGraph, cuts: Sequence[int]) -> list[StageModule]:
     c = graph._captured
     if c is None:
         raise InputError(
-            "this ModelGraph has no executable graph (loaded from JSON?); re-capture it"
+            f"model graph {graph.name!r} has no executable graph (loaded from JSON); re-capture it"
         )
     cuts = check_cuts(cuts, len(graph.pieces))
     groups = [p.nodes for p in graph.pieces]
