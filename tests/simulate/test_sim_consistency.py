@@ -199,3 +199,51 @@ def test_identical_replicas_match_reference():
     res = simulate(schedule(plan, inst, 60), inst)
     # completions come in bursts of 4: the rank regression errs by ~1 % at 60 requests
     assert res.period_s == pytest.approx(ref.period_s, rel=0.02)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_busy_time_per_resource_matches_reference(seed):
+    """Per request, every device's and every link's busy seconds equal evaluate.busy_times."""
+    from coinfer.plan.evaluate import busy_times
+
+    inst = random_chain_instance(seed, pieces=6, devices=5, direct=seed % 2 == 0)
+    plan = random_plan(inst, seed)
+    dev_ref, link_ref = busy_times(inst, plan.stages)
+    res = simulate(schedule(plan, inst, 10), inst)
+    busy: dict[str, float] = {}
+    for e in res.events:
+        busy[e.resource] = busy.get(e.resource, 0.0) + e.duration_s
+    for d, t in dev_ref.items():
+        assert busy.get(d, 0.0) / 10 == pytest.approx(t, rel=1e-9)
+    for (u, v), t in link_ref.items():
+        assert busy.get(f"{u}->{v}", 0.0) / 10 == pytest.approx(t, rel=1e-9)
+
+
+def test_dvfs_levels_slow_compute_and_change_energy():
+    devs = [
+        Device(
+            "a",
+            10**9,
+            power_idle_w=1.0,
+            power_active_w=5.0,
+            power_transmit_w=0.5,
+            dvfs_levels=(0.5, 1.0),
+        ),
+        Device(
+            "b",
+            10**9,
+            power_idle_w=1.0,
+            power_active_w=5.0,
+            power_transmit_w=0.5,
+            dvfs_levels=(0.5, 1.0),
+        ),
+    ]
+    inst = make_instance(
+        [{"a": 0.01, "b": 0.01}] * 2, [1] * 2, [100, 100], 100, devs, full_mesh("ab"), "a"
+    )
+    fast = plan_of(inst, [Stage(0, 0, ("a",)), Stage(1, 1, ("b",))])
+    slow = plan_of(inst, [Stage(0, 0, ("a",), (0.5,)), Stage(1, 1, ("b",), (0.5,))])
+    r_fast, r_slow = (simulate(schedule(p, inst, 1), inst) for p in (fast, slow))
+    assert r_slow.latency_s[0] - r_fast.latency_s[0] == pytest.approx(0.02)  # two computes, each 2x
+    assert r_slow.energy_j == pytest.approx(evaluate(inst, slow.stages).energy_j, rel=1e-9)
+    assert r_slow.energy_j < r_fast.energy_j  # cubic power curve: half speed costs less energy
