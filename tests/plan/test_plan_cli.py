@@ -140,3 +140,19 @@ def test_plan_from_model_and_cluster(tmp_path: Path) -> None:
     assert printed["stages"][-1]["pieces"][1] == inst.num_pieces - 1
     again = runner.invoke(app, ["plan", "--instance", str(dump), "--json"])
     assert json.loads(again.output)["stages"] == printed["stages"]
+
+
+def test_seed_reaches_seeded_planners(tmp_path: Path) -> None:
+    from coinfer.plan import PLANNERS
+
+    seeded = sorted(
+        n for n, i in PLANNERS.items() if i.seeded and "latency" in i.objectives and i.needs is None
+    )
+    if not seeded:
+        pytest.skip("no seeded planner registered")
+    inst_file = tmp_path / "inst.json"
+    random_instance(2, 5, 2).save(inst_file)
+    res = runner.invoke(app, ["plan", "--instance", str(inst_file), "--algo", seeded[0], "--objective", "latency",
+                              "--seed", "5", "--json"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["seed"] == 5

@@ -158,3 +158,42 @@ def test_unreachable_source_is_infeasible() -> None:
     inst = make_instance([{"a": 1.0, "b": 0.1}], [1], [1], 1, devs, [Link("a", "b", 1e6, 0.0)], "a")
     got = plan_dp(inst, "latency")  # the source can still do everything itself
     assert got.devices == ("a",)
+
+
+def test_unreachable_return_path_is_explained() -> None:
+    """Only 'b' can hold the model but it has no link back to the source: say so, not 'memory'."""
+    devs = [Device("a", 10), Device("b", 10**6)]
+    inst = make_instance(
+        [{"a": 1.0, "b": 0.1}], [500], [1], 1, devs, [Link("a", "b", 1e6, 0.0)], "a"
+    )
+    for objective in ("latency", "throughput"):
+        with pytest.raises(
+            InfeasibleError, match=r"reaches the source 'a': no route for 'b' -> 'a'"
+        ):
+            plan_dp(inst, objective)
+
+
+def test_energy_plan_uses_dvfs_levels() -> None:
+    from pathlib import Path
+
+    from coinfer.plan.instance import load_instance
+
+    inst = load_instance(
+        Path(__file__).resolve().parents[2] / "examples" / "instances" / "battery_relay.json"
+    )
+    got = plan_dp(inst, "energy")
+    ref = plan_brute(inst, "energy")
+    assert math.isclose(got.predicted.energy_j, ref.predicted.energy_j, rel_tol=1e-9)
+    assert any(s.freqs is not None and min(s.freqs) < 1.0 for s in got.stages)
+
+
+def test_infeasible_message_is_not_fooled_by_the_greedy_witness() -> None:
+    """Memory fits (100-byte device takes piece 0, 120-byte device the rest) but no route back."""
+    from coinfer.plan._common import infeasible_message, memory_feasible
+
+    devs = [Device("a", 120), Device("b", 100), Device("s", 1)]
+    inst = make_instance([{"a": 1.0, "b": 1.0, "s": 1.0}] * 3, [100, 60, 60], [1] * 3, 1, devs,
+                         [Link("s", "a", 1e6, 0.0), Link("s", "b", 1e6, 0.0), Link("b", "a", 1e6, 0.0)], "s")  # fmt: skip
+    assert memory_feasible(inst, ["a", "b"])
+    assert not memory_feasible(inst, ["a"])
+    assert "reaches the source 's'" in infeasible_message(inst, "x")

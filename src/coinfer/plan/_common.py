@@ -118,29 +118,70 @@ def infeasible_message(instance: Instance, algo: str, devices: Sequence[str] | N
     """One line explaining why no plan fits in memory, naming the tightest device and bytes short.
 
     The diagnostic packs the pieces in order onto the allowed devices, largest memory first,
-    each taking as many whole pieces as fit; the device left holding what remains is the
-    tightest one and its overflow is the shortfall (a greedy witness, not a proof)."""
+    each taking as many whole pieces as fit; the smallest device, left holding what remains, is
+    the tightest one and its overflow is the shortfall (a greedy witness, not a proof). If that
+    packing fits, memory is not the obstacle and the message names the missing routes instead."""
     names = list(devices) if devices is not None else list(instance.device_names)
     order = sorted(names, key=lambda d: -instance.device_by_name[d].mem_bytes)
     first = 0
-    last_dev = order[0]
-    for d in order:
+    for d in order[:-1]:  # every device but the smallest takes as many whole pieces as fit
         cap = instance.device_by_name[d].mem_bytes
-        last = first - 1
-        while last + 1 < instance.num_pieces and instance.mem_bytes(first, last + 1) <= cap:
-            last += 1
-        last_dev = d
-        if last == instance.num_pieces - 1:
-            break
-        if last >= first:
-            first = last + 1
+        while first < instance.num_pieces - 1 and instance.mem_bytes(first, first) <= cap:
+            cap -= instance.mem_bytes(first, first)
+            first += 1
+    last_dev = order[-1]  # ... and the smallest must hold the rest
     need = instance.mem_bytes(first, instance.num_pieces - 1)
     cap = instance.device_by_name[last_dev].mem_bytes
+    if need <= cap or memory_feasible(instance, names):  # memory fits: the links rule plans out
+        cut = [
+            f"{u!r} -> {v!r}"
+            for d in names
+            for u, v in ((instance.source, d), (d, instance.source))
+            if u != v and not instance.path(u, v, 1.0)
+        ]
+        return (
+            f"{algo}: no plan both fits in memory and reaches the source {instance.source!r}: "
+            f"no route for {', '.join(cut[:4]) or 'the transfers the memory-feasible plans need'}"
+        )
     return (
         f"{algo}: no plan fits in memory: after filling the larger devices, device {last_dev!r} "
         f"would need {need} bytes for pieces {first}..{instance.num_pieces - 1} but has {cap} "
         f"({need - cap} bytes short)"
     )
+
+
+def memory_feasible(instance: Instance, names: Sequence[str]) -> bool:
+    """Whether some ordered split onto distinct devices of ``names`` fits in memory (links ignored).
+
+    Exact: reachability over (pieces done, used-device set) with the sets of each step held as one
+    bitset (a Python int over the ``2^D`` subsets), as in :mod:`coinfer.plan.dp`."""
+    n, P = len(names), instance.num_pieces
+    if n > 20:  # 2^20-bit sets: beyond this, assume memory is not the obstacle
+        return True
+    size = 1 << n
+    caps = [instance.device_by_name[d].mem_bytes for d in names]
+    without = []
+    for e in range(n):  # bitset of the subsets that do not contain device e
+        run = 1 << e
+        pattern, length = (1 << run) - 1, 2 * run
+        while length < size:
+            pattern |= pattern << length
+            length *= 2
+        without.append(pattern & ((1 << size) - 1))
+    reach = [0] * (P + 1)
+    reach[0] = 1  # only the empty set before any stage
+    for i in range(P):
+        if not reach[i]:
+            continue
+        for e in range(n):
+            shifted = (reach[i] & without[e]) << (1 << e)
+            if not shifted:
+                continue
+            j = i
+            while j < P and instance.mem_bytes(i, j) <= caps[e]:
+                reach[j + 1] |= shifted
+                j += 1
+    return reach[P] != 0
 
 
 class TransferTable:
