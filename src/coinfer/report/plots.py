@@ -58,20 +58,19 @@ def gantt(
 
     Bars are coloured by request (same colour on every resource, so a request can be followed
     through the pipeline); compute bars are solid, transfer bars hatched. ``until_s`` crops the
-    time axis (long runs are unreadable otherwise). Works for simulated and measured traces.
+    time axis ``until_s`` seconds after the first event (long runs are unreadable otherwise). Works
+    for simulated and measured traces.
     """
     if not events:
         raise InputError("gantt: no events to draw")
     plt = _pyplot()
-    shown = [e for e in events if until_s is None or e.start_s <= until_s]
+    t0 = min(e.start_s for e in events)  # the chart starts at the first event
+    shown = [e for e in events if until_s is None or e.start_s - t0 <= until_s]
     rows = resource_order(shown, devices)
     y = {r: i for i, r in enumerate(rows)}
-    t0 = min(e.start_s for e in shown)
-    t1 = (
-        max(e.end_s for e in shown)
-        if until_s is None
-        else min(until_s, max(e.end_s for e in shown))
-    )
+    t1 = max(e.end_s for e in shown)
+    if until_s is not None:
+        t1 = min(t1, t0 + until_s)
     span = max(t1 - t0, 1e-12)
     scale, unit = (1e3, "ms") if span < 2.0 else (1.0, "s")
     cmap = plt.get_cmap("tab20")
@@ -79,7 +78,9 @@ def gantt(
     fig, ax = plt.subplots(figsize=(GANTT_WIDTH_IN, height))
     for e in shown:
         colour = cmap(e.request % PALETTE_SIZE)
-        left, width = (e.start_s - t0) * scale, max(e.duration_s, 0.0) * scale
+        # clip to the shown window so cropped bars (and their labels) stay inside the axes
+        end = min(e.end_s, t0 + span)
+        left, width = (e.start_s - t0) * scale, max(end - e.start_s, 0.0) * scale
         ax.barh(
             y[e.resource],
             width,
@@ -90,7 +91,7 @@ def gantt(
             linewidth=0.4,
             hatch="///" if e.kind == "transfer" else None,
         )
-        if e.duration_s / span >= LABEL_MIN_FRACTION:
+        if (end - e.start_s) / span >= LABEL_MIN_FRACTION:
             ax.text(
                 left + width / 2,
                 y[e.resource],
@@ -104,7 +105,7 @@ def gantt(
     ax.invert_yaxis()
     ax.set_xlim(0, span * scale)
     ax.set_xlabel(f"time ({unit}) — bar label = request; hatched = link transfer")
-    ax.set_title(title)
+    ax.set_title(title, fontsize=10)
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     out = Path(path)
