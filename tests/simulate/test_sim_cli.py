@@ -104,3 +104,20 @@ def test_gantt_from_trace_file(files):
     bad.write_text('[{"resource": "a"}]')
     out = subprocess.run([*COINFER, "gantt", str(bad)], capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and "missing or malformed field" in out.stderr
+
+
+def test_simulate_from_model_and_cluster():
+    """MODEL --cluster: the cost model builds the instance (analytic costs for these boards)."""
+    cluster = Path(__file__).parents[2] / "examples" / "clusters" / "pico_rpi.yaml"
+    res = _run("simulate", "tiny_cnn", "--cluster", cluster, "--requests", 5, "--json")
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.output)
+    assert data["simulated"]["requests"] == 5
+    assert data["simulated"]["latency_p50_s"] > 0
+    out = subprocess.run(
+        [*COINFER, "simulate", "tiny_cnn", "--instance", "x.json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2 and "not both" in out.stderr
