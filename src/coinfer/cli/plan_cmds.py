@@ -17,44 +17,12 @@ from typing import Any
 import typer
 
 from ..errors import CoinferError, InputError
+from ._problem import load_problem
 
 _MODEL_HELP = "Model spec (zoo name or file.py:factory); needs --cluster."
 _CLUSTER_HELP = "Cluster YAML file (with MODEL)."
 _INSTANCE_HELP = "Instance JSON file (the cost model as data) instead of MODEL --cluster."
 _OBJECTIVE_HELP = "latency, throughput (minimise the period) or energy."
-
-
-def load_problem(
-    model: str | None,
-    cluster_file: Path | None,
-    instance_file: Path | None,
-    *,
-    max_pieces: int | None = None,
-) -> Any:
-    """The :class:`~coinfer.plan.instance.Instance` from ``--instance`` or from MODEL + ``--cluster``."""
-    from ..plan.instance import load_instance
-
-    if instance_file is not None:
-        if model is not None or cluster_file is not None:
-            raise InputError("give either MODEL --cluster FILE or --instance FILE, not both")
-        if max_pieces is not None:
-            raise InputError(
-                "--max-pieces applies to MODEL --cluster; an instance file has fixed pieces"
-            )
-        return load_instance(instance_file)
-    if model is None or cluster_file is None:
-        raise InputError("give MODEL --cluster FILE or --instance FILE")
-    from ..cluster import load_cluster
-
-    cluster = load_cluster(cluster_file)
-    try:
-        from ..profile.costmodel import build_instance
-    except ImportError:
-        raise InputError(
-            "building an instance from a model needs coinfer.profile.costmodel, which is not "
-            "available in this build; pass --instance FILE instead"
-        ) from None
-    return build_instance(model, cluster, max_pieces=max_pieces)
 
 
 def _console():  # type: ignore[no-untyped-def]
@@ -97,7 +65,7 @@ def plan_cmd(
     from ..plan import get_planner
     from ..plan import plan as run_planner
 
-    inst = load_problem(model, cluster, instance, max_pieces=max_pieces)
+    inst = load_problem(model, cluster, instance, max_pieces=max_pieces).instance
     if dump_instance is not None:
         _write(dump_instance, inst.to_json())
     info = get_planner(algo)
@@ -184,7 +152,7 @@ def compare_cmd(
     from ..plan.types import check_objective
 
     obj = check_objective(objective)
-    inst = load_problem(model, cluster, instance, max_pieces=max_pieces)
+    inst = load_problem(model, cluster, instance, max_pieces=max_pieces).instance
     names = [a.strip() for a in algos.split(",") if a.strip()] if algos else sorted(PLANNERS)
     if not names:
         raise InputError("--algos is empty; give comma-separated planner names")

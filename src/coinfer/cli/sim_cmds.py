@@ -15,33 +15,9 @@ from typing import Any
 import typer
 
 from ..errors import InputError
+from ._problem import load_problem
 
 _MODEL_HELP = "Model spec (zoo name or file.py:factory); needs --cluster."
-
-
-def _load_problem(
-    model: str | None, cluster_file: Path | None, instance_file: Path | None
-) -> tuple[Any, Any]:
-    """Return ``(instance, bandwidth traces)`` from either a model + cluster or an instance file."""
-    from ..plan.instance import load_instance
-
-    if instance_file is not None:
-        if model is not None or cluster_file is not None:
-            raise InputError("give either MODEL --cluster FILE or --instance FILE, not both")
-        return load_instance(instance_file), {}
-    if model is None or cluster_file is None:
-        raise InputError("give MODEL --cluster FILE or --instance FILE")
-    from ..cluster import load_cluster
-
-    cluster = load_cluster(cluster_file)
-    try:
-        from ..profile.costmodel import build_instance
-    except ImportError:
-        raise InputError(
-            "building an instance from a model needs coinfer.profile.costmodel, which is not "
-            "available in this build; pass --instance FILE instead"
-        ) from None
-    return build_instance(model, cluster), dict(cluster.traces)
 
 
 def _load_plan(instance: Any, plan_file: Path | None, algo: str, objective: str) -> Any:
@@ -98,7 +74,7 @@ def register(app: typer.Typer) -> None:
         from ..report.tables import schedule_table
         from ..schedule import schedule, validate_schedule
 
-        inst, _ = _load_problem(model, cluster, instance)
+        inst = load_problem(model, cluster, instance).instance
         plan = _load_plan(inst, plan_file, algo, objective)
         sched = schedule(plan, inst, requests, microbatch, window=window)
         validate_schedule(sched)
@@ -169,7 +145,8 @@ def register(app: typer.Typer) -> None:
         from ..schedule import schedule
         from ..simulate import events_to_json, simulate
 
-        inst, traces = _load_problem(model, cluster, instance)
+        problem = load_problem(model, cluster, instance)
+        inst, traces = problem.instance, problem.traces
         plan = _load_plan(inst, plan_file, algo, objective)
         arr = _arrivals(arrivals)
         sched = schedule(plan, inst, requests, microbatch, window=window)
