@@ -226,7 +226,7 @@ class TransferTable:
             [[] for _ in range(n)] for _ in range(n)
         ]
         for u in range(n):
-            tree = _shortest_path_tree(instance, names[u], x)
+            tree = instance.paths_from(names[u], x)
             for v in range(n):
                 if u == v:
                     continue
@@ -240,46 +240,3 @@ class TransferTable:
                 en[u, v] = sum(t * ptx[idx[h.src]] for h, t in zip(path, times, strict=True))
                 paths[u][v] = [((h.src, h.dst), t) for h, t in zip(path, times, strict=True)]
         return tot, hop, en, paths
-
-
-def _shortest_path_tree(instance: Instance, src: str, nbytes: float) -> dict[str, tuple]:  # type: ignore[type-arg]
-    """``dst -> path`` for every reachable ``dst``, the same paths :meth:`Instance.path` returns.
-
-    It is :func:`coinfer.plan.instance._cheapest_path` run to completion from ``src`` instead of
-    once per destination: the same relaxation rule (an improvement must exceed 1e-15 s), the
-    same heap order (distance, then device name) and the same preference for a direct link on
-    ties. Once a device is settled its predecessor never changes, so the tree agrees with the
-    per-destination search."""
-    import heapq
-
-    best: dict[str, float] = {src: 0.0}
-    prev: dict[str, object] = {}
-    heap: list[tuple[float, str]] = [(0.0, src)]
-    done: set[str] = set()
-    while heap:
-        dist, u = heapq.heappop(heap)
-        if u in done:
-            continue
-        done.add(u)
-        for lk in instance.out_links[u]:
-            nd = dist + lk.transfer_s(nbytes)
-            if nd < best.get(lk.dst, math.inf) - 1e-15:
-                best[lk.dst] = nd
-                prev[lk.dst] = lk
-                heapq.heappush(heap, (nd, lk.dst))
-    out: dict[str, tuple] = {}  # type: ignore[type-arg]
-    for dst in prev:
-        if dst == src:
-            continue
-        direct = instance.link_by_pair.get((src, dst))
-        if direct is not None and direct.transfer_s(nbytes) <= best[dst] + 1e-15:
-            out[dst] = (direct,)
-            continue
-        links = []
-        v = dst
-        while v != src:
-            lk = prev[v]
-            links.append(lk)
-            v = lk.src  # type: ignore[attr-defined]
-        out[dst] = tuple(reversed(links))
-    return out

@@ -165,12 +165,20 @@ class Instance:
 
     # ----- transfers ------------------------------------------------------------------------
     def path(self, src: str, dst: str, nbytes: float) -> tuple[Link, ...]:
-        """Cheapest store-and-forward path for a transfer of ``nbytes`` (empty when src == dst)."""
-        key = (src, dst, float(nbytes))
+        """Cheapest store-and-forward path for a transfer of ``nbytes`` (empty when src == dst
+        or when ``dst`` is unreachable)."""
+        if src == dst:
+            return ()
+        return self.paths_from(src, nbytes).get(dst, ())
+
+    def paths_from(self, src: str, nbytes: float) -> Mapping[str, tuple[Link, ...]]:
+        """``dst -> cheapest path`` from ``src`` for every reachable ``dst`` (one Dijkstra run,
+        cached per ``(src, nbytes)``: planners ask for all destinations of one cut at once)."""
+        key = (src, float(nbytes))
         cache = self._path_cache
         hit = cache.get(key)
         if hit is None:
-            hit = _cheapest_path(self, src, dst, float(nbytes))
+            hit = _shortest_path_tree(self, src, float(nbytes))
             cache[key] = hit
         return hit
 
@@ -184,7 +192,7 @@ class Instance:
         return sum(lk.transfer_s(nbytes) for lk in links)
 
     @cached_property
-    def _path_cache(self) -> dict[tuple[str, str, float], tuple[Link, ...]]:
+    def _path_cache(self) -> dict[tuple[str, float], dict[str, tuple[Link, ...]]]:
         return {}
 
     # ----- (de)serialisation -----------------------------------------------------------------
@@ -212,11 +220,11 @@ class Instance:
         )
 
 
-def _cheapest_path(inst: Instance, src: str, dst: str, nbytes: float) -> tuple[Link, ...]:
-    """Dijkstra over links with edge weight ``L + x / B``; ties broken by device order."""
-    if src == dst:
-        return ()
-    direct = inst.link_by_pair.get((src, dst))
+def _shortest_path_tree(inst: Instance, src: str, nbytes: float) -> dict[str, tuple[Link, ...]]:
+    """Dijkstra from ``src`` with edge weight ``L + x / B``: the cheapest path to every device.
+
+    An improvement must exceed 1e-15 s to replace a path (float noise never flips a route), and
+    a direct link wins exact ties so plans read naturally."""
     best: dict[str, float] = {src: 0.0}
     prev: dict[str, Link] = {}
     heap: list[tuple[float, str]] = [(0.0, src)]
@@ -226,26 +234,28 @@ def _cheapest_path(inst: Instance, src: str, dst: str, nbytes: float) -> tuple[L
         if u in done:
             continue
         done.add(u)
-        if u == dst:
-            break
         for lk in inst.out_links[u]:
             nd = dist + lk.transfer_s(nbytes)
             if nd < best.get(lk.dst, math.inf) - 1e-15:
                 best[lk.dst] = nd
                 prev[lk.dst] = lk
                 heapq.heappush(heap, (nd, lk.dst))
-    if dst not in prev:
-        return ()
-    # Prefer the direct link on exact ties so plans read naturally.
-    if direct is not None and direct.transfer_s(nbytes) <= best[dst] + 1e-15:
-        return (direct,)
-    links: list[Link] = []
-    v = dst
-    while v != src:
-        lk = prev[v]
-        links.append(lk)
-        v = lk.src
-    return tuple(reversed(links))
+    tree: dict[str, tuple[Link, ...]] = {}
+    for dst in prev:
+        if dst == src:
+            continue
+        direct = inst.link_by_pair.get((src, dst))
+        if direct is not None and direct.transfer_s(nbytes) <= best[dst] + 1e-15:
+            tree[dst] = (direct,)
+            continue
+        links: list[Link] = []
+        v = dst
+        while v != src:
+            lk = prev[v]
+            links.append(lk)
+            v = lk.src
+        tree[dst] = tuple(reversed(links))
+    return tree
 
 
 def _check_instance(inst: Instance) -> None:
