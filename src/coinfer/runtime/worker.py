@@ -204,13 +204,22 @@ class _Executor:
         return pending.wait(self.timeout_s)
 
     # -- roles -----------------------------------------------------------------------------
-    def _receiver(self, ready: queue.Queue[tuple[int, list[torch.Tensor]]]) -> None:
+    def _receiver(
+        self, ready: queue.Queue[tuple[int, list[torch.Tensor]]], slots: threading.Semaphore
+    ) -> None:
+        """Keep up to ``depth`` receives posted; hand finished inputs to the compute loop.
+
+        A slot is taken per posted receive and given back when the compute loop takes the input,
+        so at most ``depth`` inputs are buffered, and this thread never blocks on a full queue:
+        it is always waiting on the oldest receive, so the recorded arrival time is when the data
+        actually landed (the link check relies on it).
+        """
         try:
             recvs = [a for a in self.actions if a.kind == "recv"]
             posted: list[tuple[Action, PendingRecv | None]] = []
             i = 0
-            for _ in range(len(recvs)):
-                while i < len(recvs) and len(posted) < self.depth:
+            while i < len(recvs) or posted:
+                while i < len(recvs) and slots.acquire(blocking=not posted):
                     a = recvs[i]
                     posted.append((a, self._post(str(a.peer), a.request, a.stage)))
                     i += 1
@@ -227,8 +236,11 @@ class _Executor:
             return
         if self.stage is None:
             raise PeerError(f"device {self.device} has stage actions but no stage")
-        ready: queue.Queue[tuple[int, list[torch.Tensor]]] = queue.Queue(maxsize=self.depth)
-        threading.Thread(target=self._receiver, args=(ready,), name="receiver", daemon=True).start()
+        ready: queue.Queue[tuple[int, list[torch.Tensor]]] = queue.Queue()  # bounded by ``slots``
+        slots = threading.Semaphore(self.depth)
+        threading.Thread(
+            target=self._receiver, args=(ready, slots), name="receiver", daemon=True
+        ).start()
         pending_out: tuple[int, tuple[torch.Tensor, ...]] | None = None
         for a in self.actions:
             if a.kind == "compute":
@@ -239,6 +251,7 @@ class _Executor:
                         f"device {self.device}: no input for request {a.request} within {self.timeout_s:.0f} s",
                         device=str(a.peer) if a.peer else None,
                     ) from None
+                slots.release()  # the input is the compute loop's now: post the next receive
                 if request != a.request:
                     raise PeerError(
                         f"device {self.device}: got request {request}, schedule expects {a.request}"
