@@ -69,8 +69,7 @@ def plain_cluster(
     text = (
         f"name: bench\nsource: {names[0]}\ndevices:\n"
         + "\n".join(devs)
-        + "\nlinks:\n"
-        + "\n".join(links)
+        + ("\nlinks:\n" + "\n".join(links) if links else "\nlinks: []")
         + "\n"
     )
     return cluster_from_yaml(text)

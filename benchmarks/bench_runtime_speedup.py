@@ -1,9 +1,9 @@
 """Pipelined run vs the same model in one process, on the emulated heterogeneous testbed.
 
-For each model: plan for throughput on the local testbed (d0..d3 with CPU quotas 1/0.6/0.4/0.25
-of a core, one thread each), then measure (a) the pipelined run and (b) the whole model as ONE
-stage on the source d0 (the same runtime, the same emulation: one process, quota 1.0, one
-thread). Measured speed-up = (a) / (b) throughput, next to the planner's predicted speed-up
+For each model: plan for throughput on the local testbed (d0..d3 with the CPU quotas of
+``coinfer.cluster.local``, one thread each), then measure (a) the pipelined run and (b) the whole
+model as ONE stage on the source d0 (the same runtime, the same emulation: one process, d0's
+quota, one thread). Measured speed-up = (a) / (b) throughput, next to the planner's predicted speed-up
 (single-device period on d0 / the plan's period). Also the plain model in this process (no
 runtime) as a sanity check that a one-stage run costs nothing. Results in
 ``benchmarks/results/runtime_speedup.{json,md}``::
@@ -18,7 +18,13 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_runtime_common import host_load, median, single_process_rps, write_results
+from bench_runtime_common import (
+    host_load,
+    median,
+    plain_cluster,
+    single_process_rps,
+    write_results,
+)
 
 
 def stage_vs_plain(model: str, iters: int = 10) -> dict:
@@ -80,6 +86,19 @@ def one_model(model: str, requests: int, repeats: int, algo: str) -> dict:
             run(model, cluster, one, requests=requests, instance=inst, check=i == 0, timeout_s=600)
         )
     plain = median([single_process_rps(model, requests) for _ in range(repeats)])
+    # the one-stage run on an unthrottled device (1 thread), against the plain model: runtime overhead
+    bare = [
+        run(
+            model,
+            plain_cluster([cluster.source]),
+            one,
+            requests=requests,
+            check=False,
+            timeout_s=600,
+        )
+        for _ in range(repeats)
+    ]
+    bare_rps = median([r.throughput_rps for r in bare])
     p_rps = median([r.throughput_rps for r in piped])
     a_rps = median([r.throughput_rps for r in alone])
     return {
@@ -92,6 +111,8 @@ def one_model(model: str, requests: int, repeats: int, algo: str) -> dict:
         "one_stage_rps": a_rps,
         "plain_in_process_rps": plain,
         "one_stage_vs_plain": a_rps / plain,
+        "one_stage_unthrottled_rps": bare_rps,
+        "one_stage_unthrottled_vs_plain": bare_rps / plain,
         "max_abs_error": piped[0].max_abs_error,
         "emulation": piped[0].emulation_mode,
     }
@@ -122,12 +143,12 @@ def main() -> None:
     rows = []
     for c in cases:
         if "failed" in c:
-            rows.append(f"| {c['model']} | failed: {c['failed'][:80]} | | | | | | |")
+            rows.append(f"| {c['model']} | failed: {c['failed'][:80]} | | | | | | | |")
             continue
         rows.append(
             f"| {c['model']} | `{c['plan'].replace('|', '/')}` | {c['predicted_speedup']:.2f}x | {c['measured_speedup']:.2f}x | "
             f"{c['pipelined_rps']:.2f} | {c['one_stage_rps']:.2f} | {c['one_stage_vs_plain']:.2f} | "
-            f"{c['in_process_stage_vs_plain']['stage_over_plain']:.2f} |"
+            f"{c['in_process_stage_vs_plain']['stage_over_plain']:.2f} | {c['one_stage_unthrottled_vs_plain']:.2f} |"
         )
     data = {
         "cases": cases,
@@ -137,14 +158,14 @@ def main() -> None:
         "host_load_after": host_load(),
     }
     table = [
-        "# Pipelined vs one process on the emulated testbed (d0..d3, quotas 1/0.6/0.4/0.25, 1 thread each)",
+        "# Pipelined vs one process on the emulated local testbed (d0..d3, 1 thread each)",
         "",
         f"{args.requests} requests, medians of {repeats} run(s); host load (1 min) {load['loadavg_1m']:.1f} before, "
         f"{data['host_load_after']['loadavg_1m']:.1f} after, on {load['cores']} shared cores. One-stage = the whole model on d0 "
         "through the runtime; plain = the model in this process, 1 thread, no quota.",
         "",
-        "| model | plan | predicted speed-up | measured speed-up | pipelined req/s | one-stage req/s | one-stage / plain (req/s) | stage module / plain model (time, in-process) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| model | plan | predicted speed-up | measured speed-up | pipelined req/s | one-stage req/s | one-stage / plain (req/s) | stage module / plain model (time, in-process) | unthrottled one-stage / plain (req/s) |",
+        "|---|---|---|---|---|---|---|---|---|",
         *rows,
     ]
     write_results("runtime_speedup", data, table)

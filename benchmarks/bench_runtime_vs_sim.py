@@ -151,7 +151,7 @@ def main() -> None:
         f"{args.requests} requests, measured = median of {repeats} run(s); host load (1 min) "
         f"{load['loadavg_1m']:.1f} before, {data['host_load_after']['loadavg_1m']:.1f} after, on {load['cores']} shared cores.",
         "",
-        "Quotas: d0 1.0, d1 0.6, d2 0.4, d3 0.25 cores (1 thread each); `quota` = cores the plan's devices may use "
+        "Quotas from coinfer.cluster.local (1 thread each); `quota` = cores the plan's devices may use "
         "at once — above the 2 host cores the host itself is oversubscribed and the simulator cannot be matched.",
         "",
         "| model | plan | quota cores | simulated req/s | measured req/s | sim error | within ±15% |",
