@@ -506,7 +506,8 @@ def run(
     peers: dict[str, _Peer] = {}
     try:
         if spawn:
-            env = {**os.environ, "COINFER_TOKEN": token}
+            # workers' C++ warnings (gloo socket notices, peers closing on abort) are not for users
+            env = {"TORCH_CPP_LOG_LEVEL": "ERROR", **os.environ, "COINFER_TOKEN": token}
             for d in names:
                 cmd = [
                     sys.executable,
