@@ -12,6 +12,8 @@ from pathlib import Path
 
 import typer
 
+from ._console import make_console
+
 cluster_app = typer.Typer(help="Inspect and validate cluster files.", no_args_is_help=True)
 
 
@@ -29,7 +31,6 @@ def show(
     as_json: bool = typer.Option(False, "--json", help="Print the parsed cluster as JSON."),
 ) -> None:
     """Print the devices and links of a cluster file as tables."""
-    from rich.console import Console
     from rich.table import Table
 
     from ..cluster.units import Bps_to_mbps, format_bytes
@@ -38,7 +39,7 @@ def show(
     if as_json:
         typer.echo(json.dumps(cl.to_dict(), indent=2))
         return
-    console = Console()
+    console = make_console()
     dev = Table(title=f"{cl.name}: devices (source = {cl.source})")
     for col in (
         "name",
@@ -124,13 +125,12 @@ def profile_cmd(
     refresh: bool = typer.Option(False, "--refresh", help="Re-measure even if cached."),
 ) -> None:
     """Measure each node's and each piece's latency on this host (median, IQR; cached)."""
-    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
     from ..profile.profiler import profile_model
 
-    err = Console(stderr=True)
+    err = make_console(stderr=True)
     with Progress(
         TextColumn(f"profiling {model}"),
         BarColumn(),
@@ -161,7 +161,7 @@ def profile_cmd(
     if as_json:
         typer.echo(json.dumps(data, indent=1))
         return
-    console = Console()
+    console = make_console()
     stat = "mean (throttled)" if data["throttled"] else "median"
     tab = Table(
         title=f"{model} on {data['device']}: per piece, us ({stat} of {data['passes']} passes)"
@@ -220,7 +220,6 @@ def predict_cmd(
     ),
 ) -> None:
     """Predict per-piece times of MODEL on the cluster's devices with the affinity predictor."""
-    from rich.console import Console
     from rich.table import Table
 
     from ..errors import InputError
@@ -262,7 +261,7 @@ def predict_cmd(
     tab.add_row(
         "total", f"{graph.total_flops / 1e6:,.2f}", *[f"{sum(v) * 1e3:.3f}" for v in out.values()]
     )
-    Console().print(tab)
+    make_console().print(tab)
 
 
 def register(app: typer.Typer) -> None:

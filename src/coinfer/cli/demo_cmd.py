@@ -6,6 +6,8 @@ import json
 
 import typer
 
+from ._console import make_console
+
 
 def register(app: typer.Typer) -> None:
     """Add ``demo`` to ``app``."""
@@ -26,13 +28,12 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print the report as one JSON object."),
     ) -> None:
         """Capture, price, plan, simulate and really run a zoo CNN on emulated devices."""
-        from rich.console import Console
         from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
         from rich.table import Table
 
         from ..demo import DEMO_ALGOS, run_demo
 
-        console = Console(stderr=as_json)
+        console = make_console(stderr=as_json)
         total = 6
         with Progress(
             SpinnerColumn(),

@@ -8,10 +8,11 @@ inside the commands so ``coinfer --help`` stays fast. Every user mistake raises 
 from __future__ import annotations
 
 import json
-import sys
 from typing import Any
 
 import typer
+
+from ._console import make_console
 
 _MODEL_HELP = (
     "Model spec: a zoo name (see `coinfer zoo`), path/to/file.py:factory or package.module:factory."
@@ -105,11 +106,10 @@ def inspect_cmd(
 
 
 def _print_graph(graph: Any, show_nodes: bool) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     # Pipes and narrow terminals would wrap every row; give tables room instead.
-    console = Console(width=None if sys.stdout.isatty() else 160)
+    console = make_console()
     if show_nodes:
         piece_of = {name: p.index for p in graph.pieces for name in p.nodes}
         table = Table(title=f"{graph.name}: {len(graph.nodes)} nodes")

@@ -17,6 +17,7 @@ from typing import Any
 import typer
 
 from ..errors import CoinferError, InputError
+from ._console import make_console
 from ._problem import load_problem
 
 _MODEL_HELP = "Model spec (zoo name or file.py:factory); needs --cluster."
@@ -27,12 +28,9 @@ _OBJECTIVE_HELP = "latency, throughput (minimise the period) or energy."
 
 def _console():  # type: ignore[no-untyped-def]
     """A rich console; when output is not a terminal, wide enough that plan tables stay one row each."""
-    import sys
-
-    from rich.console import Console
 
     # 160 columns: a 16-stage plan's stage list still fits beside the numeric columns in logs/CI.
-    return Console() if sys.stdout.isatty() else Console(width=160)
+    return make_console()
 
 
 def _fmt(x: float | None, scale: float = 1.0, digits: int = 3) -> str:

@@ -15,6 +15,7 @@ from typing import Any
 import typer
 
 from ..errors import InputError
+from ._console import make_console
 from ._problem import load_problem
 
 _MODEL_HELP = "Model spec (zoo name or file.py:factory); needs --cluster."
@@ -69,7 +70,6 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(None, "--out", help="Also write the schedule JSON here."),
     ) -> None:
         """Print the per-device ordered actions (recv / compute / send) of a plan."""
-        from rich.console import Console
 
         from ..report.tables import schedule_table
         from ..schedule import schedule, validate_schedule
@@ -83,7 +83,7 @@ def register(app: typer.Typer) -> None:
         if as_json:
             typer.echo(sched.to_json())
             return
-        console = Console()
+        console = make_console()
         console.print(str(plan))
         console.print(schedule_table(sched))
 
@@ -169,9 +169,8 @@ def register(app: typer.Typer) -> None:
         if as_json:
             typer.echo(json.dumps({"plan": plan.to_dict(), "simulated": res.summary()}, indent=2))
             return
-        from rich.console import Console
 
-        console = Console()
+        console = make_console()
         console.print(str(plan))
         pred = plan.predicted.to_dict()
         if microbatch != 1:  # the plan's prediction is per single-sample request
