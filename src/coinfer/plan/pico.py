@@ -33,9 +33,12 @@ Either way the result is never worse than dp's plan (it is the starting incumben
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 from ._common import REL_EPS, TransferTable, finish
 from .brute import count_candidates
@@ -52,14 +55,18 @@ class PicoOptions:
     Attributes
     ----------
     exact_limit : solve exactly by branch and bound when brute force with replicas would score
-        at most this many candidates (the B&B visits far fewer); otherwise hill-climb.
+        at most this many candidates (the B&B visits far fewer); otherwise search heuristically.
     node_limit : cap on branch-and-bound nodes (``details["exact"]`` False if hit).
-    max_rounds : cap on hill-climbing rounds.
+    max_rounds : cap on local-search rounds per starting plan.
+    max_evals : cap on distinct plans the local search scores per starting plan. A count, not
+        a clock, so the result does not depend on machine load; 3 000 keeps 48 pieces x 16
+        devices (5 starts) near one second here while the descent usually stops far earlier.
     """
 
     exact_limit: int = 200_000
     node_limit: int = 300_000
     max_rounds: int = 200
+    max_evals: int = 3_000
 
 
 def plan_pico(instance: Instance, objective: Objective, options: PicoOptions | None = None) -> Plan:
@@ -85,7 +92,7 @@ def plan_pico(instance: Instance, objective: Objective, options: PicoOptions | N
         details["method"] = "branch-and-bound"
         details["exact"] = complete
     else:
-        stages = _hill_climb(instance, base.stages, opts.max_rounds)
+        stages, details["start"] = _search(instance, base.stages, opts)
         details["method"] = "greedy"
         details["exact"] = False
     details["replicated_stages"] = sum(len(s.devices) > 1 for s in stages)
@@ -204,58 +211,294 @@ def _branch_and_bound(
     return best[1], complete[0]
 
 
-def _hill_climb(
-    instance: Instance, stages: tuple[Stage, ...], max_rounds: int
-) -> tuple[Stage, ...]:
-    """Best-improvement local search: add a replica, or shift a boundary by one piece."""
-    cur = tuple(stages)
-    cur_val = period_s(instance, cur)
+# ----- large instances: grouped DP starts + local search ------------------------------------
+# A stage in index space: (first piece, last piece, device indices in instance order).
+_IStage = tuple[int, int, tuple[int, ...]]
+
+
+class _Scorer:
+    """Exact period of index-space stages, mirroring :func:`coinfer.plan.evaluate.period_s`.
+
+    The local search scores thousands of neighbours; going through :class:`Stage` objects and
+    per-call path look-ups would dominate, so this keeps prefix sums and the precomputed paths
+    of a :class:`TransferTable` and memoises every plan it has scored. The planner's final
+    prediction is still the reference model's (:func:`finish`).
+    """
+
+    def __init__(self, instance: Instance, tt: TransferTable) -> None:
+        self.names = list(instance.device_names)
+        self.src = self.names.index(instance.source)
+        self.P = instance.num_pieces
+        self.tt = tt
+        self.pref = [
+            [0.0, *itertools.accumulate(pc.time_s[d] for pc in instance.pieces)] for d in self.names
+        ]
+        self.cap = [instance.device_by_name[d].mem_bytes for d in self.names]
+        self.mem = instance.mem_bytes
+        self.cache: dict[tuple[_IStage, ...], float] = {}
+        self.evals = 0
+
+    def fits(self, first: int, last: int, devs: tuple[int, ...]) -> bool:
+        need = self.mem(first, last)
+        return all(self.cap[e] >= need for e in devs)
+
+    def period(self, stages: tuple[_IStage, ...]) -> float:
+        hit = self.cache.get(stages)
+        if hit is not None:
+            return hit
+        self.evals += 1
+        peak = 0.0
+        loads: dict[tuple[str, str], float] = {}
+        g_prev: tuple[int, ...] = (self.src,)
+        w_prev = [1.0]
+        for first, last, devs in stages:
+            times = [self.pref[e][last + 1] - self.pref[e][first] for e in devs]
+            w = _weights(times)
+            peak = max(peak, max(wi * ti for wi, ti in zip(w, times, strict=True)))
+            peak = max(peak, self._transfer(loads, first, g_prev, w_prev, devs, w))
+            g_prev, w_prev = devs, w
+        peak = max(peak, self._transfer(loads, self.P, g_prev, w_prev, (self.src,), [1.0]))
+        self.cache[stages] = peak
+        return peak
+
+    def _transfer(self, loads, k, g_from, w_from, g_to, w_to) -> float:  # type: ignore[no-untyped-def]
+        peak = 0.0
+        paths = self.tt.paths[k]
+        for u, wu in zip(g_from, w_from, strict=True):
+            for v, wv in zip(g_to, w_to, strict=True):
+                share = wu * wv
+                if share == 0.0 or u == v:
+                    continue
+                path = paths[u][v]
+                if not path:
+                    return math.inf
+                for key, t in path:
+                    new = loads.get(key, 0.0) + share * t
+                    loads[key] = new
+                    peak = max(peak, new)
+        return peak
+
+
+def _grouped_dp(
+    instance: Instance, tt: TransferTable, order: list[int]
+) -> tuple[_IStage, ...] | None:
+    """PICO's grouping as a DP: consecutive runs of ``order`` form the pipeline's stages.
+
+    Devices are laid out in ``order`` (e.g. fastest first); every stage takes the next run
+    ``order[b:e]`` as its replicas and the next range of pieces, so a plan is two monotone
+    staircases (piece cuts and device cuts) and the DP over ``(cut i, previous run (a, b),
+    next run end e)`` is polynomial: ``O(P^2 D^2)`` work in numpy rows. Plans may stop before
+    the end of ``order`` (use only the first ``e`` devices), so appending a device to
+    ``order`` never makes this DP's optimum worse.
+
+    Compute periods are exact (``1 / sum of the replicas' rates`` over the exact piece range).
+    Transfers are approximated so they depend on the two runs only: replica shares use each
+    device's whole-model speed and a pair's load is its busiest hop (no link shared between
+    pairs). The local search that follows scores everything exactly. Returns ``None`` if no
+    plan fits in memory.
+    """
+    P, D = instance.num_pieces, len(order)
+    names = list(instance.device_names)
+    src = names.index(instance.source)
+    t = np.array([[pc.time_s[names[e]] for e in order] for pc in instance.pieces])
+    cum = np.vstack([np.zeros(D), np.cumsum(t, axis=0)])  # cum[k, pos] = time of pieces < k
+    mem_pref = np.array([instance.mem_bytes(0, k - 1) if k else 0 for k in range(P + 1)])
+    caps = np.array([instance.device_by_name[names[e]].mem_bytes for e in order], dtype=float)
+    # static replica shares for the transfer estimate: proportional to whole-model speed
+    total = np.maximum(cum[P], 1e-300)  # guard all-zero rows (zero-time devices)
+    rate = 1.0 / total
+    hop = tt.hop_s[:, order][:, :, order]  # (cut, pos, pos)
+    hop_src_in = tt.hop_s[:, src, order]  # source -> pos
+    hop_src_out = tt.hop_s[P, order, src]  # pos -> source (output)
+    inf = math.inf
+    # trans[a, b, e, k]: estimated busiest-link load moving cut k from run a:b to run b:e
+    trans = np.full((D + 1, D + 1, D + 1, P + 1), inf)
+    for b in range(D):
+        for e in range(b + 1, D + 1):
+            w2 = rate[b:e] / rate[b:e].sum()
+            trans[0, 0, e, 0] = float(np.max(w2 * hop_src_in[0, b:e])) if b == 0 else inf
+            for a in range(b):
+                w1 = rate[a:b] / rate[a:b].sum()
+                pair = hop[:, a:b, b:e] * (w1[:, None] * w2[None, :])
+                trans[a, b, e] = pair.max(axis=(1, 2))
+    best = np.full((P + 1, D + 1, D + 1), inf)  # best[k, a, b]: pieces < k, last stage on a:b
+    par_i = np.full((P + 1, D + 1, D + 1), -1, dtype=np.int64)
+    par_a = np.full((P + 1, D + 1, D + 1), -1, dtype=np.int64)
+    best[0, 0, 0] = 0.0
+    with np.errstate(divide="ignore"):
+        for i in range(P):
+            span = cum[i + 1 :] - cum[i]  # (P - i, D): time of pieces i..k on each position
+            rates = 1.0 / span  # inf where a piece range takes no time
+            room = mem_pref[i + 1 :] - mem_pref[i]  # memory of pieces i..k
+            for b in range(D) if i else (0,):
+                if i:
+                    col = best[i, :b, b]
+                    if not np.isfinite(col).any():
+                        continue
+                    inc_all = np.maximum(col[:, None], trans[:b, b, :, i])  # (a, e)
+                    a_best = np.argmin(inc_all, axis=0)
+                    inc = inc_all[a_best, np.arange(D + 1)]
+                else:
+                    a_best = np.zeros(D + 1, dtype=np.int64)
+                    inc = trans[0, 0, :, 0].copy()
+                # period of pieces i..k on run b:e = 1 / sum of the run's rates
+                per = 1.0 / np.cumsum(rates[:, b:], axis=1)  # (P - i, D - b) for e = b+1..D
+                cap = np.minimum.accumulate(caps[b:])  # memory of the run = its smallest device
+                per[room[:, None] > cap[None, :]] = inf
+                val = np.maximum(per, inc[b + 1 :][None, :])
+                blk = best[i + 1 :, b, b + 1 :]
+                better = val < blk
+                if not better.any():
+                    continue
+                blk[better] = val[better]
+                ks, es = np.nonzero(better)
+                par_i[ks + i + 1, b, es + b + 1] = i
+                par_a[ks + i + 1, b, es + b + 1] = a_best[es + b + 1]
+    # close the pipeline: the last run sends the output back to the source
+    end = np.full((D + 1, D + 1), inf)
+    for a in range(D):
+        for b in range(a + 1, D + 1):
+            if np.isfinite(best[P, a, b]):
+                w = rate[a:b] / rate[a:b].sum()
+                end[a, b] = max(best[P, a, b], float(np.max(w * hop_src_out[a:b])))
+    if not np.isfinite(end).any():
+        return None
+    a, b = np.unravel_index(int(np.argmin(end)), end.shape)
+    stages: list[_IStage] = []
+    k = P
+    while k > 0:
+        i, pa = int(par_i[k, a, b]), int(par_a[k, a, b])
+        stages.append((i, k - 1, tuple(sorted(order[p] for p in range(a, b)))))
+        k, a, b = i, pa, a
+    return tuple(reversed(stages))
+
+
+def _starts(instance: Instance, tt: TransferTable, base: tuple[Stage, ...]):  # type: ignore[no-untyped-def]
+    """Starting plans (index space): dp's optimum, PICO's grouped DP in three device orders,
+    and every device that can hold the model replicating all of it (data parallelism)."""
+    names = list(instance.device_names)
+    idx = {d: e for e, d in enumerate(names)}
+    out: list[tuple[str, tuple[_IStage, ...]]] = [
+        ("dp", tuple((s.first, s.last, tuple(sorted(idx[d] for d in s.devices))) for s in base))
+    ]
+    P = instance.num_pieces
+    whole = [instance.compute_s(0, P - 1, d) for d in names]
+    fastest = sorted(range(len(names)), key=lambda e: (whole[e], e))
+    src = idx[instance.source]
+    orders = {
+        "grouped-fastest-first": fastest,
+        "grouped-slowest-first": fastest[::-1],
+        "grouped-source-first": [src, *(e for e in fastest if e != src)],
+    }
+    for label, order in orders.items():
+        plan = _grouped_dp(instance, tt, order)
+        if plan is not None:
+            out.append((label, plan))
+    need = instance.mem_bytes(0, P - 1)
+    roomy = tuple(
+        e for e in range(len(names)) if instance.device_by_name[names[e]].mem_bytes >= need
+    )
+    if roomy:
+        out.append(("data-parallel", ((0, P - 1, roomy),)))
+    return out
+
+
+def _search(
+    instance: Instance, base: tuple[Stage, ...], opts: PicoOptions
+) -> tuple[tuple[Stage, ...], str]:
+    """Multi-start descent: every start of :func:`_starts` improved by :func:`_local_search`;
+    the best result wins (ties go to the earlier start, dp's first, so it is never worse)."""
+    tt = TransferTable(instance)
+    sc = _Scorer(instance, tt)
+    n = len(instance.device_names)
+    best: tuple[_IStage, ...] | None = None
+    best_val, best_label = math.inf, ""
+    for label, start in _starts(instance, tt, base):
+        got, val = _local_search(sc, start, n, opts.max_rounds, sc.evals + opts.max_evals)
+        if best is None or val < best_val * (1 - REL_EPS):
+            best, best_val, best_label = got, val, label
+    assert best is not None  # dp's plan is always a start
+    names = sc.names
+    return tuple(Stage(f, last, tuple(names[e] for e in g)) for f, last, g in best), best_label
+
+
+def _local_search(
+    sc: _Scorer, stages: tuple[_IStage, ...], n_dev: int, max_rounds: int, max_evals: int
+) -> tuple[tuple[_IStage, ...], float]:
+    """Best-improvement descent over :func:`_moves` until no move helps (or a budget runs out)."""
+    cur, cur_val = stages, sc.period(stages)
     for _ in range(max_rounds):
         best, best_val = None, cur_val
-        for cand in _neighbours(instance, cur):
-            v = period_s(instance, cand)
+        for cand in _moves(sc, cur, n_dev):
+            v = sc.period(cand)
             if v < best_val * (1 - REL_EPS):
                 best, best_val = cand, v
+            if sc.evals >= max_evals:
+                break
         if best is None:
             break
         cur, cur_val = best, best_val
-    return cur
+        if sc.evals >= max_evals:
+            break
+    return cur, cur_val
 
 
-def _neighbours(instance: Instance, stages: tuple[Stage, ...]):  # type: ignore[no-untyped-def]
-    used = {d for s in stages for d in s.devices}
-    unused = [d for d in instance.device_names if d not in used]
-    for k, st in enumerate(stages):
-        need = instance.mem_bytes(st.first, st.last)
-        for d in unused:
-            if instance.device_by_name[d].mem_bytes >= need:
-                yield (*stages[:k], Stage(st.first, st.last, (*st.devices, d)), *stages[k + 1 :])
-    for k in range(len(stages) - 1):
-        a, b = stages[k], stages[k + 1]
-        # merge two neighbours onto one side's devices and reuse the freed devices as replicas of
-        # some stage (possibly the merged one): how a pipeline using every device makes room
-        merged_span = (a.first, b.last)
-        for keep, freed in ((a.devices, b.devices), (b.devices, a.devices)):
-            merged = Stage(*merged_span, keep)
-            if not _fits(instance, merged):
+def _moves(sc: _Scorer, stages: tuple[_IStage, ...], n_dev: int):  # type: ignore[no-untyped-def]
+    """Neighbours of a plan. Device moves: add an unused device as a replica, drop a replica,
+    move a replica to another stage, swap two stages' devices. Structure moves: merge two
+    neighbours onto one side's devices and hand the freed devices to some stage (how a plan
+    that uses every device makes room for replicas); split a replicated stage in two, its
+    replicas divided (the inverse); shift a boundary by one piece."""
+    K = len(stages)
+    used = {e for s in stages for e in s[2]}
+    unused = [e for e in range(n_dev) if e not in used]
+
+    def put(k: int, st: _IStage, base: tuple[_IStage, ...] = stages) -> tuple[_IStage, ...]:
+        return (*base[:k], st, *base[k + 1 :])
+
+    for k, (f, last, g) in enumerate(stages):
+        for e in unused:
+            if sc.fits(f, last, (e,)):
+                yield put(k, (f, last, tuple(sorted((*g, e)))))
+        if len(g) > 1:
+            for e in g:
+                rest = tuple(x for x in g if x != e)
+                yield put(k, (f, last, rest))
+                for q, (f2, l2, g2) in enumerate(stages):
+                    if q != k and sc.fits(f2, l2, (e,)):
+                        moved = put(q, (f2, l2, tuple(sorted((*g2, e)))), put(k, (f, last, rest)))
+                        yield moved
+            # split: pieces f..c and c+1..last, the replicas halved (in device order)
+            for c in range(f, last):
+                ga, gb = g[: len(g) // 2], g[len(g) // 2 :]
+                for x, y in ((ga, gb), (gb, ga)):
+                    if sc.fits(f, c, x) and sc.fits(c + 1, last, y):
+                        yield (*stages[:k], (f, c, x), (c + 1, last, y), *stages[k + 1 :])
+        for q in range(k + 1, K):
+            f2, l2, g2 = stages[q]
+            for e in g:
+                for e2 in g2:
+                    ng = tuple(sorted(x if x != e else e2 for x in g))
+                    ng2 = tuple(sorted(x if x != e2 else e for x in g2))
+                    if sc.fits(f, last, ng) and sc.fits(f2, l2, ng2):
+                        yield put(q, (f2, l2, ng2), put(k, (f, last, ng)))
+        for e in unused:  # swap a stage's device for an unused one
+            if sc.fits(f, last, (e,)):
+                for x in g:
+                    yield put(k, (f, last, tuple(sorted(e if y == x else y for y in g))))
+    for k in range(K - 1):
+        (fa, la, ga), (_, lb, gb) = stages[k], stages[k + 1]
+        for keep, freed in ((ga, gb), (gb, ga)):
+            if not sc.fits(fa, lb, keep):
                 continue
-            base = (*stages[:k], merged, *stages[k + 2 :])
-            for q, st in enumerate(base):
-                grown = Stage(st.first, st.last, (*st.devices, *freed))
-                if _fits(instance, grown):
-                    yield (*base[:q], grown, *base[q + 1 :])
-        for delta in (-1, 1):
-            cut = a.last + delta
-            if not (a.first <= cut < b.last):
-                continue
-            na, nb = Stage(a.first, cut, a.devices), Stage(cut + 1, b.last, b.devices)
-            if _fits(instance, na) and _fits(instance, nb):
-                yield (*stages[:k], na, nb, *stages[k + 2 :])
-
-
-def _fits(instance: Instance, st: Stage) -> bool:
-    need = instance.mem_bytes(st.first, st.last)
-    return all(instance.device_by_name[d].mem_bytes >= need for d in st.devices)
+            base = (*stages[:k], (fa, lb, keep), *stages[k + 2 :])
+            yield base
+            for q, (f, last, g) in enumerate(base):
+                if sc.fits(f, last, freed):
+                    yield put(q, (f, last, tuple(sorted((*g, *freed)))), base)
+        for cut in (la - 1, la + 1):
+            if fa <= cut < lb and sc.fits(fa, cut, ga) and sc.fits(cut + 1, lb, gb):
+                yield (*stages[:k], (fa, cut, ga), (cut + 1, lb, gb), *stages[k + 2 :])
 
 
 __all__ = ["PicoOptions", "plan_pico"]
