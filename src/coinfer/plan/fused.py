@@ -46,9 +46,22 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+import numpy as np
+
 from ..errors import InfeasibleError, InputError
 from ._adv_common import finish_plan, order_dp
 from .evaluate import validate_stages
+from .fused_pso import (
+    LINK_MODELS,
+    LinkModel,
+    Solution,
+    TileCosts,
+    lpt_order,
+    mw_order,
+    psomw,
+    schedule_latency,
+    tile_costs,
+)
 from .instance import Device, Instance, Link, make_instance
 from .types import Objective, Plan, Stage, check_objective
 
@@ -310,6 +323,7 @@ class FusedResult:
     latency_s: float
     finish_s: Mapping[str, float]
     redundancy: float
+    order: tuple[int, ...] = ()  # shipping order of the tiles (pipelined link model)
 
 
 def assign_tiles(instance: Instance, plan: TilePlan, devices: Sequence[str]) -> FusedResult:
@@ -361,13 +375,26 @@ class FusedOptions:
     ``layers``/``input_hw`` override ``instance.meta["conv_layers"]``/``["conv_input_hw"]``;
     ``max_tiles`` bounds the grids tried (all ``rows x cols <= max_tiles``); ``search_depth``
     also tries fusing only the first ``k`` pieces (needs one spec layer per piece), the rest
-    running layer-wise from the source.
+    running layer-wise from the source. ``search`` places tiles by PSOMW (``"pso"``, seeded with
+    ``seed``, ``particles`` x ``iterations``, over the ``pso_candidates`` best depth x grid
+    candidates) or greedy LPT only; ``link_model`` is the cost model of the tile transfers
+    (``"serial"`` per-link, or ``"pipelined"`` one source radio + overlap, see
+    :mod:`.fused_pso`).
     """
 
     layers: tuple[LayerSpec, ...] | None = None
     input_hw: tuple[int, int] | None = None
     max_tiles: int = 16
     search_depth: bool = True
+    # PSOMW by default: seeded with greedy's solutions it is never worse (tests check it).
+    search: Literal["pso", "greedy"] = "pso"
+    link_model: LinkModel = "serial"
+    seed: int = 0
+    # Swarm size: 30 particles x 60 iterations = 1,800 schedule evaluations, ~0.1-1 s here.
+    particles: int = 30
+    iterations: int = 60
+    # The swarm searches depth x grid among this many best candidates by greedy latency.
+    pso_candidates: int = 12
 
 
 def _spec_of(
@@ -422,18 +449,46 @@ def nfl_latency(instance: Instance, exact_devices: int = 7) -> tuple[float, tupl
     return p.predicted.latency_s, p.stages
 
 
+def _greedy_costs(costs: TileCosts, flops: Sequence[float], src: str) -> tuple[int, ...]:
+    """:func:`assign_tiles`' LPT rule on a cost table: device index of every tile."""
+    finish = [0.0] * costs.num_devices
+    tot = costs.total_s
+    assign = [0] * costs.num_tiles
+    for t in sorted(range(costs.num_tiles), key=lambda i: -flops[i]):
+        j = min(
+            range(costs.num_devices),
+            key=lambda x: (finish[x] + tot[t, x], costs.devices[x] != src),
+        )
+        finish[j] += tot[t, j]
+        assign[t] = j
+    return tuple(assign)
+
+
+@dataclass(frozen=True)
+class _Cand:
+    """One fused depth x grid: its tile plan, feasible devices, costs and layer-wise suffix."""
+
+    depth: int
+    plan: TilePlan
+    costs: TileCosts
+    suffix: tuple[float, tuple[Stage, ...]]
+
+
 def plan_fused(
     instance: Instance, objective: Objective = "latency", options: FusedOptions | None = None
 ) -> Plan:
-    """Fused-layer tiling planner (S2 FL + DeepThings FTP). Heuristic (greedy assignment).
+    """Fused-layer tiling planner (S2 FL + DeepThings FTP). Heuristic (PSOMW or greedy placement).
 
-    For every fused depth ``k`` (the first ``k`` pieces tiled, gathered at the source, the rest
-    planned layer-wise by the exact NFL search) and every grid of at most ``max_tiles`` tiles,
-    assigns tiles greedily and keeps the lowest total latency, reported next to the NFL optimum.
-    Deep layers have small feature maps, where halos cost more than parallelism gains — that is
-    what the depth choice captures. Latency objective only (tiling one request over devices is a
-    latency technique). Complexity ``O(P * G * T * D)`` for ``G`` grids of up to ``T`` tiles,
-    plus ``P`` NFL searches. If no fused plan beats the NFL optimum, the NFL plan is returned
+    Candidates are every fused depth ``k`` (the first ``k`` pieces tiled, gathered at the
+    source, the rest planned layer-wise by the exact NFL search) times every grid of at most
+    ``max_tiles`` tiles. Each candidate first gets greedy LPT placement (shipped largest tile
+    first); with ``search="pso"`` the PSOMW swarm (:func:`~.fused_pso.psomw`) then searches
+    candidate, placement and shipping order jointly over the ``pso_candidates`` best candidates,
+    seeded with their greedy solutions (so it is never worse than greedy). Deep layers have
+    small feature maps, where halos cost more than parallelism gains — that is what the depth
+    choice captures. Latency objective only. Greedy costs ``O(P * G * T * D)`` for ``G`` grids of
+    up to ``T`` tiles, plus ``P`` NFL searches; PSOMW adds ``particles * iterations`` schedule
+    evaluations. If no fused plan beats the NFL optimum, the NFL plan is returned
     (``details["fused"]["used"] = False``, the best fused figures still reported).
     """
     started = time.perf_counter()
@@ -443,13 +498,18 @@ def plan_fused(
             f"fused minimises latency (one request split spatially); objective {objective!r} is not supported"
         )
     opts = options or FusedOptions()
+    if opts.search not in ("pso", "greedy"):
+        raise InputError(f"fused: search {opts.search!r} is not 'pso' or 'greedy'")
+    if opts.link_model not in LINK_MODELS:
+        raise InputError(
+            f"fused: link_model {opts.link_model!r} is not one of {', '.join(LINK_MODELS)}"
+        )
     layers, hw = _spec_of(instance, opts)
     P = instance.num_pieces
     per_piece = len(layers) == P  # one spec layer per piece: the fused depth can be chosen
     depths = range(1, P + 1) if opts.search_depth and per_piece else [P]
-    best: tuple[float, FusedResult, int, tuple[Stage, ...]] | None = None
-    tried = 0
-    suffix_cache: dict[int, tuple[float, tuple[Stage, ...]] | None] = {}
+    cands: list[_Cand] = []
+    greedy: list[Solution] = []
     for depth in depths:
         block = sub_instance(instance, 0, depth - 1)
         specs = layers[:depth] if per_piece else layers
@@ -457,32 +517,85 @@ def plan_fused(
         devices = [d.name for d in instance.devices if d.mem_bytes >= need]
         if not devices:
             continue
-        if depth not in suffix_cache:
-            suffix_cache[depth] = _suffix(instance, depth)
-        suffix = suffix_cache[depth]
+        suffix = _suffix(instance, depth)
         if suffix is None:
             continue
         H, W = output_hw(specs, hw)[-1]
         for gh in range(1, min(H, opts.max_tiles) + 1):
             for gw in range(1, min(W, opts.max_tiles // gh) + 1):
-                res = assign_tiles(block, tile_plan(specs, hw, (gh, gw)), devices)
-                tried += 1
-                total = res.latency_s + suffix[0]
-                if best is not None and total >= best[0] - 1e-15:
-                    continue
-                used = tuple(d for d in instance.device_names if d in set(res.assignment))
-                stages = (Stage(0, depth - 1, used), *suffix[1])
-                try:
-                    validate_stages(instance, stages, allow_revisit=True)
-                except InfeasibleError:
-                    continue  # a tile device also serving a suffix stage runs out of memory
-                best = (total, res, depth, stages)
-    if best is None:
+                tp = tile_plan(specs, hw, (gh, gw))
+                costs = tile_costs(block, tp, devices)
+                assign = _greedy_costs(costs, [t.flops for t in tp.tiles], instance.source)
+                order = lpt_order(costs, assign)
+                lat = schedule_latency(costs, assign, order, opts.link_model)[0]
+                greedy.append(Solution(len(cands), assign, order, lat + suffix[0]))
+                cands.append(_Cand(depth, tp, costs, suffix))
+    if not cands:
         raise InfeasibleError(
             f"{instance.name}: no fused block fits — every tile device must hold the block's "
             f"{instance.pieces[0].mem_bytes}+ bytes (largest device {max(d.mem_bytes for d in instance.devices)})"
         )
-    total, res, depth, stages = best
+
+    def stages_of(sol: Solution) -> tuple[Stage, ...] | None:
+        c = cands[sol.cand]
+        names = {c.costs.devices[j] for j in sol.assign}
+        used = tuple(d for d in instance.device_names if d in names)
+        st = (Stage(0, c.depth - 1, used), *c.suffix[1])
+        try:
+            validate_stages(instance, st, allow_revisit=True)
+        except InfeasibleError:
+            return None  # a tile device also serving a suffix stage runs out of memory
+        return st
+
+    ranked = sorted(greedy, key=lambda s: (s.latency_s, s.cand))
+    best_greedy = next(((s, st) for s in ranked if (st := stages_of(s)) is not None), None)
+    if best_greedy is None:
+        raise InfeasibleError(f"{instance.name}: no fused plan fits in memory")
+    best, stages = best_greedy
+    pso_info: dict[str, Any] | None = None
+    if opts.search == "pso":
+        top = ranked[: max(1, opts.pso_candidates)]
+        sub = [cands[s.cand] for s in top]
+        init = [Solution(i, s.assign, s.order, s.latency_s) for i, s in enumerate(top)]
+        if opts.link_model == "pipelined":  # greedy placement with the MW order, too
+            for i, (s, c) in enumerate(zip(top, sub, strict=True)):
+                o = mw_order(c.costs, s.assign)
+                lat = schedule_latency(c.costs, s.assign, o, "pipelined")[0] + c.suffix[0]
+                init.append(Solution(i, s.assign, o, lat))
+        rng = np.random.default_rng(opts.seed)
+        sol, history = psomw(
+            [c.costs for c in sub],
+            [c.suffix[0] for c in sub],
+            opts.link_model,
+            rng,
+            particles=opts.particles,
+            iterations=opts.iterations,
+            init=init,
+        )
+        sol = Solution(top[sol.cand].cand, sol.assign, sol.order, sol.latency_s)
+        st = stages_of(sol)
+        pso_info = {
+            "particles": opts.particles,
+            "iterations": opts.iterations,
+            "candidates": len(sub),
+            "history": history,
+            "greedy_latency_s": best.latency_s,
+            "fallback_to_greedy": st is None,
+        }
+        if st is not None and sol.latency_s <= best.latency_s:
+            best, stages = sol, st
+    c = cands[best.cand]
+    block_lat, fin = schedule_latency(c.costs, best.assign, best.order, opts.link_model)
+    names = [c.costs.devices[j] for j in best.assign]
+    res = FusedResult(
+        c.plan.grid,
+        tuple(names),
+        block_lat,
+        {d: float(fin[j]) for j, d in enumerate(c.costs.devices) if d in set(names)},
+        c.plan.redundancy,
+        tuple(best.order),
+    )
+    total, depth = best.latency_s, c.depth
     nfl, nfl_stages = nfl_latency(instance)
     # Fusing must beat NFL by more than round-off (a 1x1 tile on one device ties with it).
     use_nfl = nfl <= total * (1 + 1e-9)
@@ -493,21 +606,27 @@ def plan_fused(
         "allow_revisit": revisit,
         "fused": {
             "used": not use_nfl,
+            "search": opts.search,
+            "link_model": opts.link_model,
             "depth": depth,
             "grid": list(res.grid),
             "assignment": list(res.assignment),
+            "order": list(res.order),
             "block_latency_s": res.latency_s,
             "latency_s": total,
+            "greedy_latency_s": best_greedy[0].latency_s,
             "finish_s": dict(res.finish_s),
             "redundancy": res.redundancy,
-            "grids_tried": tried,
+            "grids_tried": len(cands),
             "suffix_stages": [str(st) for st in stages[1:]],
+            **({"pso": pso_info} if pso_info is not None else {}),
         },
         "nfl_latency_s": nfl,
         "nfl_stages": [str(st) for st in nfl_stages],
         "speedup_vs_nfl": nfl / min(total, nfl) if total > 0 else math.inf,
     }
-    return finish_plan(instance, "fused", objective, stages, started, details=details)
+    seed = opts.seed if opts.search == "pso" else None
+    return finish_plan(instance, "fused", objective, stages, started, seed=seed, details=details)
 
 
 def sub_instance(instance: Instance, first: int, last: int) -> Instance:

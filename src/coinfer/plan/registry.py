@@ -217,6 +217,7 @@ PLANNERS: dict[str, PlannerInfo] = {
             plan_fused,
             FusedOptions,
             exact=False,
+            seeded=True,
             objectives=frozenset({"latency"}),
             needs="conv layers",
             model="replicas",
