@@ -58,15 +58,31 @@ class PicoOptions:
         at most this many candidates (the B&B visits far fewer); otherwise search heuristically.
     node_limit : cap on branch-and-bound nodes (``details["exact"]`` False if hit).
     max_rounds : cap on local-search rounds per starting plan.
-    max_evals : cap on distinct plans the local search scores per starting plan. A count, not
-        a clock, so the result does not depend on machine load; 3 000 keeps 48 pieces x 16
-        devices (5 starts) near one second here while the descent usually stops far earlier.
+    max_evals : cap on distinct plans one descent scores. A count, not a clock, so the result
+        does not depend on machine load; a plan costs ~10 us (10 x 4) to ~70 us (48 x 16) to
+        score here, and 2 000 rarely binds below 16 devices.
+    kicks : perturbation rounds after the starts' descents (iterated local search): 2–3
+        random moves applied to the best plan, then a descent; kept if better. Local optima
+        of the move set are common under tight memory, where most single moves are infeasible.
+    kick_evals : cap on plans scored by all kicks together (keeps 48 x 16 under ~2 s; small
+        instances finish all ``kicks`` well within it).
+    orders : grouped-DP runs over further device orders (every order when ``D!`` is at most
+        this; 120 = all orders of 5 devices).
+    order_cells : cap on ``orders * P * D^2`` (a grouped DP costs ~2 us per cell here), so
+        48 x 16 runs ~8 further orders, 10 x 4 all 24.
+    seed : seed of the random device orders and the kicks' random moves (the search is
+        deterministic given it).
     """
 
     exact_limit: int = 200_000
     node_limit: int = 300_000
     max_rounds: int = 200
-    max_evals: int = 3_000
+    max_evals: int = 4_000
+    kicks: int = 200
+    kick_evals: int = 8_000
+    orders: int = 120
+    order_cells: int = 100_000
+    seed: int = 0
 
 
 def plan_pico(instance: Instance, objective: Objective, options: PicoOptions | None = None) -> Plan:
@@ -236,6 +252,8 @@ class _Scorer:
         self.cap = [instance.device_by_name[d].mem_bytes for d in self.names]
         self.mem = instance.mem_bytes
         self.cache: dict[tuple[_IStage, ...], float] = {}
+        self.stage_cache: dict[_IStage, tuple[list[float], float]] = {}
+        self.bound_cache: dict[tuple[Any, Any], tuple[dict[tuple[str, str], float], float]] = {}
         self.evals = 0
 
     def fits(self, first: int, last: int, devs: tuple[int, ...]) -> bool:
@@ -243,25 +261,54 @@ class _Scorer:
         return all(self.cap[e] >= need for e in devs)
 
     def period(self, stages: tuple[_IStage, ...]) -> float:
+        """Busiest device or link per request; each stage and each boundary is computed once
+        and memoised, and boundaries' link loads are summed only when they share a link."""
         hit = self.cache.get(stages)
         if hit is not None:
             return hit
         self.evals += 1
         peak = 0.0
-        loads: dict[tuple[str, str], float] = {}
-        g_prev: tuple[int, ...] = (self.src,)
-        w_prev = [1.0]
-        for first, last, devs in stages:
-            times = [self.pref[e][last + 1] - self.pref[e][first] for e in devs]
-            w = _weights(times)
-            peak = max(peak, max(wi * ti for wi, ti in zip(w, times, strict=True)))
-            peak = max(peak, self._transfer(loads, first, g_prev, w_prev, devs, w))
-            g_prev, w_prev = devs, w
-        peak = max(peak, self._transfer(loads, self.P, g_prev, w_prev, (self.src,), [1.0]))
+        parts: list[dict[tuple[str, str], float]] = []
+        prev: _IStage | None = None  # None: the source
+        for st in (*stages, None):
+            if st is not None:
+                peak = max(peak, self._stage(st)[1])
+            loads, p = self._boundary(prev, st)
+            peak = max(peak, p)
+            parts.append(loads)
+            prev = st
+        if sum(map(len, parts)) != len(set().union(*parts)):  # a link carries two boundaries
+            total: dict[tuple[str, str], float] = {}
+            for loads in parts:
+                for key, x in loads.items():
+                    total[key] = total.get(key, 0.0) + x
+            peak = max(peak, max(total.values()))
         self.cache[stages] = peak
         return peak
 
-    def _transfer(self, loads, k, g_from, w_from, g_to, w_to) -> float:  # type: ignore[no-untyped-def]
+    def _stage(self, st: _IStage) -> tuple[list[float], float]:
+        """Replica shares and busy seconds per request of one stage (memoised)."""
+        hit = self.stage_cache.get(st)
+        if hit is None:
+            first, last, devs = st
+            times = [self.pref[e][last + 1] - self.pref[e][first] for e in devs]
+            w = _weights(times)
+            hit = (w, max(wi * ti for wi, ti in zip(w, times, strict=True)))
+            self.stage_cache[st] = hit
+        return hit
+
+    def _boundary(
+        self, a: _IStage | None, b: _IStage | None
+    ) -> tuple[dict[tuple[str, str], float], float]:
+        """Per-link loads (and their peak) of the transfer from stage ``a`` to stage ``b``."""
+        key = (a, b)
+        hit = self.bound_cache.get(key)
+        if hit is not None:
+            return hit
+        g_from, w_from = ((self.src,), [1.0]) if a is None else (a[2], self._stage(a)[0])
+        g_to, w_to = ((self.src,), [1.0]) if b is None else (b[2], self._stage(b)[0])
+        k = self.P if b is None else b[0]
+        loads: dict[tuple[str, str], float] = {}
         peak = 0.0
         paths = self.tt.paths[k]
         for u, wu in zip(g_from, w_from, strict=True):
@@ -271,12 +318,15 @@ class _Scorer:
                     continue
                 path = paths[u][v]
                 if not path:
-                    return math.inf
-                for key, t in path:
-                    new = loads.get(key, 0.0) + share * t
-                    loads[key] = new
+                    peak = math.inf
+                    continue
+                for lk, t in path:
+                    new = loads.get(lk, 0.0) + share * t
+                    loads[lk] = new
                     peak = max(peak, new)
-        return peak
+        hit = (loads, peak)
+        self.bound_cache[key] = hit
+        return hit
 
 
 def _grouped_dp(
@@ -373,9 +423,20 @@ def _grouped_dp(
     return tuple(reversed(stages))
 
 
-def _starts(instance: Instance, tt: TransferTable, base: tuple[Stage, ...]):  # type: ignore[no-untyped-def]
-    """Starting plans (index space): dp's optimum, PICO's grouped DP in three device orders,
-    and every device that can hold the model replicating all of it (data parallelism)."""
+def _starts(  # type: ignore[no-untyped-def]
+    instance: Instance,
+    tt: TransferTable,
+    sc: _Scorer,
+    base: tuple[Stage, ...],
+    opts: PicoOptions,
+    rng: np.random.Generator,
+):
+    """Starting plans (index space): dp's optimum; PICO's grouped DP with devices fastest
+    first, slowest first and source first; every device that can hold the model replicating
+    all of it (data parallelism); and the two best grouped-DP plans over further device orders
+    (all of them when ``D!`` is small, else random ones) within ``opts.order_cells`` DP cells.
+    Further orders matter when devices differ: which run of devices serves which stage is
+    fixed by the order, and memory limits or fast links can favour any of them."""
     names = list(instance.device_names)
     idx = {d: e for e, d in enumerate(names)}
     out: list[tuple[str, tuple[_IStage, ...]]] = [
@@ -400,6 +461,17 @@ def _starts(instance: Instance, tt: TransferTable, base: tuple[Stage, ...]):  # 
     )
     if roomy:
         out.append(("data-parallel", ((0, P - 1, roomy),)))
+    D = len(names)
+    n_orders = min(opts.orders, opts.order_cells // (P * D * D))
+    if n_orders > 0 and D > 2:
+        if math.factorial(D) <= n_orders:
+            perms = [list(q) for q in itertools.permutations(range(D))]
+        else:
+            perms = [[int(e) for e in rng.permutation(D)] for _ in range(n_orders)]
+        found = {plan for _, plan in out}
+        extra = [p for p in (_grouped_dp(instance, tt, q) for q in perms) if p is not None]
+        ranked = sorted({p for p in extra if p not in found}, key=lambda p: (sc.period(p), p))
+        out += [("grouped-other-order", p) for p in ranked[:2]]
     return out
 
 
@@ -413,11 +485,25 @@ def _search(
     n = len(instance.device_names)
     best: tuple[_IStage, ...] | None = None
     best_val, best_label = math.inf, ""
-    for label, start in _starts(instance, tt, base):
+    rng = np.random.default_rng(opts.seed)
+    for label, start in _starts(instance, tt, sc, base, opts, rng):
         got, val = _local_search(sc, start, n, opts.max_rounds, sc.evals + opts.max_evals)
         if best is None or val < best_val * (1 - REL_EPS):
             best, best_val, best_label = got, val, label
     assert best is not None  # dp's plan is always a start
+    stop = sc.evals + opts.kick_evals
+    for _ in range(opts.kicks):
+        if sc.evals >= stop:
+            break
+        cand = best
+        for _ in range(int(rng.integers(2, 4))):  # 2-3 random moves: one rarely escapes
+            moves = list(_moves(sc, cand, n))
+            if not moves:
+                break
+            cand = moves[int(rng.integers(len(moves)))]
+        got, val = _local_search(sc, cand, n, opts.max_rounds, min(stop, sc.evals + opts.max_evals))
+        if val < best_val * (1 - REL_EPS):
+            best, best_val, best_label = got, val, best_label.split("+")[0] + "+kick"
     names = sc.names
     return tuple(Stage(f, last, tuple(names[e] for e in g)) for f, last, g in best), best_label
 
