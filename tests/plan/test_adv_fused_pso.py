@@ -216,6 +216,11 @@ def test_psomw_is_deterministic_per_seed_and_searches_candidates() -> None:
     a, ha = psomw([c1, c2], [0.0, 0.001], "pipelined", np.random.default_rng(7), iterations=20)
     b, hb = psomw([c1, c2], [0.0, 0.001], "pipelined", np.random.default_rng(7), iterations=20)
     assert a == b and ha == hb and len(ha) == 21
+    for model in ("serial", "pipelined"):  # the reported latency includes the suffix (extras)
+        s, _ = psomw([c1, c2], [0.5, 0.25], model, np.random.default_rng(1), iterations=5)
+        cost = (c1, c2)[s.cand]
+        own = schedule_latency(cost, s.assign, s.order, model)[0]
+        assert s.latency_s == pytest.approx(own + (0.5, 0.25)[s.cand], rel=1e-12)
     best = min(brute_force(c1, "pipelined")[0], brute_force(c2, "pipelined")[0] + 0.001)
     assert a.latency_s <= best * 1.01
     with pytest.raises(InputError, match="no candidate"):
@@ -240,6 +245,8 @@ def test_plan_fused_pso_never_worse_than_greedy_and_records_seed(model) -> None:
     assert sorted(p["order"]) == list(range(p["grid"][0] * p["grid"][1]))
     assert len(p["assignment"]) == p["grid"][0] * p["grid"][1]
     assert p["pso"]["history"][0] >= p["pso"]["history"][-1]
+    for f in (g, p):
+        assert f["latency_s"] == pytest.approx(f["block_latency_s"] + f["suffix_latency_s"])
     again = plan_fused(inst, "latency", FusedOptions(search="pso", seed=5, iterations=30, **base))
     assert again.details["fused"] == p | {"pso": again.details["fused"]["pso"]}
     assert again.stages == pso.stages

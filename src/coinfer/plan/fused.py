@@ -56,6 +56,7 @@ from .fused_pso import (
     LinkModel,
     Solution,
     TileCosts,
+    eft_pipelined,
     lpt_order,
     mw_order,
     psomw,
@@ -464,6 +465,15 @@ def _greedy_costs(costs: TileCosts, flops: Sequence[float], src: str) -> tuple[i
     return tuple(assign)
 
 
+def _lower_bound(c: _Cand, model: str) -> float:
+    """Latency no placement of ``c``'s tiles can beat: its suffix plus the larger of the slowest
+    tile at its best device and the perfectly balanced sum of best-device tile costs (compute
+    only when pipelined, as transfers then overlap)."""
+    best = c.costs.total_s.min(axis=1)
+    work = best if model == "serial" else c.costs.comp_s.min(axis=1)
+    return c.suffix[0] + max(float(best.max()), float(work.sum()) / c.costs.num_devices)
+
+
 @dataclass(frozen=True)
 class _Cand:
     """One fused depth x grid: its tile plan, feasible devices, costs and layer-wise suffix."""
@@ -554,14 +564,30 @@ def plan_fused(
     best, stages = best_greedy
     pso_info: dict[str, Any] | None = None
     if opts.search == "pso":
-        top = ranked[: max(1, opts.pso_candidates)]
-        sub = [cands[s.cand] for s in top]
-        init = [Solution(i, s.assign, s.order, s.latency_s) for i, s in enumerate(top)]
-        if opts.link_model == "pipelined":  # greedy placement with the MW order, too
-            for i, (s, c) in enumerate(zip(top, sub, strict=True)):
+        # the swarm's seeds: greedy's placement per candidate; when the order matters, also
+        # greedy's placement in the MW order and the radio-aware EFT schedule — the best of them
+        seeds = list(greedy)
+        if opts.link_model == "pipelined":
+            for i, (s, c) in enumerate(zip(greedy, cands, strict=True)):
                 o = mw_order(c.costs, s.assign)
-                lat = schedule_latency(c.costs, s.assign, o, "pipelined")[0] + c.suffix[0]
-                init.append(Solution(i, s.assign, o, lat))
+                alt = [(s.assign, o), eft_pipelined(c.costs)]
+                for a, o in alt:
+                    lat = schedule_latency(c.costs, a, o, "pipelined")[0] + c.suffix[0]
+                    if lat < seeds[i].latency_s:
+                        seeds[i] = Solution(i, a, o, lat)
+        # half the candidates by seed latency, the rest by a lower bound (greedy can misjudge a
+        # grid whose tiles pack badly by LPT but well otherwise)
+        k = max(1, opts.pso_candidates)
+        by_seed = sorted(range(len(cands)), key=lambda i: (seeds[i].latency_s, i))
+        by_bound = sorted(
+            range(len(cands)), key=lambda i: (_lower_bound(cands[i], opts.link_model), i)
+        )
+        pick = list(dict.fromkeys(by_seed[: (k + 1) // 2] + by_bound))[:k]
+        sub = [cands[i] for i in pick]
+        init = [
+            Solution(j, seeds[i].assign, seeds[i].order, seeds[i].latency_s)
+            for j, i in enumerate(pick)
+        ]
         rng = np.random.default_rng(opts.seed)
         sol, history = psomw(
             [c.costs for c in sub],
@@ -572,7 +598,7 @@ def plan_fused(
             iterations=opts.iterations,
             init=init,
         )
-        sol = Solution(top[sol.cand].cand, sol.assign, sol.order, sol.latency_s)
+        sol = Solution(pick[sol.cand], sol.assign, sol.order, sol.latency_s)
         st = stages_of(sol)
         pso_info = {
             "particles": opts.particles,
@@ -614,6 +640,7 @@ def plan_fused(
             "order": list(res.order),
             "block_latency_s": res.latency_s,
             "latency_s": total,
+            "suffix_latency_s": c.suffix[0],
             "greedy_latency_s": best_greedy[0].latency_s,
             "finish_s": dict(res.finish_s),
             "redundancy": res.redundancy,
