@@ -66,8 +66,9 @@ class PicoOptions:
         of the move set are common under tight memory, where most single moves are infeasible.
     kick_evals : cap on plans scored by all kicks together (keeps 48 x 16 under ~2 s; small
         instances finish all ``kicks`` well within it).
+    patience : stop kicking after this many kicks in a row found nothing better.
     orders : grouped-DP runs over further device orders (every order when ``D!`` is at most
-        this; 120 = all orders of 5 devices).
+        this; 120 = all orders of 5 devices; ~1-4 ms each on small instances).
     order_cells : cap on ``orders * P * D^2`` (a grouped DP costs ~2 us per cell here), so
         48 x 16 runs ~8 further orders, 10 x 4 all 24.
     seed : seed of the random device orders and the kicks' random moves (the search is
@@ -80,6 +81,7 @@ class PicoOptions:
     max_evals: int = 4_000
     kicks: int = 200
     kick_evals: int = 8_000
+    patience: int = 100
     orders: int = 120
     order_cells: int = 100_000
     seed: int = 0
@@ -492,9 +494,11 @@ def _search(
             best, best_val, best_label = got, val, label
     assert best is not None  # dp's plan is always a start
     stop = sc.evals + opts.kick_evals
+    idle = 0  # kicks since the last improvement
     for _ in range(opts.kicks):
-        if sc.evals >= stop:
+        if sc.evals >= stop or idle >= opts.patience:
             break
+        idle += 1
         cand = best
         for _ in range(int(rng.integers(2, 4))):  # 2-3 random moves: one rarely escapes
             moves = list(_moves(sc, cand, n))
@@ -504,6 +508,7 @@ def _search(
         got, val = _local_search(sc, cand, n, opts.max_rounds, min(stop, sc.evals + opts.max_evals))
         if val < best_val * (1 - REL_EPS):
             best, best_val, best_label = got, val, best_label.split("+")[0] + "+kick"
+            idle = 0
     names = sc.names
     return tuple(Stage(f, last, tuple(names[e] for e in g)) for f, last, g in best), best_label
 
