@@ -58,14 +58,14 @@ from coinfer.plan.fused_pso import (
 from coinfer.plan.instance import Link
 from coinfer.report import line_plot
 
-HELPERS = (2, 4, 6)
-SEEDS = (0, 1, 2)
-SOURCE_GFLOPS = 5.0
-WIFI_BPS = 100 * MBIT
-WIFI_LAT_S = 0.002
-BF_MAX_ASSIGNMENTS = 200_000
-MAX_TILES = 16
-MODELS = ("serial", "pipelined")
+HELPERS = (2, 4, 6)  # helper devices next to the source
+SEEDS = (0, 1, 2)  # cluster seeds (helper speeds) and PSOMW seeds
+SOURCE_GFLOPS = 5.0  # a phone-class source
+WIFI_BPS = 100 * MBIT  # 802.11n-class effective throughput
+WIFI_LAT_S = 0.002  # per-transfer latency on the Wi-Fi mesh
+BF_MAX_ASSIGNMENTS = 200_000  # brute-force budget per grid (assignments x orders), ~1 s
+MAX_TILES = 16  # grids of at most 16 tiles (DeepThings uses up to 5x5; S2 similar sizes)
+MODELS = ("serial", "pipelined")  # link models of coinfer.plan.fused_pso
 
 
 def blocks():
@@ -121,6 +121,11 @@ def same_grids(inst, specs, hw, model: str, seed: int) -> dict[str, float]:
             cands.append(costs)
     bf_time = time.perf_counter() - t0
     pso, _ = psomw(cands, [0.0] * len(cands), model, np.random.default_rng(seed), init=greedy)
+    # ablations: local search from the greedy seeds without the swarm (0 iterations), and the
+    # swarm without seeds or local search
+    ls, _ = psomw(cands, [0.0] * len(cands), model, np.random.default_rng(seed), init=greedy,
+                  iterations=0)  # fmt: skip
+    raw, _ = psomw(cands, [0.0] * len(cands), model, np.random.default_rng(seed), polish=False)
     g = min(s.latency_s for s in greedy)
     return {
         "bf_grids": len(cands),
@@ -130,6 +135,8 @@ def same_grids(inst, specs, hw, model: str, seed: int) -> dict[str, float]:
         "pso_same_grids_latency_s": pso.latency_s,
         "greedy_vs_bf_gap_pct": 100 * (g / bf_best - 1),
         "pso_vs_bf_gap_pct": 100 * (pso.latency_s / bf_best - 1),
+        "localsearch_only_vs_bf_gap_pct": 100 * (ls.latency_s / bf_best - 1),
+        "swarm_only_vs_bf_gap_pct": 100 * (raw.latency_s / bf_best - 1),
     }
 
 
@@ -213,7 +220,9 @@ def main() -> None:
                 f"{np.mean([r['pso_vs_greedy_pct'] for r in sel]):.2f} % mean, {max(r['pso_vs_greedy_pct'] for r in sel):.2f} % max; "
                 f"vs BF (same grids): PSOMW mean {np.mean([r['pso_vs_bf_gap_pct'] for r in sel]):.3f} % worst "
                 f"{max(r['pso_vs_bf_gap_pct'] for r in sel):.3f} %, greedy mean {np.mean([r['greedy_vs_bf_gap_pct'] for r in sel]):.3f} % "
-                f"worst {max(r['greedy_vs_bf_gap_pct'] for r in sel):.3f} %")  # fmt: skip
+                f"worst {max(r['greedy_vs_bf_gap_pct'] for r in sel):.3f} %; ablations vs BF mean: local search only "
+                f"{np.mean([r['localsearch_only_vs_bf_gap_pct'] for r in sel]):.3f} %, swarm only "
+                f"{np.mean([r['swarm_only_vs_bf_gap_pct'] for r in sel]):.3f} %")  # fmt: skip
 
 
 if __name__ == "__main__":
