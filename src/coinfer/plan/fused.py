@@ -13,8 +13,10 @@ Two parts:
 1. **Planning.** :func:`tile_plan` computes each tile's per-layer regions, FLOPs (halo
    included) and input/output bytes; :func:`assign_tiles` places tiles on devices greedily
    (largest tile first, onto the device that would finish it soonest) under the cost model
-   below; :func:`plan_fused` tries every grid up to ``max_tiles`` tiles and compares with the
-   best layer-wise plan without fused layers (NFL, exact one-device-per-stage latency).
+   below; :func:`plan_fused` tries every fused depth x grid up to ``max_tiles`` tiles, places
+   tiles by PSOMW (S2's swarm with the minimising-waiting repair, :mod:`.fused_pso`, seeded
+   with the greedy placements) or greedily, and compares with the best layer-wise plan without
+   fused layers (NFL, exact one-device-per-stage latency).
 2. **Execution.** :func:`run_tiled` really computes the tiles on real tensors — each tile
    through every layer with the exact padding it needs at image borders — and stitches the
    output, reproducing the untiled result (bit-exact for pooling/activations, float
@@ -27,14 +29,17 @@ output area; the source ships input tiles over each device's own link while the 
 in parallel, each device receiving, computing and returning its tiles one after another:
 ``finish_d = sum over its tiles (in_s + flops / speed_d + out_s)``, latency = ``max_d finish_d``.
 Links to different devices do not contend (the reference model's per-link view).
+That is the ``"serial"`` link model; ``FusedOptions(link_model="pipelined")`` instead has the
+source ship tiles one at a time over one radio in a chosen order while devices compute (see
+:mod:`.fused_pso`), where the shipping order matters.
 
 The reference cost model has no spatial split, so the Plan's single stage lists the devices
 that compute tiles (as replicas — every one holds the whole block, as fused tiling requires)
 and ``predicted`` is the reference view of that stage; the tiled figures (grid, assignment,
 fused latency, redundancy, NFL latency) are in ``details["fused"]``. Via the registry the conv
 spec travels in ``instance.meta["conv_layers"]`` (see :func:`conv_instance`); a plain instance
-without it is refused with an :class:`InputError`. The fused block is the whole instance
-(build the instance for the conv segment); fused *depth* is not searched.
+without it is refused with an :class:`InputError`. With one spec layer per piece the fused
+depth is searched (the first ``k`` pieces tiled, the rest layer-wise).
 """
 
 from __future__ import annotations
