@@ -519,6 +519,11 @@ def plan_fused(
         raise InputError(
             f"fused: link_model {opts.link_model!r} is not one of {', '.join(LINK_MODELS)}"
         )
+    if opts.particles < 1 or opts.iterations < 0 or opts.pso_candidates < 1:
+        raise InputError(
+            f"fused: particles ({opts.particles}) and pso_candidates ({opts.pso_candidates}) must "
+            f"be >= 1 and iterations ({opts.iterations}) >= 0"
+        )
     layers, hw = _spec_of(instance, opts)
     P = instance.num_pieces
     per_piece = len(layers) == P  # one spec layer per piece: the fused depth can be chosen
