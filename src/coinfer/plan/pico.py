@@ -349,9 +349,9 @@ def _grouped_dp(
     Devices are laid out in ``order`` (e.g. fastest first); every stage takes the next run
     ``order[b:e]`` as its replicas and the next range of pieces, so a plan is two monotone
     staircases (piece cuts and device cuts) and the DP over ``(cut i, previous run (a, b),
-    next run end e)`` is polynomial: ``O(P^2 D^2)`` work in numpy rows. Plans may stop before
+    next run end e)`` is polynomial: ``O(P^2 D^2 + P D^3)`` numpy work. Plans may stop before
     the end of ``order`` (use only the first ``e`` devices), so appending a device to
-    ``order`` never makes this DP's optimum worse.
+    ``order`` never makes this DP's *estimated* optimum worse (every old plan keeps its cost).
 
     Compute periods are exact (``1 / sum of the replicas' rates`` over the exact piece range).
     Transfers are approximated so they depend on the two runs only: replica shares use each
