@@ -66,9 +66,10 @@ class PicoOptions:
     node_limit : cap on branch-and-bound nodes (``details["exact"]`` False if hit).
     max_rounds : cap on local-search rounds per starting plan.
     max_evals : cap on distinct plans one descent scores. A count, not a clock, so the result
-        does not depend on machine load; a plan costs ~10 us (10 x 4) to ~70 us (48 x 16) to
-        score here, and 2 000 rarely binds below 16 devices.
-    kicks : perturbation rounds after the starts' descents (iterated local search): 2–3
+        does not depend on machine load; a plan costs ~10 us (10 x 4) to ~60 us (48 x 16) to
+        score here, and 4 000 binds only on the largest instances (dp's start at 48 x 16).
+    kicks : at most this many perturbation rounds after the starts' descents (iterated local
+        search; 200 is reached only by small instances that keep improving): 2–3
         random moves applied to the best plan, then a descent; kept if better. Local optima
         of the move set are common under tight memory, where most single moves are infeasible.
     kick_evals : cap on plans scored by all kicks together (keeps 48 x 16 under ~2 s; small
