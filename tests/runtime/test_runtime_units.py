@@ -142,3 +142,23 @@ def test_sequential_split_and_spec_roundtrip():
 
 def test_cgroup_names_are_safe():
     assert cgroup_name("ab12", "dev/../x y") == "coinfer-ab12-dev____x_y"
+
+
+def test_pack_cpus_fits_quotas_within_one_core_per_cpu() -> None:
+    from coinfer.runtime.emulation import pack_cpus
+
+    slots = pack_cpus({"d0": 0.75, "d1": 0.5, "d2": 0.3, "d3": 0.25}, 2)
+    load = [0.0, 0.0]
+    for dev, cpu in slots.items():
+        load[cpu] += {"d0": 0.75, "d1": 0.5, "d2": 0.3, "d3": 0.25}[dev]
+    assert max(load) <= 1.0 + 1e-9
+    assert slots["d0"] != slots["d1"]  # the two largest never share a CPU
+
+
+def test_pack_cpus_overflow_goes_to_least_loaded_cpu() -> None:
+    from coinfer.runtime.emulation import pack_cpus
+
+    slots = pack_cpus({"a": 0.9, "b": 0.9, "c": 0.5}, 2)
+    assert slots["a"] != slots["b"]
+    assert sorted(slots.values()).count(slots["c"]) == 2  # c joins one of them, deterministically
+    assert pack_cpus({"a": 0.9, "b": 0.9, "c": 0.5}, 2) == slots

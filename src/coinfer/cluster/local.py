@@ -1,7 +1,7 @@
 """The embedded local testbed: four emulated devices on this machine.
 
 Heterogeneity is real, not simulated: each device is a worker process under a cgroup v1 CPU
-quota (0.8 / 0.5 / 0.3 / 0.25 of one core, one intra-op thread), so a piece really runs ~3x
+quota (0.75 / 0.5 / 0.3 / 0.25 of one core, one intra-op thread), so a piece really runs ~3x
 slower on ``d3`` than on ``d0``. Links are loopback with bandwidth and latency emulated in the
 transport (this kernel has no netem). ``examples/clusters/local_testbed.yaml`` holds the same
 text (a test keeps them equal).
@@ -13,7 +13,7 @@ from .load import cluster_from_yaml
 from .types import Cluster
 
 # Figures and why:
-# - quotas sum to 1.85 cores on this 2-core host, leaving room for the coordinator and the
+# - quotas sum to 1.8 cores and pack onto the 2 CPUs as 0.75+0.25 and 0.5+0.3, leaving room for the coordinator and the
 #   communication threads; quotas are caps, not reservations, so oversubscribing the host would
 #   make every device slower than its profile and the plan's predictions wrong.
 # - gflops: effective single-thread GFLOP/s this host reaches on the small zoo CNNs (about 30;
@@ -29,10 +29,10 @@ source: d0
 devices:
   - name: d0
     kind: cpu
-    speed: {gflops: 24.0, predict: {cores: 1, threads: 1, quota: 0.8}}
+    speed: {gflops: 22.5, predict: {cores: 1, threads: 1, quota: 0.75}}
     memory: 2GiB
     power: {idle: 2.0, active: 12.0, transmit: 1.0}
-    emulate: {cpu_quota: 0.8, threads: 1}
+    emulate: {cpu_quota: 0.75, threads: 1}
   - name: d1
     kind: cpu
     speed: {gflops: 15.0, predict: {cores: 1, threads: 1, quota: 0.5}}

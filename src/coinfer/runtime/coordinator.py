@@ -555,6 +555,7 @@ def run(
             "partition": partition,
             "max_pieces": max_pieces,
         }
+        cpus = _local_cpu_slots(cluster, names) if spawn else {}
         for rank, d in enumerate(names):
             dev = cluster.device(d)
             emu = getattr(dev, "emulate", None)
@@ -575,6 +576,7 @@ def run(
                 "emulate": {
                     "cpu_quota": getattr(emu, "cpu_quota", None),
                     "threads": getattr(emu, "threads", 1),
+                    "cpu": cpus.get(d),
                 },
                 "use_cgroup": use_cgroup,
                 "stage": None if d not in stage_of else {"spec": spec, "index": stage_of[d]},
@@ -791,6 +793,17 @@ def _supervise(
         for src, request, stage, t in p.done.get("arrivals", []):
             arrivals[(str(src), d, int(request), int(stage))] = float(t) + p.clock_offset
     return trace, util, arrivals
+
+
+def _local_cpu_slots(cluster: Any, names: Sequence[str]) -> dict[str, int]:
+    """CPU per locally spawned single-thread worker with a quota (see ``emulation.pack_cpus``)."""
+    quotas: dict[str, float] = {}
+    for d in names:
+        emu = getattr(cluster.device(d), "emulate", None)
+        quota = getattr(emu, "cpu_quota", None)
+        if quota is not None and int(getattr(emu, "threads", 1) or 1) == 1:
+            quotas[d] = min(float(quota), 1.0)
+    return emulation.pack_cpus(quotas, len(os.sched_getaffinity(0)))
 
 
 def _abort(peers: Mapping[str, _Peer], procs: Mapping[str, subprocess.Popen[bytes]]) -> None:

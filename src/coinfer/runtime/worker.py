@@ -388,6 +388,7 @@ def serve(
             cpu_quota=emu_cfg.get("cpu_quota"),
             threads=int(emu_cfg.get("threads", 1)),
             use_cgroup=bool(setup.get("use_cgroup", True)),
+            cpu=emu_cfg.get("cpu"),
         )
         blob_iter = iter(blobs)
         stage = None
