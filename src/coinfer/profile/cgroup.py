@@ -94,9 +94,45 @@ def quota_us(quota: float, period_us: int = CFS_PERIOD_US) -> int:
     return max(MIN_QUOTA_US, round(quota * period_us))
 
 
+def create_cpu_cgroup(
+    name: str, quota: float, *, period_us: int = CFS_PERIOD_US, root: Path = CGROUP_CPU_ROOT
+) -> CpuCgroup:
+    """Create (or reconfigure) ``<root>/<name>`` limited to ``quota`` cores per ``period_us``.
+
+    For owners whose lifetime is not one ``with`` block (a runtime worker creates its group at
+    setup and removes it at exit); pair with :func:`remove_cpu_cgroup`.
+
+    Raises
+    ------
+    CgroupUnavailableError
+        Bad name, not root, no v1 cpu controller, or the kernel refused the settings.
+    """
+    if not _NAME_RE.match(name):
+        raise CgroupUnavailableError(
+            f"bad cgroup name {name!r}: use letters, digits, '_', '.', '-'"
+        )
+    ok, why = cgroup_support(root)
+    if not ok:
+        raise CgroupUnavailableError(why)
+    path = root / name
+    try:
+        path.mkdir(exist_ok=True)
+        (path / "cpu.cfs_period_us").write_text(str(period_us))
+        (path / "cpu.cfs_quota_us").write_text(str(quota_us(quota, period_us)))
+    except OSError as exc:
+        _remove(path, root)
+        raise CgroupUnavailableError(f"cannot configure cgroup {path}: {exc.strerror}") from None
+    return CpuCgroup(path, float(quota))
+
+
+def remove_cpu_cgroup(cgroup: CpuCgroup | Path, root: Path = CGROUP_CPU_ROOT) -> None:
+    """Move any tasks left inside back to ``root`` and remove the group (best effort)."""
+    _remove(cgroup.path if isinstance(cgroup, CpuCgroup) else Path(cgroup), root)
+
+
 @contextlib.contextmanager
 def cpu_quota_cgroup(
-    name: str, quota: float, *, root: Path = CGROUP_CPU_ROOT
+    name: str, quota: float, *, period_us: int = CFS_PERIOD_US, root: Path = CGROUP_CPU_ROOT
 ) -> Iterator[CpuCgroup]:
     """Create ``<root>/<name>`` limited to ``quota`` cores; remove it on exit.
 
@@ -109,25 +145,11 @@ def cpu_quota_cgroup(
     CgroupUnavailableError
         Not root, no v1 cpu controller, or the kernel refused the settings.
     """
-    if not _NAME_RE.match(name):
-        raise CgroupUnavailableError(
-            f"bad cgroup name {name!r}: use letters, digits, '_', '.', '-'"
-        )
-    ok, why = cgroup_support(root)
-    if not ok:
-        raise CgroupUnavailableError(why)
-    path = root / name
+    cg = create_cpu_cgroup(name, quota, period_us=period_us, root=root)
     try:
-        path.mkdir(exist_ok=True)
-        (path / "cpu.cfs_period_us").write_text(str(CFS_PERIOD_US))
-        (path / "cpu.cfs_quota_us").write_text(str(quota_us(quota)))
-    except OSError as exc:
-        _remove(path, root)
-        raise CgroupUnavailableError(f"cannot configure cgroup {path}: {exc.strerror}") from None
-    try:
-        yield CpuCgroup(path, float(quota))
+        yield cg
     finally:
-        _remove(path, root)
+        remove_cpu_cgroup(cg, root)
 
 
 def move_pid(cgroup: CpuCgroup | Path | str, pid: int) -> None:
@@ -173,6 +195,8 @@ __all__ = [
     "CpuCgroup",
     "cgroup_support",
     "cpu_quota_cgroup",
+    "create_cpu_cgroup",
     "move_pid",
     "quota_us",
+    "remove_cpu_cgroup",
 ]

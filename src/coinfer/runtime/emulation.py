@@ -13,14 +13,18 @@ from __future__ import annotations
 
 import contextlib
 import os
-import time
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import torch
 
-# cgroup v1 CPU controller mount point on this host (DESIGN.md, "The emulated testbed").
-CGROUP_CPU_ROOT = Path("/sys/fs/cgroup/cpu")
+from ..profile.cgroup import (
+    CGROUP_CPU_ROOT,
+    cgroup_support,
+    create_cpu_cgroup,
+    move_pid,
+    remove_cpu_cgroup,
+)
+
 # CFS period: 10 ms instead of the kernel's default 100 ms. A throttled group is frozen for the
 # rest of its period once its quota is spent, so with 100 ms a 0.3-core device stalls up to 70 ms
 # at a time — bursts as long as a large part of a request's latency, which the (fluid) cost model
@@ -87,7 +91,7 @@ class Emulation:
 
 def cgroups_available() -> bool:
     """True when this process may create cgroup v1 CPU groups (root and the controller mounted)."""
-    return os.geteuid() == 0 and (CGROUP_CPU_ROOT / "cpu.cfs_quota_us").exists()
+    return cgroup_support(CGROUP_CPU_ROOT)[0]
 
 
 def cgroup_name(run_id: str, device: str) -> str:
@@ -137,49 +141,25 @@ def _apply_limits(
     if not (use_cgroup and cgroups_available()):
         return Emulation("threads", threads, cpu_quota)
     name = cgroup_name(run_id, device)
-    path = CGROUP_CPU_ROOT / name
-    path.mkdir(exist_ok=True)
-    (path / "cpu.cfs_period_us").write_text(str(CFS_PERIOD_US))
-    # the kernel's minimum quota is 1 ms
-    (path / "cpu.cfs_quota_us").write_text(str(max(1000, int(cpu_quota * CFS_PERIOD_US))))
-    (path / "cgroup.procs").write_text(str(os.getpid()))
+    cg = create_cpu_cgroup(name, cpu_quota, period_us=CFS_PERIOD_US, root=CGROUP_CPU_ROOT)
+    move_pid(cg, os.getpid())
     return Emulation("cgroup", threads, cpu_quota, name)
 
 
 def release(emu: Emulation) -> None:
     """Leave and remove this process's cgroup (best effort; called on worker exit)."""
-    if emu.cgroup is None:
-        return
-    with contextlib.suppress(OSError):
-        (CGROUP_CPU_ROOT / "cgroup.procs").write_text(str(os.getpid()))
-    _rmdir(CGROUP_CPU_ROOT / emu.cgroup)
-
-
-def _rmdir(path: Path) -> None:
-    # rmdir fails while the kernel still lists an exiting task; retry briefly.
-    for _ in range(20):
-        try:
-            path.rmdir()
-            return
-        except FileNotFoundError:
-            return
-        except OSError:
-            time.sleep(0.05)
+    if emu.cgroup is not None:
+        remove_cpu_cgroup(CGROUP_CPU_ROOT / emu.cgroup, CGROUP_CPU_ROOT)
 
 
 def cleanup_stale(run_id: str) -> int:
-    """Remove the (empty) cgroups of run ``run_id`` left behind by killed workers; returns the count."""
+    """Remove the cgroups of run ``run_id`` left behind by killed workers; returns the count."""
     if not CGROUP_CPU_ROOT.exists():
         return 0
-    n = 0
-    for path in CGROUP_CPU_ROOT.glob(f"{CGROUP_PREFIX}{run_id}-*"):
-        with contextlib.suppress(OSError):
-            for pid in (path / "cgroup.procs").read_text().split():
-                with contextlib.suppress(OSError):
-                    (CGROUP_CPU_ROOT / "cgroup.procs").write_text(pid)
-        _rmdir(path)
-        n += 1
-    return n
+    stale = list(CGROUP_CPU_ROOT.glob(f"{CGROUP_PREFIX}{run_id}-*"))
+    for path in stale:
+        remove_cpu_cgroup(path, CGROUP_CPU_ROOT)
+    return len(stale)
 
 
 __all__ = [
