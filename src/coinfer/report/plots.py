@@ -35,6 +35,16 @@ def _pyplot():
     return plt
 
 
+def _save(plt, fig, path: str | Path) -> Path:  # type: ignore[no-untyped-def]
+    """Lay out, write (creating the folder) and close ``fig``; every plot ends here."""
+    fig.tight_layout()
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=DPI)
+    plt.close(fig)
+    return out
+
+
 def resource_order(events: Sequence[TraceEvent], devices: Sequence[str] | None = None) -> list[str]:
     """Rows of the chart: devices (in ``devices`` order, else first use) then links (first use)."""
     seen_dev: list[str] = list(devices or [])
@@ -107,12 +117,7 @@ def gantt(
     ax.set_xlabel(f"time ({unit}) — bar label = request; hatched = link transfer")
     ax.set_title(title, fontsize=10)
     ax.grid(axis="x", alpha=0.3)
-    fig.tight_layout()
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=DPI)
-    plt.close(fig)
-    return out
+    return _save(plt, fig, path)
 
 
 def latency_cdf(
@@ -135,12 +140,7 @@ def latency_cdf(
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=DPI)
-    plt.close(fig)
-    return out
+    return _save(plt, fig, path)
 
 
 def line_plot(
@@ -207,12 +207,7 @@ def line_plot(
         ax.legend(fontsize=7)
     if panels:
         fig.suptitle(title)
-    fig.tight_layout()
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=DPI)
-    plt.close(fig)
-    return out
+    return _save(plt, fig, path)
 
 
 def throughput_vs_devices(
