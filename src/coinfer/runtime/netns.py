@@ -57,6 +57,27 @@ def _tc(ns: str, *args: str) -> None:
         raise InputError(f"netns setup: `{' '.join(cmd)}` failed: {res.stderr.strip()}")
 
 
+def _htb_class(ns: str, classid: str, rate: str, *extra: str) -> None:
+    """Add an htb class ``classid`` under the root qdisc of ``eth0`` in namespace ``ns``."""
+    _tc(
+        ns,
+        "class",
+        "add",
+        "dev",
+        "eth0",
+        "parent",
+        "1:",
+        "classid",
+        classid,
+        "htb",
+        "rate",
+        rate,
+        *extra,
+        "quantum",
+        "1514",
+    )
+
+
 def _setns(path: str) -> None:
     """Move the calling thread into the network namespace at ``path`` (setns(2))."""
     libc = ctypes.CDLL(None, use_errno=True)
@@ -132,46 +153,14 @@ class Testbed:
         for d in self.names:
             ns = self.spaces[d]
             _tc(ns, "qdisc", "add", "dev", "eth0", "root", "handle", "1:", "htb", "default", "999")
-            _tc(
-                ns,
-                "class",
-                "add",
-                "dev",
-                "eth0",
-                "parent",
-                "1:",
-                "classid",
-                "1:999",
-                "htb",
-                "rate",
-                DEFAULT_RATE,
-                "quantum",
-                "1514",
-            )
+            _htb_class(ns, "1:999", DEFAULT_RATE)
             for j, v in enumerate(self.names):
                 shape = shapes.get(d, {}).get(v)
                 if v == d or shape is None or shape.bandwidth_Bps is None:
                     continue
                 rate = f"{max(8, int(shape.bandwidth_Bps * 8))}bit"
                 cls_id = f"1:{j + 1}"
-                _tc(
-                    ns,
-                    "class",
-                    "add",
-                    "dev",
-                    "eth0",
-                    "parent",
-                    "1:",
-                    "classid",
-                    cls_id,
-                    "htb",
-                    "rate",
-                    rate,
-                    "burst",
-                    BURST,
-                    "quantum",
-                    "1514",
-                )
+                _htb_class(ns, cls_id, rate, "burst", BURST)
                 _tc(
                     ns,
                     "filter",
