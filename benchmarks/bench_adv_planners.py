@@ -31,6 +31,7 @@ from typing import Any
 import networkx as nx
 import numpy as np
 
+from coinfer.core.instance import Link
 from coinfer.plan._adv_common import exhaustive_best, random_adv_instance
 from coinfer.plan.bayes import (
     BayesOptions,
@@ -42,7 +43,6 @@ from coinfer.plan.bayes import (
 from coinfer.plan.brute import plan_brute
 from coinfer.plan.cic import compress
 from coinfer.plan.fused import LayerSpec, conv_instance, plan_fused
-from coinfer.plan.instance import Link
 from coinfer.plan.mincut import dads_cut, dag_from_graph
 from coinfer.plan.pso import PSOOptions, plan_pso
 from coinfer.plan.route import plan_route, route_jobs

@@ -39,10 +39,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 
+from coinfer.core.instance import Device, Instance, Link, make_instance  # noqa: E402
 from coinfer.errors import CoinferError  # noqa: E402
 from coinfer.plan import PLANNERS, plan, skip_reason  # noqa: E402
 from coinfer.plan.dp import DPOptions, plan_dp  # noqa: E402
-from coinfer.plan.instance import Device, Instance, Link, make_instance  # noqa: E402
 from coinfer.plan.pico import PicoOptions, plan_pico  # noqa: E402
 from coinfer.plan.random_instances import random_instance  # noqa: E402
 

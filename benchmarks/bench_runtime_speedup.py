@@ -62,7 +62,7 @@ def stage_vs_plain(model: str, iters: int = 10) -> dict:
 def one_model(model: str, requests: int, repeats: int, algo: str) -> dict:
     from coinfer import plan as plan_mod
     from coinfer.cluster import default_local_cluster
-    from coinfer.plan.types import Metrics, Plan, Stage
+    from coinfer.core.plans import Metrics, Plan, Stage
     from coinfer.profile.costmodel import build_instance
     from coinfer.runtime import run
 

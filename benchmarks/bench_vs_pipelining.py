@@ -128,7 +128,7 @@ def run_peer(model: str, cuts: tuple[int, ...], requests: int, mb: int) -> dict[
 def run_ours(
     model: str, cuts: tuple[int, ...], n_pieces: int, requests: int, mb: int, check: bool
 ) -> dict[str, float]:
-    from coinfer.plan.types import Metrics, Plan, Stage
+    from coinfer.core.plans import Metrics, Plan, Stage
     from coinfer.runtime import run
 
     names = [f"d{i}" for i in range(len(cuts) + 1)]

@@ -17,9 +17,9 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from coinfer.core.instance import Device, Instance, Link, Piece
+from coinfer.core.plans import Plan
 from coinfer.errors import CoinferError
-from coinfer.plan.instance import Device, Instance, Link, Piece
-from coinfer.plan.types import Plan
 
 RESULTS = Path(__file__).parent / "results"
 MBIT = 1e6 / 8  # bytes/s in one Mbit/s

@@ -39,6 +39,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import MBIT, RESULTS, log, run_planner, write_csv
 
+from coinfer.core.instance import Link
 from coinfer.plan.fused import (
     _greedy_costs,
     conv_instance,
@@ -55,7 +56,6 @@ from coinfer.plan.fused_pso import (
     schedule_latency,
     tile_costs,
 )
-from coinfer.plan.instance import Link
 from coinfer.report import line_plot
 
 HELPERS = (2, 4, 6)  # helper devices next to the source

@@ -36,11 +36,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import MBIT, RESULTS, graph, log, model_instance, run_planner, write_csv
 
+from coinfer.core.evaluate import latency_s
+from coinfer.core.plans import Stage
 from coinfer.plan.cic import compress
-from coinfer.plan.evaluate import latency_s
 from coinfer.plan.mincut import cut_cost, dads_cut, dag_from_graph
 from coinfer.plan.registry import PLANNERS
-from coinfer.plan.types import Stage
 from coinfer.report import line_plot
 
 MODELS = ("resnet50", "inception", "mobilenet_v2", "vgg16")
@@ -88,7 +88,7 @@ def median_time(fn, repeats: int = REPEATS) -> tuple[float, object]:
 
 def split2_chain(model: str, bw: float, server_gflops: float):
     """Best chain prefix cut: the registry's split2 if present, else enumeration (same definition)."""
-    from coinfer.plan.instance import Link
+    from coinfer.core.instance import Link
 
     links = [Link("dev", "srv", bw, LINK_LAT_S), Link("srv", "dev", bw, LINK_LAT_S)]
     inst = model_instance(model, {"dev": DEVICE_GFLOPS, "srv": server_gflops}, links, "dev")

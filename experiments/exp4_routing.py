@@ -39,7 +39,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import MBIT, RESULTS, log, model_instance, run_planner, simulated, write_csv
 
-from coinfer.plan.instance import Instance, Link
+from coinfer.core.instance import Instance, Link
 from coinfer.plan.route import route_jobs
 from coinfer.report import line_plot
 

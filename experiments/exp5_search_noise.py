@@ -32,11 +32,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import RESULTS, log, write_csv
 
+from coinfer.core.evaluate import period_s
+from coinfer.core.plans import Metrics, Plan
 from coinfer.plan._adv_common import enumerate_configs
-from coinfer.plan.evaluate import period_s
 from coinfer.plan.random_instances import random_instance
 from coinfer.plan.registry import PLANNERS
-from coinfer.plan.types import Metrics, Plan
 from coinfer.report import line_plot
 from coinfer.schedule import schedule
 from coinfer.simulate import simulate

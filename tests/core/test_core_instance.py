@@ -7,8 +7,7 @@ import math
 
 import pytest
 
-from coinfer.errors import InfeasibleError, InputError
-from coinfer.plan.evaluate import (
+from coinfer.core.evaluate import (
     check_plan,
     energy_j,
     evaluate,
@@ -18,8 +17,9 @@ from coinfer.plan.evaluate import (
     replica_weights,
     validate_stages,
 )
-from coinfer.plan.instance import Device, Instance, Link, load_instance, make_instance
-from coinfer.plan.types import Metrics, Plan, Stage, stages_from_cuts
+from coinfer.core.instance import Device, Instance, Link, load_instance, make_instance
+from coinfer.core.plans import Metrics, Plan, Stage, stages_from_cuts
+from coinfer.errors import InfeasibleError, InputError
 
 MB = 1_000_000
 

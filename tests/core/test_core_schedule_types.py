@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from coinfer.schedule.types import Action, Schedule
+from coinfer.core.schedules import Action, Schedule
 
 names = st.text(alphabet="abcdefgh0123456789_-", min_size=1, max_size=6)
 

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 
+from coinfer.core.evaluate import check_plan, objective_value
 from coinfer.errors import InputError
 from coinfer.plan._adv_common import enumerate_configs, exhaustive_best, random_adv_instance
 from coinfer.plan.bayes import (
@@ -17,7 +18,6 @@ from coinfer.plan.bayes import (
     plan_bayes,
     random_search_trace,
 )
-from coinfer.plan.evaluate import check_plan, objective_value
 
 
 @pytest.mark.parametrize("objective", ["throughput", "latency"])
@@ -107,7 +107,7 @@ def test_bad_options_and_bad_measurements_raise() -> None:
 
 
 def test_unreachable_plans_are_not_candidates() -> None:
-    from coinfer.plan.instance import Device, Link, make_instance
+    from coinfer.core.instance import Device, Link, make_instance
 
     # a -> b exists but b -> a does not: every plan using b can never return its result
     devs = [Device("a", 100), Device("b", 100)]

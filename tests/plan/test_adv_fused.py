@@ -15,10 +15,12 @@ from torch import nn
 from typer.testing import CliRunner
 
 from coinfer.cli import app
+from coinfer.core.evaluate import check_plan, latency_s
+from coinfer.core.instance import Link
+from coinfer.core.plans import Stage
 from coinfer.errors import InputError
 from coinfer.plan import plan
 from coinfer.plan._adv_common import random_adv_instance
-from coinfer.plan.evaluate import check_plan, latency_s
 from coinfer.plan.fused import (
     FusedOptions,
     LayerSpec,
@@ -31,8 +33,6 @@ from coinfer.plan.fused import (
     tile_plan,
     tile_regions,
 )
-from coinfer.plan.instance import Link
-from coinfer.plan.types import Stage
 
 
 @pytest.fixture(autouse=True, scope="module")

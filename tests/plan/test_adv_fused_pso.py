@@ -10,9 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from coinfer.core.evaluate import check_plan
+from coinfer.core.instance import Link
 from coinfer.errors import InputError
 from coinfer.plan import plan
-from coinfer.plan.evaluate import check_plan
 from coinfer.plan.fused import (
     FusedOptions,
     LayerSpec,
@@ -33,7 +34,6 @@ from coinfer.plan.fused_pso import (
     schedule_latency,
     tile_costs,
 )
-from coinfer.plan.instance import Link
 
 
 def _conv(i: int, o: int) -> LayerSpec:

@@ -10,10 +10,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from coinfer.core.evaluate import check_plan, objective_value
+from coinfer.core.plans import Stage
 from coinfer.errors import InputError
 from coinfer.plan._adv_common import random_adv_instance
 from coinfer.plan.cic import compress
-from coinfer.plan.evaluate import check_plan, objective_value
 from coinfer.plan.mincut import (
     MincutOptions,
     best_prefix_cut,
@@ -23,7 +24,6 @@ from coinfer.plan.mincut import (
     dag_from_graph,
     plan_mincut,
 )
-from coinfer.plan.types import Stage
 
 
 def random_dag(
@@ -286,7 +286,7 @@ def test_model_input_nodes_are_pinned_to_the_device() -> None:
 
 
 def test_unreachable_server_keeps_everything_on_the_device() -> None:
-    from coinfer.plan.instance import Device, make_instance
+    from coinfer.core.instance import Device, make_instance
 
     # 'b' is far faster but has no link at all: no split can use it
     inst = make_instance(
@@ -307,8 +307,8 @@ def test_unreachable_server_keeps_everything_on_the_device() -> None:
 def test_full_dag_of_a_captured_model_beats_or_matches_every_prefix_cut() -> None:
     """Capture ResNet-18, cost its pieces, split piece times over nodes, cut the full DAG."""
     torch = pytest.importorskip("torch")
+    from coinfer.core.instance import Device, Link, make_instance
     from coinfer.graph import capture
-    from coinfer.plan.instance import Device, Link, make_instance
     from coinfer.plan.mincut import node_times_from_pieces
     from coinfer.zoo import load_model
 

@@ -10,10 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from coinfer.core.evaluate import check_plan, validate_stages
 from coinfer.errors import InputError
 from coinfer.plan._adv_common import exhaustive_best, order_dp, random_adv_instance
 from coinfer.plan.brute import plan_brute
-from coinfer.plan.evaluate import check_plan, validate_stages
 from coinfer.plan.pso import PSOOptions, plan_pso, repair
 
 

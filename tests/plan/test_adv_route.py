@@ -7,12 +7,12 @@ import math
 
 import pytest
 
+from coinfer.core.evaluate import check_plan
+from coinfer.core.instance import Device, Link, make_instance
 from coinfer.errors import InputError
 from coinfer.plan._adv_common import random_adv_instance
 from coinfer.plan.brute import plan_brute
 from coinfer.plan.dp import plan_dp
-from coinfer.plan.evaluate import check_plan
-from coinfer.plan.instance import Device, Link, make_instance
 from coinfer.plan.route import RouteOptions, plan_route, route_jobs, shortest_route
 
 GB = 10**9

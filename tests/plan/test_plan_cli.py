@@ -11,8 +11,8 @@ import pytest
 from typer.testing import CliRunner
 
 from coinfer.cli import app, main
+from coinfer.core.plans import Plan
 from coinfer.plan.random_instances import random_instance
-from coinfer.plan.types import Plan
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "instances"
 runner = CliRunner()
@@ -133,7 +133,7 @@ def test_plan_from_model_and_cluster(tmp_path: Path) -> None:
                               "--dump-instance", str(dump)])  # fmt: skip
     assert res.exit_code == 0, res.output
     printed = json.loads(res.output)
-    from coinfer.plan.instance import load_instance
+    from coinfer.core.instance import load_instance
 
     inst = load_instance(dump)
     assert inst.num_pieces <= 4

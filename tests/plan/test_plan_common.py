@@ -16,10 +16,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from coinfer.core.evaluate import evaluate, validate_stages
 from coinfer.errors import InfeasibleError, InputError
 from coinfer.plan import PLANNERS, plan, skip_reason
 from coinfer.plan.brute import BruteOptions, plan_brute
-from coinfer.plan.evaluate import evaluate, validate_stages
 from coinfer.plan.random_instances import random_instance
 
 # Small budgets for slow search planners so the whole suite stays fast; only fields that the
@@ -120,7 +120,7 @@ def test_infeasible_memory_is_reported(name: str) -> None:
     """Every planner refuses an instance whose model cannot fit, naming bytes short."""
     inst = random_instance(5, 4, 2)
     tiny = inst.mem_bytes(0, 3) // 10  # every device gets a tenth of the model
-    from coinfer.plan.instance import Instance
+    from coinfer.core.instance import Instance
 
     small = Instance(
         inst.pieces, inst.input_bytes, tuple(dataclasses.replace(d, mem_bytes=tiny) for d in inst.devices),

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 import coinfer.plan.dp as dp_mod
+from coinfer.core.evaluate import evaluate, validate_stages
+from coinfer.core.instance import Device, Link, make_instance
 from coinfer.errors import InfeasibleError
 from coinfer.plan.brute import BruteOptions, plan_brute
 from coinfer.plan.dp import DPOptions, plan_dp, select_devices
-from coinfer.plan.evaluate import evaluate, validate_stages
-from coinfer.plan.instance import Device, Link, make_instance
 from coinfer.plan.random_instances import random_instance
 
 
@@ -176,7 +176,7 @@ def test_unreachable_return_path_is_explained() -> None:
 def test_energy_plan_uses_dvfs_levels() -> None:
     from pathlib import Path
 
-    from coinfer.plan.instance import load_instance
+    from coinfer.core.instance import load_instance
 
     inst = load_instance(
         Path(__file__).resolve().parents[2] / "examples" / "instances" / "battery_relay.json"

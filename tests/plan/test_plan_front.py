@@ -6,9 +6,9 @@ import math
 
 import pytest
 
+from coinfer.core.evaluate import evaluate
 from coinfer.errors import CoinferError, InfeasibleError, InputError
 from coinfer.plan import PLANNERS, compare, get_planner, plan
-from coinfer.plan.evaluate import evaluate
 from coinfer.plan.random_instances import random_instance
 from coinfer.plan.registry import ALL, DEFAULT_ALIAS, NEEDS, PlannerInfo, unmet_need
 
@@ -68,7 +68,7 @@ def test_plan_is_timed_and_checked() -> None:
 def test_infeasible_instance_fails_before_planning() -> None:
     import dataclasses
 
-    from coinfer.plan.instance import Instance
+    from coinfer.core.instance import Instance
 
     inst = random_instance(3, 4, 2)
     small = Instance(inst.pieces, inst.input_bytes,

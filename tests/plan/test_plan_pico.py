@@ -10,14 +10,14 @@ import math
 import numpy as np
 import pytest
 
+from coinfer.core.evaluate import validate_stages
+from coinfer.core.instance import Device, Instance, Link, make_instance
+from coinfer.core.plans import Stage
 from coinfer.errors import InfeasibleError
 from coinfer.plan.brute import BruteOptions, plan_brute
 from coinfer.plan.dp import plan_dp
-from coinfer.plan.evaluate import validate_stages
-from coinfer.plan.instance import Device, Instance, Link, make_instance
 from coinfer.plan.pico import PicoOptions, plan_pico
 from coinfer.plan.random_instances import random_instance
-from coinfer.plan.types import Stage
 
 
 def test_pico_equals_brute_with_replicas() -> None:
@@ -212,8 +212,8 @@ def test_grouped_dp_plans_are_valid_and_replicate() -> None:
 def test_search_scorer_equals_reference_period() -> None:
     """The local search ranks plans with a memoised copy of the reference period; it must agree
     with :func:`period_s` (relayed transfers on sparse links share links across boundaries)."""
+    from coinfer.core.evaluate import period_s
     from coinfer.plan._common import TransferTable
-    from coinfer.plan.evaluate import period_s
     from coinfer.plan.pico import _grouped_dp, _moves, _Scorer
 
     rng = np.random.default_rng(8)

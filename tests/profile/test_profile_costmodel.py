@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from coinfer.cluster import cluster_from_dict, default_local_cluster, load_cluster
+from coinfer.core.evaluate import evaluate
+from coinfer.core.plans import Stage
 from coinfer.errors import InputError
 from coinfer.graph import capture
-from coinfer.plan.evaluate import evaluate
-from coinfer.plan.types import Stage
 from coinfer.profile.costmodel import (
     ANALYTIC_MIN_PIECE_S,
     build_cost_model,
@@ -58,7 +58,7 @@ def test_instance_round_trips_through_json(tmp_path):
     )
     assert inst.num_pieces == 4
     inst.save(tmp_path / "i.json")
-    from coinfer.plan.instance import load_instance
+    from coinfer.core.instance import load_instance
 
     back = load_instance(tmp_path / "i.json")
     assert back.pieces == inst.pieces and back.links == inst.links

@@ -12,8 +12,8 @@ from rich.console import Console
 sys.path.insert(0, str(Path(__file__).parents[1] / "schedule"))
 from sched_helpers import plan_of, tiny_instance
 
+from coinfer.core.plans import Stage
 from coinfer.errors import InputError
-from coinfer.plan.types import Stage
 from coinfer.report import (
     TraceEvent,
     gantt,

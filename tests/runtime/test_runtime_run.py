@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from coinfer.cluster import cluster_from_yaml
+from coinfer.core.plans import Metrics, Plan, Stage
 from coinfer.errors import PeerError
-from coinfer.plan.types import Metrics, Plan, Stage
 from coinfer.runtime import run
 from coinfer.runtime.coordinator import make_inputs
 from coinfer.zoo import load_model

@@ -9,8 +9,8 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
+from coinfer.core.plans import Metrics, Plan, Stage
 from coinfer.errors import InputError
-from coinfer.plan.types import Metrics, Plan, Stage
 from coinfer.runtime.coordinator import (
     check_plan_shape,
     link_shapes,

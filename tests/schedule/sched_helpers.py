@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import random
 
-from coinfer.plan.evaluate import evaluate
-from coinfer.plan.instance import Device, Instance, Link, make_instance
-from coinfer.plan.types import Plan, Stage
+from coinfer.core.evaluate import evaluate
+from coinfer.core.instance import Device, Instance, Link, make_instance
+from coinfer.core.plans import Plan, Stage
 
 
 def full_mesh(names, bw=1e6, lat=0.001):

@@ -12,10 +12,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sched_helpers import plan_of, random_chain_instance, random_plan, tiny_instance
 
+from coinfer.core.evaluate import replica_weights
+from coinfer.core.instance import Device, Link, make_instance
+from coinfer.core.plans import Stage
 from coinfer.errors import InfeasibleError, InputError
-from coinfer.plan.evaluate import replica_weights
-from coinfer.plan.instance import Device, Link, make_instance
-from coinfer.plan.types import Stage
 from coinfer.schedule import (
     Action,
     Schedule,

@@ -13,10 +13,10 @@ import itertools
 
 from sched_helpers import full_mesh, plan_of, random_chain_instance, random_plan, tiny_instance
 
+from coinfer.core.evaluate import evaluate
+from coinfer.core.instance import Device, Link, make_instance
+from coinfer.core.plans import Stage
 from coinfer.errors import InputError
-from coinfer.plan.evaluate import evaluate
-from coinfer.plan.instance import Device, Link, make_instance
-from coinfer.plan.types import Stage
 from coinfer.schedule import schedule
 from coinfer.simulate import SimResult, hop_time, simulate, steady_period
 
@@ -204,7 +204,7 @@ def test_identical_replicas_match_reference():
 @pytest.mark.parametrize("seed", range(6))
 def test_busy_time_per_resource_matches_reference(seed):
     """Per request, every device's and every link's busy seconds equal evaluate.busy_times."""
-    from coinfer.plan.evaluate import busy_times
+    from coinfer.core.evaluate import busy_times
 
     inst = random_chain_instance(seed, pieces=6, devices=5, direct=seed % 2 == 0)
     plan = random_plan(inst, seed)

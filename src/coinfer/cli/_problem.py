@@ -31,7 +31,7 @@ def load_problem(
     input_shape: tuple[int, ...] | None = None,
 ) -> Problem:
     """Build the :class:`Problem` from exactly one of the two spellings."""
-    from ..plan.instance import load_instance
+    from ..core.instance import load_instance
 
     if instance_file is not None:
         if model is not None or cluster_file is not None:

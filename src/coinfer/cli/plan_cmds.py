@@ -87,7 +87,7 @@ def _write(path: Path, text: str) -> None:
 def _print_plan(inst: Any, result: Any) -> None:
     from rich.table import Table
 
-    from ..plan.evaluate import replica_weights
+    from ..core.evaluate import replica_weights
 
     console = _console()
     table = Table(title=f"{inst.name}: {result.algo} plan for {result.objective}")
@@ -145,9 +145,9 @@ def compare_cmd(
     seed: int = typer.Option(0, "--seed", help="Seed for randomised planners."),
 ) -> None:
     """Run every applicable planner and compare predicted latency, throughput, energy, planning time."""
+    from ..core.plans import check_objective
     from ..plan import PLANNERS, get_planner, skip_reason
     from ..plan import plan as run_planner
-    from ..plan.types import check_objective
 
     obj = check_objective(objective)
     inst = load_problem(model, cluster, instance, max_pieces=max_pieces).instance

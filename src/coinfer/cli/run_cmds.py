@@ -136,7 +136,7 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Run a plan for real and print measured vs simulated figures side by side."""
-        from ..plan.types import Plan, check_objective
+        from ..core.plans import Plan, check_objective
         from ..runtime import run as runtime_run
         from ..runtime.report import compare_with_simulation
 

@@ -22,7 +22,7 @@ _MODEL_HELP = "Model spec (zoo name or file.py:factory); needs --cluster."
 
 
 def _load_plan(instance: Any, plan_file: Path | None, algo: str, objective: str) -> Any:
-    from ..plan.types import Plan
+    from ..core.plans import Plan
 
     if plan_file is not None:
         return Plan.load(plan_file)
@@ -99,8 +99,8 @@ def register(app: typer.Typer) -> None:
         title: str = typer.Option("schedule", "--title", help="Chart title."),
     ) -> None:
         """Draw a simulated or measured event trace as a Gantt chart (one row per device and link)."""
+        from ..core.trace import load_events
         from ..report.plots import gantt
-        from ..simulate.trace import load_events
 
         path = gantt(load_events(trace), out, title=title, until_s=until)
         typer.echo(f"Gantt chart: {path}")

@@ -9,15 +9,15 @@ from __future__ import annotations
 
 from .load import cluster_from_dict, cluster_from_yaml, load_cluster, load_trace
 from .local import default_local_cluster
-from .types import BandwidthTrace, Cluster, Device, DeviceFeatures, Emulation, Link
+from .types import BandwidthTrace, Cluster, DeviceFeatures, DeviceSpec, Emulation, LinkSpec
 
 __all__ = [
     "BandwidthTrace",
     "Cluster",
-    "Device",
     "DeviceFeatures",
+    "DeviceSpec",
     "Emulation",
-    "Link",
+    "LinkSpec",
     "cluster_from_dict",
     "cluster_from_yaml",
     "default_local_cluster",

@@ -19,7 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ..errors import InputError
-from .types import BandwidthTrace, Cluster, Device, DeviceFeatures, Emulation, Link
+from .types import BandwidthTrace, Cluster, DeviceFeatures, DeviceSpec, Emulation, LinkSpec
 from .units import BYTES_PER_S_PER_GBPS, mbps_to_Bps, parse_memory
 
 # Device names become cgroup directory names, process labels and file-name parts, so keep them
@@ -31,7 +31,7 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class PredictSpec(_Strict):
+class PredictEntry(_Strict):
     """``speed.predict``: device features for the affinity predictor."""
 
     cores: int = Field(default=1, ge=1)
@@ -42,21 +42,21 @@ class PredictSpec(_Strict):
     peak_gflops: float | None = Field(default=None, gt=0)
 
 
-class SpeedSpec(_Strict):
+class SpeedEntry(_Strict):
     """``speed``: at least one of an analytic figure, a measured profile, or predictor features."""
 
     gflops: float | None = Field(default=None, gt=0)
     profile: str | None = None
-    predict: PredictSpec | None = None
+    predict: PredictEntry | None = None
 
     @model_validator(mode="after")
-    def _one_of(self) -> SpeedSpec:
+    def _one_of(self) -> SpeedEntry:
         if self.gflops is None and self.profile is None and self.predict is None:
             raise ValueError("give at least one of 'gflops', 'profile' or 'predict'")
         return self
 
 
-class PowerSpec(_Strict):
+class PowerEntry(_Strict):
     """``power``: watts when idle, computing, and transmitting."""
 
     idle: float | None = Field(default=None, ge=0)
@@ -64,22 +64,22 @@ class PowerSpec(_Strict):
     transmit: float | None = Field(default=None, ge=0)
 
 
-class EmulateSpec(_Strict):
+class EmulateEntry(_Strict):
     """``emulate``: local-testbed emulation (cgroup CPU quota in cores, intra-op threads)."""
 
     cpu_quota: float = Field(default=1.0, gt=0)
     threads: int = Field(default=1, ge=1)
 
 
-class DeviceSpec(_Strict):
+class DeviceEntry(_Strict):
     name: str = Field(pattern=_NAME_PATTERN)
     kind: Literal["cpu", "gpu", "npu", "core"] = "cpu"
-    speed: SpeedSpec
+    speed: SpeedEntry
     memory: int
-    power: PowerSpec | None = None
+    power: PowerEntry | None = None
     dvfs_levels: list[float] | None = None
     dvfs_ghz: list[float] | None = None
-    emulate: EmulateSpec | None = None
+    emulate: EmulateEntry | None = None
 
     @field_validator("memory", mode="before")
     @classmethod
@@ -101,13 +101,13 @@ class DeviceSpec(_Strict):
         return v
 
     @model_validator(mode="after")
-    def _one_dvfs(self) -> DeviceSpec:
+    def _one_dvfs(self) -> DeviceEntry:
         if self.dvfs_levels is not None and self.dvfs_ghz is not None:
             raise ValueError("give either 'dvfs_levels' (fractions) or 'dvfs_ghz', not both")
         return self
 
 
-class LinkSpec(_Strict):
+class LinkEntry(_Strict):
     src: str
     dst: str
     bidirectional: bool = True
@@ -116,12 +116,12 @@ class LinkSpec(_Strict):
     trace: str | None = None
 
 
-class ClusterSpec(_Strict):
+class ClusterFile(_Strict):
     name: str
     source: str
     token: str | None = None
-    devices: list[DeviceSpec] = Field(min_length=1)
-    links: list[LinkSpec] = Field(default_factory=list)
+    devices: list[DeviceEntry] = Field(min_length=1)
+    links: list[LinkEntry] = Field(default_factory=list)
 
 
 # ----- error formatting ----------------------------------------------------------------------
@@ -233,7 +233,7 @@ def cluster_from_dict(
             f"{origin}: a cluster file must hold a mapping (got {type(data).__name__})"
         )
     try:
-        spec = ClusterSpec.model_validate(dict(data))
+        spec = ClusterFile.model_validate(dict(data))
     except ValidationError as exc:
         err = exc.errors()[0]
         raise _fail(origin, _loc_path(tuple(err["loc"])), _pydantic_message(err)) from None
@@ -252,7 +252,7 @@ def cluster_from_dict(
 
     devices = tuple(_device(d, i, origin, base) for i, d in enumerate(spec.devices))
 
-    links: list[Link] = []
+    links: list[LinkSpec] = []
     traces: dict[tuple[str, str], BandwidthTrace] = {}
     pairs: dict[tuple[str, str], int] = {}
     for j, lk in enumerate(spec.links):
@@ -292,7 +292,7 @@ def cluster_from_dict(
                     origin, f"links[{j}]", f"duplicate link {a}->{b} (also links[{pairs[(a, b)]}])"
                 )
             pairs[(a, b)] = j
-            links.append(Link(a, b, bw, lk.latency_ms / 1000.0, trace_path))
+            links.append(LinkSpec(a, b, bw, lk.latency_ms / 1000.0, trace_path))
             if trace is not None:
                 traces[(a, b)] = trace
 
@@ -308,7 +308,7 @@ def cluster_from_dict(
     )
 
 
-def _device(d: DeviceSpec, i: int, origin: str, base: Path) -> Device:
+def _device(d: DeviceEntry, i: int, origin: str, base: Path) -> DeviceSpec:
     profile = None
     if d.speed.profile is not None:
         pp = Path(d.speed.profile)
@@ -348,8 +348,8 @@ def _device(d: DeviceSpec, i: int, origin: str, base: Path) -> Device:
             f"devices[{i}].dvfs_levels",
             f"the highest level must be 1.0 (f_max) (got {list(levels)})",
         )
-    power = d.power or PowerSpec()
-    return Device(
+    power = d.power or PowerEntry()
+    return DeviceSpec(
         name=d.name,
         kind=d.kind,
         mem_bytes=d.memory,
@@ -364,7 +364,7 @@ def _device(d: DeviceSpec, i: int, origin: str, base: Path) -> Device:
     )
 
 
-def _check_connected(origin: str, names: list[str], source: str, links: list[Link]) -> None:
+def _check_connected(origin: str, names: list[str], source: str, links: list[LinkSpec]) -> None:
     """Every device must be reachable from the source and reach it back (requests return)."""
     fwd: dict[str, list[str]] = {n: [] for n in names}
     back: dict[str, list[str]] = {n: [] for n in names}
@@ -428,7 +428,7 @@ def cluster_from_yaml(
 
 
 __all__ = [
-    "ClusterSpec",
+    "ClusterFile",
     "cluster_from_dict",
     "cluster_from_yaml",
     "load_cluster",

@@ -59,7 +59,7 @@ class Emulation:
 
 
 @dataclass(frozen=True, slots=True)
-class Device:
+class DeviceSpec:
     """A device of a cluster, with every figure the cost model, planners and runtime need.
 
     Speed can be given three ways (the cost model prefers them in this order): ``profile``
@@ -114,7 +114,7 @@ class Device:
 
 
 @dataclass(frozen=True, slots=True)
-class Link:
+class LinkSpec:
     """A directed link ``src -> dst``; ``x`` bytes take ``latency_s + x / bandwidth_Bps``.
 
     ``bandwidth_Bps`` is the nominal rate (the time-weighted trace mean when only a trace was
@@ -214,8 +214,8 @@ class Cluster:
     """
 
     name: str
-    devices: tuple[Device, ...]
-    links: tuple[Link, ...]
+    devices: tuple[DeviceSpec, ...]
+    links: tuple[LinkSpec, ...]
     source: str
     token: str | None = None
     traces: Mapping[tuple[str, str], BandwidthTrace] = field(default_factory=dict, compare=False)
@@ -226,14 +226,14 @@ class Cluster:
         return tuple(d.name for d in self.devices)
 
     @cached_property
-    def _by_name(self) -> dict[str, Device]:
+    def _by_name(self) -> dict[str, DeviceSpec]:
         return {d.name: d for d in self.devices}
 
     @cached_property
-    def _links_by_pair(self) -> dict[tuple[str, str], Link]:
+    def _links_by_pair(self) -> dict[tuple[str, str], LinkSpec]:
         return {lk.pair: lk for lk in self.links}
 
-    def device(self, name: str) -> Device:
+    def device(self, name: str) -> DeviceSpec:
         """The device called ``name``; unknown names raise :class:`InputError` listing the valid ones."""
         dev = self._by_name.get(name)
         if dev is None:
@@ -242,13 +242,13 @@ class Cluster:
             )
         return dev
 
-    def link(self, src: str, dst: str) -> Link | None:
+    def link(self, src: str, dst: str) -> LinkSpec | None:
         """The direct link ``src -> dst`` or ``None``."""
         return self._links_by_pair.get((src, dst))
 
-    def trace(self, link: Link | tuple[str, str]) -> BandwidthTrace | None:
+    def trace(self, link: LinkSpec | tuple[str, str]) -> BandwidthTrace | None:
         """The bandwidth trace of a link (or ``(src, dst)`` pair), ``None`` if it has none."""
-        pair = link.pair if isinstance(link, Link) else tuple(link)
+        pair = link.pair if isinstance(link, LinkSpec) else tuple(link)
         return self.traces.get(pair)  # type: ignore[arg-type]
 
     def to_dict(self) -> dict[str, Any]:
@@ -271,9 +271,9 @@ __all__ = [
     "DEVICE_KINDS",
     "BandwidthTrace",
     "Cluster",
-    "Device",
     "DeviceFeatures",
     "DeviceKind",
+    "DeviceSpec",
     "Emulation",
-    "Link",
+    "LinkSpec",
 ]

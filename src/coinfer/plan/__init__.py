@@ -16,11 +16,11 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from ..core.evaluate import check_plan, evaluate, memory_bound_check
+from ..core.instance import Instance, load_instance
+from ..core.plans import Metrics, Objective, Plan, Stage, check_objective
 from ..errors import CoinferError, InputError
-from .evaluate import check_plan, evaluate, memory_bound_check
-from .instance import Instance, load_instance
 from .registry import PLANNERS, PlannerInfo, get_planner, unmet_need
-from .types import Metrics, Objective, Plan, Stage, check_objective
 
 
 def plan(

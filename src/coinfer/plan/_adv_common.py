@@ -23,10 +23,10 @@ from typing import Any
 
 import numpy as np
 
+from ..core.evaluate import evaluate, objective_value, validate_stages
+from ..core.instance import Device, Instance, Link, make_instance
+from ..core.plans import Objective, Plan, Stage
 from ..errors import InfeasibleError
-from .evaluate import evaluate, objective_value, validate_stages
-from .instance import Device, Instance, Link, make_instance
-from .types import Objective, Plan, Stage
 
 Config = tuple[Stage, ...]
 

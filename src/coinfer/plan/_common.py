@@ -1,7 +1,7 @@
 """Helpers every planner in ``coinfer.plan`` shares (private: planners import, users don't).
 
 Why a module: each planner ends the same way — turn its stages into a :class:`Plan` whose
-``predicted`` is exactly the reference :func:`~coinfer.plan.evaluate.evaluate` — and several
+``predicted`` is exactly the reference :func:`~coinfer.core.evaluate.evaluate` — and several
 need the same per-transfer quantities (one request's path time, the busiest hop, the
 transmit energy). Keeping them here keeps the planners' own files about their algorithm.
 """
@@ -12,10 +12,10 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ..core.evaluate import evaluate
+from ..core.instance import Device, Instance
+from ..core.plans import Objective, Plan, Stage
 from ..errors import InputError
-from .evaluate import evaluate
-from .instance import Device, Instance
-from .types import Objective, Plan, Stage
 
 # Relative tolerance when planners compare float objective values (ties, "equal to bound").
 # Costs are sums of at most a few hundred float terms, so 1e-12 relative is far above rounding

@@ -37,12 +37,12 @@ from typing import Any, Literal
 
 import numpy as np
 
+from ..core.evaluate import memory_bound_check, objective_value
+from ..core.instance import Instance
+from ..core.plans import Objective, Plan, Stage, check_objective
 from ..errors import InfeasibleError, InputError
 from ._adv_common import Config, enumerate_configs, finish_plan
-from .evaluate import memory_bound_check, objective_value
-from .instance import Instance
 from .pso import _neighbours, repair
-from .types import Objective, Plan, Stage, check_objective
 
 Evaluator = Callable[[tuple[Stage, ...]], float]
 

@@ -10,7 +10,7 @@ tested against on small instances. It enumerates
   mapping, S7),
 - for the energy objective, every DVFS level of every used device,
 
-and scores each candidate with :func:`~coinfer.plan.evaluate.objective_value` — the one
+and scores each candidate with :func:`~coinfer.core.evaluate.objective_value` — the one
 reference cost model — so its answer is optimal by definition. Cost grows like
 ``C(P-1, K-1) * D! * levels^D`` (x the number of set partitions with replicas); keep it to
 about 12 pieces x 4 devices (replicas: 6 x 3). ``max_plans`` refuses bigger problems instead
@@ -23,11 +23,11 @@ import itertools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
+from ..core.evaluate import objective_value
+from ..core.instance import Instance
+from ..core.plans import Objective, Plan, Stage
 from ..errors import InfeasibleError, InputError
 from ._common import REL_EPS, energy_devices, finish, infeasible_message
-from .evaluate import objective_value
-from .instance import Instance
-from .types import Objective, Plan, Stage
 
 
 @dataclass(frozen=True)

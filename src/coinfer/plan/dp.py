@@ -53,11 +53,11 @@ from typing import Any
 
 import numpy as np
 
+from ..core.evaluate import period_s
+from ..core.instance import Instance
+from ..core.plans import Objective, Plan, Stage
 from ..errors import InfeasibleError
 from ._common import REL_EPS, TransferTable, best_energy_freq, close, finish, infeasible_message
-from .evaluate import period_s
-from .instance import Instance
-from .types import Objective, Plan, Stage
 
 INF = math.inf
 # Search-node budget of the latency tie-break among period-optimal plans (each node is one

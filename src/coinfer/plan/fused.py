@@ -53,9 +53,11 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from ..core.evaluate import validate_stages
+from ..core.instance import Device, Instance, Link, make_instance
+from ..core.plans import Objective, Plan, Stage, check_objective
 from ..errors import InfeasibleError, InputError
 from ._adv_common import finish_plan, order_dp
-from .evaluate import validate_stages
 from .fused_pso import (
     LINK_MODELS,
     LinkModel,
@@ -68,8 +70,6 @@ from .fused_pso import (
     schedule_latency,
     tile_costs,
 )
-from .instance import Device, Instance, Link, make_instance
-from .types import Objective, Plan, Stage, check_objective
 
 if TYPE_CHECKING:
     import torch

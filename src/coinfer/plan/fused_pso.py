@@ -41,8 +41,8 @@ import numpy as np
 from ..errors import InputError
 
 if TYPE_CHECKING:
+    from ..core.instance import Instance
     from .fused import TilePlan
-    from .instance import Instance
 
 LinkModel = Literal["serial", "pipelined"]
 LINK_MODELS = ("serial", "pipelined")

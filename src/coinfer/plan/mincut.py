@@ -45,11 +45,11 @@ from typing import Any
 import networkx as nx
 from networkx.algorithms.flow import preflow_push
 
+from ..core.evaluate import objective_value
+from ..core.instance import Instance
+from ..core.plans import Objective, Plan, Stage, check_objective
 from ..errors import InfeasibleError, InputError
 from ._adv_common import finish_plan
-from .evaluate import objective_value
-from .instance import Instance
-from .types import Objective, Plan, Stage, check_objective
 
 IN, OUT, SRC, SINK = "__in__", "__out__", "__device__", "__server__"
 TransferFn = Callable[[float], float]

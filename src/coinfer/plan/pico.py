@@ -1,7 +1,7 @@
 """PICO's many-to-many mapping: a stage may run on several devices that take turns (S7).
 
 A stage served by devices ``G`` handles requests in proportion to each replica's speed, so its
-period is ``1 / sum_{d in G} 1 / T_d`` (the "replicas-rate"; see :mod:`coinfer.plan.evaluate`),
+period is ``1 / sum_{d in G} 1 / T_d`` (the "replicas-rate"; see :mod:`coinfer.core.evaluate`),
 and between replicated stages every replica pair ``(u, v)`` carries the share ``w_u * w_v`` of
 the traffic. Replication lets a pipeline use devices that a one-device-per-stage plan would
 leave idle, which is how PICO reaches its 1.8–6.8x on 2–8 Raspberry Pis.
@@ -47,12 +47,12 @@ from typing import Any
 
 import numpy as np
 
+from ..core.evaluate import period_s
+from ..core.instance import Instance
+from ..core.plans import Objective, Plan, Stage
 from ._common import REL_EPS, TransferTable, finish
 from .brute import count_candidates
 from .dp import DPOptions, plan_dp
-from .evaluate import period_s
-from .instance import Instance
-from .types import Objective, Plan, Stage
 
 
 @dataclass(frozen=True)
@@ -129,7 +129,7 @@ def plan_pico(instance: Instance, objective: Objective, options: PicoOptions | N
 
 
 def _weights(times: list[float]) -> list[float]:
-    """Replica shares exactly as :func:`coinfer.plan.evaluate.replica_weights` computes them."""
+    """Replica shares exactly as :func:`coinfer.core.evaluate.replica_weights` computes them."""
     zero = [i for i, t in enumerate(times) if t <= 0.0]
     if zero:
         return [(1.0 / len(zero)) if i in zero else 0.0 for i in range(len(times))]
@@ -246,7 +246,7 @@ _IStage = tuple[int, int, tuple[int, ...]]
 
 
 class _Scorer:
-    """Exact period of index-space stages, mirroring :func:`coinfer.plan.evaluate.period_s`.
+    """Exact period of index-space stages, mirroring :func:`coinfer.core.evaluate.period_s`.
 
     The local search scores thousands of neighbours; going through :class:`Stage` objects and
     per-call path look-ups would dominate, so this keeps prefix sums and the precomputed paths

@@ -1,7 +1,7 @@
 """Particle-swarm planners: PSOMW (S2) and evolutionary placement + exact DP partitioning (S4).
 
 Two swarms over the one-device-per-stage plan space, both minimising the reference objective
-(latency, period or energy) evaluated exactly by :mod:`coinfer.plan.evaluate`:
+(latency, period or energy) evaluated exactly by :mod:`coinfer.core.evaluate`:
 
 - **PSOMW** (S2, "PSO with minimising waiting"). A particle is a real vector of up to
   ``K = min(P, D) - 1`` cut positions followed by ``K + 1`` device keys. Decoding floors the
@@ -39,11 +39,11 @@ from typing import Literal
 
 import numpy as np
 
+from ..core.evaluate import memory_bound_check, objective_value
+from ..core.instance import Instance
+from ..core.plans import Objective, Plan, Stage, check_objective
 from ..errors import InfeasibleError, InputError
 from ._adv_common import Config, finish_plan, order_dp
-from .evaluate import memory_bound_check, objective_value
-from .instance import Instance
-from .types import Objective, Plan, Stage, check_objective
 
 # Clerc & Kennedy's constriction coefficients (IEEE TEC 2002): inertia 0.729 and equal
 # cognitive/social weights 1.49445 guarantee convergence without a velocity explosion.

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .instance import Device, Instance, Link, make_instance
+from ..core.instance import Device, Instance, Link, make_instance
 
 # Per-piece work in seconds on a speed-1 device: log-uniform between these (1 ms .. 50 ms).
 WORK_RANGE_S = (1e-3, 5e-2)

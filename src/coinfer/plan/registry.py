@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ..core.instance import Instance
 from ..errors import InputError
 from .baselines import (
     EvenOptions,
@@ -37,7 +38,6 @@ from .bayes import BayesOptions, plan_bayes
 from .brute import BruteOptions, plan_brute
 from .dp import DPOptions, plan_dp
 from .fused import FusedOptions, plan_fused
-from .instance import Instance
 from .mincut import MincutOptions, plan_mincut
 from .pico import PicoOptions, plan_pico
 from .pso import PSOOptions, plan_pso

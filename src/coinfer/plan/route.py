@@ -36,11 +36,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from ..core.evaluate import latency_s, memory_bound_check
+from ..core.instance import Instance
+from ..core.plans import Objective, Plan, Stage, check_objective
 from ..errors import InfeasibleError, InputError
 from ._adv_common import finish_plan, order_dp
-from .evaluate import latency_s, memory_bound_check
-from .instance import Instance
-from .types import Objective, Plan, Stage, check_objective
 
 # A resource is a device (compute) or a directed link (transfer).
 Resource = tuple[str, ...]

@@ -12,11 +12,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from ..core.evaluate import objective_value
+from ..core.instance import Instance
+from ..core.plans import Objective, Plan, Stage
 from ..errors import InfeasibleError
 from ._common import REL_EPS, energy_devices, finish, stage_freqs
-from .evaluate import objective_value
-from .instance import Instance
-from .types import Objective, Plan, Stage
 
 
 @dataclass(frozen=True)

@@ -26,11 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..cluster.types import Cluster, Device, DeviceFeatures
+from ..cluster.types import Cluster, DeviceFeatures, DeviceSpec
+from ..core.instance import Device, Instance, Link, Piece
 from ..errors import InputError
-from ..plan.instance import Device as InstanceDevice
-from ..plan.instance import Instance, Piece
-from ..plan.instance import Link as InstanceLink
 from .cache import graph_hash
 
 SOURCES: tuple[str, ...] = ("profile", "predict", "analytic")
@@ -96,17 +94,17 @@ class CostModel:
         )
 
 
-def cluster_to_instance_links(cluster: Cluster) -> tuple[InstanceLink, ...]:
+def cluster_to_instance_links(cluster: Cluster) -> tuple[Link, ...]:
     """The cluster's directed links as the Instance's links (nominal bandwidth, latency)."""
     return tuple(
-        InstanceLink(lk.src, lk.dst, lk.bandwidth_Bps, lk.latency_s) for lk in cluster.links
+        Link(lk.src, lk.dst, lk.bandwidth_Bps, lk.latency_s) for lk in cluster.links
     )
 
 
-def cluster_to_instance_devices(cluster: Cluster) -> tuple[InstanceDevice, ...]:
+def cluster_to_instance_devices(cluster: Cluster) -> tuple[Device, ...]:
     """The cluster's devices as the Instance's devices (memory, power, DVFS copied)."""
     return tuple(
-        InstanceDevice(
+        Device(
             name=d.name,
             mem_bytes=d.mem_bytes,
             power_idle_w=d.power_idle_w,
@@ -125,7 +123,7 @@ class _Unavailable(Exception):
     """This source cannot price this device; the message says why (kept in cost_detail)."""
 
 
-def analytic_times(graph: Any, device: Device) -> list[float]:
+def analytic_times(graph: Any, device: DeviceSpec) -> list[float]:
     """FLOPs / effective GFLOP/s per piece (``speed.gflops``, else ``predict.peak_gflops``)."""
     gflops = device.gflops
     if gflops is None and device.features is not None and device.features.peak_gflops is not None:
@@ -135,7 +133,7 @@ def analytic_times(graph: Any, device: Device) -> list[float]:
     return [max(p.flops / (gflops * 1e9), ANALYTIC_MIN_PIECE_S) for p in graph.pieces]
 
 
-def device_features(device: Device) -> DeviceFeatures | None:
+def device_features(device: DeviceSpec) -> DeviceFeatures | None:
     """Predictor features: the ``speed.predict`` block, else derived from ``emulate:``."""
     if device.features is not None:
         return device.features
@@ -146,7 +144,7 @@ def device_features(device: Device) -> DeviceFeatures | None:
     return None
 
 
-def predicted_times(graph: Any, device: Device, predictor: Any | None) -> list[float]:
+def predicted_times(graph: Any, device: DeviceSpec, predictor: Any | None) -> list[float]:
     feats = device_features(device)
     if feats is None:
         raise _Unavailable("no 'predict' features or 'emulate' block")
@@ -185,7 +183,7 @@ def times_from_profile(graph: Any, profile: Mapping[str, Any]) -> list[float] | 
 def profiled_times(
     spec: str,
     graph: Any,
-    device: Device,
+    device: DeviceSpec,
     *,
     input_shape: Sequence[int] | None,
     max_pieces: int | None,

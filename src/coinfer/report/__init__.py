@@ -1,10 +1,10 @@
 """coinfer.report: Gantt charts, latency CDFs, comparison plots (matplotlib, lazily) and rich tables.
 
-The event-trace format the charts draw is :class:`coinfer.simulate.trace.TraceEvent` (re-exported
+The event-trace format the charts draw is :class:`coinfer.core.trace.TraceEvent` (re-exported
 here), shared by the simulator and the runtime.
 """
 
-from ..simulate.trace import TraceEvent
+from ..core.trace import TraceEvent
 from .plots import gantt, latency_cdf, line_plot, resource_order, throughput_vs_devices
 from .tables import rows_table, schedule_table, sim_table, utilisation_table
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from ..core.trace import TraceEvent, is_link
 from ..errors import InputError
-from ..simulate.trace import TraceEvent, is_link
 
 # Figure geometry: inches per Gantt row and the minimum height so a 1-row chart stays legible.
 ROW_HEIGHT_IN = 0.45

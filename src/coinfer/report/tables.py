@@ -7,7 +7,7 @@ from typing import Any
 
 from rich.table import Table
 
-from ..schedule.types import Schedule
+from ..core.schedules import Schedule
 from ..simulate.sim import SimResult
 
 

@@ -34,9 +34,9 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from ..core.plans import Plan
+from ..core.schedules import Schedule
 from ..errors import InputError, PeerError
-from ..plan.types import Plan
-from ..schedule.types import Schedule
 from . import emulation
 from .control import Channel, authenticate_worker, parse_hostport
 from .ledger import Ledger, format_ids
@@ -258,7 +258,7 @@ def _fallback_instance(
 
     Only the scheduler's window and replica weights read it; real times come from the run.
     """
-    from ..plan.instance import Device, Link, make_instance
+    from ..core.instance import Device, Link, make_instance
 
     cut_bytes = {
         st.last: sum(m.nbytes for m in contracts[k + 1]) for k, st in enumerate(plan.stages)
@@ -633,7 +633,7 @@ def run(
         torch.set_num_threads(old_threads)
     trace, util, arrivals = result
     link_stats = measured_links(trace, arrivals, nominal_shapes)
-    from ..simulate.trace import TraceEvent
+    from ..core.trace import TraceEvent
 
     base = t0
     trace_events = tuple(
@@ -652,7 +652,7 @@ def run(
             key=lambda ev: (ev.start_s, ev.resource),
         )
     )
-    from ..simulate.sim import steady_period
+    from ..core.trace import steady_period
 
     period = steady_period([c.t_done_s - t0 for c in comps])
     say(f"run finished in {time.time() - t_start:.1f} s (pipeline {t1 - t0:.2f} s)")

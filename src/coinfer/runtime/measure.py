@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from ..plan.instance import Device, Instance, Link, make_instance
+from ..core.instance import Device, Instance, Link, make_instance
 from .stages import Partition, as_tuple, load_model, split_pieces
 
 # Timed repetitions per piece (after one warm-up); the median resists a noisy shared host.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from ..schedule.types import Schedule
+from ..core.schedules import Schedule
 from .coordinator import RunResult
 
 
@@ -20,7 +20,7 @@ def compare_with_simulation(result: RunResult, schedule: Schedule, instance: Any
     """Rows ``{metric, measured, simulated, error_pct}`` for throughput, latency and utilisation.
 
     Both sides use the same definitions: steady-state throughput (fill and drain trimmed, as in
-    :func:`coinfer.simulate.sim.steady_period`) in requests (samples) per second, latency of a
+    :func:`coinfer.core.trace.steady_period`) in requests (samples) per second, latency of a
     micro-batch from its release at the source to its output back there.
     """
     from ..simulate import simulate

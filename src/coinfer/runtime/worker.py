@@ -1,4 +1,4 @@
-"""The worker: one process per device, executing its part of a :class:`~coinfer.schedule.types.Schedule`.
+"""The worker: one process per device, executing its part of a :class:`~coinfer.core.schedules.Schedule`.
 
 Life of a worker (one run per process, so every run starts with fresh data-plane state):
 
@@ -36,8 +36,8 @@ from typing import Any
 
 import torch
 
+from ..core.schedules import Action
 from ..errors import CoinferError, PeerError
-from ..schedule.types import Action
 from . import emulation
 from .control import Channel, authenticate_coordinator, parse_hostport
 from .stages import StageSpec, as_tuple, build_stage, load_stage_weights

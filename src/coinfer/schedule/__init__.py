@@ -3,6 +3,7 @@
 See :mod:`coinfer.schedule.scheduler` for the execution semantics the simulator and the runtime share.
 """
 
+from ..core.schedules import Action, Schedule
 from .scheduler import (
     assign_requests,
     client_actions,
@@ -15,7 +16,6 @@ from .scheduler import (
     validate_schedule,
     worker_actions,
 )
-from .types import Action, Schedule
 
 __all__ = [
     "Action",

@@ -32,11 +32,11 @@ import math
 from collections import defaultdict
 from collections.abc import Sequence
 
+from ..core.evaluate import evaluate, replica_weights, validate_stages
+from ..core.instance import Instance
+from ..core.plans import Plan, Stage
+from ..core.schedules import Action, Schedule
 from ..errors import InputError
-from ..plan.evaluate import evaluate, replica_weights, validate_stages
-from ..plan.instance import Instance
-from ..plan.types import Plan, Stage
-from .types import Action, Schedule
 
 
 def smooth_weighted_round_robin(weights: Sequence[float], n: int) -> tuple[int, ...]:

@@ -1,7 +1,6 @@
 """coinfer.simulate: discrete-event simulation of a Schedule, and the shared event-trace format."""
 
-from .sim import SimResult, hop_time, load_arrivals, simulate, steady_period
-from .trace import (
+from ..core.trace import (
     TraceEvent,
     events_from_json,
     events_to_csv,
@@ -9,7 +8,9 @@ from .trace import (
     is_link,
     link_name,
     load_events,
+    steady_period,
 )
+from .sim import SimResult, hop_time, load_arrivals, simulate
 
 __all__ = [
     "SimResult",

@@ -35,17 +35,11 @@ from typing import Any
 import numpy as np
 import simpy
 
+from ..core.instance import Instance, Link
+from ..core.schedules import Schedule
+from ..core.trace import TraceEvent, link_name, steady_period
 from ..errors import InputError
-from ..plan.instance import Instance, Link
 from ..schedule.scheduler import client_actions, num_stages, stage_freqs, worker_actions
-from ..schedule.types import Schedule
-from .trace import TraceEvent, link_name
-
-# Fraction of requests dropped at each end when measuring steady-state throughput: the first
-# ones see an empty pipeline (fill), the last ones an emptying one (drain).
-STEADY_TRIM = 0.2
-# Below this many requests there is no steady state to isolate; use all completions.
-MIN_STEADY_REQUESTS = 10
 
 BandwidthTrace = Sequence[tuple[float, float]]
 
@@ -131,30 +125,6 @@ class SimResult:
         if events:
             out["events"] = [e.to_dict() for e in self.events]
         return out
-
-
-def steady_period(completion_s: Sequence[float]) -> float:
-    """Seconds per request in steady state (module docstring); inf for no completions."""
-    c = sorted(completion_s)
-    n = len(c)
-    if n == 0:
-        return math.inf
-    if n == 1:
-        return c[0]
-    if n < MIN_STEADY_REQUESTS:
-        lo, hi = 0, n - 1
-    else:
-        trim = int(n * STEADY_TRIM)
-        lo, hi = trim, n - 1 - trim
-    # Least-squares slope of completion time against completion rank: exact for an evenly spaced
-    # stream, and robust when replicas finish in (near-)simultaneous bursts, where the plain
-    # (c[hi] - c[lo]) / (hi - lo) over- or under-credits a partial burst at either end (it read
-    # up to 9 % optimistic on 4-replica plans). On a staircase of bursts of B the slope errs by
-    # about 1 % at 60 requests and less with more.
-    ranks = np.arange(lo, hi + 1, dtype=float)
-    times = np.asarray(c[lo : hi + 1], dtype=float)
-    rc = ranks - ranks.mean()
-    return float(np.dot(rc, times - times.mean()) / np.dot(rc, rc))
 
 
 def hop_time(

@@ -11,12 +11,21 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
+
 from ..errors import InputError
+
+# Fraction of requests dropped at each end when measuring steady-state throughput: the first
+# ones see an empty pipeline (fill), the last ones an emptying one (drain).
+STEADY_TRIM = 0.2
+# Below this many requests there is no steady state to isolate; use all completions.
+MIN_STEADY_REQUESTS = 10
 
 EventKind = Literal["compute", "transfer"]
 EVENT_FIELDS = ("resource", "kind", "request", "start_s", "end_s", "stage")
@@ -114,3 +123,27 @@ def load_events(path: str | Path) -> tuple[TraceEvent, ...]:
     if p.suffix.lower() == ".csv":
         return tuple(TraceEvent.from_dict(row) for row in csv.DictReader(io.StringIO(text)))
     return events_from_json(text, origin=str(p))
+
+
+def steady_period(completion_s: Sequence[float]) -> float:
+    """Seconds per request in steady state (module docstring); inf for no completions."""
+    c = sorted(completion_s)
+    n = len(c)
+    if n == 0:
+        return math.inf
+    if n == 1:
+        return c[0]
+    if n < MIN_STEADY_REQUESTS:
+        lo, hi = 0, n - 1
+    else:
+        trim = int(n * STEADY_TRIM)
+        lo, hi = trim, n - 1 - trim
+    # Least-squares slope of completion time against completion rank: exact for an evenly spaced
+    # stream, and robust when replicas finish in (near-)simultaneous bursts, where the plain
+    # (c[hi] - c[lo]) / (hi - lo) over- or under-credits a partial burst at either end (it read
+    # up to 9 % optimistic on 4-replica plans). On a staircase of bursts of B the slope errs by
+    # about 1 % at 60 requests and less with more.
+    ranks = np.arange(lo, hi + 1, dtype=float)
+    times = np.asarray(c[lo : hi + 1], dtype=float)
+    rc = ranks - ranks.mean()
+    return float(np.dot(rc, times - times.mean()) / np.dot(rc, rc))

@@ -1,6 +1,6 @@
 """The reference cost model: the one evaluation every planner, the simulator and the tests share.
 
-Given an :class:`~coinfer.plan.instance.Instance` and a tuple of stages this module computes
+Given an :class:`~coinfer.core.instance.Instance` and a tuple of stages this module computes
 
 - **latency**: one request through an idle system. The request enters at the source, visits
   one replica of every stage, and returns to the source; with replicas it takes the cheapest
@@ -28,7 +28,7 @@ from collections.abc import Sequence
 
 from ..errors import InfeasibleError, InputError
 from .instance import Instance
-from .types import Metrics, Plan, Stage
+from .plans import Metrics, Plan, Stage
 
 
 def replica_weights(instance: Instance, stage: Stage) -> tuple[float, ...]:
