@@ -20,11 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import io
-import logging
-import warnings
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
@@ -32,54 +28,17 @@ from torch import Tensor, fx, nn
 from torch.utils import _pytree as pytree
 
 from ..errors import CaptureError
+from ._captured import CONST, OTHER, OUTPUT, TENSOR, Captured, ValueInfo
 from ._costs import function_kind, module_kind, node_flops
+from ._pieces import build_pieces, choose_boundaries
+from ._tracers import trace_export, trace_fx
 from .types import ModelGraph, Node, TensorMeta
 
 Backend = Literal["auto", "fx", "export"]
 
-# Value categories recorded per graph value.
-TENSOR, CONST, OTHER = "tensor", "const", "other"
-
 # Python values that are fixed for a given input shape and can be baked into a stage instead
 # of being sent across a cut (sizes, flags, dtypes, None).
 _CONST_TYPES = (int, float, bool, str, type(None), torch.dtype, torch.device, torch.Size, slice)
-
-
-@dataclass(frozen=True, slots=True)
-class ValueInfo:
-    """What a graph value is: a tensor (with meta), a bakeable constant, or something else."""
-
-    category: str
-    meta: TensorMeta | None = None
-    const: Any = None
-    nbytes: int = 0  # tensor bytes, or the sum over tensors inside a container
-
-
-@dataclass(frozen=True)
-class Captured:
-    """The executable graph and everything recorded about it (private to coinfer.graph).
-
-    ``order`` lists compute-node names in topological order; ``users`` maps every value
-    (model inputs included) to the names of compute nodes consuming it, with ``OUTPUT`` for
-    the model output; ``output_names`` are the graph values that form the flattened tensor
-    outputs, in order.
-    """
-
-    gm: fx.GraphModule
-    backend: str
-    order: tuple[str, ...]
-    input_names: tuple[str, ...]
-    output_names: tuple[str, ...]
-    values: dict[str, ValueInfo]
-    users: dict[str, tuple[str, ...]]
-    nodes: dict[str, Node]
-    # node -> (storage key, bytes) of every parameter / buffer it uses, owned or shared: a
-    # piece must hold all of them even when a tied weight is counted at another node.
-    state: dict[str, tuple[tuple[Any, int], ...]] = field(default_factory=dict)
-
-
-OUTPUT = "__output__"
-
 
 def capture(
     model: nn.Module,
@@ -116,7 +75,6 @@ def capture(
     CaptureError
         When no tracer can capture the model; the message names every tracer's reason.
     """
-    from ._pieces import build_pieces, choose_boundaries
 
     inputs = _check_inputs(example_inputs)
     if not isinstance(model, nn.Module):
@@ -153,7 +111,7 @@ def capture(
             ) from exc2
     ref_leaves = [t for t in pytree.tree_leaves(reference) if isinstance(t, Tensor)]
 
-    tracers = {"fx": _trace_fx, "export": _trace_export}
+    tracers = {"fx": trace_fx, "export": trace_export}
     order = ("fx", "export") if backend == "auto" else (backend,)
     reasons: list[str] = []
     captured: Captured | None = None
@@ -235,58 +193,6 @@ def _reason(exc: BaseException) -> str:
     if len(text) > 200:
         text = text[:197] + "..."
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def _trace_fx(model: nn.Module, inputs: tuple[Tensor, ...]) -> fx.GraphModule:
-    """Symbolic trace keeping torch.nn layers as leaves; the model itself is not modified."""
-    tracer = fx.Tracer()
-    graph = tracer.trace(model)
-    placeholders = [n for n in graph.nodes if n.op == "placeholder"]
-    if len(placeholders) != len(inputs):
-        raise TypeError(
-            f"forward takes {len(placeholders)} inputs but {len(inputs)} example inputs were given"
-        )
-    return fx.GraphModule(tracer.root, graph, type(model).__name__)
-
-
-def _trace_export(model: nn.Module, inputs: tuple[Tensor, ...]) -> fx.GraphModule:
-    """torch.export (non-strict), unlifted so parameters are graph attributes again."""
-    with _quiet_torch_logs():
-        program = torch.export.export(model, inputs, strict=False)
-    gm = program.module()
-    assert isinstance(gm, fx.GraphModule)
-    return gm
-
-
-# Loggers torch.export writes warnings to while it explores a model; a failed attempt is
-# reported in the CaptureError, so these would only be noise on the user's terminal.
-_NOISY_LOGGERS = (
-    "torch",
-    "torch.fx.experimental.symbolic_shapes",
-    "torch._dynamo",
-    "torch.export",
-    "torch._export",
-    "torch._subclasses.fake_tensor",
-)
-
-
-@contextlib.contextmanager
-def _quiet_torch_logs() -> Iterator[None]:
-    loggers = [logging.getLogger(name) for name in _NOISY_LOGGERS]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.ERROR)
-    try:
-        # A failed export also prints the partial graph to stderr; the reason is in our error.
-        with (
-            warnings.catch_warnings(),
-            contextlib.redirect_stderr(io.StringIO()),
-        ):
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        for lg, level in zip(loggers, levels, strict=True):
-            lg.setLevel(level)
 
 
 class _Recorder(fx.Interpreter):

@@ -27,7 +27,7 @@ import math
 from collections import deque
 from collections.abc import Sequence
 
-from ._capture import CONST, OTHER, OUTPUT, TENSOR, Captured
+from ._captured import CONST, OTHER, OUTPUT, TENSOR, Captured
 from ._costs import FUSABLE_KINDS, VIEW_KINDS
 from .types import PieceInfo, TensorMeta
 

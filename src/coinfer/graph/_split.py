@@ -27,7 +27,9 @@ from torch import Tensor, fx, nn
 from torch.utils import _pytree as pytree
 
 from ..errors import InputError
-from ._capture import CONST, Captured
+from ..zoo import load_model
+from ._capture import capture
+from ._captured import CONST, Captured
 from ._pieces import crossing_values
 from .types import ModelGraph, TensorMeta
 
@@ -306,8 +308,6 @@ def build_stage(
     splits it exactly as the coordinator did, and keeps stage ``index``. ``weights`` optionally
     names a safetensors file from :func:`save_stage` to load (for non-random weights).
     """
-    from ..zoo import load_model
-    from ._capture import capture
 
     module, inputs = load_model(model, input_shape)
     graph = capture(module, inputs, max_pieces=max_pieces, name=model)

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import networkx as nx
 
 if TYPE_CHECKING:
-    from ._capture import Captured
+    from ._captured import Captured
 
 
 @dataclass(frozen=True, slots=True)
