@@ -16,7 +16,6 @@ transfer's size* (store-and-forward: each hop costs ``L + x / B``), so a path is
 
 from __future__ import annotations
 
-import heapq
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -28,6 +27,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ..errors import InputError
+from .routes import cheapest_paths
 
 # Power scales with frequency as idle + (active - idle) * (f / f_max) ** exponent; a cubic
 # exponent is the textbook dynamic-power model (P ~ C V^2 f with V roughly proportional to f).
@@ -178,7 +178,7 @@ class Instance:
         cache = self._path_cache
         hit = cache.get(key)
         if hit is None:
-            hit = _shortest_path_tree(self, src, float(nbytes))
+            hit = cheapest_paths(self.out_links, self.link_by_pair, src, float(nbytes))
             cache[key] = hit
         return hit
 
@@ -218,44 +218,6 @@ class Instance:
             f"Instance({self.name!r}: {self.num_pieces} pieces, devices={list(self.device_names)}, "
             f"{len(self.links)} links, source={self.source!r})"
         )
-
-
-def _shortest_path_tree(inst: Instance, src: str, nbytes: float) -> dict[str, tuple[Link, ...]]:
-    """Dijkstra from ``src`` with edge weight ``L + x / B``: the cheapest path to every device.
-
-    An improvement must exceed 1e-15 s to replace a path (float noise never flips a route), and
-    a direct link wins exact ties so plans read naturally."""
-    best: dict[str, float] = {src: 0.0}
-    prev: dict[str, Link] = {}
-    heap: list[tuple[float, str]] = [(0.0, src)]
-    done: set[str] = set()
-    while heap:
-        dist, u = heapq.heappop(heap)
-        if u in done:
-            continue
-        done.add(u)
-        for lk in inst.out_links[u]:
-            nd = dist + lk.transfer_s(nbytes)
-            if nd < best.get(lk.dst, math.inf) - 1e-15:
-                best[lk.dst] = nd
-                prev[lk.dst] = lk
-                heapq.heappush(heap, (nd, lk.dst))
-    tree: dict[str, tuple[Link, ...]] = {}
-    for dst in prev:
-        if dst == src:
-            continue
-        direct = inst.link_by_pair.get((src, dst))
-        if direct is not None and direct.transfer_s(nbytes) <= best[dst] + 1e-15:
-            tree[dst] = (direct,)
-            continue
-        links: list[Link] = []
-        v = dst
-        while v != src:
-            lk = prev[v]
-            links.append(lk)
-            v = lk.src
-        tree[dst] = tuple(reversed(links))
-    return tree
 
 
 def _check_instance(inst: Instance) -> None:
