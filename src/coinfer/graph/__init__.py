@@ -19,7 +19,8 @@ from ._split import (
     save_stage,
     split,
 )
-from .types import ModelGraph, Node, PieceInfo, TensorMeta
+from .model_graph import ModelGraph
+from .types import Node, PieceInfo, TensorMeta
 
 __all__ = [
     "ModelGraph",

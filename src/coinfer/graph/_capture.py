@@ -32,7 +32,8 @@ from ._captured import CONST, OTHER, OUTPUT, TENSOR, Captured, ValueInfo
 from ._costs import function_kind, module_kind, node_flops
 from ._pieces import build_pieces, choose_boundaries
 from ._tracers import trace_export, trace_fx
-from .types import ModelGraph, Node, TensorMeta
+from .model_graph import ModelGraph
+from .types import Node, TensorMeta
 
 Backend = Literal["auto", "fx", "export"]
 

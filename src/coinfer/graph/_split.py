@@ -31,7 +31,8 @@ from ..zoo import load_model
 from ._capture import capture
 from ._captured import CONST, Captured
 from ._pieces import crossing_values
-from .types import ModelGraph, TensorMeta
+from .model_graph import ModelGraph
+from .types import TensorMeta
 
 # Node kinds that only query shapes: when their value must cross a cut, the consuming stage
 # recomputes them from its own inputs instead of receiving (or baking in) the number.
