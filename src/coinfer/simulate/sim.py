@@ -7,7 +7,7 @@ Model (the reference cost model of DESIGN.md, executed instead of summarised):
   the device for ``t[first..last][d] / freq * microbatch`` seconds, a send is posted and returns;
 - each transfer follows the instance's cheapest path for its size, store-and-forward; every
   DIRECTED LINK carries one hop at a time (FIFO) and a hop holds its link for ``L + x / B``,
-  the occupancy convention of ``evaluate.py``. Links are shared by every stage pair whose path
+  the occupancy convention of ``core/evaluate.py``. Links are shared by every stage pair whose path
   crosses them, which is where contention the reference model averages away shows up;
 - a link may follow a bandwidth trace (piecewise constant): a hop then holds the link for ``L``
   plus the time to push ``x`` bytes through the trace from ``start + L`` on (paths are still
