@@ -141,3 +141,18 @@ def test_planning_side_imports_without_torch(module: str) -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
     )
     assert out.stdout.strip() == "", f"importing {module} loads {out.stdout.strip()}"
+
+
+# A module longer than this must say in its docstring why it is one piece ("Why one module:").
+MAX_MODULE_LINES = 450
+
+
+def test_long_modules_say_why_they_are_one_piece() -> None:
+    long = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        text = path.read_text()
+        n = text.count("\n")
+        doc = ast.get_docstring(ast.parse(text)) or ""
+        if n > MAX_MODULE_LINES and "Why one module:" not in doc:
+            long.append(f"{path.relative_to(SRC)}: {n} lines")
+    assert not long, "split these modules or explain why in the docstring:\n" + "\n".join(long)
