@@ -32,20 +32,22 @@ import networkx as nx
 import numpy as np
 
 from coinfer.core.instance import Link
-from coinfer.plan._adv_common import exhaustive_best, random_adv_instance
-from coinfer.plan.bayes import (
+from coinfer.core.tiles import LayerSpec
+from coinfer.plan._shared import exhaustive_best
+from coinfer.plan.chain.brute import plan_brute
+from coinfer.plan.fused.planner import conv_instance, plan_fused
+from coinfer.plan.graph.cic import compress
+from coinfer.plan.graph.mincut import dads_cut, dag_from_graph
+from coinfer.plan.graph.route import plan_route, route_jobs
+from coinfer.plan.search.bayes import (
     BayesOptions,
     evals_to_within,
     exhaustive_measured,
     plan_bayes,
     random_search_trace,
 )
-from coinfer.plan.brute import plan_brute
-from coinfer.plan.cic import compress
-from coinfer.plan.fused import LayerSpec, conv_instance, plan_fused
-from coinfer.plan.mincut import dads_cut, dag_from_graph
-from coinfer.plan.pso import PSOOptions, plan_pso
-from coinfer.plan.route import plan_route, route_jobs
+from coinfer.plan.search.pso import PSOOptions, plan_pso
+from coinfer.testing import random_adv_instance
 
 OUT = Path(__file__).resolve().parent / "results"
 # Device/server speeds for the DAG node times: a phone-class CPU (5 GFLOP/s sustained) and a

@@ -42,9 +42,9 @@ RESULTS = ROOT / "benchmarks" / "results"
 from coinfer.core.instance import Device, Instance, Link, make_instance  # noqa: E402
 from coinfer.errors import CoinferError  # noqa: E402
 from coinfer.plan import PLANNERS, plan, skip_reason  # noqa: E402
-from coinfer.plan.dp import DPOptions, plan_dp  # noqa: E402
-from coinfer.plan.pico import PicoOptions, plan_pico  # noqa: E402
-from coinfer.plan.random_instances import random_instance  # noqa: E402
+from coinfer.plan.chain.dp import DPOptions, plan_dp  # noqa: E402
+from coinfer.plan.chain.pico import PicoOptions, plan_pico  # noqa: E402
+from coinfer.testing import random_instance  # noqa: E402
 
 # Planners skipped on sizes where brute force cannot finish (candidate counts explode).
 BRUTE_MAX_PIECES = 12

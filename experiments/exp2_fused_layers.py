@@ -6,7 +6,7 @@ within 0.04 % of brute force (BF).
 Setup: the first conv blocks of Tiny YOLOv2 (6 conv+BN+LeakyReLU with 5 max-pools, 416x416
 input; DeepThings fuses YOLO's early layers the same way) and of VGG-16 (4 convs + 2 pools,
 224x224). A weak source device (5 GFLOP/s) plus 2, 4 or 6 helpers of 5–20 GFLOP/s (seeded),
-Wi-Fi full mesh 100 Mbit/s, 2 ms. Costs: ``coinfer.plan.fused`` / ``fused_pso`` (tile FLOPs with
+Wi-Fi full mesh 100 Mbit/s, 2 ms. Costs: ``coinfer.plan.fused.planner`` / ``fused_pso`` (tile FLOPs with
 halos at each device's speed) under two link models:
 
 - ``serial``: each device receives, computes, returns its tiles one after another; links to
@@ -40,22 +40,18 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import MBIT, RESULTS, log, run_planner, write_csv
 
 from coinfer.core.instance import Link
-from coinfer.plan.fused import (
-    _greedy_costs,
-    conv_instance,
-    nfl_latency,
-    specs_from_modules,
-    tile_plan,
-)
-from coinfer.plan.fused_pso import (
+from coinfer.core.tiles import tile_plan
+from coinfer.graph.tiled import specs_from_modules
+from coinfer.plan.fused.placement import (
     Solution,
     bf_size,
     brute_force,
     lpt_order,
-    psomw,
+    psomw_tiles,
     schedule_latency,
     tile_costs,
 )
+from coinfer.plan.fused.planner import _greedy_costs, conv_instance, nfl_latency
 from coinfer.report import line_plot
 
 HELPERS = (2, 4, 6)  # helper devices next to the source
@@ -65,7 +61,7 @@ WIFI_BPS = 100 * MBIT  # 802.11n-class effective throughput
 WIFI_LAT_S = 0.002  # per-transfer latency on the Wi-Fi mesh
 BF_MAX_ASSIGNMENTS = 200_000  # brute-force budget per grid (assignments x orders), ~1 s
 MAX_TILES = 16  # grids of at most 16 tiles (DeepThings uses up to 5x5; S2 similar sizes)
-MODELS = ("serial", "pipelined")  # link models of coinfer.plan.fused_pso
+MODELS = ("serial", "pipelined")  # link models of coinfer.plan.fused.placement
 
 
 def blocks():
@@ -120,12 +116,12 @@ def same_grids(inst, specs, hw, model: str, seed: int) -> dict[str, float]:
             greedy.append(Solution(len(cands), a, o, schedule_latency(costs, a, o, model)[0]))
             cands.append(costs)
     bf_time = time.perf_counter() - t0
-    pso, _ = psomw(cands, [0.0] * len(cands), model, np.random.default_rng(seed), init=greedy)
+    pso, _ = psomw_tiles(cands, [0.0] * len(cands), model, np.random.default_rng(seed), init=greedy)
     # ablations: local search from the greedy seeds without the swarm (0 iterations), and the
     # swarm without seeds or local search
-    ls, _ = psomw(cands, [0.0] * len(cands), model, np.random.default_rng(seed), init=greedy,
+    ls, _ = psomw_tiles(cands, [0.0] * len(cands), model, np.random.default_rng(seed), init=greedy,
                   iterations=0)  # fmt: skip
-    raw, _ = psomw(cands, [0.0] * len(cands), model, np.random.default_rng(seed), polish=False)
+    raw, _ = psomw_tiles(cands, [0.0] * len(cands), model, np.random.default_rng(seed), polish=False)
     g = min(s.latency_s for s in greedy)
     return {
         "bf_grids": len(cands),

@@ -9,7 +9,7 @@ board) over a symmetric link of
 1–500 Mbit/s with 10 ms latency. Models with real DAG structure (ResNet-50, Inception,
 MobileNetV2) and a chain (VGG-16), analytic node times (FLOPs / GFLOP/s).
 
-Methods, all in the same two-location DADS latency model (``coinfer.plan.mincut.cut_cost``):
+Methods, all in the same two-location DADS latency model (``coinfer.plan.graph.mincut.cut_cost``):
 
 - ``local``: everything on the device (the "no offloading" baseline);
 - ``split2``: best single cut of the piece CHAIN (Neurosurgeon): the registry's ``split2`` when
@@ -38,8 +38,8 @@ from _common import MBIT, RESULTS, graph, log, model_instance, run_planner, writ
 
 from coinfer.core.evaluate import latency_s
 from coinfer.core.plans import Stage
-from coinfer.plan.cic import compress
-from coinfer.plan.mincut import cut_cost, dads_cut, dag_from_graph
+from coinfer.plan.graph.cic import compress
+from coinfer.plan.graph.mincut import cut_cost, dads_cut, dag_from_graph
 from coinfer.plan.registry import PLANNERS
 from coinfer.report import line_plot
 

@@ -11,7 +11,7 @@ ResNet-50 (analytic costs, 16 pieces). Latency objective.
 
 Methods:
 - ``route``: layered-graph shortest path — devices per piece + multi-hop data paths, revisits
-  allowed (``coinfer.plan.route``);
+  allowed (``coinfer.plan.graph.route``);
 - ``direct``: splitting with direct links only — run a prefix on the source, offload the rest to
   ONE directly connected node over that direct link (Neurosurgeon-style), best neighbour and cut;
 - ``local``: everything on the source;
@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import MBIT, RESULTS, log, model_instance, run_planner, simulated, write_csv
 
 from coinfer.core.instance import Instance, Link
-from coinfer.plan.route import route_jobs
+from coinfer.plan.graph.route import route_jobs
 from coinfer.report import line_plot
 
 MODEL = "resnet50"

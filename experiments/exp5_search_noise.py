@@ -3,7 +3,7 @@
 Claim (S8): better throughput and far lower search overhead than earlier searches, thanks to a
 heteroscedastic GP surrogate for noisy measurements.
 
-Setup: seeded random instances (``coinfer.plan.random_instances.random_instance``, 8 pieces x 4
+Setup: seeded random instances (``coinfer.testing.random_instance``, 8 pieces x 4
 heterogeneous devices: 1 432 one-device-per-stage configurations). The objective (period =
 1 / throughput) is MEASURED by the simulator: each measurement simulates 20 requests with
 log-normal compute noise of spread 0.3 and a fresh seed, so a measured period scatters around the
@@ -13,7 +13,7 @@ period (the simulator matches it within 1 %, docs/simulator.md).
 Searches, each a sequence of measurements with an incumbent (the configuration it would pick now):
 - ``exhaustive``: every configuration measured once, in enumeration order; picks the lowest;
 - ``random``: uniform draws with replacement, incumbent = lowest mean measurement;
-- ``bayes``: ``coinfer.plan.bayes`` (GP on log-period with per-configuration noise), its own
+- ``bayes``: ``coinfer.plan.search.bayes`` (GP on log-period with per-configuration noise), its own
   incumbent rule (lowest posterior mean), budget 60, with ``prior="none"`` (pure black box, as
   Flexi-BOPI) and ``prior="model"`` (the reference model as the GP prior mean).
 Reported: measurements until the incumbent's TRUE period is (and stays) within 1 % of the
@@ -34,12 +34,12 @@ from _common import RESULTS, log, write_csv
 
 from coinfer.core.evaluate import period_s
 from coinfer.core.plans import Metrics, Plan
-from coinfer.plan._adv_common import enumerate_configs
-from coinfer.plan.random_instances import random_instance
+from coinfer.plan._shared import enumerate_configs
 from coinfer.plan.registry import PLANNERS
 from coinfer.report import line_plot
 from coinfer.schedule import schedule
 from coinfer.simulate import simulate
+from coinfer.testing import random_instance
 
 INSTANCES = (0, 1, 2, 3)
 SEARCH_SEEDS = (0, 1, 2)
@@ -112,7 +112,7 @@ def main() -> None:
             curves.setdefault("random", []).append([t / opt for t in trace])
             if "bayes" not in PLANNERS:
                 continue
-            from coinfer.plan.bayes import BayesOptions, plan_bayes
+            from coinfer.plan.search.bayes import BayesOptions, plan_bayes
 
             for prior in ("none", "model"):
                 meter = SimMeter(inst, 10 * inst_seed + s + 900)

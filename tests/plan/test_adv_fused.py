@@ -18,21 +18,12 @@ from coinfer.cli import app
 from coinfer.core.evaluate import check_plan, latency_s
 from coinfer.core.instance import Link
 from coinfer.core.plans import Stage
+from coinfer.core.tiles import LayerSpec, output_hw, tile_plan, tile_regions
 from coinfer.errors import InputError
+from coinfer.graph.tiled import run_tiled, specs_from_modules
 from coinfer.plan import plan
-from coinfer.plan._adv_common import random_adv_instance
-from coinfer.plan.fused import (
-    FusedOptions,
-    LayerSpec,
-    assign_tiles,
-    conv_instance,
-    output_hw,
-    plan_fused,
-    run_tiled,
-    specs_from_modules,
-    tile_plan,
-    tile_regions,
-)
+from coinfer.plan.fused.planner import FusedOptions, assign_tiles, conv_instance, plan_fused
+from coinfer.testing import random_adv_instance
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -274,8 +265,8 @@ def test_cli_plans_fused_from_instance_file_and_refuses_plain(tmp_path) -> None:
 
 
 def test_nfl_baseline_is_the_exact_layer_wise_optimum() -> None:
-    from coinfer.plan._adv_common import exhaustive_best
-    from coinfer.plan.fused import nfl_latency
+    from coinfer.plan._shared import exhaustive_best
+    from coinfer.plan.fused.planner import nfl_latency
 
     for seed in range(8):
         inst = random_adv_instance(300 + seed, 6, 3, tight_memory=seed % 2 == 0)

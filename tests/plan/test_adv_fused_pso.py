@@ -12,27 +12,26 @@ from hypothesis import strategies as st
 
 from coinfer.core.evaluate import check_plan
 from coinfer.core.instance import Link
+from coinfer.core.tiles import LayerSpec, tile_plan
 from coinfer.errors import InputError
 from coinfer.plan import plan
-from coinfer.plan.fused import (
-    FusedOptions,
-    LayerSpec,
-    _greedy_costs,
-    assign_tiles,
-    conv_instance,
-    plan_fused,
-    tile_plan,
-)
-from coinfer.plan.fused_pso import (
+from coinfer.plan.fused.placement import (
     Solution,
     TileCosts,
     bf_size,
     brute_force,
     lpt_order,
     mw_order,
-    psomw,
+    psomw_tiles,
     schedule_latency,
     tile_costs,
+)
+from coinfer.plan.fused.planner import (
+    FusedOptions,
+    _greedy_costs,
+    assign_tiles,
+    conv_instance,
+    plan_fused,
 )
 
 
@@ -194,13 +193,13 @@ def test_psomw_within_one_percent_of_brute_force_and_never_worse_than_greedy(mod
         _, tp, c = _case(seed, D, grid)
         bf = brute_force(c, model)[0]
         g = _greedy(tp, c, model)
-        sol, hist = psomw([c], [0.0], model, np.random.default_rng(seed), init=[g])
+        sol, hist = psomw_tiles([c], [0.0], model, np.random.default_rng(seed), init=[g])
         assert sol.latency_s <= g.latency_s + 1e-15  # elitist: seeded greedy is a floor
         assert sol.latency_s >= bf - 1e-12  # nothing beats the exact optimum
         assert hist == sorted(hist, reverse=True)  # the global best never gets worse
         assert schedule_latency(c, sol.assign, sol.order, model)[0] == pytest.approx(sol.latency_s)
         # the swarm alone (no greedy particle, no polish) must also get close
-        raw, _ = psomw([c], [0.0], model, np.random.default_rng(seed), polish=False)
+        raw, _ = psomw_tiles([c], [0.0], model, np.random.default_rng(seed), polish=False)
         gaps.append(raw.latency_s / bf - 1)
         greedy_gaps.append(g.latency_s / bf - 1)
         assert sol.latency_s / bf - 1 <= 0.02
@@ -213,18 +212,18 @@ def test_psomw_within_one_percent_of_brute_force_and_never_worse_than_greedy(mod
 def test_psomw_is_deterministic_per_seed_and_searches_candidates() -> None:
     _, _, c1 = _case(5, 3, (1, 2))
     _, _, c2 = _case(5, 3, (2, 2))
-    a, ha = psomw([c1, c2], [0.0, 0.001], "pipelined", np.random.default_rng(7), iterations=20)
-    b, hb = psomw([c1, c2], [0.0, 0.001], "pipelined", np.random.default_rng(7), iterations=20)
+    a, ha = psomw_tiles([c1, c2], [0.0, 0.001], "pipelined", np.random.default_rng(7), iterations=20)
+    b, hb = psomw_tiles([c1, c2], [0.0, 0.001], "pipelined", np.random.default_rng(7), iterations=20)
     assert a == b and ha == hb and len(ha) == 21
     for model in ("serial", "pipelined"):  # the reported latency includes the suffix (extras)
-        s, _ = psomw([c1, c2], [0.5, 0.25], model, np.random.default_rng(1), iterations=5)
+        s, _ = psomw_tiles([c1, c2], [0.5, 0.25], model, np.random.default_rng(1), iterations=5)
         cost = (c1, c2)[s.cand]
         own = schedule_latency(cost, s.assign, s.order, model)[0]
         assert s.latency_s == pytest.approx(own + (0.5, 0.25)[s.cand], rel=1e-12)
     best = min(brute_force(c1, "pipelined")[0], brute_force(c2, "pipelined")[0] + 0.001)
     assert a.latency_s <= best * 1.01
     with pytest.raises(InputError, match="no candidate"):
-        psomw([], [], "serial", np.random.default_rng(0))
+        psomw_tiles([], [], "serial", np.random.default_rng(0))
 
 
 # ----- the planner option ---------------------------------------------------------------------

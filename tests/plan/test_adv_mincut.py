@@ -13,9 +13,8 @@ from hypothesis import strategies as st
 from coinfer.core.evaluate import check_plan, objective_value
 from coinfer.core.plans import Stage
 from coinfer.errors import InputError
-from coinfer.plan._adv_common import random_adv_instance
-from coinfer.plan.cic import compress
-from coinfer.plan.mincut import (
+from coinfer.plan.graph.cic import compress
+from coinfer.plan.graph.mincut import (
     MincutOptions,
     best_prefix_cut,
     chain_dag,
@@ -24,6 +23,7 @@ from coinfer.plan.mincut import (
     dag_from_graph,
     plan_mincut,
 )
+from coinfer.testing import random_adv_instance
 
 
 def random_dag(
@@ -309,7 +309,7 @@ def test_full_dag_of_a_captured_model_beats_or_matches_every_prefix_cut() -> Non
     torch = pytest.importorskip("torch")
     from coinfer.core.instance import Device, Link, make_instance
     from coinfer.graph import capture
-    from coinfer.plan.mincut import node_times_from_pieces
+    from coinfer.plan.graph.mincut import node_times_from_pieces
     from coinfer.zoo import load_model
 
     threads = torch.get_num_threads()

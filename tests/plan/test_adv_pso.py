@@ -12,9 +12,10 @@ from hypothesis import strategies as st
 
 from coinfer.core.evaluate import check_plan, validate_stages
 from coinfer.errors import InputError
-from coinfer.plan._adv_common import exhaustive_best, order_dp, random_adv_instance
-from coinfer.plan.brute import plan_brute
-from coinfer.plan.pso import PSOOptions, plan_pso, repair
+from coinfer.plan._shared import exhaustive_best, order_dp
+from coinfer.plan.chain.brute import plan_brute
+from coinfer.plan.search.pso import PSOOptions, plan_pso, repair
+from coinfer.testing import random_adv_instance
 
 
 @pytest.mark.parametrize("objective", ["latency", "throughput"])

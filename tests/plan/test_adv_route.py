@@ -10,10 +10,10 @@ import pytest
 from coinfer.core.evaluate import check_plan
 from coinfer.core.instance import Device, Link, make_instance
 from coinfer.errors import InputError
-from coinfer.plan._adv_common import random_adv_instance
-from coinfer.plan.brute import plan_brute
-from coinfer.plan.dp import plan_dp
-from coinfer.plan.route import RouteOptions, plan_route, route_jobs, shortest_route
+from coinfer.plan.chain.brute import plan_brute
+from coinfer.plan.chain.dp import plan_dp
+from coinfer.plan.graph.route import RouteOptions, plan_route, route_jobs, shortest_route
+from coinfer.testing import random_adv_instance
 
 GB = 10**9
 

@@ -12,9 +12,9 @@ from coinfer.core.evaluate import objective_value
 from coinfer.core.instance import Device, Link, make_instance
 from coinfer.core.plans import Stage
 from coinfer.errors import InfeasibleError
-from coinfer.plan.baselines import largest_remainder, plan_even, plan_memory, plan_single
-from coinfer.plan.random_instances import random_instance
-from coinfer.plan.split2 import Split2Options, plan_split2
+from coinfer.plan.chain.baselines import largest_remainder, plan_even, plan_memory, plan_single
+from coinfer.plan.chain.split2 import Split2Options, plan_split2
+from coinfer.testing import random_instance
 
 
 @given(total=st.integers(1, 200), weights=st.lists(st.integers(1, 10**12), min_size=1, max_size=20))

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from coinfer.cli import app, main
 from coinfer.core.plans import Plan
-from coinfer.plan.random_instances import random_instance
+from coinfer.testing import random_instance
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "instances"
 runner = CliRunner()

@@ -19,8 +19,8 @@ from hypothesis import strategies as st
 from coinfer.core.evaluate import evaluate, validate_stages
 from coinfer.errors import InfeasibleError, InputError
 from coinfer.plan import PLANNERS, plan, skip_reason
-from coinfer.plan.brute import BruteOptions, plan_brute
-from coinfer.plan.random_instances import random_instance
+from coinfer.plan.chain.brute import BruteOptions, plan_brute
+from coinfer.testing import random_instance
 
 # Small budgets for slow search planners so the whole suite stays fast; only fields that the
 # planner's options really have are passed (a renamed field is skipped, not an error).
@@ -159,7 +159,7 @@ def test_any_plan_passes_validation(seed, pieces, devices, tight, sparse, name, 
 
 def test_transfer_table_matches_instance_paths() -> None:
     """The planners' batched shortest paths are exactly Instance.path's, hop by hop."""
-    from coinfer.plan._common import TransferTable
+    from coinfer.plan._shared import TransferTable
 
     rng = np.random.default_rng(4)
     for _ in range(6):

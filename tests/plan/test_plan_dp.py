@@ -7,13 +7,13 @@ import math
 import numpy as np
 import pytest
 
-import coinfer.plan.dp as dp_mod
+import coinfer.plan.chain.dp as dp_mod
 from coinfer.core.evaluate import evaluate, validate_stages
 from coinfer.core.instance import Device, Link, make_instance
 from coinfer.errors import InfeasibleError
-from coinfer.plan.brute import BruteOptions, plan_brute
-from coinfer.plan.dp import DPOptions, plan_dp, select_devices
-from coinfer.plan.random_instances import random_instance
+from coinfer.plan.chain.brute import BruteOptions, plan_brute
+from coinfer.plan.chain.dp import DPOptions, plan_dp, select_devices
+from coinfer.testing import random_instance
 
 
 def _both(inst, objective):
@@ -123,7 +123,7 @@ def test_throughput_prefers_low_latency_among_optimal() -> None:
     ref = plan_brute(inst, "throughput")
     assert math.isclose(got.predicted.period_s, ref.predicted.period_s, rel_tol=1e-12)
     # no other period-optimal plan has lower latency
-    from coinfer.plan.brute import _candidates
+    from coinfer.plan.chain.brute import _candidates
 
     for stages in _candidates(inst, inst.device_names, False, False):
         m = evaluate(inst, stages)
@@ -189,7 +189,7 @@ def test_energy_plan_uses_dvfs_levels() -> None:
 
 def test_infeasible_message_is_not_fooled_by_the_greedy_witness() -> None:
     """Memory fits (100-byte device takes piece 0, 120-byte device the rest) but no route back."""
-    from coinfer.plan._common import infeasible_message, memory_feasible
+    from coinfer.plan._shared import infeasible_message, memory_feasible
 
     devs = [Device("a", 120), Device("b", 100), Device("s", 1)]
     inst = make_instance([{"a": 1.0, "b": 1.0, "s": 1.0}] * 3, [100, 60, 60], [1] * 3, 1, devs,

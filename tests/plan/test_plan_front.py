@@ -9,8 +9,8 @@ import pytest
 from coinfer.core.evaluate import evaluate
 from coinfer.errors import CoinferError, InfeasibleError, InputError
 from coinfer.plan import PLANNERS, compare, get_planner, plan
-from coinfer.plan.random_instances import random_instance
 from coinfer.plan.registry import ALL, DEFAULT_ALIAS, NEEDS, PlannerInfo, unmet_need
+from coinfer.testing import random_instance
 
 
 def test_default_alias_is_dp_and_names_are_case_insensitive() -> None:

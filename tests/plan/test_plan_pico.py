@@ -14,10 +14,10 @@ from coinfer.core.evaluate import validate_stages
 from coinfer.core.instance import Device, Instance, Link, make_instance
 from coinfer.core.plans import Stage
 from coinfer.errors import InfeasibleError
-from coinfer.plan.brute import BruteOptions, plan_brute
-from coinfer.plan.dp import plan_dp
-from coinfer.plan.pico import PicoOptions, plan_pico
-from coinfer.plan.random_instances import random_instance
+from coinfer.plan.chain.brute import BruteOptions, plan_brute
+from coinfer.plan.chain.dp import plan_dp
+from coinfer.plan.chain.pico import PicoOptions, plan_pico
+from coinfer.testing import random_instance
 
 
 def test_pico_equals_brute_with_replicas() -> None:
@@ -188,8 +188,8 @@ def test_greedy_is_deterministic_and_seeded() -> None:
 def test_grouped_dp_plans_are_valid_and_replicate() -> None:
     """The grouped DP alone (any device order) yields a valid plan; with identical devices and
     one dominant piece it gives that piece several replicas."""
-    from coinfer.plan._common import TransferTable
-    from coinfer.plan.pico import _grouped_dp
+    from coinfer.plan._shared import TransferTable
+    from coinfer.plan.chain.pico import _grouped_dp
 
     rng = np.random.default_rng(3)
     for k in range(20):
@@ -213,8 +213,8 @@ def test_search_scorer_equals_reference_period() -> None:
     """The local search ranks plans with a memoised copy of the reference period; it must agree
     with :func:`period_s` (relayed transfers on sparse links share links across boundaries)."""
     from coinfer.core.evaluate import period_s
-    from coinfer.plan._common import TransferTable
-    from coinfer.plan.pico import _grouped_dp, _moves, _Scorer
+    from coinfer.plan._shared import TransferTable
+    from coinfer.plan.chain.pico import _grouped_dp, _moves, _Scorer
 
     rng = np.random.default_rng(8)
     compared = 0

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from coinfer.plan.random_instances import random_instance
+from coinfer.testing import random_instance
 
 
 def test_same_seed_same_instance_and_generator_advances() -> None:

@@ -107,7 +107,10 @@ def period_s(instance: Instance, stages: Sequence[Stage]) -> float:
 
 
 def energy_j(instance: Instance, stages: Sequence[Stage]) -> float | None:
-    """Joules per request, or ``None`` when a used device lacks a power figure."""
+    """Joules per request, or ``None`` when a used device lacks a power figure.
+
+    A plan that needs a transfer between devices with no path costs ``inf`` joules, as its
+    latency is ``inf`` seconds (the planners' per-transfer energy agrees)."""
     used = {d for st in stages for d in st.devices}
     if not all(instance.device_by_name[d].has_power for d in used):
         return None
@@ -126,7 +129,10 @@ def energy_j(instance: Instance, stages: Sequence[Stage]) -> float | None:
             for v, wv in zip(dsts, wd, strict=True):
                 if u == v or wu * wv == 0.0:
                     continue
-                for lk in instance.path(u, v, nbytes):
+                path = instance.path(u, v, nbytes)
+                if not path:  # an unreachable transfer never happens: inf J, as it is inf s
+                    return math.inf
+                for lk in path:
                     ptx = instance.device_by_name[lk.src].power_transmit_w or 0.0
                     total += wu * wv * lk.transfer_s(nbytes) * ptx
     return total

@@ -5,8 +5,11 @@ and supported, the planner's needs met, the model can fit in memory at all), run
 it and checks the result against the reference cost model before handing it back. :func:`compare`
 runs several planners on one instance for a side-by-side table.
 
-Planners themselves are pure functions in sibling modules (``dp``, ``pico``, ``brute``, ...);
-see :mod:`coinfer.plan.registry` for the table and ``docs/planners.md`` for the catalogue.
+Planners themselves are pure functions of an :class:`~coinfer.core.instance.Instance`, grouped by
+the space they search: ``chain/`` (dp, brute, pico, split2, baselines), ``search/`` (pso, bayes),
+``graph/`` (mincut, cic, route), ``fused/`` (fused-layer tiles); ``_shared`` holds what they have
+in common. See :mod:`coinfer.plan.registry` for the table and ``docs/planners.md`` for the
+catalogue. Nothing here imports torch or anything outside :mod:`coinfer.core`.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ suite all read this table — so adding a planner is one import and one entry be
 
 .. code-block:: python
 
-    from .mincut import MincutOptions, plan_mincut
+    from .graph.mincut import MincutOptions, plan_mincut
     ...
     PlannerInfo("mincut", plan_mincut, MincutOptions, exact=True, objectives=TIME, needs="dag",
                 summary="..."),
@@ -26,7 +26,7 @@ from typing import Any
 
 from ..core.instance import Instance
 from ..errors import InputError
-from .baselines import (
+from .chain.baselines import (
     EvenOptions,
     MemoryOptions,
     SingleOptions,
@@ -34,15 +34,15 @@ from .baselines import (
     plan_memory,
     plan_single,
 )
-from .bayes import BayesOptions, plan_bayes
-from .brute import BruteOptions, plan_brute
-from .dp import DPOptions, plan_dp
-from .fused import FusedOptions, plan_fused
-from .mincut import MincutOptions, plan_mincut
-from .pico import PicoOptions, plan_pico
-from .pso import PSOOptions, plan_pso
-from .route import RouteOptions, plan_route
-from .split2 import Split2Options, plan_split2
+from .chain.brute import BruteOptions, plan_brute
+from .chain.dp import DPOptions, plan_dp
+from .chain.pico import PicoOptions, plan_pico
+from .chain.split2 import Split2Options, plan_split2
+from .fused.planner import FusedOptions, plan_fused
+from .graph.mincut import MincutOptions, plan_mincut
+from .graph.route import RouteOptions, plan_route
+from .search.bayes import BayesOptions, plan_bayes
+from .search.pso import PSOOptions, plan_pso
 
 # Objective sets, named once so entries stay one line.
 ALL = frozenset({"latency", "throughput", "energy"})

@@ -8,7 +8,7 @@ leave idle, which is how PICO reaches its 1.8–6.8x on 2–8 Raspberry Pis.
 
 Objectives. Replicas only pay off for **throughput**. For latency, the reference model routes a
 lone request through one replica per stage, and the one-device plan along that route is also
-valid, so :func:`~coinfer.plan.dp.plan_dp` is already optimal; for energy, a replicated plan's
+valid, so :func:`~coinfer.plan.chain.dp.plan_dp` is already optimal; for energy, a replicated plan's
 energy is the average over the routes a request may take, never below the best route. For those
 two objectives this planner returns dp's plan (exact).
 
@@ -47,10 +47,10 @@ from typing import Any
 
 import numpy as np
 
-from ..core.evaluate import period_s
-from ..core.instance import Instance
-from ..core.plans import Objective, Plan, Stage
-from ._common import REL_EPS, TransferTable, finish
+from ...core.evaluate import period_s
+from ...core.instance import Instance
+from ...core.plans import Objective, Plan, Stage
+from .._shared import REL_EPS, TransferTable, finish
 from .brute import count_candidates
 from .dp import DPOptions, plan_dp
 

@@ -36,11 +36,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ..core.evaluate import latency_s, memory_bound_check
-from ..core.instance import Instance
-from ..core.plans import Objective, Plan, Stage, check_objective
-from ..errors import InfeasibleError, InputError
-from ._adv_common import finish_plan, order_dp
+from ...core.evaluate import latency_s, memory_bound_check
+from ...core.instance import Instance
+from ...core.plans import Objective, Plan, Stage, check_objective
+from ...errors import InfeasibleError, InputError
+from .._shared import finish, order_dp
 
 # A resource is a device (compute) or a directed link (transfer).
 Resource = tuple[str, ...]
@@ -290,7 +290,7 @@ def plan_route(
         "memory_strategy": how,
         "path_latency_s": route.latency_s,
     }
-    return finish_plan(instance, "route", objective, stages, started, details=details)
+    return finish(instance, "route", objective, stages, started=started, details=details)
 
 
 # ----- many jobs sharing the network -----------------------------------------------------------

@@ -15,11 +15,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ..core.evaluate import objective_value, validate_stages
-from ..core.instance import Instance
-from ..core.plans import Objective, Plan, Stage
-from ..errors import InfeasibleError
-from ._common import REL_EPS, energy_devices, finish, stage_freqs
+from ...core.evaluate import objective_value, validate_stages
+from ...core.instance import Instance
+from ...core.plans import Objective, Plan, Stage
+from ...errors import InfeasibleError
+from .._shared import REL_EPS, energy_devices, finish, stage_freqs
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """CIC (S5): compress the min-cut offline so that online split decisions are a tiny argmin.
 
-Under the DADS model of :mod:`coinfer.plan.mincut` with a symmetric channel (latency ``L``,
+Under the DADS model of :mod:`coinfer.plan.graph.mincut` with a symmetric channel (latency ``L``,
 bandwidth ``B``; ``lam = 1 / B`` seconds per byte), every device/server split ``S`` costs
 
     cost_S(lam) = (compute_S + n_S * L) + bytes_S * lam
@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 import networkx as nx
 
-from ..errors import InputError
+from ...errors import InputError
 from .mincut import CutResult, _check_dag, cut_cost, dads_cut
 
 # Relative tolerance when deciding that a new min-cut lies strictly below the envelope: float

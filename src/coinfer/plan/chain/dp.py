@@ -53,11 +53,11 @@ from typing import Any
 
 import numpy as np
 
-from ..core.evaluate import period_s
-from ..core.instance import Instance
-from ..core.plans import Objective, Plan, Stage
-from ..errors import InfeasibleError
-from ._common import REL_EPS, TransferTable, best_energy_freq, close, finish, infeasible_message
+from ...core.evaluate import period_s
+from ...core.instance import Instance
+from ...core.plans import Objective, Plan, Stage
+from ...errors import InfeasibleError
+from .._shared import REL_EPS, TransferTable, best_energy_freq, close, finish, infeasible_message
 
 INF = math.inf
 # Search-node budget of the latency tie-break among period-optimal plans (each node is one
@@ -177,7 +177,7 @@ def select_devices(instance: Instance, objective: str, limit: int) -> tuple[list
     """Usable devices (power figures for energy), cut to ``limit``: the source + the fastest.
 
     Returns the names in instance order and whether nothing was cut."""
-    from ._common import energy_devices
+    from .._shared import energy_devices
 
     names = list(energy_devices(instance) if objective == "energy" else instance.device_names)
     if len(names) <= limit:

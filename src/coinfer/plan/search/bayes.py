@@ -37,11 +37,11 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ..core.evaluate import memory_bound_check, objective_value
-from ..core.instance import Instance
-from ..core.plans import Objective, Plan, Stage, check_objective
-from ..errors import InfeasibleError, InputError
-from ._adv_common import Config, enumerate_configs, finish_plan
+from ...core.evaluate import memory_bound_check, objective_value
+from ...core.instance import Instance
+from ...core.plans import Objective, Plan, Stage, check_objective
+from ...errors import InfeasibleError, InputError
+from .._shared import Config, enumerate_configs, finish
 from .pso import _neighbours, repair
 
 Evaluator = Callable[[tuple[Stage, ...]], float]
@@ -303,8 +303,8 @@ def plan_bayes(
         "trace": search.trace,
         "measured_mean": mean,
     }
-    return finish_plan(
-        instance, "bayes", objective, result, started, seed=opts.seed, details=details
+    return finish(
+        instance, "bayes", objective, result, started=started, seed=opts.seed, details=details
     )
 
 

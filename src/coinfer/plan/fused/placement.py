@@ -3,19 +3,19 @@
 S2 searches the fused-layer (FL) strategy, the *path offloading* (which device computes each
 tile) and the *path scheduling* (the order the source ships the tiles) jointly with Particle
 Swarm Optimisation with Minimising Waiting. This module holds the pieces that work on a table
-of per-tile costs and know nothing about convolution geometry (that is :mod:`.fused`):
+of per-tile costs and know nothing about convolution geometry (that is :mod:`coinfer.core.tiles`):
 
 - :class:`TileCosts` — seconds to ship tile ``t``'s input to device ``d``, compute it there and
-  return its output (built by :func:`tile_costs` from a :class:`~.fused.TilePlan`);
+  return its output (built by :func:`tile_costs` from a :class:`~coinfer.core.tiles.TilePlan`);
 - :func:`schedule_latency` — the latency of an assignment + shipping order under one of two
   link models (below);
 - :func:`mw_order` — the *minimising waiting* transmission order;
-- :func:`psomw` — the swarm over (candidate = fused depth x grid, tile -> device, order);
+- :func:`psomw_tiles` — the swarm over (candidate = fused depth x grid, tile -> device, order);
 - :func:`brute_force` — exact enumeration for small grids, the ground truth of the tests.
 
 Link models
 -----------
-``"serial"`` (the model of :func:`~.fused.assign_tiles`): every device receives, computes and
+``"serial"`` (the model of :func:`~.planner.assign_tiles`): every device receives, computes and
 returns its tiles one after another, links to different devices do not contend — the
 reference cost model's per-link view. The order of tiles does not matter; only the assignment.
 
@@ -38,11 +38,11 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from ..errors import InputError
+from ...errors import InputError
 
 if TYPE_CHECKING:
-    from ..core.instance import Instance
-    from .fused import TilePlan
+    from ...core.instance import Instance
+    from ...core.tiles import TilePlan
 
 LinkModel = Literal["serial", "pipelined"]
 LINK_MODELS = ("serial", "pipelined")
@@ -72,7 +72,7 @@ class TileCosts:
 
 
 def tile_costs(instance: Instance, plan: TilePlan, devices: Sequence[str]) -> TileCosts:
-    """Cost table of ``plan``'s tiles on ``devices`` — the formula of :func:`~.fused.assign_tiles`.
+    """Cost table of ``plan``'s tiles on ``devices`` — the formula of :func:`~.planner.assign_tiles`.
 
     Device speed is the block's untiled FLOPs over ``instance.compute_s(0, P-1, d)``; input bytes
     scale with the tile's input area, output bytes with its output area.
@@ -187,7 +187,7 @@ def eft_pipelined(costs: TileCosts) -> tuple[tuple[int, ...], tuple[int, ...]]:
 
     Tiles in decreasing compute order; each goes to the device where it would be back soonest
     given the radio's and that device's current commitments (a tile kept at the source skips the
-    radio), and is shipped next. The greedy of :func:`~.fused.assign_tiles` ignores that the
+    radio), and is shipped next. The greedy of :func:`~.planner.assign_tiles` ignores that the
     radio is shared; this one does not, which is what makes it a useful seed for the swarm.
     """
     T, D = costs.num_tiles, costs.num_devices
@@ -337,7 +337,7 @@ def _polish(
     return best
 
 
-def psomw(
+def psomw_tiles(
     cands: Sequence[TileCosts],
     extras: Sequence[float],
     model: LinkModel,
@@ -454,7 +454,7 @@ __all__ = [
     "eft_pipelined",
     "lpt_order",
     "mw_order",
-    "psomw",
+    "psomw_tiles",
     "schedule_latency",
     "tile_costs",
 ]

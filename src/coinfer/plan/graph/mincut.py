@@ -45,11 +45,11 @@ from typing import Any
 import networkx as nx
 from networkx.algorithms.flow import preflow_push
 
-from ..core.evaluate import objective_value
-from ..core.instance import Instance
-from ..core.plans import Objective, Plan, Stage, check_objective
-from ..errors import InfeasibleError, InputError
-from ._adv_common import finish_plan
+from ...core.evaluate import objective_value
+from ...core.instance import Instance
+from ...core.plans import Objective, Plan, Stage, check_objective
+from ...errors import InfeasibleError, InputError
+from .._shared import finish
 
 IN, OUT, SRC, SINK = "__in__", "__out__", "__device__", "__server__"
 TransferFn = Callable[[float], float]
@@ -439,7 +439,7 @@ def plan_mincut(
             raise InfeasibleError(
                 f"{instance.name}: the model does not fit on the only device {src!r}"
             )
-        return finish_plan(instance, "mincut", objective, stages, started, details={"server": None})
+        return finish(instance, "mincut", objective, stages, started=started, details={"server": None})
     dag = opts.dag if opts.dag is not None else chain_dag(instance)
     _check_dag(dag, (src, *servers))
     pmap = _piece_map(dag, instance)
@@ -490,4 +490,4 @@ def plan_mincut(
         raise InfeasibleError(
             f"{instance.name}: no device/server split fits in memory for any server {servers}"
         )
-    return finish_plan(instance, "mincut", objective, best[1], started, details=best[2])
+    return finish(instance, "mincut", objective, best[1], started=started, details=best[2])

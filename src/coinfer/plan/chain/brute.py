@@ -1,6 +1,6 @@
 """Brute force: every contiguous split x every ordered device assignment, evaluated by the reference model.
 
-The ground truth the exact planners (:mod:`~coinfer.plan.dp`, :mod:`~coinfer.plan.pico`) are
+The ground truth the exact planners (:mod:`~coinfer.plan.chain.dp`, :mod:`~coinfer.plan.chain.pico`) are
 tested against on small instances. It enumerates
 
 - ``K = 1 .. min(P, D)`` stages and every way to cut ``P`` pieces into ``K`` contiguous runs
@@ -23,11 +23,11 @@ import itertools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from ..core.evaluate import objective_value
-from ..core.instance import Instance
-from ..core.plans import Objective, Plan, Stage
-from ..errors import InfeasibleError, InputError
-from ._common import REL_EPS, energy_devices, finish, infeasible_message
+from ...core.evaluate import objective_value
+from ...core.instance import Instance
+from ...core.plans import Objective, Plan, Stage
+from ...errors import InfeasibleError, InputError
+from .._shared import REL_EPS, energy_devices, finish, infeasible_message
 
 
 @dataclass(frozen=True)

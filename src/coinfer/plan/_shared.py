@@ -4,18 +4,32 @@ Why a module: each planner ends the same way — turn its stages into a :class:`
 ``predicted`` is exactly the reference :func:`~coinfer.core.evaluate.evaluate` — and several
 need the same per-transfer quantities (one request's path time, the busiest hop, the
 transmit energy). Keeping them here keeps the planners' own files about their algorithm.
+
+What lives here:
+
+- :func:`finish` — validate stages, price them with the reference model, wrap them in a Plan;
+- per-transfer quantities: :func:`hop_max_s`, :func:`transfer_energy_j` (an unreachable
+  transfer can never happen, so it costs ``inf`` joules as it costs ``inf`` seconds);
+- DVFS and memory helpers shared by the chain planners (:func:`best_energy_freq`,
+  :func:`stage_freqs`, :func:`memory_feasible`, :func:`infeasible_message`, :class:`TransferTable`);
+- the single-device-stage search space: :func:`order_dp` — the exact partition DP for a FIXED
+  device order (S4's inner step, ``O(P^2 * D^2)``), reused by PSO, the fused planner's NFL
+  baseline and routing; :func:`enumerate_configs` / :func:`exhaustive_best` — every such plan
+  of a small instance (PSO's and BO's space, and their ground truth in tests and benchmarks).
 """
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from ..core.evaluate import evaluate
+from ..core.evaluate import evaluate, objective_value, validate_stages
 from ..core.instance import Device, Instance
 from ..core.plans import Objective, Plan, Stage
-from ..errors import InputError
+from ..errors import InfeasibleError, InputError
 
 # Relative tolerance when planners compare float objective values (ties, "equal to bound").
 # Costs are sums of at most a few hundred float terms, so 1e-12 relative is far above rounding
@@ -29,18 +43,28 @@ def finish(
     objective: Objective,
     stages: Sequence[Stage],
     *,
+    started: float | None = None,
     seed: int | None = None,
     details: Mapping[str, Any] | None = None,
 ) -> Plan:
-    """Wrap ``stages`` into a :class:`Plan` predicted by the reference model (never by hand)."""
+    """Validate ``stages`` and wrap them in a :class:`Plan` predicted by the reference model.
+
+    The prediction is never computed by hand: it is :func:`~coinfer.core.evaluate.evaluate` of
+    the stages, so every planner is priced the same way. ``started`` (a ``perf_counter`` value)
+    records the planning time for callers that bypass the front door's own timing;
+    ``details["allow_revisit"]`` lets planners that reuse a device (routing) pass validation.
+    """
     stages = tuple(stages)
+    det = dict(details or {})
+    validate_stages(instance, stages, allow_revisit=bool(det.get("allow_revisit", False)))
     return Plan(
         algo=algo,
         objective=objective,
         stages=stages,
         predicted=evaluate(instance, stages),
+        planning_time_s=0.0 if started is None else time.perf_counter() - started,
         seed=seed,
-        details=dict(details or {}),
+        details=det,
     )
 
 
@@ -154,7 +178,7 @@ def memory_feasible(instance: Instance, names: Sequence[str]) -> bool:
     """Whether some ordered split onto distinct devices of ``names`` fits in memory (links ignored).
 
     Exact: reachability over (pieces done, used-device set) with the sets of each step held as one
-    bitset (a Python int over the ``2^D`` subsets), as in :mod:`coinfer.plan.dp`."""
+    bitset (a Python int over the ``2^D`` subsets), as in :mod:`coinfer.plan.chain.dp`."""
     n, P = len(names), instance.num_pieces
     if n > 20:  # 2^20-bit sets: beyond this, assume memory is not the obstacle
         return True
@@ -240,3 +264,117 @@ class TransferTable:
                 en[u, v] = sum(t * ptx[idx[h.src]] for h, t in zip(path, times, strict=True))
                 paths[u][v] = [((h.src, h.dst), t) for h, t in zip(path, times, strict=True)]
         return tot, hop, en, paths
+
+
+# ----- the single-device-stage search space (S4's inner DP, PSO/BO's space, small ground truth)
+
+Config = tuple[Stage, ...]
+
+
+def order_dp(
+    instance: Instance, order: Sequence[str], objective: Objective
+) -> tuple[float, Config] | None:
+    """Exact best partition of the pieces over a subsequence of ``order`` (one device per stage).
+
+    The DP runs over ``(pieces done i, last used position j)``; a transition picks the next
+    used position ``j' > j`` and the next cut ``i' > i``. Latency and energy are sums over the
+    stages, so the DP is exact for them; for throughput it minimises the bottleneck of the
+    per-stage compute and per-transfer link times, which is exact unless two transfers of the
+    plan share a directed link on multi-hop paths (the caller re-evaluates with the reference
+    model, so the returned value is always the true one). Returns ``None`` when no subsequence
+    fits in memory. Complexity ``O(P^2 * D^2)`` time, ``O(P * D)`` memory.
+    """
+    P = instance.num_pieces
+    D = len(order)
+    src = instance.source
+    bottleneck = objective == "throughput"
+    energy = objective == "energy"
+    if energy and not all(instance.device_by_name[d].has_power for d in order):
+        energy = False  # no power figures: fall back to latency's additive form (documented)
+
+    def comb(a: float, b: float) -> float:
+        return max(a, b) if bottleneck else a + b
+
+    def hop(u: str, v: str, nbytes: float) -> float:
+        if energy:
+            return transfer_energy_j(instance, u, v, nbytes)
+        return instance.transfer_s(u, v, nbytes)
+
+    def comp(i: int, k: int, d: str) -> float:
+        t = instance.compute_s(i, k, d)
+        return t * instance.device_by_name[d].active_power_w() if energy else t
+
+    inf = math.inf
+    # best[j][i]: cost with pieces 0..i-1 done, the last stage on order[j]
+    best = [[inf] * (P + 1) for _ in range(D)]
+    back: dict[tuple[int, int], tuple[int, int]] = {}
+    mem = {d: instance.device_by_name[d].mem_bytes for d in order}
+    for j, d in enumerate(order):
+        for i2 in range(1, P + 1):
+            if instance.mem_bytes(0, i2 - 1) > mem[d]:
+                break
+            v = comb(hop(src, d, instance.input_bytes), comp(0, i2 - 1, d))
+            if v < best[j][i2]:
+                best[j][i2] = v
+                back[(j, i2)] = (-1, 0)
+    for i in range(1, P):
+        for j in range(D):
+            base = best[j][i]
+            if base == inf:
+                continue
+            u = order[j]
+            nbytes = instance.cut_bytes(i)
+            for j2 in range(j + 1, D):
+                d = order[j2]
+                tr = comb(base, hop(u, d, nbytes))
+                for i2 in range(i + 1, P + 1):
+                    if instance.mem_bytes(i, i2 - 1) > mem[d]:
+                        break
+                    v = comb(tr, comp(i, i2 - 1, d))
+                    if v < best[j2][i2]:
+                        best[j2][i2] = v
+                        back[(j2, i2)] = (j, i)
+    final, at = inf, -1
+    for j in range(D):
+        if best[j][P] < inf:
+            v = comb(best[j][P], hop(order[j], src, instance.output_bytes))
+            if v < final:
+                final, at = v, j
+    if at < 0:
+        return None
+    stages: list[Stage] = []
+    j, i = at, P
+    while j >= 0:
+        pj, pi = back[(j, i)]
+        stages.append(Stage(pi, i - 1, (order[j],)))
+        j, i = pj, pi
+    cfg = tuple(reversed(stages))
+    return objective_value(instance, cfg, objective), cfg
+
+
+def enumerate_configs(instance: Instance, *, feasible_only: bool = True) -> Iterator[Config]:
+    """Every plan with one device per stage and no device reused (B1's brute-force space)."""
+    P = instance.num_pieces
+    names = instance.device_names
+    mem = {d.name: d.mem_bytes for d in instance.devices}
+    for k in range(1, min(P, len(names)) + 1):
+        for cuts in itertools.combinations(range(P - 1), k - 1):
+            bounds = [-1, *cuts, P - 1]
+            ranges = [(bounds[s] + 1, bounds[s + 1]) for s in range(k)]
+            needs = [instance.mem_bytes(a, b) for a, b in ranges]
+            for devs in itertools.permutations(names, k):
+                if feasible_only and any(n > mem[d] for n, d in zip(needs, devs, strict=True)):
+                    continue
+                yield tuple(Stage(a, b, (d,)) for (a, b), d in zip(ranges, devs, strict=True))
+
+
+def exhaustive_best(instance: Instance, objective: Objective) -> tuple[float, Config]:
+    """Ground truth over :func:`enumerate_configs` (small instances only)."""
+    best_v, best_c = math.inf, None
+    for cfg in enumerate_configs(instance):
+        v = objective_value(instance, cfg, objective)
+        if v < best_v:
+            best_v, best_c = v, cfg
+    if best_c is None:
+        raise InfeasibleError(f"{instance.name}: no single-device-stage plan fits in memory")
+    return best_v, best_c

@@ -12,11 +12,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ..core.evaluate import objective_value
-from ..core.instance import Instance
-from ..core.plans import Objective, Plan, Stage
-from ..errors import InfeasibleError
-from ._common import REL_EPS, energy_devices, finish, stage_freqs
+from ...core.evaluate import objective_value
+from ...core.instance import Instance
+from ...core.plans import Objective, Plan, Stage
+from ...errors import InfeasibleError
+from .._shared import REL_EPS, energy_devices, finish, stage_freqs
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,7 @@ def plan_split2(
     InputError
         ``server`` names no device, or energy without power figures.
     """
-    from ..errors import InputError
+    from ...errors import InputError
 
     opts = options or Split2Options()
     src = instance.source

@@ -14,13 +14,13 @@ Two parts:
    included) and input/output bytes; :func:`assign_tiles` places tiles on devices greedily
    (largest tile first, onto the device that would finish it soonest) under the cost model
    below; :func:`plan_fused` tries every fused depth x grid up to ``max_tiles`` tiles, places
-   tiles by PSOMW (S2's swarm with the minimising-waiting repair, :mod:`.fused_pso`, seeded
+   tiles by PSOMW (S2's swarm with the minimising-waiting repair, :mod:`.placement`, seeded
    with the greedy placements) or greedily, and compares with the best layer-wise plan without
    fused layers (NFL, exact one-device-per-stage latency).
-2. **Execution.** :func:`run_tiled` really computes the tiles on real tensors — each tile
-   through every layer with the exact padding it needs at image borders — and stitches the
-   output, reproducing the untiled result (bit-exact for pooling/activations, float
-   round-off for convolutions, which the tests bound at 1e-5).
+2. **Execution** is not here (planners never run torch): :func:`coinfer.graph.tiled.run_tiled`
+   computes the tiles on real tensors with the same regions (:mod:`coinfer.core.tiles`) and
+   stitches the output, reproducing the untiled result (bit-exact for pooling/activations,
+   float round-off for convolutions, which the tests bound at 1e-5).
 
 Cost model (reduces to the reference model for a 1x1 grid on one device): device ``d``'s
 speed is the block's untiled FLOPs divided by ``instance.compute_s(0, P-1, d)``; a tile's
@@ -31,7 +31,7 @@ in parallel, each device receiving, computing and returning its tiles one after 
 Links to different devices do not contend (the reference model's per-link view).
 That is the ``"serial"`` link model; ``FusedOptions(link_model="pipelined")`` instead has the
 source ship tiles one at a time over one radio in a chosen order while devices compute (see
-:mod:`.fused_pso`), where the shipping order matters.
+:mod:`.placement`), where the shipping order matters.
 
 The reference cost model has no spatial split, so the Plan's single stage lists the devices
 that compute tiles (as replicas — every one holds the whole block, as fused tiling requires)
@@ -48,17 +48,25 @@ import itertools
 import math
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
 
-from ..core.evaluate import validate_stages
-from ..core.instance import Device, Instance, Link, make_instance
-from ..core.plans import Objective, Plan, Stage, check_objective
-from ..errors import InfeasibleError, InputError
-from ._adv_common import finish_plan, order_dp
-from .fused_pso import (
+from ...core.evaluate import validate_stages
+from ...core.instance import Device, Instance, Link, make_instance
+from ...core.plans import Objective, Plan, Stage, check_objective
+from ...core.tiles import (
+    BYTES_PER_ELEMENT,
+    LayerSpec,
+    Tile,
+    TilePlan,
+    output_hw,
+    tile_plan,
+)
+from ...errors import InfeasibleError, InputError
+from .._shared import finish, order_dp
+from .placement import (
     LINK_MODELS,
     LinkModel,
     Solution,
@@ -66,258 +74,10 @@ from .fused_pso import (
     eft_pipelined,
     lpt_order,
     mw_order,
-    psomw,
+    psomw_tiles,
     schedule_latency,
     tile_costs,
 )
-
-if TYPE_CHECKING:
-    import torch
-    from torch import nn
-
-LayerKind = Literal["conv", "maxpool", "avgpool", "pointwise"]
-Region = tuple[int, int, int, int]  # rows [r0, r1), cols [c0, c1)
-
-# float32 activations: 4 bytes per element (what the capture helper counts too).
-BYTES_PER_ELEMENT = 4
-# FLOPs per output element per channel of an element-wise layer (relu = 1 compare; batch
-# norm = 1 multiply + 1 add after folding: counted as 1, an order-of-magnitude figure).
-POINTWISE_FLOPS = 1.0
-
-
-@dataclass(frozen=True, slots=True)
-class LayerSpec:
-    """One fusable layer: its kind, window geometry (rows, cols) and channels."""
-
-    kind: LayerKind
-    kernel: tuple[int, int] = (1, 1)
-    stride: tuple[int, int] = (1, 1)
-    padding: tuple[int, int] = (0, 0)
-    dilation: tuple[int, int] = (1, 1)
-    in_ch: int = 1
-    out_ch: int = 1
-    groups: int = 1
-
-    def out_len(self, n: int, axis: int) -> int:
-        """Output length along ``axis`` (0 rows, 1 cols) for input length ``n`` (floor mode)."""
-        k, s, p, d = self.kernel[axis], self.stride[axis], self.padding[axis], self.dilation[axis]
-        return (n + 2 * p - d * (k - 1) - 1) // s + 1
-
-    def in_range(self, a: int, b: int, axis: int) -> tuple[int, int]:
-        """Unclipped input range ``[lo, hi)`` that outputs ``[a, b)`` read along ``axis``."""
-        k, s, p, d = self.kernel[axis], self.stride[axis], self.padding[axis], self.dilation[axis]
-        return a * s - p, (b - 1) * s - p + d * (k - 1) + 1
-
-    def flops_per_output(self) -> float:
-        """FLOPs per output element per output channel (2 x MACs for conv, as the graph helper)."""
-        if self.kind == "conv":
-            return 2.0 * (self.in_ch // self.groups) * self.kernel[0] * self.kernel[1]
-        if self.kind in ("maxpool", "avgpool"):
-            return float(self.kernel[0] * self.kernel[1])
-        return POINTWISE_FLOPS
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any], where: str = "layer") -> LayerSpec:
-        try:
-            kind = d["kind"]
-            if kind not in ("conv", "maxpool", "avgpool", "pointwise"):
-                raise InputError(
-                    f"{where}: kind {kind!r} is not conv, maxpool, avgpool or pointwise"
-                )
-            pair = {
-                k: tuple(int(x) for x in d[k])
-                for k in ("kernel", "stride", "padding", "dilation")
-                if k in d
-            }
-            other = {k: int(d[k]) for k in ("in_ch", "out_ch", "groups") if k in d}
-            spec = cls(kind, **pair, **other)  # type: ignore[arg-type]
-        except (KeyError, TypeError, ValueError) as exc:
-            raise InputError(f"{where}: bad layer spec {dict(d)!r} ({exc})") from None
-        if any(len(getattr(spec, k)) != 2 for k in ("kernel", "stride", "padding", "dilation")):
-            raise InputError(f"{where}: kernel/stride/padding/dilation must be pairs (rows, cols)")
-        if min(*spec.kernel, *spec.stride, *spec.dilation) < 1 or min(spec.padding) < 0:
-            raise InputError(f"{where}: kernel/stride/dilation must be >= 1 and padding >= 0")
-        return spec
-
-
-def _pair(v: Any) -> tuple[int, int]:
-    return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1]))
-
-
-# Element-wise modules that commute with spatial tiling (names, so torch is not imported here).
-_POINTWISE = {
-    "ReLU", "ReLU6", "LeakyReLU", "SiLU", "GELU", "Sigmoid", "Tanh", "Hardswish", "Hardsigmoid",
-    "ELU", "Identity", "Dropout", "Dropout2d", "BatchNorm2d",
-}  # fmt: skip
-
-
-def specs_from_modules(modules: Sequence[nn.Module], in_channels: int) -> tuple[LayerSpec, ...]:
-    """Layer specs of a sequence of conv-ish modules; :class:`InputError` for anything else.
-
-    Refused, with the reason: non-zero padding modes, string padding, ``ceil_mode`` pooling,
-    average pooling that excludes padding from the count, batch norm or dropout in training
-    mode (they would mix statistics across tiles).
-    """
-    from torch import nn
-
-    specs: list[LayerSpec] = []
-    ch = in_channels
-    for i, m in enumerate(modules):
-        name = type(m).__name__
-        where = f"layer {i} ({name})"
-        if isinstance(m, nn.Conv2d):
-            if isinstance(m.padding, str) or m.padding_mode != "zeros":
-                raise InputError(
-                    f"{where}: only explicit zero padding can be tiled (got {m.padding!r}, {m.padding_mode})"
-                )
-            if m.in_channels != ch:
-                raise InputError(f"{where}: expects {m.in_channels} input channels, gets {ch}")
-            specs.append(
-                LayerSpec(
-                    "conv",
-                    _pair(m.kernel_size),
-                    _pair(m.stride),
-                    _pair(m.padding),
-                    _pair(m.dilation),
-                    ch,
-                    m.out_channels,
-                    m.groups,
-                )
-            )
-            ch = m.out_channels
-        elif isinstance(m, (nn.MaxPool2d, nn.AvgPool2d)):
-            if m.ceil_mode:
-                raise InputError(f"{where}: ceil_mode pooling cannot be tiled")
-            if isinstance(m, nn.AvgPool2d) and (not m.count_include_pad or m.divisor_override):
-                raise InputError(
-                    f"{where}: average pooling must count padding (count_include_pad=True)"
-                )
-            dil = _pair(m.dilation) if isinstance(m, nn.MaxPool2d) else (1, 1)
-            kind: LayerKind = "maxpool" if isinstance(m, nn.MaxPool2d) else "avgpool"
-            specs.append(
-                LayerSpec(
-                    kind, _pair(m.kernel_size), _pair(m.stride), _pair(m.padding), dil, ch, ch
-                )
-            )
-        elif name in _POINTWISE:
-            if name.startswith(("BatchNorm", "Dropout")) and m.training:
-                raise InputError(
-                    f"{where}: put the model in eval mode; training-mode {name} mixes tiles"
-                )
-            specs.append(LayerSpec("pointwise", in_ch=ch, out_ch=ch))
-        else:
-            raise InputError(
-                f"{where}: cannot tile this layer (conv, pooling and element-wise layers only)"
-            )
-    if not specs:
-        raise InputError("fused: no layers to tile")
-    return tuple(specs)
-
-
-# ----- geometry and the tile plan ---------------------------------------------------------------
-
-
-def output_hw(specs: Sequence[LayerSpec], input_hw: tuple[int, int]) -> list[tuple[int, int]]:
-    """Spatial size at every level: ``[input, after layer 1, ..., after layer L]``."""
-    sizes = [tuple(input_hw)]
-    for i, s in enumerate(specs):
-        h, w = s.out_len(sizes[-1][0], 0), s.out_len(sizes[-1][1], 1)
-        if h < 1 or w < 1:
-            raise InputError(f"fused: layer {i} ({s.kind}) shrinks {sizes[-1]} to nothing")
-        sizes.append((h, w))
-    return sizes  # type: ignore[return-value]
-
-
-def tile_regions(
-    specs: Sequence[LayerSpec], sizes: Sequence[tuple[int, int]], out: Region
-) -> list[Region]:
-    """Clipped region of every level that output tile ``out`` needs (level 0 = input)."""
-    regs = [out]
-    for lvl in range(len(specs), 0, -1):
-        s = specs[lvl - 1]
-        r0, r1, c0, c1 = regs[-1]
-        lo_r, hi_r = s.in_range(r0, r1, 0)
-        lo_c, hi_c = s.in_range(c0, c1, 1)
-        h, w = sizes[lvl - 1]
-        regs.append((max(0, lo_r), min(h, hi_r), max(0, lo_c), min(w, hi_c)))
-    return regs[::-1]
-
-
-def _splits(n: int, parts: int) -> list[tuple[int, int]]:
-    """``parts`` near-equal contiguous ranges covering ``[0, n)``."""
-    bounds = [round(i * n / parts) for i in range(parts + 1)]
-    return [(bounds[i], bounds[i + 1]) for i in range(parts)]
-
-
-@dataclass(frozen=True, slots=True)
-class Tile:
-    """One output tile: grid position, per-level regions, FLOPs (halo included), bytes in/out."""
-
-    pos: tuple[int, int]
-    regions: tuple[Region, ...]
-    flops: float
-    in_elems: int
-    out_elems: int
-
-
-@dataclass(frozen=True, slots=True)
-class TilePlan:
-    """Every tile of a grid, with the halo redundancy it costs."""
-
-    grid: tuple[int, int]
-    sizes: tuple[tuple[int, int], ...]
-    tiles: tuple[Tile, ...]
-    untiled_flops: float
-
-    @property
-    def tiled_flops(self) -> float:
-        return sum(t.flops for t in self.tiles)
-
-    @property
-    def redundancy(self) -> float:
-        """Extra FLOPs from halos, as a fraction of the untiled FLOPs (0 = none)."""
-        return self.tiled_flops / self.untiled_flops - 1.0
-
-
-def _region_flops(specs: Sequence[LayerSpec], regs: Sequence[Region]) -> float:
-    total = 0.0
-    for lvl, s in enumerate(specs, start=1):
-        r0, r1, c0, c1 = regs[lvl]
-        total += (r1 - r0) * (c1 - c0) * s.out_ch * s.flops_per_output()
-    return total
-
-
-def tile_plan(
-    specs: Sequence[LayerSpec], input_hw: tuple[int, int], grid: tuple[int, int]
-) -> TilePlan:
-    """Split the block's output into a ``grid = (rows, cols)`` of tiles and cost each tile."""
-    sizes = output_hw(specs, input_hw)
-    H, W = sizes[-1]
-    gh, gw = grid
-    if not (1 <= gh <= H and 1 <= gw <= W):
-        raise InputError(f"fused: grid {grid} does not fit the {H}x{W} output")
-    full = tile_regions(specs, sizes, (0, H, 0, W))
-    tiles = []
-    for i, (r0, r1) in enumerate(_splits(H, gh)):
-        for j, (c0, c1) in enumerate(_splits(W, gw)):
-            regs = tile_regions(specs, sizes, (r0, r1, c0, c1))
-            a = regs[0]
-            tiles.append(
-                Tile(
-                    (i, j),
-                    tuple(regs),
-                    _region_flops(specs, regs),
-                    (a[1] - a[0]) * (a[3] - a[2]) * specs[0].in_ch,
-                    (r1 - r0) * (c1 - c0) * specs[-1].out_ch,
-                )
-            )
-    return TilePlan((gh, gw), tuple(sizes), tuple(tiles), _region_flops(specs, full))
-
-
-# ----- cost model and assignment --------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -385,7 +145,7 @@ class FusedOptions:
     ``seed``, ``particles`` x ``iterations``, over the ``pso_candidates`` best depth x grid
     candidates) or greedy LPT only; ``link_model`` is the cost model of the tile transfers
     (``"serial"`` per-link, or ``"pipelined"`` one source radio + overlap, see
-    :mod:`.fused_pso`).
+    :mod:`.placement`).
     """
 
     layers: tuple[LayerSpec, ...] | None = None
@@ -433,7 +193,7 @@ def nfl_latency(instance: Instance, exact_devices: int = 7) -> tuple[float, tupl
     Dijkstra). Otherwise the fixed-order DP runs over every device order when there are at most
     ``exact_devices`` devices (7! = 5040 orders); above that the route is returned as is.
     """
-    from .route import plan_route
+    from ..graph.route import plan_route
 
     try:
         p = plan_route(instance, "latency")
@@ -497,7 +257,7 @@ def plan_fused(
     Candidates are every fused depth ``k`` (the first ``k`` pieces tiled, gathered at the
     source, the rest planned layer-wise by the exact NFL search) times every grid of at most
     ``max_tiles`` tiles. Each candidate first gets greedy LPT placement (shipped largest tile
-    first); with ``search="pso"`` the PSOMW swarm (:func:`~.fused_pso.psomw`) then searches
+    first); with ``search="pso"`` the PSOMW swarm (:func:`~.placement.psomw_tiles`) then searches
     candidate, placement and shipping order jointly over the ``pso_candidates`` best candidates,
     seeded with their greedy solutions (so it is never worse than greedy). Deep layers have
     small feature maps, where halos cost more than parallelism gains — that is what the depth
@@ -599,7 +359,7 @@ def plan_fused(
             for j, i in enumerate(pick)
         ]
         rng = np.random.default_rng(opts.seed)
-        sol, history = psomw(
+        sol, history = psomw_tiles(
             [c.costs for c in sub],
             [c.suffix[0] for c in sub],
             opts.link_model,
@@ -663,7 +423,7 @@ def plan_fused(
         "speedup_vs_nfl": nfl / min(total, nfl) if total > 0 else math.inf,
     }
     seed = opts.seed if opts.search == "pso" else None
-    return finish_plan(instance, "fused", objective, stages, started, seed=seed, details=details)
+    return finish(instance, "fused", objective, stages, started=started, seed=seed, details=details)
 
 
 def sub_instance(instance: Instance, first: int, last: int) -> Instance:
@@ -725,58 +485,3 @@ def conv_instance(
     return Instance(
         inst.pieces, inst.input_bytes, inst.devices, inst.links, inst.source, name=name, meta=meta
     )
-
-
-# ----- real tiled execution -------------------------------------------------------------------
-
-
-def run_tiled(
-    modules: nn.Sequential | Sequence[nn.Module], x: torch.Tensor, grid: tuple[int, int]
-) -> torch.Tensor:
-    """Run ``modules`` on ``x`` tile by tile (fused through every layer) and stitch the output.
-
-    Each output tile's input region comes from :func:`tile_regions`; at every layer the tile
-    is padded exactly where the untiled layer would pad (zeros for conv/avg-pool, ``-inf`` for
-    max-pool) and run with padding 0, so the result equals the untiled forward up to float
-    round-off in convolutions. ``x`` is ``(N, C, H, W)``. Raises :class:`InputError` for
-    layers that cannot be tiled (see :func:`specs_from_modules`).
-    """
-    import torch
-    import torch.nn.functional as F
-
-    if x.dim() != 4:
-        raise InputError(f"run_tiled: input must be (N, C, H, W), got shape {tuple(x.shape)}")
-    mods = list(modules)
-    specs = specs_from_modules(mods, int(x.shape[1]))
-    sizes = output_hw(specs, (int(x.shape[2]), int(x.shape[3])))
-    H, W = sizes[-1]
-    gh, gw = grid
-    if not (1 <= gh <= H and 1 <= gw <= W):
-        raise InputError(f"run_tiled: grid {grid} does not fit the {H}x{W} output")
-    out = x.new_empty((x.shape[0], specs[-1].out_ch, H, W))
-    with torch.no_grad():
-        for r0, r1 in _splits(H, gh):
-            for c0, c1 in _splits(W, gw):
-                regs = tile_regions(specs, sizes, (r0, r1, c0, c1))
-                a = regs[0]
-                t = x[:, :, a[0] : a[1], a[2] : a[3]]
-                for lvl, (s, m) in enumerate(zip(specs, mods, strict=True), start=1):
-                    if s.kind == "pointwise":
-                        t = m(t)
-                        continue
-                    have, want = regs[lvl - 1], regs[lvl]
-                    lo_r, hi_r = s.in_range(want[0], want[1], 0)
-                    lo_c, hi_c = s.in_range(want[2], want[3], 1)
-                    # F.pad order: left, right, top, bottom — what the image border clipped away
-                    pad = (have[2] - lo_c, hi_c - have[3], have[0] - lo_r, hi_r - have[1])
-                    fill = -math.inf if s.kind == "maxpool" else 0.0
-                    if any(pad):
-                        t = F.pad(t, pad, value=fill)
-                    if s.kind == "conv":
-                        t = F.conv2d(t, m.weight, m.bias, s.stride, 0, s.dilation, s.groups)
-                    elif s.kind == "maxpool":
-                        t = F.max_pool2d(t, s.kernel, s.stride, 0, s.dilation)
-                    else:
-                        t = F.avg_pool2d(t, s.kernel, s.stride, 0)
-                out[:, :, r0:r1, c0:c1] = t
-    return out

@@ -14,7 +14,7 @@ Two swarms over the one-device-per-stage plan space, both minimising the referen
   back into the particle (Lamarckian repair), so the swarm learns valid regions.
 - **S4** (evolutionary device placement + exact partitioning). A particle is a vector of device
   keys whose ``argsort`` is a device order; for that order the fixed-order DP of
-  :func:`~coinfer.plan._adv_common.order_dp` (``O(P^2 D^2)``) picks, exactly, which devices of
+  :func:`~coinfer.plan._shared.order_dp` (``O(P^2 D^2)``) picks, exactly, which devices of
   the order to use and where to cut. The swarm only searches orders.
 
 ``variant="hybrid"`` (default) runs both swarms and polishes the best plan with a
@@ -39,11 +39,11 @@ from typing import Literal
 
 import numpy as np
 
-from ..core.evaluate import memory_bound_check, objective_value
-from ..core.instance import Instance
-from ..core.plans import Objective, Plan, Stage, check_objective
-from ..errors import InfeasibleError, InputError
-from ._adv_common import Config, finish_plan, order_dp
+from ...core.evaluate import memory_bound_check, objective_value
+from ...core.instance import Instance
+from ...core.plans import Objective, Plan, Stage, check_objective
+from ...errors import InfeasibleError, InputError
+from .._shared import Config, finish, order_dp
 
 # Clerc & Kennedy's constriction coefficients (IEEE TEC 2002): inertia 0.729 and equal
 # cognitive/social weights 1.49445 guarantee convergence without a velocity explosion.
@@ -185,7 +185,7 @@ def _swarm(
         pos = np.clip(pos + vel, 0.0, np.nextafter(high, 0.0))
 
 
-def psomw(
+def psomw_chain(
     instance: Instance,
     fit: _Fitness,
     rng: np.random.Generator,
@@ -337,7 +337,7 @@ def plan_pso(
         found["s4"] = fit.best[0]
     if opts.variant in ("psomw", "hybrid"):
         seeds = [fit.best[1]] if fit.best[1] is not None else []
-        psomw(instance, fit, rng, opts, seeds)
+        psomw_chain(instance, fit, rng, opts, seeds)
         found["psomw"] = fit.best[0]
     if fit.best[1] is None:
         raise InfeasibleError(f"{instance.name}: PSO found no plan that fits in memory")
@@ -346,4 +346,4 @@ def plan_pso(
         best = local_search(instance, fit, best)
         found["polish"] = fit(best)
     details = {"variant": opts.variant, "evaluated": len(fit.cache), "best_after": found}
-    return finish_plan(instance, "pso", objective, best, started, seed=opts.seed, details=details)
+    return finish(instance, "pso", objective, best, started=started, seed=opts.seed, details=details)

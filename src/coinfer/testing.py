@@ -1,5 +1,9 @@
 """Seeded random planning instances: the test and benchmark workload of every planner.
 
+Two generators, both pure functions of their seed: :func:`random_instance` (chains shaped like
+CNNs over clusters of up to a dozen devices) and :func:`random_adv_instance` (small instances
+for the search/graph planners and their exhaustive ground truth).
+
 :func:`random_instance` draws a heterogeneous cluster and a chain of pieces whose shape is
 loosely that of a CNN's (per-piece work and activation sizes varying by orders of magnitude).
 The same seed always gives the same instance (one ``numpy`` Generator, no global state).
@@ -23,7 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..core.instance import Device, Instance, Link, make_instance
+from .core.instance import Device, Instance, Link, make_instance
 
 # Per-piece work in seconds on a speed-1 device: log-uniform between these (1 ms .. 50 ms).
 WORK_RANGE_S = (1e-3, 5e-2)
@@ -151,4 +155,88 @@ def _link_pairs(rng: np.random.Generator, n: int, sparse: bool) -> list[tuple[in
     return sorted([(u, v) for u, v in undirected] + [(v, u) for u, v in undirected])
 
 
-__all__ = ["random_instance"]
+# Largest per-(piece, device) affinity factor of random_adv_instance: 2.5x either way flips the
+# order of two devices whose overall speeds differ by up to 6x on some pieces (1-6x slow-downs).
+ADV_AFFINITY = 2.5
+
+
+def random_adv_instance(
+    seed: int | np.random.Generator,
+    pieces: int,
+    devices: int,
+    *,
+    tight_memory: bool = False,
+    sparse_links: bool = False,
+    power: bool = False,
+    affinity: bool = True,
+) -> Instance:
+    """A small random heterogeneous instance (seeded) for tests and benchmarks.
+
+    Modelling choices, each a rough edge-cluster figure: piece work 1-20 ms on the fastest
+    device, device slow-downs 1-6x (a phone vs a laptop); cut sizes 10 kB-2 MB (CNN feature
+    maps); links 1-100 MB/s with 0.1-5 ms latency. ``sparse_links`` keeps a ring plus a few
+    chords so multi-hop paths matter; ``tight_memory`` gives each device room for 30-80 % of
+    the model (one random device all of it, so a plan exists) and memory binds.
+    ``affinity`` (default) multiplies each piece's time on each device by its own factor,
+    log-uniform in [1/ADV_AFFINITY, ADV_AFFINITY], so a device is fast on some pieces and slow
+    on others (AP²'s task–device affinity) instead of a constant multiple of the fastest one;
+    the factors are drawn last, so every other figure is the same with or without them.
+    """
+    rng = np.random.default_rng(seed)
+    names = [f"d{i}" for i in range(devices)]
+    work = rng.uniform(1e-3, 20e-3, pieces)
+    slow = rng.uniform(1.0, 6.0, devices)
+    times = [{n: float(w * s) for n, s in zip(names, slow, strict=True)} for w in work]
+    mem = rng.integers(10_000_000, 200_000_000, pieces)
+    out = rng.integers(10_000, 2_000_000, pieces)
+    total = int(mem.sum())
+    roomy = int(rng.integers(devices))  # under tight memory one device holds everything: feasible
+    devs = []
+    for i, n in enumerate(names):
+        if tight_memory and i != roomy:
+            cap = int(total * rng.uniform(0.3, 0.8))
+            cap = max(cap, int(mem.max()))  # every piece fits somewhere, keeping it feasible
+        else:
+            cap = 4 * total if not tight_memory else total
+        pw = {}
+        if power:
+            active = float(rng.uniform(2.0, 15.0))
+            pw = {
+                "power_idle_w": active * 0.2,
+                "power_active_w": active,
+                "power_transmit_w": float(rng.uniform(0.5, 3.0)),
+            }
+        devs.append(Device(n, cap if tight_memory or i else max(cap, int(mem.max())), **pw))
+    pairs = [(a, b) for a in range(devices) for b in range(devices) if a != b]
+    if sparse_links and devices > 3:
+        keep = {(i, (i + 1) % devices) for i in range(devices)} | {
+            ((i + 1) % devices, i) for i in range(devices)
+        }
+        extra = [p for p in pairs if p not in keep]
+        for idx in rng.choice(len(extra), size=min(len(extra), devices // 2), replace=False):
+            keep.add(extra[int(idx)])
+        pairs = sorted(keep)
+    links = [
+        Link(names[a], names[b], float(rng.uniform(1e6, 100e6)), float(rng.uniform(1e-4, 5e-3)))
+        for a, b in pairs
+    ]
+    input_bytes = int(rng.integers(100_000, 1_000_000))
+    if affinity:
+        factor = np.exp(rng.uniform(-np.log(ADV_AFFINITY), np.log(ADV_AFFINITY), (pieces, devices)))
+        times = [
+            {n: t[n] * float(factor[p, i]) for i, n in enumerate(names)}
+            for p, t in enumerate(times)
+        ]
+    return make_instance(
+        times,
+        [int(m) for m in mem],
+        [int(b) for b in out],
+        input_bytes,
+        devs,
+        links,
+        names[0],
+        name=f"adv-{pieces}x{devices}",
+    )
+
+
+__all__ = ["ADV_AFFINITY", "random_adv_instance", "random_instance"]
