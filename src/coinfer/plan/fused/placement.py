@@ -26,6 +26,10 @@ computing — the overlap S2's "minimising waiting" is about); each device retur
 own link in the order it computed them. Tiles the source keeps never touch the radio. Here the
 order matters: shipping a slow device's tiles late leaves it idle early and busy at the end.
 Both models give the reference latency (send + compute + return) for one tile on one device.
+
+Why one module: the two link models, the minimising-waiting order, the swarm and the brute-force
+reference all read the same :class:`TileCosts` table and must score a placement identically; kept
+together, the swarm's fitness and the ground truth the tests compare it with cannot drift apart.
 """
 
 from __future__ import annotations

@@ -40,6 +40,10 @@ fused latency, redundancy, NFL latency) are in ``details["fused"]``. Via the reg
 spec travels in ``instance.meta["conv_layers"]`` (see :func:`conv_instance`); a plain instance
 without it is refused with an :class:`InputError`. With one spec layer per piece the fused
 depth is searched (the first ``k`` pieces tiled, the rest layer-wise).
+
+Why one module: the planner's candidate loop (depth x grid), its greedy placement, the NFL baseline
+and the conv-instance builder share one cost model (the serial/pipelined tile latency above) and
+one ``instance.meta`` contract; the geometry and the torch execution already live elsewhere.
 """
 
 from __future__ import annotations

@@ -32,6 +32,10 @@ The minimum cut is exact for the latency of this two-location model. For ``throu
 returns the server whose plan is best for the requested objective (documented in
 docs/planners_advanced.md). Memory is not part of a cut: an overfull cut falls back to the
 best memory-feasible prefix cut.
+
+Why one module: the DAG construction, the DADS-style cut and its latency/throughput scoring are one
+algorithm whose graph weights and cut-cost reading must match term by term; CIC (:mod:`.cic`)
+reuses them from here.
 """
 
 from __future__ import annotations

@@ -25,6 +25,10 @@ heteroscedastic Gaussian-process surrogate. Here:
 Heuristic; cost ``O(budget * (n^3 + pool * n))`` for ``n <= budget`` measurements. The default
 evaluator is the reference model times ``1 + noise * N(0, 1)`` (seeded), which makes the
 search reproducible and lets tests compare against the known optimum.
+
+Why one module: the plan encoding, the heteroscedastic GP surrogate, the acquisition and the search
+loop are one Bayesian optimiser; their shapes (feature vector, noise model) only make sense
+together.
 """
 
 from __future__ import annotations

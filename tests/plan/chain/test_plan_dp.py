@@ -7,7 +7,8 @@ import math
 import numpy as np
 import pytest
 
-import coinfer.plan.chain.dp as dp_mod
+import coinfer.plan.chain._dp_period as period_mod
+import coinfer.plan.chain._dp_sum as sum_mod
 from coinfer.core.evaluate import evaluate, validate_stages
 from coinfer.core.instance import Device, Link, make_instance
 from coinfer.errors import InfeasibleError
@@ -33,13 +34,13 @@ def _both(inst, objective):
 def test_dp_equals_brute(objective: str, tight: bool, monkeypatch) -> None:
     """~100 instances per (objective, memory) cell, dense and sparse links, up to 12 x 4."""
     calls = {"bnb": 0}
-    real_bnb = dp_mod._bnb_period
+    real_bnb = period_mod._bnb_period
 
     def counting_bnb(*args):
         calls["bnb"] += 1
         return real_bnb(*args)
 
-    monkeypatch.setattr(dp_mod, "_bnb_period", counting_bnb)
+    monkeypatch.setattr(period_mod, "_bnb_period", counting_bnb)
     rng = np.random.default_rng(100 + tight + 2 * (objective == "latency"))
     feasible = infeasible = 0
     for k in range(100):
@@ -93,13 +94,13 @@ def _reuse_tempting() -> object:
 
 def test_latency_branches_when_relaxation_reuses_a_device(monkeypatch) -> None:
     calls = {"n": 0}
-    real = dp_mod.relaxed_to_go
+    real = sum_mod.relaxed_to_go
 
     def counting(*args, **kw):
         calls["n"] += 1
         return real(*args, **kw)
 
-    monkeypatch.setattr(dp_mod, "relaxed_to_go", counting)
+    monkeypatch.setattr(sum_mod, "relaxed_to_go", counting)
     inst = _reuse_tempting()
     got = plan_dp(inst, "latency")
     ref = plan_brute(inst, "latency")
@@ -179,7 +180,7 @@ def test_energy_plan_uses_dvfs_levels() -> None:
     from coinfer.core.instance import load_instance
 
     inst = load_instance(
-        Path(__file__).resolve().parents[2] / "examples" / "instances" / "battery_relay.json"
+        Path(__file__).resolve().parents[3] / "examples" / "instances" / "battery_relay.json"
     )
     got = plan_dp(inst, "energy")
     ref = plan_brute(inst, "energy")

@@ -189,7 +189,7 @@ def test_grouped_dp_plans_are_valid_and_replicate() -> None:
     """The grouped DP alone (any device order) yields a valid plan; with identical devices and
     one dominant piece it gives that piece several replicas."""
     from coinfer.plan._shared import TransferTable
-    from coinfer.plan.chain.pico import _grouped_dp
+    from coinfer.plan.chain._pico_search import _grouped_dp
 
     rng = np.random.default_rng(3)
     for k in range(20):
@@ -214,7 +214,7 @@ def test_search_scorer_equals_reference_period() -> None:
     with :func:`period_s` (relayed transfers on sparse links share links across boundaries)."""
     from coinfer.core.evaluate import period_s
     from coinfer.plan._shared import TransferTable
-    from coinfer.plan.chain.pico import _grouped_dp, _moves, _Scorer
+    from coinfer.plan.chain._pico_search import _grouped_dp, _moves, _Scorer
 
     rng = np.random.default_rng(8)
     compared = 0

@@ -1,4 +1,4 @@
-"""Fused-layer tiling: real tiled execution equals the untiled model; geometry; planner; CLI."""
+"""The fused-layer planner: tile placement, depth search, NFL baseline, CLI (execution: tests/graph/test_graph_tiled.py)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,6 @@ import sys
 
 import pytest
 import torch
-from hypothesis import given, settings
-from hypothesis import strategies as st
 from torch import nn
 from typer.testing import CliRunner
 
@@ -18,103 +16,12 @@ from coinfer.cli import app
 from coinfer.core.evaluate import check_plan, latency_s
 from coinfer.core.instance import Link
 from coinfer.core.plans import Stage
-from coinfer.core.tiles import LayerSpec, output_hw, tile_plan, tile_regions
+from coinfer.core.tiles import LayerSpec, tile_plan
 from coinfer.errors import InputError
 from coinfer.graph.tiled import run_tiled, specs_from_modules
 from coinfer.plan import plan
 from coinfer.plan.fused.planner import FusedOptions, assign_tiles, conv_instance, plan_fused
 from coinfer.testing import random_adv_instance
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiles are tiny ops: on the shared 2-core box intra-op threads only contend (measured
-    ~40x slower with 2 threads under load), so these tests run single-threaded, then restore."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def _mixed_net() -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(3, 8, 3, 1, 1),
-        nn.ReLU(),
-        nn.Conv2d(8, 8, 5, 2, 2),
-        nn.BatchNorm2d(8),
-        nn.MaxPool2d(3, 2, 1),
-        nn.Conv2d(8, 16, 3, 1, 2, dilation=2, groups=2),
-        nn.AvgPool2d(2, 2, 1),
-        nn.Conv2d(16, 4, 1),
-    ).eval()
-
-
-@pytest.mark.parametrize("grid", [(1, 1), (2, 2), (3, 2), (1, 4), (5, 6)])
-def test_tiled_run_matches_untiled(grid: tuple[int, int]) -> None:
-    torch.manual_seed(0)
-    net = _mixed_net()
-    x = torch.randn(1, 3, 37, 41)
-    with torch.no_grad():
-        ref = net(x)
-    out = run_tiled(net, x, grid)
-    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
-
-
-@settings(max_examples=15, deadline=None)
-@given(
-    k=st.integers(1, 5),
-    s=st.integers(1, 3),
-    d=st.integers(1, 2),
-    pk=st.integers(2, 3),
-    h=st.integers(8, 24),
-    w=st.integers(8, 24),
-    gh=st.integers(1, 3),
-    gw=st.integers(1, 3),
-    seed=st.integers(0, 100),
-)
-def test_random_conv_stacks_tile_exactly(k, s, d, pk, h, w, gh, gw, seed) -> None:
-    torch.manual_seed(seed)
-    pad = (d * (k - 1)) // 2
-    net = nn.Sequential(
-        nn.Conv2d(2, 3, k, s, pad, dilation=d),
-        nn.ReLU(),
-        nn.MaxPool2d(pk, pk, pk // 2),
-        nn.Conv2d(3, 2, 3, 1, 1),
-    ).eval()
-    x = torch.randn(1, 2, h, w)
-    with torch.no_grad():
-        ref = net(x)
-    gh, gw = min(gh, ref.shape[2]), min(gw, ref.shape[3])
-    torch.testing.assert_close(run_tiled(net, x, (gh, gw)), ref, rtol=1e-5, atol=1e-5)
-
-
-def test_pooling_and_activations_are_bit_exact() -> None:
-    net = nn.Sequential(
-        nn.MaxPool2d(3, 2, 1), nn.ReLU(), nn.AvgPool2d(3, 1, 1), nn.MaxPool2d(2, 2)
-    ).eval()
-    x = torch.randn(1, 4, 33, 29)
-    assert torch.equal(run_tiled(net, x, (3, 2)), net(x))
-
-
-def test_tile_geometry_and_halo_redundancy() -> None:
-    specs = (LayerSpec("conv", (3, 3), (1, 1), (1, 1), (1, 1), 1, 1),)
-    sizes = output_hw(specs, (8, 8))
-    assert sizes == [(8, 8), (8, 8)]
-    # output rows 4..7, cols 0..3 need input rows 3..7 (one halo row above; bottom is padding)
-    assert tile_regions(specs, sizes, (4, 8, 0, 4)) == [(3, 8, 0, 5), (4, 8, 0, 4)]
-    one = tile_plan(specs, (8, 8), (1, 1))
-    assert one.redundancy == 0.0
-    four = tile_plan(specs, (8, 8), (2, 2))
-    assert four.redundancy == 0.0  # a single conv layer recomputes nothing: halos are only inputs
-    deep = (specs[0],) * 4
-    assert tile_plan(deep, (8, 8), (2, 2)).redundancy > 0.0  # stacked layers recompute halos
-    cover = set()
-    for t in tile_plan(deep, (8, 8), (3, 3)).tiles:
-        r0, r1, c0, c1 = t.regions[-1]
-        cells = {(r, c) for r in range(r0, r1) for c in range(c0, c1)}
-        assert not cover & cells
-        cover |= cells
-    assert cover == {(r, c) for r in range(8) for c in range(8)}
 
 
 def _vgg_block() -> list[LayerSpec]:
