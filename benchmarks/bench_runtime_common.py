@@ -79,8 +79,8 @@ def single_process_rps(
     model_spec: str, requests: int, threads: int = 1, microbatch: int = 1
 ) -> float:
     """Requests/s of the plain (unsplit) model in this process with ``threads`` threads."""
-    from coinfer.runtime.coordinator import make_inputs
-    from coinfer.runtime.stages import load_model
+    from coinfer.runtime.prepare import make_inputs
+    from coinfer.zoo import load_model
 
     torch.manual_seed(0)
     old = torch.get_num_threads()

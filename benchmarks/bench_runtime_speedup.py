@@ -34,7 +34,7 @@ def stage_vs_plain(model: str, iters: int = 10) -> dict:
     import torch
 
     from coinfer.graph import capture, split
-    from coinfer.runtime.stages import load_model
+    from coinfer.zoo import load_model
 
     torch.manual_seed(0)
     old = torch.get_num_threads()

@@ -35,7 +35,7 @@ def _free_port() -> int:
 
 
 def _rank(rank: int, port: int, iters: int, q) -> None:
-    from coinfer.runtime.transport import TensorMeta, Transport
+    from coinfer.runtime.transport import Transport, WireTensorSpec
 
     torch.set_num_threads(1)
     store = dist.TCPStore(
@@ -58,7 +58,7 @@ def _rank(rank: int, port: int, iters: int, q) -> None:
                 dist.send(buf, other)
         raw = (time.perf_counter() - t0) / iters / 2
         # ours
-        meta = [TensorMeta((n,), "float32")]
+        meta = [WireTensorSpec((n,), "float32")]
         tr = Transport(rank, ["a", "b"], {}, timeout_s=60)
         dist.barrier()
         t0 = time.perf_counter()
@@ -73,7 +73,7 @@ def _rank(rank: int, port: int, iters: int, q) -> None:
         tr.flush()
         out[label] = {"raw_hop_s": raw, "ours_hop_s": ours}
     # one-way stream of 1 MiB messages through our transport
-    meta = [TensorMeta((SIZES["1 MiB"],), "float32")]
+    meta = [WireTensorSpec((SIZES["1 MiB"],), "float32")]
     tr = Transport(rank, ["a", "b"], {}, timeout_s=60)
     dist.barrier()
     t0 = time.perf_counter()

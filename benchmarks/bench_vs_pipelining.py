@@ -61,8 +61,9 @@ def _peer_rank(
     from torch.distributed.pipelining import PipelineStage, ScheduleGPipe
 
     from coinfer.graph import capture, split
-    from coinfer.runtime.coordinator import make_inputs
-    from coinfer.runtime.stages import as_tuple, load_model
+    from coinfer.runtime.prepare import make_inputs
+    from coinfer.runtime.stages import as_tuple
+    from coinfer.zoo import load_model
 
     torch.set_num_threads(1)
     torch.manual_seed(0)

@@ -82,9 +82,9 @@ def run_demo(
     from .cluster import default_local_cluster, load_cluster
     from .plan import plan as make_plan
     from .profile.costmodel import build_instance
+    from .report.compare import compare_with_simulation
     from .report.plots import gantt
     from .runtime import run
-    from .runtime.report import compare_with_simulation
     from .schedule import schedule
     from .simulate import simulate
 

@@ -16,7 +16,7 @@ from coinfer.cluster import cluster_from_yaml
 from coinfer.core.plans import Metrics, Plan, Stage
 from coinfer.errors import PeerError
 from coinfer.runtime import run
-from coinfer.runtime.coordinator import make_inputs
+from coinfer.runtime.prepare import make_inputs
 from coinfer.zoo import load_model
 
 pytestmark = pytest.mark.integration

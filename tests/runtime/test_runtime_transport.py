@@ -12,20 +12,20 @@ import torch
 import torch.distributed as dist
 
 from coinfer.errors import InputError
-from coinfer.runtime.transport import LinkShape, TensorMeta, Transport, init_process_group
+from coinfer.runtime.transport import LinkShape, Transport, WireTensorSpec, init_process_group
 
 
 def test_meta_roundtrip_and_check():
     t = torch.zeros(2, 3, dtype=torch.float16)
-    m = TensorMeta.of(t)
-    assert m == TensorMeta((2, 3), "float16")
-    assert TensorMeta.from_list(m.to_list()) == m
+    m = WireTensorSpec.of(t)
+    assert m == WireTensorSpec((2, 3), "float16")
+    assert WireTensorSpec.from_list(m.to_list()) == m
     assert m.nbytes == 12
     m.check(t, "here")
     with pytest.raises(InputError, match="breaks the cut contract"):
         m.check(torch.zeros(2, 4, dtype=torch.float16), "here")
     with pytest.raises(InputError, match="unsupported tensor dtype"):
-        TensorMeta.from_list([[1], "complex32"])
+        WireTensorSpec.from_list([[1], "complex32"])
 
 
 def test_link_delay():
@@ -43,7 +43,7 @@ def _free_port() -> int:
 def _peer(rank: int, port: int, out: mp.Queue) -> None:
     torch.set_num_threads(1)
     init_process_group(rank, 2, "127.0.0.1", port, 30)
-    metas = [TensorMeta((4, 5), "float32"), TensorMeta((3,), "int64")]
+    metas = [WireTensorSpec((4, 5), "float32"), WireTensorSpec((3,), "int64")]
     if rank == 0:
         tr = Transport(0, ["a", "b"], {1: LinkShape(None, 0.05)}, timeout_s=20)
         t0 = time.time()

@@ -11,15 +11,10 @@ from hypothesis import strategies as st
 
 from coinfer.core.plans import Metrics, Plan, Stage
 from coinfer.errors import InputError
-from coinfer.runtime.coordinator import (
-    check_plan_shape,
-    link_shapes,
-    make_inputs,
-    measured_links,
-    percentile,
-)
 from coinfer.runtime.emulation import cgroup_name
 from coinfer.runtime.ledger import Ledger, format_ids
+from coinfer.runtime.prepare import check_plan_shape, link_shapes, make_inputs
+from coinfer.runtime.results import measured_links, percentile
 from coinfer.runtime.stages import StageSpec, split_pieces
 from coinfer.runtime.transport import LinkShape
 from coinfer.runtime.worker import message_id

@@ -137,8 +137,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Run a plan for real and print measured vs simulated figures side by side."""
         from ..core.plans import Plan, check_objective
+        from ..report.compare import compare_with_simulation
         from ..runtime import run as runtime_run
-        from ..runtime.report import compare_with_simulation
 
         if partition not in ("graph", "sequential"):
             raise InputError(f"--partition must be graph or sequential, got {partition!r}")

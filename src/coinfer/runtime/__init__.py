@@ -1,10 +1,19 @@
 """coinfer.runtime: real pipelined inference across processes (and machines).
 
-Modules: :mod:`.control` (authenticated JSON control plane), :mod:`.transport` (gloo
-point-to-point with shape contracts and link emulation), :mod:`.emulation` (cgroup CPU quotas,
-thread limits), :mod:`.netns` (network namespaces + tc), :mod:`.stages` (build one stage, ship
-only its weights), :mod:`.worker`, :mod:`.coordinator` (:func:`run`), :mod:`.ledger`,
-:mod:`.measure` (a locally measured instance), :mod:`.report` (measured vs simulated).
+Modules, one job each:
+
+- :mod:`.protocol` — the typed control messages (Setup, Ready, Go, Result, Done, ...);
+- :mod:`.prepare` — the pure step: model → stages → contracts → schedule → per-device setups;
+- :mod:`.coordinator` — :func:`run`, which reads top to bottom: prepare, start, set up, supervise;
+- :mod:`.supervision` — spawn / accept workers, heartbeats, blame, abort, reap;
+- :mod:`.results` — :class:`RunResult`, link measurements, the output check;
+- :mod:`.worker` — one device's process; :mod:`.transport` — gloo point-to-point with shape
+  contracts and link emulation; :mod:`.control` — the authenticated JSON channel;
+- :mod:`.stages` (build one stage, ship only its weights), :mod:`.ledger` (request states),
+  :mod:`.emulation` (cgroup CPU quotas, thread limits), :mod:`.netns` (namespaces + tc),
+  :mod:`.measure` (a locally measured instance).
+
+Measured vs simulated is :mod:`coinfer.report.compare`: the runtime never consults the simulator.
 
 ``run`` and ``RunResult`` are imported lazily so ``coinfer worker`` can reject bad arguments
 before paying for the torch import.

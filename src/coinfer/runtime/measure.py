@@ -20,7 +20,8 @@ from typing import Any
 import torch
 
 from ..core.instance import Device, Instance, Link, make_instance
-from .stages import Partition, as_tuple, load_model, split_pieces
+from ..zoo import load_model
+from .stages import Partition, as_tuple, split_pieces
 
 # Timed repetitions per piece (after one warm-up); the median resists a noisy shared host.
 REPEATS = 5

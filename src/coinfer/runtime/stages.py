@@ -22,14 +22,14 @@ import importlib.util
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 import torch
 from torch import nn
 
-from ..errors import InputError, ModelLoadError
-from .transport import TensorMeta
+from ..errors import InputError
+from ..zoo import load_model
+from .transport import WireTensorSpec
 
 Partition = Literal["graph", "sequential"]
 PARTITIONS: tuple[str, ...] = ("graph", "sequential")
@@ -67,61 +67,6 @@ class StageSpec:
             part,
             None if d.get("max_pieces") is None else int(d["max_pieces"]),
         )
-
-
-def _resolve_factory(spec: str) -> nn.Module:
-    """``pkg.module:factory`` or ``path/file.py:factory`` -> the module the factory returns."""
-    target, sep, attr = spec.rpartition(":")
-    if not sep or not target or not attr:
-        raise ModelLoadError(
-            f"model spec {spec!r}: expected a zoo name, module:factory or file.py:factory"
-        )
-    try:
-        if target.endswith(".py"):
-            path = Path(target)
-            if not path.is_file():
-                raise ModelLoadError(f"model spec {spec!r}: file {target} not found")
-            mspec = importlib.util.spec_from_file_location(f"_coinfer_model_{path.stem}", path)
-            assert mspec is not None and mspec.loader is not None
-            module = importlib.util.module_from_spec(mspec)
-            mspec.loader.exec_module(module)
-        else:
-            module = importlib.import_module(target)
-        factory = getattr(module, attr)
-        model = factory()
-    except ModelLoadError:
-        raise
-    except Exception as exc:
-        raise ModelLoadError(f"model spec {spec!r}: {type(exc).__name__}: {exc}") from None
-    if not isinstance(model, nn.Module):
-        raise ModelLoadError(
-            f"model spec {spec!r}: factory returned {type(model).__name__}, not nn.Module"
-        )
-    return model
-
-
-def load_model(
-    spec: str, input_shape: Sequence[int] | None
-) -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
-    """Model in eval mode + example inputs (batch 1), through the zoo when it knows ``spec``.
-
-    Weights are whatever the factory makes (random, seeded by the caller); the runtime always
-    ships the coordinator's weights to the workers, so workers' own initialisation never matters.
-    """
-    zoo_load = None
-    try:
-        zoo_load = importlib.import_module("coinfer.zoo").load_model
-    except (ImportError, AttributeError):
-        zoo_load = None
-    if zoo_load is not None:
-        model, inputs = zoo_load(spec, None if input_shape is None else tuple(input_shape))
-        inputs = inputs if isinstance(inputs, tuple) else (inputs,)
-    else:
-        model = _resolve_factory(spec)
-        if input_shape is None:
-            raise InputError(f"model spec {spec!r}: --input-shape is required for a factory model")
-        inputs = (torch.randn(*input_shape),)
-    return model.eval(), tuple(inputs)
 
 
 class SequentialStage(nn.Module):
@@ -201,7 +146,7 @@ def num_pieces(
     return len(graph.pieces)
 
 
-def build_stage(spec: StageSpec, index: int) -> nn.Module:
+def build_stage_module(spec: StageSpec, index: int) -> nn.Module:
     """The worker side: stage ``index`` rebuilt from code (weights to be loaded separately)."""
     if spec.partition == "graph":
         graph_mod = importlib.import_module("coinfer.graph")
@@ -257,16 +202,16 @@ def batch_inputs(inputs: tuple[torch.Tensor, ...], batch: int) -> tuple[torch.Te
 @torch.inference_mode()
 def cut_contracts(
     stages: Sequence[nn.Module], inputs: tuple[torch.Tensor, ...]
-) -> list[list[TensorMeta]]:
+) -> list[list[WireTensorSpec]]:
     """``contracts[k]``: the tensors entering stage ``k``; ``contracts[K]``: the model's outputs.
 
     Found by one dry run of the stages on ``inputs`` (already at the micro-batch size).
     """
-    contracts = [[TensorMeta.of(t) for t in inputs]]
+    contracts = [[WireTensorSpec.of(t) for t in inputs]]
     xs = inputs
     for st in stages:
         xs = as_tuple(st(*xs))
-        contracts.append([TensorMeta.of(t) for t in xs])
+        contracts.append([WireTensorSpec.of(t) for t in xs])
     return contracts
 
 
@@ -277,9 +222,8 @@ __all__ = [
     "StageSpec",
     "as_tuple",
     "batch_inputs",
-    "build_stage",
+    "build_stage_module",
     "cut_contracts",
-    "load_model",
     "load_stage_weights",
     "num_pieces",
     "split_model",

@@ -3,7 +3,7 @@
 One process per device joins a gloo process group (NCCL would slot in for GPUs). On top of the
 raw ``isend``/``irecv`` this module adds what a pipeline needs:
 
-- **shape contracts** (:class:`TensorMeta`): the receiver pre-allocates buffers from the cut's
+- **shape contracts** (:class:`WireTensorSpec`): the receiver pre-allocates buffers from the cut's
   shape/dtype, and every send is checked against the same contract first — a mismatch would
   otherwise show up as a hang or silent corruption on the other side;
 - **one sender thread per peer** with a bounded queue, so computing never waits for the wire
@@ -61,14 +61,14 @@ def dtype_name(dtype: torch.dtype) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class TensorMeta:
+class WireTensorSpec:
     """The contract of one tensor crossing a cut: exact shape and dtype."""
 
     shape: tuple[int, ...]
     dtype: str
 
     @classmethod
-    def of(cls, t: torch.Tensor) -> TensorMeta:
+    def of(cls, t: torch.Tensor) -> WireTensorSpec:
         return cls(tuple(int(s) for s in t.shape), dtype_name(t.dtype))
 
     @property
@@ -99,7 +99,7 @@ class TensorMeta:
         return [list(self.shape), self.dtype]
 
     @classmethod
-    def from_list(cls, data: Sequence[Any]) -> TensorMeta:
+    def from_list(cls, data: Sequence[Any]) -> WireTensorSpec:
         shape, dtype = data
         if dtype not in _DTYPES:
             raise InputError(f"unsupported tensor dtype {dtype!r} in a cut contract")
@@ -170,7 +170,7 @@ def init_process_group(
 class PendingRecv:
     """Receives of one message posted ahead; :meth:`wait` returns the filled tensors."""
 
-    def __init__(self, transport: Transport, peer: int, message: int, metas: Sequence[TensorMeta]):
+    def __init__(self, transport: Transport, peer: int, message: int, metas: Sequence[WireTensorSpec]):
         self.peer = peer
         self.message = message
         self.tensors = [m.empty() for m in metas]
@@ -320,7 +320,7 @@ class Transport:
             return list(self._events)
 
     def send(
-        self, peer: int, message: int, tensors: Sequence[torch.Tensor], metas: Sequence[TensorMeta]
+        self, peer: int, message: int, tensors: Sequence[torch.Tensor], metas: Sequence[WireTensorSpec]
     ) -> None:
         """Queue ``tensors`` for ``peer`` after checking them against ``metas``.
 
@@ -361,7 +361,7 @@ class Transport:
                         device=self.peer_name(peer),
                     ) from None
 
-    def post_recv(self, peer: int, message: int, metas: Sequence[TensorMeta]) -> PendingRecv:
+    def post_recv(self, peer: int, message: int, metas: Sequence[WireTensorSpec]) -> PendingRecv:
         """Post the receives of one message now (buffers pre-allocated from ``metas``)."""
         return PendingRecv(self, peer, message, metas)
 
@@ -422,9 +422,9 @@ def set_bind_address(host: str) -> None:
 __all__ = [
     "LinkShape",
     "PendingRecv",
-    "TensorMeta",
     "TransferEvent",
     "Transport",
+    "WireTensorSpec",
     "dtype_name",
     "init_process_group",
     "set_bind_address",

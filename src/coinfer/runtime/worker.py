@@ -40,12 +40,26 @@ from ..core.schedules import Action
 from ..errors import CoinferError, PeerError
 from . import emulation
 from .control import Channel, authenticate_coordinator, parse_hostport
-from .stages import StageSpec, as_tuple, build_stage, load_stage_weights
+from .protocol import (
+    Abort,
+    Bye,
+    Done,
+    Error,
+    Go,
+    Heartbeat,
+    Ready,
+    Result,
+    Setup,
+    decode,
+    encode,
+    expect,
+)
+from .stages import StageSpec, as_tuple, build_stage_module, load_stage_weights
 from .transport import (
     LinkShape,
     PendingRecv,
-    TensorMeta,
     Transport,
+    WireTensorSpec,
     init_process_group,
     set_bind_address,
 )
@@ -87,32 +101,26 @@ class _Executor:
 
     def __init__(
         self,
-        setup: dict[str, Any],
+        setup: Setup,
         stage: torch.nn.Module | None,
         inputs: dict[int, list[torch.Tensor]],
         chan: Channel,
     ):
-        self.device: str = setup["device"]
-        self.names: list[str] = list(setup["names"])
+        self.device = setup.device
+        self.names = list(setup.names)
         self.rank_of = {n: i for i, n in enumerate(self.names)}
-        self.rank = int(setup["rank"])
-        self.num_stages = int(setup["num_stages"])
-        self.timeout_s = float(setup["timeout_s"])
-        self.depth = int(setup.get("depth", DEFAULT_DEPTH))
-        self.contracts = [[TensorMeta.from_list(m) for m in c] for c in setup["contracts"]]
-        self.actions = [Action.parse(a) for a in setup["actions"]]
-        self.client = [Action.parse(a) for a in setup.get("client_actions", [])]
-        self.last_device = dict(
-            zip(
-                (int(r) for r in setup.get("last_device", {})),
-                setup.get("last_device", {}).values(),
-                strict=True,
-            )
-        )
+        self.rank = setup.rank
+        self.num_stages = setup.num_stages
+        self.timeout_s = setup.timeout_s
+        self.depth = setup.depth
+        self.contracts = [[WireTensorSpec.from_list(m) for m in c] for c in setup.contracts]
+        self.actions = [Action.parse(a) for a in setup.actions]
+        self.client = [Action.parse(a) for a in setup.client_actions]
+        self.last_device = dict(setup.last_device)
         self.stage = stage
         self.inputs = inputs
         self.chan = chan
-        links = {self.rank_of[n]: LinkShape.from_dict(s) for n, s in setup.get("links", {}).items()}
+        links = {self.rank_of[n]: LinkShape.from_dict(s) for n, s in setup.links.items()}
         self.transport = Transport(
             self.rank,
             self.names,
@@ -142,7 +150,7 @@ class _Executor:
         msg = str(exc) if isinstance(exc, CoinferError) else f"{type(exc).__name__}: {exc}"
         peer = getattr(exc, "device", None)
         with contextlib.suppress(Exception):
-            self.chan.send({"type": "error", "device": self.device, "peer": peer, "message": msg})
+            self.chan.send(encode(Error(msg, device=self.device, peer=peer)))
         os._exit(3)
 
     def _event(
@@ -288,15 +296,8 @@ class _Executor:
                     self._arrived(self.last_device[a.request], a.request, k)
                     done = time.time()
                     blob = save({f"t{j}": t.contiguous() for j, t in enumerate(outs)})
-                    self.chan.send(
-                        {
-                            "type": "result",
-                            "message": a.request,
-                            "t_release": released.pop(a.request),
-                            "t_done": done,
-                        },
-                        [blob],
-                    )
+                    result = Result(a.request, released.pop(a.request), done)
+                    self.chan.send(encode(result), [blob])
         except BaseException as exc:
             self.fail(exc)
 
@@ -315,7 +316,7 @@ class _Executor:
 def _heartbeat(chan: Channel, stop: threading.Event) -> None:
     while not stop.wait(HEARTBEAT_S):
         try:
-            chan.send({"type": "hb", "t": time.time()})
+            chan.send(encode(Heartbeat(time.time())))
         except PeerError:
             os._exit(4)  # the coordinator is gone: nothing left to serve
 
@@ -323,19 +324,16 @@ def _heartbeat(chan: Channel, stop: threading.Event) -> None:
 def _reader(chan: Channel, go: threading.Event, bye: threading.Event) -> None:
     while True:
         try:
-            msg, _ = chan.recv()
+            raw, _ = chan.recv()
+            msg = decode(raw, peer=chan.peer)
         except PeerError:
-            os._exit(4)
-        kind = msg["type"]
-        if kind == "go":
+            os._exit(4)  # the coordinator is gone or speaks nonsense: nothing left to serve
+        if isinstance(msg, Go):
             go.set()
-        elif kind == "ping":
-            with contextlib.suppress(PeerError):
-                chan.send({"type": "pong", "t": msg.get("t"), "tw": time.time()})
-        elif kind == "bye":
+        elif isinstance(msg, Bye):
             bye.set()
             return
-        elif kind == "abort":
+        elif isinstance(msg, Abort):
             os._exit(5)
 
 
@@ -378,68 +376,44 @@ def serve(
     chan = Channel(sock, peer=f"coordinator {coordinator}")
     authenticate_coordinator(chan, token, device)
     sock.settimeout(None)  # the coordinator may wait for other workers before sending the setup
-    setup, blobs = chan.expect("setup")
+    raw, blobs = chan.recv()
+    setup: Setup = expect(raw, Setup, peer=chan.peer)
     emu = emulation.Emulation("none", torch.get_num_threads(), None)
     try:
-        emu_cfg = setup.get("emulate") or {}
         emu = emulation.apply(
             device,
-            str(setup["run_id"]),
-            cpu_quota=emu_cfg.get("cpu_quota"),
-            threads=int(emu_cfg.get("threads", 1)),
-            use_cgroup=bool(setup.get("use_cgroup", True)),
-            cpu=emu_cfg.get("cpu"),
+            setup.run_id,
+            cpu_quota=setup.emulate.cpu_quota,
+            threads=setup.emulate.threads,
+            use_cgroup=setup.use_cgroup,
+            cpu=setup.emulate.cpu,
         )
         blob_iter = iter(blobs)
         stage = None
-        if setup.get("stage") is not None:
-            stage = build_stage(
-                StageSpec.from_dict(setup["stage"]["spec"]), int(setup["stage"]["index"])
-            )
+        if setup.stage is not None:
+            stage = build_stage_module(StageSpec.from_dict(setup.stage.spec), setup.stage.index)
             load_stage_weights(stage, next(blob_iter))
             stage.eval()
-        inputs = _decode_inputs(next(blob_iter)) if setup.get("client_actions") else {}
-        if (
-            stage is not None
-        ):  # warm-up: first-call allocations and kernel selection stay out of the timings
+            # warm-up: first-call allocations and kernel selection stay out of the timings
+            inputs_meta = [WireTensorSpec.from_list(x) for x in setup.contracts[setup.stage.index]]
             with torch.inference_mode():
-                stage(
-                    *(
-                        m.empty().zero_()
-                        for m in (
-                            TensorMeta.from_list(x)
-                            for x in setup["contracts"][setup["stage"]["index"]]
-                        )
-                    )
-                )
+                stage(*(m.empty().zero_() for m in inputs_meta))
+        inputs = _decode_inputs(next(blob_iter)) if setup.is_source else {}
         set_bind_address(bind)
-        store_host, store_port = setup["store"]
-        init_process_group(
-            int(setup["rank"]),
-            len(setup["names"]),
-            store_host,
-            int(store_port),
-            float(setup["timeout_s"]),
-        )
+        store_host, store_port = setup.store
+        init_process_group(setup.rank, len(setup.names), store_host, store_port, setup.timeout_s)
         ex = _Executor(setup, stage, inputs, chan)
     except BaseException as exc:
         with contextlib.suppress(Exception):
             detail = str(exc) if isinstance(exc, CoinferError) else f"{type(exc).__name__}: {exc}"
-            chan.send({"type": "error", "device": device, "message": f"setup failed: {detail}"})
+            chan.send(encode(Error(f"setup failed: {detail}", device=device)))
         emulation.release(emu)
         raise
     go, bye, stop = threading.Event(), threading.Event(), threading.Event()
-    chan.send(
-        {
-            "type": "ready",
-            "emulation": emu.to_dict(),
-            "tw": time.time(),
-            "threads": torch.get_num_threads(),
-        }
-    )
+    chan.send(encode(Ready(emu.to_dict(), time.time(), torch.get_num_threads())))
     threading.Thread(target=_reader, args=(chan, go, bye), name="control", daemon=True).start()
     threading.Thread(target=_heartbeat, args=(chan, stop), name="heartbeat", daemon=True).start()
-    if not go.wait(float(setup["timeout_s"])):
+    if not go.wait(setup.timeout_s):
         os._exit(6)
     t0 = time.time()
     try:
@@ -461,16 +435,8 @@ def serve(
                 stage - 1,
                 nbytes=tev.nbytes,
             )
-    chan.send(
-        {
-            "type": "done",
-            "events": ex.events,
-            "arrivals": ex.arrivals,
-            "busy_s": busy,
-            "wall_s": time.time() - t0,
-        }
-    )
-    bye.wait(float(setup["timeout_s"]))
+    chan.send(encode(Done(tuple(ex.events), tuple(map(tuple, ex.arrivals)), busy, time.time() - t0)))
+    bye.wait(setup.timeout_s)
     stop.set()
     emulation.release(emu)
     # Skip interpreter teardown: gloo's destructors may block on peers that already left.

@@ -1,4 +1,8 @@
-"""Measured vs simulated: the same schedule through the simulator, side by side with a real run."""
+"""Measured vs simulated: the same schedule through the simulator, side by side with a real run.
+
+It lives in ``report`` (not ``runtime``) because it needs both sides: the runtime executes a
+schedule and never consults the simulator, so the comparison stays a check between the two.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,8 @@ import math
 from typing import Any
 
 from ..core.schedules import Schedule
-from .coordinator import RunResult
+from ..runtime.results import RunResult
+from ..simulate import simulate
 
 
 def _err_pct(measured: float, simulated: float) -> float | None:
@@ -23,8 +28,6 @@ def compare_with_simulation(result: RunResult, schedule: Schedule, instance: Any
     :func:`coinfer.core.trace.steady_period`) in requests (samples) per second, latency of a
     micro-batch from its release at the source to its output back there.
     """
-    from ..simulate import simulate
-
     sim = simulate(schedule, instance)
     mb = schedule.microbatch
     rows = [

@@ -1,0 +1,339 @@
+"""Everything a run needs decided before a process starts: model → stages → contracts →
+schedule → one :class:`~.protocol.Setup` (and its blobs) per device.
+
+A pure step — no process, socket, cgroup or clock — so the whole plan of a run can be built and
+checked in a unit test: which device holds which stage, what tensors cross each cut, which
+actions each device executes, how each link is emulated. The coordinator (:mod:`.coordinator`)
+only adds what exists once the run starts: the run id, the rendezvous store's address and, with
+network namespaces, the links as the namespaces shape them.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..core.instance import Device, Instance, Link, make_instance
+from ..core.plans import Plan
+from ..core.schedules import Schedule
+from ..errors import InputError
+from ..schedule import scheduler
+from ..zoo import load_model
+from . import emulation
+from .protocol import EmulateConfig, Setup, StageAssignment
+from .stages import (
+    Partition,
+    StageSpec,
+    batch_inputs,
+    cut_contracts,
+    split_pieces,
+    stage_weights,
+)
+from .transport import LinkShape, WireTensorSpec
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """One run, decided: what to send to whom, and what to compare the outputs with.
+
+    ``names`` lists the run's devices, the source first (the rank order of the gloo group);
+    ``setups[d]`` is device ``d``'s setup without run id / store (see :meth:`setup_for`) and
+    ``blobs[d]`` the binary parts that follow it (its stage's weights; on the source, the
+    inputs). ``msg_inputs[m]`` are micro-batch ``m``'s input tensors; ``model`` is the unsplit
+    model the outputs are checked against, with ``check_threads`` intra-op threads (the workers'
+    count, so float sums run in the same order).
+    """
+
+    model: nn.Module
+    schedule: Schedule
+    names: tuple[str, ...]
+    stage_of: Mapping[str, int]
+    contracts: tuple[tuple[WireTensorSpec, ...], ...]
+    msg_inputs: tuple[tuple[torch.Tensor, ...], ...]
+    shapes: Mapping[str, Mapping[str, LinkShape]]
+    setups: Mapping[str, Setup]
+    blobs: Mapping[str, tuple[bytes, ...]]
+    check_threads: int
+
+    @property
+    def messages(self) -> int:
+        return len(self.msg_inputs)
+
+    @property
+    def computing(self) -> tuple[str, ...]:
+        """Devices that hold a stage (the source may only feed and collect)."""
+        return tuple(d for d in self.names if d in self.stage_of)
+
+    def setup_for(
+        self,
+        device: str,
+        run_id: str,
+        store: tuple[str, int],
+        shapes: Mapping[str, Mapping[str, LinkShape]] | None = None,
+    ) -> Setup:
+        """Device's setup for a started run; ``shapes`` overrides the emulated links (netns)."""
+        links = (shapes if shapes is not None else self.shapes).get(device, {})
+        return replace(
+            self.setups[device],
+            run_id=run_id,
+            store=store,
+            links={v: s.to_dict() for v, s in links.items()},
+        )
+
+
+def prepare_run(
+    model_spec: str,
+    cluster: Any,
+    plan: Plan,
+    *,
+    requests: int,
+    microbatch: int = 1,
+    input_shape: Sequence[int] | None = None,
+    instance: Instance | None = None,
+    schedule: Schedule | None = None,
+    partition: Partition = "graph",
+    max_pieces: int | None = None,
+    seed: int = 0,
+    depth: int = 2,
+    timeout_s: float = 120.0,
+    use_cgroup: bool = True,
+    local_cpus: int | None = None,
+) -> Prepared:
+    """Decide the whole run (see module docstring); ``local_cpus`` (workers spawned on this
+    machine) pins single-thread quota'd workers to CPUs, ``None`` leaves placement to the OS.
+
+    Raises
+    ------
+    InputError
+        Bad requests / micro-batch, a plan device the cluster lacks, a plan that does not match
+        the model's pieces, or a schedule for a different number of micro-batches.
+    """
+    if requests < 1 or microbatch < 1 or requests % microbatch:
+        raise InputError(
+            f"--requests {requests} must be a positive multiple of --microbatch {microbatch}"
+        )
+    messages = requests // microbatch
+    known = set(cluster.device_names)
+    for st in plan.stages:
+        for d in st.devices:
+            if d not in known:
+                raise InputError(f"plan uses device {d!r}, which the cluster does not define")
+
+    torch.manual_seed(seed)
+    model, example = load_model(
+        model_spec, None if input_shape is None else tuple(int(s) for s in input_shape)
+    )
+    stage_mods, n_pieces = split_pieces(model, example, plan.cuts, partition, max_pieces)
+    check_plan_shape(plan, n_pieces)
+    if len(stage_mods) != len(plan.stages):
+        raise InputError(
+            f"plan has {len(plan.stages)} stages but the model split into {len(stage_mods)}"
+        )
+    contracts = cut_contracts(stage_mods, batch_inputs(example, microbatch))
+    samples = make_inputs(example, requests, seed)
+    msg_inputs = tuple(
+        tuple(
+            torch.cat([samples[m * microbatch + i][j] for i in range(microbatch)])
+            for j in range(len(example))
+        )
+        for m in range(messages)
+    )
+    if schedule is None:
+        if instance is None:
+            instance = fallback_instance(cluster, plan, contracts, n_pieces)
+        schedule = scheduler.schedule(plan, instance, messages, microbatch)
+    if schedule.requests != messages:
+        raise InputError(
+            f"schedule has {schedule.requests} requests, the run has {messages} micro-batches"
+        )
+
+    source = schedule.source
+    names = tuple(dict.fromkeys([source] + [d for st in plan.stages for d in st.devices]))
+    stage_of = {d: k for k, st in enumerate(plan.stages) for d in st.devices}
+    max_cut = max(sum(m.nbytes for m in c) for c in contracts)
+    links = [(lk.src, lk.dst, lk.bandwidth_Bps, lk.latency_s) for lk in cluster.links]
+    shapes = link_shapes(links, names, max_cut)
+    cpus = local_cpu_slots(cluster, names, local_cpus) if local_cpus else {}
+    spec = StageSpec(
+        model_spec,
+        None if input_shape is None else tuple(int(s) for s in input_shape),
+        tuple(plan.cuts),
+        partition,
+        max_pieces,
+    ).to_dict()
+    weights = [stage_weights(m) for m in stage_mods]
+    wire = tuple(tuple((m.shape, m.dtype) for m in c) for c in contracts)
+    setups: dict[str, Setup] = {}
+    blobs: dict[str, tuple[bytes, ...]] = {}
+    for rank, d in enumerate(names):
+        emu = getattr(cluster.device(d), "emulate", None)
+        k = stage_of.get(d)
+        setups[d] = Setup(
+            run_id="",
+            device=d,
+            rank=rank,
+            names=names,
+            store=("", 0),
+            timeout_s=timeout_s,
+            depth=depth,
+            num_stages=len(plan.stages),
+            contracts=wire,
+            actions=tuple(str(a) for a in scheduler.worker_actions(schedule, d)),
+            emulate=EmulateConfig(
+                getattr(emu, "cpu_quota", None), int(getattr(emu, "threads", 1) or 1), cpus.get(d)
+            ),
+            use_cgroup=use_cgroup,
+            stage=None if k is None else StageAssignment(spec, k),
+            client_actions=tuple(str(a) for a in scheduler.client_actions(schedule))
+            if d == source
+            else (),
+            last_device={r: a[-1] for r, a in enumerate(schedule.assignment)}
+            if d == source
+            else {},
+        )
+        blobs[d] = (() if k is None else (weights[k],)) + (
+            (_input_blob(msg_inputs),) if d == source else ()
+        )
+    threads = {int(setups[d].emulate.threads) for d in stage_of}
+    return Prepared(
+        model=model,
+        schedule=schedule,
+        names=names,
+        stage_of=stage_of,
+        contracts=tuple(tuple(c) for c in contracts),
+        msg_inputs=msg_inputs,
+        shapes=shapes,
+        setups=setups,
+        blobs=blobs,
+        check_threads=threads.pop() if len(threads) == 1 else 1,
+    )
+
+
+def _input_blob(msg_inputs: Sequence[Sequence[torch.Tensor]]) -> bytes:
+    """All micro-batches' inputs as one safetensors blob (keys ``m{message}_{input}``)."""
+    from safetensors.torch import save
+
+    return save(
+        {f"m{m}_{j}": t.contiguous() for m, ts in enumerate(msg_inputs) for j, t in enumerate(ts)}
+    )
+
+
+def check_plan_shape(plan: Plan, num_pieces: int) -> None:
+    """Raise :class:`InputError` unless the plan's stages cover pieces ``0..num_pieces-1`` in order."""
+    nxt = 0
+    for k, st in enumerate(plan.stages):
+        if st.first != nxt or st.last < st.first:
+            raise InputError(
+                f"plan stage {k} covers pieces {st.first}-{st.last}; expected to start at piece {nxt}"
+            )
+        if not st.devices:
+            raise InputError(f"plan stage {k} has no device")
+        nxt = st.last + 1
+    if nxt != num_pieces:
+        raise InputError(
+            f"plan covers pieces 0-{nxt - 1} but the model has {num_pieces} pieces (0-{num_pieces - 1})"
+        )
+
+
+def link_shapes(
+    links: Sequence[tuple[str, str, float, float]], names: Sequence[str], nbytes: float
+) -> dict[str, dict[str, LinkShape]]:
+    """Emulated shape of every ordered pair of ``names``: the direct link, else the cheapest path.
+
+    ``links`` are ``(src, dst, bandwidth_Bps, latency_s)``. A path of hops emulates as one link
+    with the hops' summed latency and ``1 / sum(1 / B)`` bandwidth (store-and-forward at the
+    transfer size ``nbytes`` chosen for routing, as in the reference cost model). Pairs with no
+    path get no entry (unshaped).
+    """
+    adj: dict[str, list[tuple[str, float, float]]] = {}
+    for s, d, bw, lat in links:
+        adj.setdefault(s, []).append((d, bw, lat))
+    out: dict[str, dict[str, LinkShape]] = {}
+    for u in names:
+        # Dijkstra on L + nbytes / B, carrying (sum latency, sum 1/B) along the best path
+        best: dict[str, tuple[float, float, float]] = {u: (0.0, 0.0, 0.0)}
+        heap = [(0.0, u, 0.0, 0.0)]
+        while heap:
+            cost, x, lat, inv = heapq.heappop(heap)
+            if cost > best[x][0]:
+                continue
+            for y, bw, lt in adj.get(x, []):
+                c = cost + lt + nbytes / bw
+                if y not in best or c < best[y][0]:
+                    best[y] = (c, lat + lt, inv + 1.0 / bw)
+                    heapq.heappush(heap, (c, y, lat + lt, inv + 1.0 / bw))
+        out[u] = {
+            v: LinkShape(1.0 / best[v][2] if best[v][2] > 0 else None, best[v][1])
+            for v in names
+            if v != u and v in best
+        }
+    return out
+
+
+def make_inputs(
+    example: tuple[torch.Tensor, ...], n: int, seed: int
+) -> list[tuple[torch.Tensor, ...]]:
+    """``n`` distinct batch-1 inputs shaped like ``example`` (deterministic in ``seed``)."""
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(n):
+        sample = []
+        for t in example:
+            t1 = t[:1]
+            if t1.dtype.is_floating_point:
+                sample.append(torch.randn(t1.shape, generator=gen, dtype=t1.dtype))
+            elif t1.dtype == torch.bool:
+                sample.append(t1.clone())
+            else:
+                hi = max(1, int(t.max()) + 1)
+                sample.append(torch.randint(0, hi, t1.shape, generator=gen, dtype=t1.dtype))
+        out.append(tuple(sample))
+    return out
+
+
+def fallback_instance(
+    cluster: Any, plan: Plan, contracts: Sequence[Sequence[WireTensorSpec]], num_pieces: int
+) -> Instance:
+    """A structural instance when the caller has none: equal piece times, real cut bytes.
+
+    Only the scheduler's window and replica weights read it; real times come from the run.
+    """
+    cut_bytes = {
+        st.last: sum(m.nbytes for m in contracts[k + 1]) for k, st in enumerate(plan.stages)
+    }
+    names = cluster.device_names
+    times = [dict.fromkeys(names, 1e-3) for _ in range(num_pieces)]  # 1 ms: a neutral guess
+    out_bytes = [cut_bytes.get(p, 0) for p in range(num_pieces)]
+    devices = [Device(n, 1 << 62) for n in names]
+    links = [Link(lk.src, lk.dst, lk.bandwidth_Bps, lk.latency_s) for lk in cluster.links]
+    in_bytes = sum(m.nbytes for m in contracts[0])
+    return make_instance(
+        times, [0] * num_pieces, out_bytes, in_bytes, devices, links, cluster.source
+    )
+
+
+def local_cpu_slots(cluster: Any, names: Sequence[str], num_cpus: int) -> dict[str, int]:
+    """CPU per locally spawned single-thread worker with a quota (see ``emulation.pack_cpus``)."""
+    quotas: dict[str, float] = {}
+    for d in names:
+        emu = getattr(cluster.device(d), "emulate", None)
+        quota = getattr(emu, "cpu_quota", None)
+        if quota is not None and int(getattr(emu, "threads", 1) or 1) == 1:
+            quotas[d] = min(float(quota), 1.0)
+    return emulation.pack_cpus(quotas, num_cpus)
+
+
+__all__ = [
+    "Prepared",
+    "check_plan_shape",
+    "fallback_instance",
+    "link_shapes",
+    "local_cpu_slots",
+    "make_inputs",
+    "prepare_run",
+]

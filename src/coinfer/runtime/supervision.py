@@ -1,0 +1,321 @@
+"""Watching the workers of a run: start, accept, read, heartbeat, blame, abort, reap.
+
+The coordinator is not in the data plane; it owns one authenticated control channel per worker
+and decides what a failure means. This module holds that machinery so the orchestrating
+:func:`~.coordinator.run` reads as a sequence of steps:
+
+- :func:`spawn_local_workers` starts ``coinfer worker`` processes (the code path of remote ones);
+- :func:`accept_workers` runs the HMAC handshake with one worker per device, rejecting strangers;
+- :func:`supervise` drives a run — every worker ``Ready`` → ``Go`` → ``Result``s / ``Done`` —
+  and turns any failure (a process that died, a lost channel, a missed heartbeat, an ``Error``,
+  no progress within the timeout) into one :class:`PeerError` naming the device to blame and the
+  requests that did not complete;
+- :func:`abort` and :func:`reap` end the worker processes, in every case.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import PeerError
+from .control import Channel, authenticate_worker
+from .ledger import Ledger, format_ids
+from .protocol import Abort, Bye, Done, Error, Go, Heartbeat, Ready, Result, decode, encode
+
+# A worker silent this long on the control channel is declared dead (heartbeats every 0.5 s;
+# 10 missed beats tolerate a worker starved of CPU by a tight cgroup quota on a busy host).
+HEARTBEAT_TIMEOUT_S = 5.0
+# After the first failure signal, wait this long to collect the others (a dying worker makes its
+# peers report errors too; the grace period lets us name the one that died, not a bystander).
+BLAME_GRACE_S = 1.0
+# Seconds to wait for every worker to connect and authenticate (process start + torch import).
+CONNECT_TIMEOUT_S = 120.0
+# Seconds a worker gets to exit after ``bye`` before it is killed.
+EXIT_GRACE_S = 5.0
+# What a worker's failure looked like, strongest evidence first: a device that died or went
+# silent is blamed before peers that merely reported errors about it.
+_DEATH_SIGNS = ("worker process died", "control channel lost", "no heartbeat")
+
+Event = tuple[str, Any, list[bytes]]  # (device, decoded message or ("lost", reason), blobs)
+
+
+@dataclass
+class Peer:
+    """Book-keeping for one connected worker (mutated only by the supervising thread)."""
+
+    device: str
+    chan: Channel
+    last_seen: float = field(default_factory=time.time)
+    ready: Ready | None = None
+    done: Done | None = None
+    clock_offset: float = 0.0  # coordinator clock - worker clock
+    proc: subprocess.Popen[bytes] | None = None
+
+
+@dataclass(frozen=True)
+class Reports:
+    """What the workers reported, on the coordinator's clock."""
+
+    trace: list[dict[str, Any]]
+    busy_s: dict[str, float]
+    arrivals: dict[tuple[str, str, int, int], float]  # (src, dst, request, stage) -> time
+    emulation: dict[str, dict[str, Any]]
+
+
+def spawn_local_workers(
+    names: Sequence[str],
+    control: tuple[str, int],
+    token: str,
+    net: Any = None,
+) -> dict[str, subprocess.Popen[bytes]]:
+    """Start one ``coinfer worker`` process per device, talking to ``control``."""
+    # workers' C++ warnings (gloo socket notices, peers closing on abort) are not for users
+    env = {"TORCH_CPP_LOG_LEVEL": "ERROR", **os.environ, "COINFER_TOKEN": token}
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    for d in names:
+        cmd = [sys.executable, "-m", "coinfer", "worker", "--coordinator",
+               f"{control[0]}:{control[1]}", "--device", d]  # fmt: skip
+        enter = None
+        if net is not None:
+            cmd = [*cmd, "--bind", net.address(d)]
+            enter = net.enter_fn(d)
+        procs[d] = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, preexec_fn=enter)
+    return procs
+
+
+def accept_workers(
+    server: socket.socket,
+    token: str,
+    devices: Sequence[str],
+    deadline: float,
+    procs: Mapping[str, subprocess.Popen[bytes]],
+) -> dict[str, Peer]:
+    """Accept and authenticate one worker per device (rejecting strangers) before ``deadline``."""
+    peers: dict[str, Peer] = {}
+    lock = threading.Lock()
+    rejected: list[str] = []
+
+    def handshake(conn: socket.socket, addr: Any) -> None:
+        conn.settimeout(10.0)  # a peer that stalls the handshake is dropped
+        chan = Channel(conn, peer=f"{addr[0]}:{addr[1]}")
+        try:
+            dev = authenticate_worker(chan, token)
+        except PeerError as exc:
+            rejected.append(str(exc))
+            chan.close()
+            return
+        with lock:
+            if dev not in devices or dev in peers:
+                rejected.append(f"unexpected or duplicate device {dev!r} from {addr[0]}")
+                with contextlib.suppress(PeerError):
+                    chan.send(encode(Error(f"device {dev!r} not expected in this run")))
+                chan.close()
+                return
+            conn.settimeout(None)
+            peers[dev] = Peer(dev, chan, proc=procs.get(dev))
+
+    server.settimeout(0.2)
+    while True:
+        with lock:
+            if len(peers) == len(devices):
+                return peers
+        for d, p in procs.items():
+            if p.poll() is not None and d not in peers:
+                raise PeerError(
+                    f"worker for device {d} exited with code {p.returncode} before connecting",
+                    device=d,
+                )
+        if time.time() > deadline:
+            missing = sorted(set(devices) - set(peers))
+            extra = f" (rejected: {'; '.join(rejected[:3])})" if rejected else ""
+            raise PeerError(
+                f"devices {', '.join(missing)} did not connect in time{extra}", device=missing[0]
+            )
+        try:
+            conn, addr = server.accept()
+        except TimeoutError:
+            continue
+        threading.Thread(target=handshake, args=(conn, addr), daemon=True).start()
+
+
+def start_readers(peers: Mapping[str, Peer]) -> queue.Queue[Event]:
+    """One thread per worker turning its control messages into events on one queue."""
+    events: queue.Queue[Event] = queue.Queue()
+
+    def read(peer: Peer) -> None:
+        while True:
+            try:
+                raw, blobs = peer.chan.recv()
+                msg = decode(raw, peer=f"device {peer.device}")
+            except PeerError as exc:
+                events.put((peer.device, ("lost", str(exc)), []))
+                return
+            peer.last_seen = time.time()
+            events.put((peer.device, msg, blobs))
+
+    for p in peers.values():
+        threading.Thread(target=read, args=(p,), daemon=True).start()
+    return events
+
+
+def supervise(
+    peers: dict[str, Peer],
+    events: queue.Queue[Event],
+    ledger: Ledger,
+    timeout_s: float,
+    say: Callable[[str], None],
+) -> Reports:
+    """Drive the run: ready -> go -> results/done; any failure -> PeerError with the open requests.
+
+    ``timeout_s`` bounds a *stall*: it restarts at every completed request, so a long run is
+    never cut short while it makes progress.
+    """
+    from safetensors.torch import load
+
+    deadline = time.time() + timeout_s
+    phase = "setup"
+    suspects: dict[str, str] = {}  # device -> what we saw (process exit / lost channel / error)
+    first_failure_at: float | None = None
+
+    def note(device: str, what: str) -> None:
+        nonlocal first_failure_at
+        suspects.setdefault(device, what)
+        if first_failure_at is None:
+            first_failure_at = time.time()
+
+    while True:
+        now = time.time()
+        if first_failure_at is not None and now - first_failure_at >= BLAME_GRACE_S:
+            break
+        if first_failure_at is None and phase == "run" and ledger.all_done and all(
+            p.done for p in peers.values()
+        ):
+            break
+        if first_failure_at is None and now > deadline:
+            waiting = "ready" if phase == "setup" else "done"
+            slow = [d for d, p in peers.items() if getattr(p, waiting) is None]
+            note(slow[0] if slow else next(iter(peers)), f"no progress within the {timeout_s:.0f} s timeout")
+            break
+        for d, p in peers.items():
+            if p.proc is not None and p.proc.poll() is not None and p.done is None:
+                code = p.proc.returncode
+                how = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
+                note(d, f"worker process died ({how})")
+            elif phase == "run" and p.done is None and now - p.last_seen > HEARTBEAT_TIMEOUT_S:
+                note(d, f"no heartbeat for {now - p.last_seen:.1f} s")
+        try:
+            dev, msg, blobs = events.get(timeout=0.05)
+        except queue.Empty:
+            continue
+        peer = peers[dev]
+        if isinstance(msg, Ready):
+            peer.ready = msg
+            peer.clock_offset = time.time() - msg.tw
+            if phase == "setup" and all(p.ready for p in peers.values()):
+                for p in peers.values():
+                    p.chan.send(encode(Go()))
+                phase = "run"
+                deadline = time.time() + timeout_s
+                say("all workers ready; running")
+        elif isinstance(msg, Result):
+            outs = load(blobs[0])
+            off = peer.clock_offset
+            ledger.complete(msg.message, msg.t_release + off, msg.t_done + off,
+                            [outs[f"t{j}"] for j in range(len(outs))])  # fmt: skip
+            deadline = time.time() + timeout_s  # progress: the timeout bounds a *stall*
+        elif isinstance(msg, Done):
+            peer.done = msg
+        elif isinstance(msg, Error):
+            note(dev, msg.message)
+        elif isinstance(msg, tuple) and peer.done is None:  # ("lost", reason)
+            note(dev, "control channel lost")
+        elif isinstance(msg, Heartbeat):
+            pass  # last_seen was updated by the reader
+
+    if first_failure_at is not None:
+        raise blame(suspects, ledger)
+    for p in peers.values():
+        with contextlib.suppress(PeerError):
+            p.chan.send(encode(Bye()))
+    return collect_reports(peers)
+
+
+def blame(suspects: Mapping[str, str], ledger: Ledger) -> PeerError:
+    """The error for a failed run: the device that died or went silent if any, else the first
+    that reported a problem; every open request is failed in the ledger and named."""
+    dead = [d for d, w in suspects.items() if w.startswith(_DEATH_SIGNS)]
+    dev = dead[0] if dead else next(iter(suspects))
+    what = suspects[dev]
+    ids = ledger.fail_open(f"device {dev}: {what}")
+    return PeerError(
+        f"device {dev}: {what}; requests {format_ids(ids) or 'none'} did not complete",
+        device=dev,
+        requests=ids,
+    )
+
+
+def collect_reports(peers: Mapping[str, Peer]) -> Reports:
+    """Every worker's ``Done`` report, moved onto the coordinator's clock."""
+    trace: list[dict[str, Any]] = []
+    busy: dict[str, float] = {}
+    arrivals: dict[tuple[str, str, int, int], float] = {}
+    for d, p in peers.items():
+        assert p.done is not None
+        off = p.clock_offset
+        trace += [{**e, "start_s": e["start_s"] + off, "end_s": e["end_s"] + off} for e in p.done.events]
+        busy[d] = p.done.busy_s
+        for src, request, stage, t in p.done.arrivals:
+            arrivals[(src, d, request, stage)] = t + off
+    emulation = {d: dict(p.ready.emulation) if p.ready else {} for d, p in peers.items()}
+    return Reports(trace, busy, arrivals, emulation)
+
+
+def abort(peers: Mapping[str, Peer], procs: Mapping[str, subprocess.Popen[bytes]]) -> None:
+    """Tell every worker to stop now, and kill the local processes."""
+    for p in peers.values():
+        with contextlib.suppress(Exception):
+            p.chan.send(encode(Abort()))
+    for proc in procs.values():
+        if proc.poll() is None:
+            with contextlib.suppress(OSError):
+                proc.send_signal(signal.SIGKILL)
+
+
+def reap(procs: Mapping[str, subprocess.Popen[bytes]]) -> None:
+    """Wait for local workers to exit (killing stragglers after :data:`EXIT_GRACE_S`)."""
+    deadline = time.time() + EXIT_GRACE_S
+    for proc in procs.values():
+        try:
+            proc.wait(timeout=max(0.01, deadline - time.time()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+__all__ = [
+    "BLAME_GRACE_S",
+    "CONNECT_TIMEOUT_S",
+    "EXIT_GRACE_S",
+    "HEARTBEAT_TIMEOUT_S",
+    "Peer",
+    "Reports",
+    "abort",
+    "accept_workers",
+    "blame",
+    "collect_reports",
+    "reap",
+    "spawn_local_workers",
+    "start_readers",
+    "supervise",
+]
