@@ -80,7 +80,11 @@ def test_run_json_reports_measured_next_to_simulated(tmp_path):
     assert out["measured"]["max_abs_error"] == 0.0
     metrics = {r["metric"]: r for r in out["comparison"]["rows"]}
     assert metrics["throughput_rps"]["measured"] > 0 and metrics["throughput_rps"]["simulated"] > 0
-    assert metrics["throughput_rps"]["error_pct"] is not None
+    for row in out["comparison"]["rows"]:  # every error is (simulated - measured) / measured
+        if row["measured"]:
+            want = 100.0 * (row["simulated"] - row["measured"]) / row["measured"]
+            assert row["error_pct"] == pytest.approx(want, rel=1e-12, abs=1e-12)
+    assert out["measured"]["throughput_rps"] == pytest.approx(metrics["throughput_rps"]["measured"])
     events = json.loads(trace.read_text())
     assert {e["kind"] for e in events} >= {"compute"}
     assert len(out["plan"]["stages"]) >= 2  # 'even' spreads the 5 pieces over several devices

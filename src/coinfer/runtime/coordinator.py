@@ -58,6 +58,7 @@ def run(
     seed: int = 0,
     depth: int = 2,
     log: Any = None,
+    on_result: Callable[[int, int], None] | None = None,
 ) -> RunResult:
     """Run ``plan`` for real: one worker process per device, outputs checked against the model.
 
@@ -86,6 +87,9 @@ def run(
         Control address ``HOST:PORT`` (port 0 = any); ``spawn=False`` waits for remote workers.
     use_cgroup
         Apply cgroup CPU quotas when root (else only thread limits).
+    log, on_result
+        ``log(line)`` receives progress lines; ``on_result(message, completed)`` is called as
+        each micro-batch's output reaches the coordinator.
 
     Raises
     ------
@@ -129,7 +133,9 @@ def run(
                 where = (peers[d].chan.sock.getsockname()[0], store.port)
                 setup = prep.setup_for(d, run_id, where, shapes)
                 peers[d].chan.send(encode(setup), list(prep.blobs[d]))
-            reports = sv.supervise(peers, sv.start_readers(peers), ledger, timeout_s, say)
+            reports = sv.supervise(
+                peers, sv.start_readers(peers), ledger, timeout_s, say, on_result
+            )
         except BaseException:
             sv.abort(peers, procs)
             raise

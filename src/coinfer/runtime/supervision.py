@@ -175,11 +175,13 @@ def supervise(
     ledger: Ledger,
     timeout_s: float,
     say: Callable[[str], None],
+    on_result: Callable[[int, int], None] | None = None,
 ) -> Reports:
     """Drive the run: ready -> go -> results/done; any failure -> PeerError with the open requests.
 
     ``timeout_s`` bounds a *stall*: it restarts at every completed request, so a long run is
-    never cut short while it makes progress.
+    never cut short while it makes progress. ``on_result(message, completed)`` is called as each
+    micro-batch's output arrives (progress display, or acting at a known point of a run).
     """
     from safetensors.torch import load
 
@@ -234,6 +236,8 @@ def supervise(
             ledger.complete(msg.message, msg.t_release + off, msg.t_done + off,
                             [outs[f"t{j}"] for j in range(len(outs))])  # fmt: skip
             deadline = time.time() + timeout_s  # progress: the timeout bounds a *stall*
+            if on_result is not None:
+                on_result(msg.message, len(ledger.completions))
         elif isinstance(msg, Done):
             peer.done = msg
         elif isinstance(msg, Error):
