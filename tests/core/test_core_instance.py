@@ -70,10 +70,11 @@ def test_replicas_share_by_speed_and_take_cheapest_route() -> None:
     st = Stage(0, 3, ("b", "c"))
     w = replica_weights(inst, st)
     assert w == pytest.approx((0.002 / 0.007, 0.005 / 0.007))
-    # period of a replicated stage = 1 / (sum of rates)
-    comp = 1 / (1 / 0.02 + 1 / 0.008)
-    dev_bound = period_s(inst, (st,))
-    assert dev_bound >= comp - 1e-15
+    # b takes 4 x 5 ms = 0.02 s, c 4 x 2 ms = 0.008 s: shares 2/7 and 5/7, and each replica is
+    # busy 1 / (1/0.02 + 1/0.008) = 1/175 s per request. The busiest link is a->b, which every
+    # input crosses (directly to b, or relayed on to c): (1 ms + 500 B / 1 MB/s) = 1.5 ms;
+    # b->a carries every output (1 ms + 100 B / 1 MB/s = 1.1 ms). So the devices bound it.
+    assert period_s(inst, (st,)) == pytest.approx(1 / 175, rel=1e-12)
     # one request takes the cheaper of the two replicas end to end
     via_b = (0.001 + 500 / 1e6) + 0.02 + (0.001 + 100 / 1e6)
     via_c = 2 * (0.001 + 500 / 1e6) + 0.008 + 2 * (0.001 + 100 / 1e6)

@@ -168,3 +168,30 @@ def test_load_errors_from_file(model_file, suffix: str, match: str) -> None:
 def test_load_errors(spec: str, shape, match: str) -> None:
     with pytest.raises(ModelLoadError, match=match):
         load_model(spec, shape)
+
+
+# ViT-B/16 at 224x224, counted by hand: 197 tokens (196 patches + class), width 768, 12 layers,
+# MLP 3072. Per layer: QKV 197*768*2304, scores Q K^T and attention x V 2*197*197*768, output
+# projection 197*768*768, MLP 2*197*768*3072; plus the 16x16 patch embedding 196*768*768 and the
+# 1000-way head 768*1000 = 17.564 GMACs, of which the attention products are 0.715 (4.1 %).
+VIT_T, VIT_D, VIT_L, VIT_F = 197, 768, 12, 3072
+VIT_ATTENTION_MACS = VIT_L * 2 * VIT_T * VIT_T * VIT_D
+VIT_MACS = (
+    VIT_L * (VIT_T * VIT_D * 3 * VIT_D + VIT_T * VIT_D * VIT_D + 2 * VIT_T * VIT_D * VIT_F)
+    + VIT_ATTENTION_MACS
+    + 196 * VIT_D * 3 * 16 * 16
+    + VIT_D * 1000
+)
+
+
+@pytest.mark.parametrize("name", ["vit_b16", "vit_b16_plain"])
+def test_vit_flops_count_attention(name: str) -> None:
+    """Tight enough that losing the attention products (4.1 %) fails, unlike the 5 % check."""
+    model, inputs = load_model(name, meta=True)
+    graph = capture(model, inputs, fake=True)
+    macs = graph.total_flops / 2
+    # norms, softmax, GELU and residual adds are the only extra work: < 0.5 % on top
+    assert VIT_MACS <= macs <= VIT_MACS * 1.005, macs / VIT_MACS
+    attention = sum(n.flops for n in graph.nodes if n.op == "attention") / 2
+    # the products themselves, plus the softmax over 12 x 12 x 197 x 197 scores (< 2 %)
+    assert VIT_ATTENTION_MACS <= attention <= VIT_ATTENTION_MACS * 1.02, attention
