@@ -103,3 +103,79 @@ def test_import_report_does_not_load_matplotlib():
     code = "import coinfer.report, coinfer.simulate, sys; print('matplotlib' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def _capture_figure(monkeypatch) -> list:
+    """Make the plots hand their figure here instead of (only) writing a PNG."""
+    import coinfer.report.plots as plots
+
+    seen: list = []
+    real = plots._save
+
+    def keep(plt, fig, path):
+        seen.append(fig)
+        fig.canvas.draw()
+        axes = fig.axes[0]
+        seen.append(
+            {
+                "bars": [
+                    (p.get_x(), p.get_width(), p.get_y() + p.get_height() / 2, p.get_hatch())
+                    for p in axes.patches
+                ],
+                "rows": [t.get_text() for t in axes.get_yticklabels()],
+                "xlim": axes.get_xlim(),
+            }
+        )
+        return real(plt, fig, path)
+
+    monkeypatch.setattr(plots, "_save", keep)
+    return seen
+
+
+def test_gantt_draws_one_bar_per_event_where_it_happened(monkeypatch, tmp_path):
+    events = [
+        TraceEvent("a", "compute", 0, 1.000, 1.004, 0),
+        TraceEvent("a->b", "transfer", 0, 1.004, 1.005, 1),
+        TraceEvent("b", "compute", 0, 1.005, 1.011, 1),
+        TraceEvent("a", "compute", 1, 1.004, 1.008, 0),
+    ]
+    seen = _capture_figure(monkeypatch)
+    gantt(events, tmp_path / "g.png", devices=("a", "b"))
+    drawn = seen[1]
+    assert drawn["rows"] == ["a", "b", "a->b"]  # devices first, then links
+    assert len(drawn["bars"]) == len(events)
+    row = {name: i for i, name in enumerate(drawn["rows"])}
+    # milliseconds from the first event (the span is < 2 s)
+    want = sorted((round((e.start_s - 1.0) * 1e3, 6), round(e.duration_s * 1e3, 6),
+                   row[e.resource], e.kind == "transfer") for e in events)  # fmt: skip
+    got = sorted((round(x, 6), round(w, 6), round(y), bool(h)) for x, w, y, h in drawn["bars"])
+    assert got == want
+    assert drawn["xlim"] == pytest.approx((0.0, 11.0))
+
+
+def test_gantt_crop_clips_bars_to_the_window(monkeypatch, tmp_path):
+    events = [TraceEvent("a", "compute", r, r * 1.0, r * 1.0 + 0.8, 0) for r in range(5)]
+    seen = _capture_figure(monkeypatch)
+    gantt(events, tmp_path / "g.png", until_s=2.5)
+    drawn = seen[1]
+    # events starting within 2.5 s of the first are drawn, in seconds (span >= 2 s), clipped
+    assert sorted((round(x, 6), round(w, 6)) for x, w, _, _ in drawn["bars"]) == [
+        (0.0, 0.8), (1.0, 0.8), (2.0, 0.5)
+    ]  # fmt: skip
+    assert drawn["xlim"] == pytest.approx((0.0, 2.5))
+
+
+def test_sim_table_gap_is_simulated_over_reference(sim):
+    _, res = sim
+    console = Console(record=True, width=200)
+    predicted = {
+        "latency_s": res.latency_s[0] / 1.25,
+        "period_s": res.period_s,
+        "throughput_rps": res.throughput_rps,
+    }
+    console.print(sim_table(res, predicted=predicted))
+    text = console.export_text()
+    lat_row = next(ln for ln in text.splitlines() if "latency, request 0" in ln)
+    assert "+25.0%" in lat_row  # simulated is 1.25x the reference figure
+    thr_row = next(ln for ln in text.splitlines() if "throughput" in ln)
+    assert "+0.0%" in thr_row
