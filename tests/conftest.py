@@ -10,6 +10,8 @@
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
 
 import pytest
 from hypothesis import settings
@@ -30,3 +32,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
         report.longrepr = (
             f"COINFER_REQUIRE_ROOT=1 but this root-only test skipped: {reason}"
         )
+
+# Test-only helpers shared across folders (the cost-model oracle, the independent plan
+# enumerator): importable as plain modules from every test file.
+sys.path.insert(0, str(Path(__file__).parent / "support"))

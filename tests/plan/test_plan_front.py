@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
+from cost_oracle import oracle_latency_s, oracle_period_s
 
 from coinfer.core.evaluate import evaluate
+from coinfer.core.plans import Stage
 from coinfer.errors import CoinferError, InfeasibleError, InputError
 from coinfer.plan import PLANNERS, compare, get_planner, plan
 from coinfer.plan.registry import ALL, DEFAULT_ALIAS, NEEDS, PlannerInfo, unmet_need
@@ -58,11 +61,65 @@ def test_energy_without_power_is_refused_up_front() -> None:
         plan(inst, "dp", "energy")
 
 
-def test_plan_is_timed_and_checked() -> None:
+def _liar(mutate):
+    """A planner that plans with dp, then tampers with the result the way a buggy one might."""
+    from coinfer.plan.chain.dp import plan_dp
+
+    def planner(instance, objective, options):
+        return mutate(instance, plan_dp(instance, objective))
+
+    return planner
+
+
+def _with_planner(monkeypatch, func) -> None:
+    info = PLANNERS["dp"]
+    monkeypatch.setitem(PLANNERS, "liar", dataclasses.replace(info, name="liar", func=func))
+
+
+def test_plan_is_timed_and_its_prediction_is_the_oracles() -> None:
     inst = random_instance(2, 8, 3)
     got = plan(inst, "dp", "throughput")
     assert got.planning_time_s > 0
-    assert got.predicted == evaluate(inst, got.stages)
+    assert math.isclose(got.predicted.period_s, oracle_period_s(inst, got.stages), rel_tol=1e-9)
+    assert math.isclose(got.predicted.latency_s, oracle_latency_s(inst, got.stages), rel_tol=1e-9)
+
+
+def test_a_planner_that_misprices_its_plan_is_rejected(monkeypatch) -> None:
+    """The front door re-prices every plan: a 5 % optimistic period does not get through."""
+
+    def optimistic(instance, p):
+        return dataclasses.replace(
+            p, predicted=dataclasses.replace(p.predicted, period_s=p.predicted.period_s * 0.95)
+        )
+
+    _with_planner(monkeypatch, _liar(optimistic))
+    with pytest.raises(InputError, match=r"predicts period_s=.* but the reference model gives"):
+        plan(random_instance(2, 8, 3), "liar", "throughput")
+
+
+def test_a_planner_whose_plan_does_not_fit_is_rejected(monkeypatch) -> None:
+    """Squeezing everything onto the smallest device overflows it: refused, device named."""
+
+    def squeeze(instance, p):
+        small = min(instance.devices, key=lambda d: d.mem_bytes).name
+        stages = (Stage(0, instance.num_pieces - 1, (small,)),)
+        return dataclasses.replace(p, stages=stages, predicted=evaluate(instance, stages))
+
+    _with_planner(monkeypatch, _liar(squeeze))
+    inst = random_instance(4, 8, 3, tight_memory=True)
+    with pytest.raises(InfeasibleError, match="bytes short"):
+        plan(inst, "liar", "throughput")
+
+
+def test_a_planner_that_drops_pieces_is_rejected(monkeypatch) -> None:
+    def drop_last(instance, p):
+        first = p.stages[0]
+        stages = (Stage(0, instance.num_pieces - 2, first.devices),)
+        return dataclasses.replace(p, stages=stages, predicted=evaluate(instance, stages))
+
+    _with_planner(monkeypatch, _liar(drop_last))
+    with pytest.raises(InputError, match=r"plan covers pieces 0\.\.6 but the instance has 8"):
+        plan(random_instance(2, 8, 3), "liar", "latency")
 
 
 def test_infeasible_instance_fails_before_planning() -> None:

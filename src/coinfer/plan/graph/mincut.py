@@ -53,7 +53,7 @@ from ...core.evaluate import objective_value
 from ...core.instance import Instance
 from ...core.plans import Objective, Plan, Stage, check_objective
 from ...errors import InfeasibleError, InputError
-from .._shared import finish
+from .._shared import finish, infeasible_message
 
 IN, OUT, SRC, SINK = "__in__", "__out__", "__device__", "__server__"
 TransferFn = Callable[[float], float]
@@ -492,6 +492,7 @@ def plan_mincut(
             best = (score, stages, det)
     if best is None:
         raise InfeasibleError(
-            f"{instance.name}: no device/server split fits in memory for any server {servers}"
+            f"{instance.name}: no device/server split fits in memory for any server {servers}; "
+            f"{infeasible_message(instance, 'mincut', (src, *servers))}"
         )
     return finish(instance, "mincut", objective, best[1], started=started, details=best[2])

@@ -40,7 +40,7 @@ from ...core.evaluate import latency_s, memory_bound_check
 from ...core.instance import Instance
 from ...core.plans import Objective, Plan, Stage, check_objective
 from ...errors import InfeasibleError, InputError
-from .._shared import finish, order_dp
+from .._shared import finish, infeasible_message, order_dp
 
 # A resource is a device (compute) or a directed link (transfer).
 Resource = tuple[str, ...]
@@ -236,7 +236,7 @@ def _memory_repair(instance: Instance, cap: int, exact_devices: int) -> tuple[Ro
                 found.append((res[0], _route_of(instance, res[1]), "fixed-order DP"))
     if not found:
         raise InfeasibleError(
-            f"{instance.name}: route could not fit the pieces in memory after {cap} repairs"
+            f"{infeasible_message(instance, 'route')} (route gave up after {cap} repairs)"
         )
     best = min(found, key=lambda x: x[0])
     return best[1], rounds, best[2]

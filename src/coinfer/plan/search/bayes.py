@@ -45,7 +45,7 @@ from ...core.evaluate import memory_bound_check, objective_value
 from ...core.instance import Instance
 from ...core.plans import Objective, Plan, Stage, check_objective
 from ...errors import InfeasibleError, InputError
-from .._shared import Config, enumerate_configs, finish
+from .._shared import Config, enumerate_configs, finish, infeasible_message
 from .pso import _neighbours, repair
 
 Evaluator = Callable[[tuple[Stage, ...]], float]
@@ -292,9 +292,7 @@ def plan_bayes(
     if size <= opts.enumerate_limit:
         space = [c for c in enumerate_configs(instance) if _reachable(instance, c)]
         if not space:
-            raise InfeasibleError(
-                f"{instance.name}: no single-device-stage plan fits in memory with every hop reachable"
-            )
+            raise InfeasibleError(infeasible_message(instance, "bayes"))
     if opts.prior not in ("model", "none"):
         raise InputError(f"BayesOptions.prior={opts.prior!r}; choose 'model' or 'none'")
     search = _Search(instance, objective, evaluator, opts.prior)
@@ -326,7 +324,7 @@ def _draw(
         if len(out) >= n:
             break
     if not out:
-        raise InfeasibleError(f"{instance.name}: no random plan fits in memory")
+        raise InfeasibleError(infeasible_message(instance, "bayes"))
     return out
 
 

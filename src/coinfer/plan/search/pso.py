@@ -43,7 +43,7 @@ from ...core.evaluate import memory_bound_check, objective_value
 from ...core.instance import Instance
 from ...core.plans import Objective, Plan, Stage, check_objective
 from ...errors import InfeasibleError, InputError
-from .._shared import Config, finish, order_dp
+from .._shared import Config, finish, infeasible_message, order_dp
 
 # Clerc & Kennedy's constriction coefficients (IEEE TEC 2002): inertia 0.729 and equal
 # cognitive/social weights 1.49445 guarantee convergence without a velocity explosion.
@@ -340,7 +340,7 @@ def plan_pso(
         psomw_chain(instance, fit, rng, opts, seeds)
         found["psomw"] = fit.best[0]
     if fit.best[1] is None:
-        raise InfeasibleError(f"{instance.name}: PSO found no plan that fits in memory")
+        raise InfeasibleError(infeasible_message(instance, "pso"))
     best = fit.best[1]
     if opts.polish:
         best = local_search(instance, fit, best)

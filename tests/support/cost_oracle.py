@@ -76,8 +76,24 @@ def cheapest_path(instance: Any, u: str, v: str, nbytes: float) -> list[Any] | N
     return best
 
 
+# (id(instance), u, v, bytes) -> (instance, path): a plain memo so exhaustive plan enumeration
+# stays fast; the instance is kept alive in the value so its id cannot be reused.
+_ROUTES: dict[tuple[int, str, str, float], tuple[Any, list[Any] | None]] = {}
+
+
+def route(instance: Any, u: str, v: str, nbytes: float) -> list[Any] | None:
+    """:func:`cheapest_path`, remembered."""
+    key = (id(instance), u, v, float(nbytes))
+    hit = _ROUTES.get(key)
+    if hit is None or hit[0] is not instance:
+        if len(_ROUTES) > 200_000:
+            _ROUTES.clear()
+        hit = _ROUTES[key] = (instance, cheapest_path(instance, u, v, nbytes))
+    return hit[1]
+
+
 def transfer_time(instance: Any, u: str, v: str, nbytes: float) -> float:
-    p = cheapest_path(instance, u, v, nbytes)
+    p = route(instance, u, v, nbytes)
     return INF if p is None else sum(hop_cost(lk, nbytes) for lk in p)
 
 
@@ -148,7 +164,7 @@ def oracle_busy(instance: Any, stages: Any) -> tuple[dict[str, float], dict[tupl
             dev[d] = dev.get(d, 0.0) + w[i] * compute_time(instance, st, i)
     link: dict[tuple[str, str], float] = {}
     for u, v, nbytes, share in _transfers(instance, stages):
-        p = cheapest_path(instance, u, v, nbytes)
+        p = route(instance, u, v, nbytes)
         if p is None:
             link[(u, v)] = INF
             continue
@@ -177,7 +193,7 @@ def oracle_energy_j(instance: Any, stages: Any) -> float | None:
         for i, d in enumerate(st.devices):
             total += w[i] * compute_time(instance, st, i) * power_at(device(instance, d), freq(st, i))
     for u, v, nbytes, share in _transfers(instance, stages):
-        p = cheapest_path(instance, u, v, nbytes)
+        p = route(instance, u, v, nbytes)
         if p is None:
             return INF
         for lk in p:
