@@ -65,21 +65,27 @@ def test_fused_beats_no_fused_layers_with_parallel_helpers() -> None:
 
 
 def test_depth_search_stops_fusing_where_halos_cost_more() -> None:
-    # a deep stack of 3x3 convs on a small map: tiling the deep layers recomputes huge halos
-    conv = LayerSpec("conv", (3, 3), (1, 1), (1, 1), (1, 1), 16, 16)
-    first = LayerSpec("conv", (3, 3), (1, 1), (1, 1), (1, 1), 3, 16)
-    layers = [first] + [conv] * 7
+    # two wide 3x3 convs on 64x64 (much compute, 1-pixel halos: worth tiling), then a 2x2 pool
+    # and four 7x7 convs on 32x32 (little compute, 3-pixel halos per layer that pile up and are
+    # doubled back through the pool): tiling the tail recomputes more than it saves
+    c = lambda ci, co, k: LayerSpec("conv", (k, k), (1, 1), (k // 2, k // 2), (1, 1), ci, co)  # noqa: E731
+    layers = [c(3, 64, 3), c(64, 64, 3), LayerSpec("maxpool", (2, 2), (2, 2), in_ch=64, out_ch=64),
+              c(64, 8, 7), c(8, 8, 7), c(8, 8, 7), c(8, 8, 7)]  # fmt: skip
     flops, links = _cluster(3)
-    inst = conv_instance(layers, (24, 24), flops, links, "phone")
+    inst = conv_instance(layers, (64, 64), flops, links, "phone")
     full = plan_fused(inst, "latency", FusedOptions(search_depth=False))
     best = plan_fused(inst)
     check_plan(inst, best)
     f = best.details["fused"]
-    assert f["latency_s"] <= full.details["fused"]["latency_s"] * (1 + 1e-12)
-    assert min(f["latency_s"], best.details["nfl_latency_s"]) <= best.details["nfl_latency_s"]
-    if f["used"] and f["depth"] < inst.num_pieces:
-        assert f["suffix_stages"]  # the unfused rest runs layer-wise
-        assert best.stages[0].last == f["depth"] - 1
+    assert f["used"] and 1 <= f["depth"] < inst.num_pieces  # the search stopped early
+    # and that was worth it: >10 % faster than fusing all 7 layers, faster than no fusing
+    assert f["latency_s"] < 0.9 * full.details["fused"]["latency_s"]
+    assert f["latency_s"] < best.details["nfl_latency_s"]
+    assert f["suffix_stages"]  # the unfused rest runs layer-wise
+    assert best.stages[0].last == f["depth"] - 1
+    # why: the tiles of the whole block recompute a larger share than those of the head
+    g = tuple(f["grid"])
+    assert tile_plan(layers, (64, 64), g).redundancy > tile_plan(layers[: f["depth"]], (64, 64), g).redundancy
 
 
 def test_falls_back_to_nfl_when_fusing_cannot_pay() -> None:

@@ -20,19 +20,55 @@ from coinfer.plan.search.bayes import (
 )
 from coinfer.testing import random_adv_instance
 
+# Real speeds differ from the model's per device (d1 1.8x slower, d2 0.6x): the prior is wrong.
+DISTORTION = (1.0, 1.8, 0.6, 1.3)
+
+
+def _distorted(inst, objective):
+    f = dict(zip(inst.device_names, DISTORTION, strict=False))
+    return lambda cfg: objective_value(inst, cfg, objective) * float(
+        np.mean([f[s.devices[0]] for s in cfg])
+    )
+
+
+def test_measurements_correct_a_wrong_prior() -> None:
+    """Latency: trusting the (wrong) model alone is 11 % off on average over these 6 instances;
+    20 noisy measurements bring the search within 1 % (measured 0.6 %)."""
+    gaps, prior_gaps = [], []
+    for seed in range(6):
+        inst = random_adv_instance(200 + seed, 6, 3, tight_memory=seed % 2 == 0)
+        real = _distorted(inst, "latency")
+        rng = np.random.default_rng(seed)
+        true_best = min(real(c) for c in enumerate_configs(inst))
+        prior_gaps.append(real(exhaustive_best(inst, "latency")[1]) / true_best - 1)
+        opts = BayesOptions(seed=seed, budget=20,
+                            evaluator=lambda c, real=real, rng=rng: real(c) * (1 + 0.05 * rng.standard_normal()))  # fmt: skip
+        p = plan_bayes(inst, "latency", opts)
+        check_plan(inst, p)  # predicted is still the model's figure for the chosen plan
+        assert p.details["evaluations"] == 20 and len(p.details["trace"]) == 20
+        gaps.append(real(p.stages) / true_best - 1)
+    assert float(np.mean(prior_gaps)) >= 0.05  # the prior alone is clearly wrong here
+    assert float(np.mean(gaps)) <= 0.01
+
 
 @pytest.mark.parametrize("objective", ["throughput", "latency"])
-def test_within_one_percent_of_optimum_on_average(objective: str) -> None:
-    gaps = []
-    for seed in range(4):
-        inst = random_adv_instance(200 + seed, 6, 3, tight_memory=seed % 2 == 0)
-        best, _ = exhaustive_best(inst, objective)
-        p = plan_bayes(inst, objective, BayesOptions(seed=seed, budget=20, noise=0.05))
-        check_plan(inst, p)  # predicted == noiseless reference evaluation
-        gaps.append(p.predicted.value(objective) / best - 1.0)
-        assert p.details["evaluations"] == 20 and len(p.details["trace"]) == 20
-        assert p.details["trace"][-1] == pytest.approx(p.predicted.value(objective))
-    assert float(np.mean(gaps)) <= 0.01
+def test_black_box_beats_random_search_with_the_same_budget(objective: str) -> None:
+    """No model at all (prior="none"), 30 noisy measurements on 10 instances of 129 plans:
+    BO's mean gap to the optimum is well below random search's with the same 30 noisy
+    measurements (measured: throughput 9.8 % vs 15.0 %, latency 8.8 % vs 24.8 %)."""
+    bo, rs = [], []
+    for seed in range(10):
+        inst = random_adv_instance(300 + seed, 7, 3)
+        cfgs = list(enumerate_configs(inst))
+        vals = np.array([objective_value(inst, c, objective) for c in cfgs])
+        best = float(vals.min())
+        p = plan_bayes(inst, objective, BayesOptions(seed=seed, budget=30, prior="none"))
+        bo.append(p.predicted.value(objective) / best - 1)
+        rng = np.random.default_rng(seed)
+        picks = rng.choice(len(cfgs), size=30, replace=False)
+        noisy = vals[picks] * (1 + 0.05 * rng.standard_normal(30))
+        rs.append(vals[picks[int(np.argmin(noisy))]] / best - 1)
+    assert float(np.mean(bo)) < 0.8 * float(np.mean(rs)), (np.mean(bo), np.mean(rs))
 
 
 def _instance_whose_model_favourite_uses_a_helper():
@@ -67,14 +103,6 @@ def test_learns_a_systematic_discrepancy_from_measurements() -> None:
     p = plan_bayes(inst, "latency", BayesOptions(evaluator=measured, budget=25, seed=1))
     got = objective_value(inst, p.stages, "latency") * real(p.stages)
     assert got <= true_best * 1.01
-
-
-def test_black_box_mode_beats_a_random_pick() -> None:
-    inst = random_adv_instance(205, 6, 3)
-    p = plan_bayes(inst, "throughput", BayesOptions(seed=3, budget=20, prior="none"))
-    check_plan(inst, p)
-    values = sorted(objective_value(inst, c, "throughput") for c in enumerate_configs(inst))
-    assert p.predicted.period_s <= values[len(values) // 4]  # in the best quarter of the space
 
 
 def test_same_seed_same_plan() -> None:
