@@ -134,7 +134,7 @@ def test_planner_contract(name: str) -> None:
 
 @pytest.mark.parametrize("name", sorted(n for n, i in PLANNERS.items() if i.seeded))
 def test_seed_recorded(name: str) -> None:
-    inst = random_instance(7, 6, 3)
+    inst = _conv_instance() if PLANNERS[name].needs == "conv layers" else random_instance(7, 6, 3)
     obj = (
         "throughput"
         if "throughput" in PLANNERS[name].objectives

@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 import torch
-
-sys.path.insert(0, str(Path(__file__).parents[1] / "schedule"))
 from sched_helpers import plan_of, tiny_instance
 
 from coinfer.core.plans import Stage

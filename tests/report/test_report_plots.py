@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from rich.console import Console
-
-sys.path.insert(0, str(Path(__file__).parents[1] / "schedule"))
 from sched_helpers import plan_of, tiny_instance
 
 from coinfer.core.plans import Stage

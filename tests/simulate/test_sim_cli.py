@@ -8,8 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parents[1] / "schedule"))
 from sched_helpers import random_chain_instance, random_plan
 
 COINFER = [sys.executable, "-m", "coinfer"]

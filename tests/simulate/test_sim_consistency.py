@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import math
-import sys
-from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parents[1] / "schedule"))
-import itertools
-
 from sched_helpers import full_mesh, plan_of, random_chain_instance, random_plan, tiny_instance
 
 from coinfer.core.evaluate import evaluate
