@@ -55,8 +55,24 @@ def test_measure_keeps_timing_under_throttling_for_min_duration():
     assert data["throttled"] is True
     assert data["passes"] > 2  # kept measuring to fill the minimum duration
     assert data["timed_s"] >= 0.05
-    r = data["nodes"][0]
-    assert r["time_s"] == r["mean_s"]
+    # under a quota every item is charged its CPU time times the passes' wall/CPU ratio
+    assert data["stall_factor"] == pytest.approx(data["timed_s"] / data["timed_cpu_s"])
+    for r in data["nodes"] + data["pieces"]:
+        assert r["time_s"] == pytest.approx(r["cpu_s"] * data["stall_factor"])
+
+
+def test_throttled_piece_times_follow_cpu_share_not_random_stalls():
+    """Stalls of a throttled run land on whatever call is running; per-piece times come from
+    CPU time, so they sum to the chain's wall time and keep their unthrottled proportions."""
+    free = measure("tiny_cnn", repeats=30, warmup=2, threads=1)
+    data = measure("tiny_cnn", repeats=30, warmup=2, quota=0.5, threads=1, min_duration_s=0.05)
+    cpu = [p["cpu_s"] for p in data["pieces"]]
+    times = [p["time_s"] for p in data["pieces"]]
+    assert sum(times) == pytest.approx(sum(cpu) * data["stall_factor"])
+    share_free = [p["time_s"] / free["pieces_sum_s"] for p in free["pieces"]]
+    share_cpu = [c / sum(cpu) for c in cpu]
+    # the largest piece stays the largest, with a similar share
+    assert share_cpu.index(max(share_cpu)) == share_free.index(max(share_free))
 
 
 def test_profile_cache_hit_and_key(tmp_path):

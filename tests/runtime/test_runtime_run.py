@@ -333,3 +333,43 @@ links:
     assert 0.6 * ab["nominal_Bps"] <= ab["measured_Bps"] <= 1.25 * ab["nominal_Bps"]
     left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert not [ln for ln in left.splitlines() if ln.startswith("cf") and ln[2:10].isalnum()]
+
+
+_THREAD_SPLIT = """
+import threading, sys
+from coinfer.runtime import emulation
+
+def cpu_cgroup():
+    for line in open(f"/proc/thread-self/cgroup"):
+        _, ctl, rel = line.strip().split(":", 2)
+        if "cpu" in ctl.split(","):
+            return rel
+before = cpu_cgroup()
+emu = emulation.apply("dev", "splittest", cpu_quota=0.5, threads=1)
+seen = {"compute": cpu_cgroup()}
+def helper():
+    seen["inherited"] = cpu_cgroup()
+    emulation.exempt_this_thread()
+    seen["helper"] = cpu_cgroup()
+t = threading.Thread(target=helper); t.start(); t.join()
+emulation.release(emu)
+print(before, seen["compute"], seen["inherited"], seen["helper"])
+"""
+
+
+@pytest.mark.root
+@pytest.mark.skipif(not _cgroups_ok(), reason="needs root + cgroup v1 CPU quotas")
+def test_only_the_compute_thread_is_under_the_quota():
+    """Communication threads leave the device's quota: a sender must not wake from its link sleep
+    into a throttled group (that added 5-6 ms to every transfer of the demo)."""
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-c", _THREAD_SPLIT], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    before, compute, inherited, helper = out.stdout.split()
+    assert compute.endswith("coinfer-splittest-dev")
+    assert inherited == compute  # a new thread starts where its creator is ...
+    assert helper == before  # ... and moves itself out, back where the process was

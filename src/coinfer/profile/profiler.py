@@ -8,15 +8,23 @@ What is measured, per pass (warm-up passes excluded, ``repeats`` passes kept):
   fed the real outputs of the previous one;
 * the **whole model** (eager ``model(*inputs)``), as the reference for stage overhead.
 
-Statistics: median, mean and inter-quartile range per item. Which one is "the" time: under a CPU
-quota below the thread count, CFS throttling is bimodal per call (a call either fits in the
-period's remaining quota or waits for the next period), so the *median* is biased low and the
-*mean over passes* is the unbiased throughput time (throttling lands on a call with probability
-proportional to its CPU time). ``time_s`` is therefore the mean when throttled, else the median.
+Statistics: median, mean and inter-quartile range per item. Which one is "the" time: without a
+quota, the median wall time. Under a CPU quota below the thread count, CFS throttling stalls
+whatever call happens to be running when the period's quota runs out, so one call's wall time is
+its CPU time plus a random stall: the per-item wall mean converges only after many hundreds of
+periods (measured on ResNet-18 at 0.3 core, 20 periods of 100 ms: the 14-piece middle stage came
+out at 25 ms, a third of its true 52 ms, while the last stage doubled). Throttling charges every
+CPU-microsecond the same wait, so ``time_s`` under a quota is the item's *CPU time* (low variance,
+process CPU clock) times the chain's measured wall/CPU ratio: the pieces' times then sum to the
+measured wall time of the whole chain, and each piece gets its fair share of the stalls.
 
 Quotas: with ``quota`` set the measurement runs in a child process that is moved into a cgroup v1
-CPU quota (root) once the model is loaded, before the warm-up passes; without cgroups it falls
-back to a thread limit only, and the profile says so.
+CPU quota (root) once the model is loaded, before the warm-up passes, with the same CFS period as
+the runtime's workers (:data:`~coinfer.profile.cgroup.EMULATION_PERIOD_US`) and, for one thread,
+pinned to one CPU as they are: CPU time per call grows under throttling (the cache is cold after
+every stall: ResNet-18 at 0.5 core used 41-43 ms of CPU per pass against 34 ms unthrottled), so a
+profile is only a prediction for the runtime if it is measured the way the runtime runs. Without
+cgroups it falls back to a thread limit only, and the profile says so.
 """
 
 from __future__ import annotations
@@ -36,7 +44,13 @@ from typing import Any
 
 from ..errors import CoinferError, InputError
 from .cache import ProfileKey, default_host, get_or_measure, graph_hash
-from .cgroup import CgroupUnavailableError, cgroup_support, cpu_quota_cgroup, move_pid
+from .cgroup import (
+    EMULATION_PERIOD_US,
+    CgroupUnavailableError,
+    cgroup_support,
+    cpu_quota_cgroup,
+    move_pid,
+)
 from .features import graph_node_records
 
 # Default passes: 2 warm-up (first-call allocations, oneDNN primitive caches) then 10 timed.
@@ -93,16 +107,20 @@ def is_throttled(quota: float | None, threads: int) -> bool:
 # ----- the in-process measurement --------------------------------------------------------------
 
 
-def _node_timer(gm: Any, names: set[str], sink: dict[str, float]) -> Any:
+def _node_timer(
+    gm: Any, names: set[str], sink: dict[str, float], cpu_sink: dict[str, float]
+) -> Any:
     import torch.fx as fx
 
     class _Timer(fx.Interpreter):
         def run_node(self, n: fx.Node) -> Any:
             if n.name not in names:
                 return super().run_node(n)
+            c0 = time.process_time()
             t0 = time.perf_counter()
             out = super().run_node(n)
             sink[n.name] = time.perf_counter() - t0
+            cpu_sink[n.name] = time.process_time() - c0
             return out
 
     return _Timer(gm)
@@ -149,7 +167,9 @@ def measure(
         names = {n.name for n in graph.nodes}
         stages = split(graph, list(range(graph.num_pieces - 1)))
         node_samples: dict[str, list[float]] = {n: [] for n in names}
+        node_cpu: dict[str, list[float]] = {n: [] for n in names}
         piece_samples: list[list[float]] = [[] for _ in stages]
+        piece_cpu: list[list[float]] = [[] for _ in stages]
         model_samples: list[float] = []
         if on_ready is not None:
             on_ready()
@@ -158,28 +178,37 @@ def measure(
             min_duration_s = THROTTLED_MIN_DURATION_S if throttled else 0.0
         total = warmup + repeats
         timed_s = 0.0
+        timed_cpu_s = 0.0
         it = 0
         with torch.no_grad():
             while it < total or (timed_s < min_duration_s and it < MAX_PASSES):
                 t_pass = time.perf_counter()
+                c_pass = time.process_time()
                 sink: dict[str, float] = {}
-                _node_timer(captured.gm, names, sink).run(*inputs)
+                cpu_sink: dict[str, float] = {}
+                _node_timer(captured.gm, names, sink, cpu_sink).run(*inputs)
                 x: tuple[Any, ...] = tuple(inputs)
                 ptimes = []
+                pcpu = []
                 for stage in stages:
+                    c0 = time.process_time()
                     t0 = time.perf_counter()
                     x = stage(*x)
                     ptimes.append(time.perf_counter() - t0)
+                    pcpu.append(time.process_time() - c0)
                 t0 = time.perf_counter()
                 model(*inputs)
                 mtime = time.perf_counter() - t0
                 if it >= warmup:
                     for k, v in sink.items():
                         node_samples[k].append(v)
+                        node_cpu[k].append(cpu_sink[k])
                     for i, v in enumerate(ptimes):
                         piece_samples[i].append(v)
+                        piece_cpu[i].append(pcpu[i])
                     model_samples.append(mtime)
                     timed_s += time.perf_counter() - t_pass
+                    timed_cpu_s += time.process_time() - c_pass
                 it += 1
                 if progress is not None:
                     # progress counts the required passes; extra time-filling passes show as done
@@ -187,18 +216,27 @@ def measure(
     finally:
         torch.set_num_threads(old_threads)
 
+    # Under a quota: wall seconds per CPU second over all timed passes (see the module docstring).
+    stall_factor = timed_s / timed_cpu_s if throttled and timed_cpu_s > 0 else 1.0
     records = graph_node_records(graph)
     node_rows = []
     node_time: dict[str, float] = {}
     for rec in records:
         st = Stats.of(node_samples[rec["name"]] or [0.0])
         rec.update(st.to_dict(throttled))
+        cpu = node_cpu[rec["name"]]
+        rec["cpu_s"] = statistics.fmean(cpu) if cpu else 0.0
+        if throttled:
+            rec["time_s"] = rec["cpu_s"] * stall_factor
         node_time[rec["name"]] = rec["time_s"]
         node_rows.append(rec)
     piece_rows = []
-    for p, samples in zip(graph.pieces, piece_samples, strict=True):
+    for p, samples, cpu in zip(graph.pieces, piece_samples, piece_cpu, strict=True):
         st = Stats.of(samples)
         row = {"index": p.index, "nodes": list(p.nodes), "flops": p.flops, **st.to_dict(throttled)}
+        row["cpu_s"] = statistics.fmean(cpu) if cpu else 0.0
+        if throttled:
+            row["time_s"] = row["cpu_s"] * stall_factor
         row["nodes_sum_s"] = sum(node_time.get(n, 0.0) for n in p.nodes)
         row["overhead_s"] = row["time_s"] - row["nodes_sum_s"]
         piece_rows.append(row)
@@ -215,11 +253,13 @@ def measure(
         "repeats": repeats,
         "passes": len(model_samples),
         "timed_s": timed_s,
+        "timed_cpu_s": timed_cpu_s,
         "torch": torch.__version__,
         "nodes": node_rows,
         "pieces": piece_rows,
         "model_time": mst.to_dict(throttled),
         "pieces_sum_s": sum(r["time_s"] for r in piece_rows),
+        "stall_factor": stall_factor,
         "nodes_sum_s": sum(node_time.values()),
     }
 
@@ -258,6 +298,8 @@ def _run_child(
             if line.startswith("@@ready"):
                 if cgroup is not None:
                     move_pid(cgroup, proc.pid)
+                    if args["threads"] == 1:
+                        _pin_process(proc.pid)
                 with contextlib.suppress(BrokenPipeError):  # the child died: reported below
                     proc.stdin.write("go\n")
                     proc.stdin.flush()
@@ -278,6 +320,15 @@ def _run_child(
     finally:
         with contextlib.suppress(OSError):
             os.unlink(out_path)
+
+
+def _pin_process(pid: int) -> None:
+    """Pin every thread of ``pid`` to this process's last allowed CPU, as the runtime pins a
+    one-thread device (a migrating process refills its cache on every move)."""
+    allowed = sorted(os.sched_getaffinity(0))
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(int(tid), {allowed[-1]})
 
 
 def _loadavg() -> float:
@@ -385,7 +436,9 @@ def profile_model(
         if effective_quota is not None:
             name = f"coinfer-prof-{os.getpid()}"
             try:
-                with cpu_quota_cgroup(name, effective_quota) as cg:
+                with cpu_quota_cgroup(
+                    name, effective_quota, period_us=EMULATION_PERIOD_US
+                ) as cg:
                     data = _run_child(args, cg, progress)
                     throttle = cg.throttled()
             except CgroupUnavailableError as exc:

@@ -200,14 +200,20 @@ def supervise(
         now = time.time()
         if first_failure_at is not None and now - first_failure_at >= BLAME_GRACE_S:
             break
-        if first_failure_at is None and phase == "run" and ledger.all_done and all(
-            p.done for p in peers.values()
+        if (
+            first_failure_at is None
+            and phase == "run"
+            and ledger.all_done
+            and all(p.done for p in peers.values())
         ):
             break
         if first_failure_at is None and now > deadline:
             waiting = "ready" if phase == "setup" else "done"
             slow = [d for d, p in peers.items() if getattr(p, waiting) is None]
-            note(slow[0] if slow else next(iter(peers)), f"no progress within the {timeout_s:.0f} s timeout")
+            note(
+                slow[0] if slow else next(iter(peers)),
+                f"no progress within the {timeout_s:.0f} s timeout",
+            )
             break
         for d, p in peers.items():
             if p.proc is not None and p.proc.poll() is not None and p.done is None:
@@ -277,7 +283,9 @@ def collect_reports(peers: Mapping[str, Peer]) -> Reports:
     for d, p in peers.items():
         assert p.done is not None
         off = p.clock_offset
-        trace += [{**e, "start_s": e["start_s"] + off, "end_s": e["end_s"] + off} for e in p.done.events]
+        trace += [
+            {**e, "start_s": e["start_s"] + off, "end_s": e["end_s"] + off} for e in p.done.events
+        ]
         busy[d] = p.done.busy_s
         for src, request, stage, t in p.done.arrivals:
             arrivals[(src, d, request, stage)] = t + off

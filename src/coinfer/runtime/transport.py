@@ -170,7 +170,9 @@ def init_process_group(
 class PendingRecv:
     """Receives of one message posted ahead; :meth:`wait` returns the filled tensors."""
 
-    def __init__(self, transport: Transport, peer: int, message: int, metas: Sequence[WireTensorSpec]):
+    def __init__(
+        self, transport: Transport, peer: int, message: int, metas: Sequence[WireTensorSpec]
+    ):
         self.peer = peer
         self.message = message
         self.tensors = [m.empty() for m in metas]
@@ -224,6 +226,8 @@ class _Sender(threading.Thread):
         self.error: PeerError | None = None
 
     def run(self) -> None:
+        if self.transport.thread_init is not None:
+            self.transport.thread_init()
         while True:
             item = self.queue.get()
             if item is None:
@@ -274,6 +278,8 @@ class Transport:
         Called once (from a sender thread) with the first send failure, so the owner can abort.
     label
         Names a message id in error messages (e.g. ``"the input of stage 1 of request 3"``).
+    thread_init
+        Called first thing in every sender thread (the worker moves it out of the CPU quota).
     """
 
     def __init__(
@@ -286,6 +292,7 @@ class Transport:
         timeout_s: float = 60.0,
         on_error: Callable[[PeerError], None] | None = None,
         label: Callable[[int], str] | None = None,
+        thread_init: Callable[[], None] | None = None,
     ):
         self.rank = rank
         self.names = tuple(names)
@@ -294,6 +301,7 @@ class Transport:
         self.timeout_s = timeout_s
         self.on_error = on_error
         self.label = label or (lambda m: f"message {m}")
+        self.thread_init = thread_init
         self._senders: dict[int, _Sender] = {}
         self._events: list[TransferEvent] = []
         self._lock = threading.Lock()
@@ -320,7 +328,11 @@ class Transport:
             return list(self._events)
 
     def send(
-        self, peer: int, message: int, tensors: Sequence[torch.Tensor], metas: Sequence[WireTensorSpec]
+        self,
+        peer: int,
+        message: int,
+        tensors: Sequence[torch.Tensor],
+        metas: Sequence[WireTensorSpec],
     ) -> None:
         """Queue ``tensors`` for ``peer`` after checking them against ``metas``.
 
