@@ -29,9 +29,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
     if REQUIRE_ROOT and report.skipped and item.get_closest_marker("root") is not None:
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
         report.outcome = "failed"
-        report.longrepr = (
-            f"COINFER_REQUIRE_ROOT=1 but this root-only test skipped: {reason}"
-        )
+        report.longrepr = f"COINFER_REQUIRE_ROOT=1 but this root-only test skipped: {reason}"
+
 
 # Test-only helpers shared across folders (the cost-model oracle, the independent plan
 # enumerator): importable as plain modules from every test file.

@@ -30,4 +30,6 @@ def test_root_skips_fail_only_when_demanded(pytester, monkeypatch) -> None:
     monkeypatch.setenv("COINFER_REQUIRE_ROOT", "1")
     res = pytester.runpytest_subprocess()
     res.assert_outcomes(errors=1, skipped=1)  # the skip happened in setup: an error, a red run
-    res.stdout.fnmatch_lines(["*COINFER_REQUIRE_ROOT=1 but this root-only test skipped: *no cgroups here*"])
+    res.stdout.fnmatch_lines(
+        ["*COINFER_REQUIRE_ROOT=1 but this root-only test skipped: *no cgroups here*"]
+    )

@@ -39,7 +39,13 @@ SHELL = {"cli", "demo", "__main__", "coinfer"}
 
 # Packages that must import without torch or matplotlib: the pure planning side, usable on a
 # machine (or in a process) that never runs a model.
-TORCH_FREE = ("coinfer.core", "coinfer.plan", "coinfer.schedule", "coinfer.simulate", "coinfer.cluster")
+TORCH_FREE = (
+    "coinfer.core",
+    "coinfer.plan",
+    "coinfer.schedule",
+    "coinfer.simulate",
+    "coinfer.cluster",
+)
 
 
 def _module_name(path: Path) -> str:

@@ -29,7 +29,7 @@ def test_show_prints_devices_and_links(capsys):
 def test_show_json_and_local(capsys):
     code, out, _ = _run(["cluster", "show", "local", "--json"], capsys)
     assert code == 0
-    assert '"cpu_quota": 0.25' in out
+    assert '"cpu_quota": 0.2' in out
 
 
 def test_check_good_file(capsys):

@@ -105,7 +105,7 @@ def test_local_testbed_matches_embedded_default():
     assert load_cluster(EXAMPLES / "local_testbed.yaml") == cl
     assert LOCAL_TESTBED_YAML in (EXAMPLES / "local_testbed.yaml").read_text()
     quotas = sorted(d.emulate.cpu_quota for d in cl.devices)
-    assert quotas == [0.25, 0.3, 0.5, 0.75]
+    assert quotas == [0.2, 0.3, 0.4, 0.6]
     assert all(d.emulate.threads == 1 for d in cl.devices)
     for lk in cl.links:
         assert 100e6 / 8 <= lk.bandwidth_Bps <= 1000e6 / 8

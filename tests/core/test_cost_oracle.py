@@ -73,8 +73,10 @@ def random_instance(
     links = []
     for a, b in sorted(pairs):
         slow = rng.random() < 0.25
-        bw = float(np.exp(rng.uniform(np.log(1e4), np.log(1e5)))) if slow else float(
-            np.exp(rng.uniform(np.log(1e6), np.log(1e8)))
+        bw = (
+            float(np.exp(rng.uniform(np.log(1e4), np.log(1e5))))
+            if slow
+            else float(np.exp(rng.uniform(np.log(1e6), np.log(1e8))))
         )
         lat = float(rng.uniform(0.0, 5e-3))
         links.append(Link(names[a], names[b], bw * link_scale, lat / link_scale))
@@ -177,7 +179,9 @@ def test_the_generator_exercises_relays_replicas_revisits_and_dvfs() -> None:
 
 def test_unreachable_transfer_costs_infinite_time_and_energy() -> None:
     devs = [Device("s", 10**9, 1.0, 2.0, 1.0), Device("x", 10**9, 1.0, 2.0, 1.0)]
-    inst = make_instance([{"s": 0.01, "x": 0.01}], [1], [10], 10, devs, [Link("s", "x", 1e6, 0)], "s")
+    inst = make_instance(
+        [{"s": 0.01, "x": 0.01}], [1], [10], 10, devs, [Link("s", "x", 1e6, 0)], "s"
+    )
     stages = (Stage(0, 0, ("x",)),)  # x can never send the output back to s
     assert math.isinf(latency_s(inst, stages)) and math.isinf(oracle_latency_s(inst, stages))
     assert math.isinf(period_s(inst, stages)) and math.isinf(oracle_period_s(inst, stages))

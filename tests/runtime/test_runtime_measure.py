@@ -41,5 +41,10 @@ def test_quota_scales_time_as_one_over_min_quota_one() -> None:
         assert pc.time_s["a"] == pytest.approx(2 * pc.time_s["c"], rel=1e-12)
         assert pc.time_s["b"] == pytest.approx(pc.time_s["c"], rel=1e-12)
     assert inst.source == "a" and inst.device_by_name["b"].mem_bytes == 2 * 2**30
-    assert {(lk.src, lk.dst) for lk in inst.links} == {("a", "b"), ("b", "a"), ("a", "c"), ("c", "a")}
+    assert {(lk.src, lk.dst) for lk in inst.links} == {
+        ("a", "b"),
+        ("b", "a"),
+        ("a", "c"),
+        ("c", "a"),
+    }
     assert inst.link_by_pair[("a", "c")].bandwidth_Bps == pytest.approx(1e6)

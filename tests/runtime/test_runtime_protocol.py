@@ -63,7 +63,13 @@ def _wire(msg):
     "msg",
     [
         _setup(),
-        _setup(device="d0", rank=0, stage=None, client_actions=("S0.0", "R0.2"), last_device={0: "d1", 7: "d0"}),
+        _setup(
+            device="d0",
+            rank=0,
+            stage=None,
+            client_actions=("S0.0", "R0.2"),
+            last_device={0: "d1", 7: "d0"},
+        ),
         Ready({"mode": "cgroup", "cpu_quota": 0.5}, 12.5, 1),
         Go(),
         Heartbeat(3.25),
@@ -86,7 +92,17 @@ def test_every_message_round_trips_through_json(msg) -> None:
 
 
 def test_every_message_type_is_covered() -> None:
-    assert set(MESSAGES) == {"setup", "ready", "go", "hb", "result", "done", "bye", "abort", "error"}
+    assert set(MESSAGES) == {
+        "setup",
+        "ready",
+        "go",
+        "hb",
+        "result",
+        "done",
+        "bye",
+        "abort",
+        "error",
+    }
 
 
 @given(message=st.integers(0, 10**6), a=finite, b=finite)
@@ -108,7 +124,10 @@ def test_setups_round_trip(device: str, rank: int, depth: int) -> None:
         ({"type": "launch"}, "unknown control message type 'launch'"),
         ({"type": "result", "message": "x", "t_release": 1.0, "t_done": 2.0}, "field 'message'"),
         ({"type": "result", "t_release": 1.0, "t_done": 2.0}, "field 'message'"),
-        ({"type": "result", "message": 1, "t_release": 1.0, "t_done": 2.0, "rm": "-rf"}, "unknown field 'rm'"),
+        (
+            {"type": "result", "message": 1, "t_release": 1.0, "t_done": 2.0, "rm": "-rf"},
+            "unknown field 'rm'",
+        ),
         ({**encode(_setup()), "rank": "first"}, "field 'rank'"),
         ({**encode(_setup()), "store": ["127.0.0.1"]}, "field 'store"),
     ],

@@ -148,6 +148,11 @@ def test_pack_cpus_fits_quotas_within_one_core_per_cpu() -> None:
         load[cpu] += {"d0": 0.75, "d1": 0.5, "d2": 0.3, "d3": 0.25}[dev]
     assert max(load) <= 1.0 + 1e-9
     assert slots["d0"] != slots["d1"]  # the two largest never share a CPU
+    # the testbed: spare capacity spread over both CPUs (0.6+0.2 and 0.4+0.3), none filled to 1.0
+    testbed = {"d0": 0.6, "d1": 0.4, "d2": 0.3, "d3": 0.2}
+    slots = pack_cpus(testbed, 2)
+    loads = sorted(sum(q for d, q in testbed.items() if slots[d] == c) for c in (0, 1))
+    assert loads == pytest.approx([0.7, 0.8])
 
 
 def test_pack_cpus_overflow_goes_to_least_loaded_cpu() -> None:

@@ -72,7 +72,9 @@ def test_golden_schedules(name):
     if os.environ.get("COINFER_UPDATE_GOLDEN"):
         # refreshing a golden file is a deliberate act reviewed in the diff, never a pass
         path.write_text(text)
-        pytest.fail(f"rewrote {path.name}; review the diff and re-run without COINFER_UPDATE_GOLDEN")
+        pytest.fail(
+            f"rewrote {path.name}; review the diff and re-run without COINFER_UPDATE_GOLDEN"
+        )
     assert text == path.read_text()
     validate_schedule(sched)
 

@@ -69,8 +69,10 @@ def cheapest_path(instance: Any, u: str, v: str, nbytes: float) -> list[Any] | N
     for p in all_simple_paths(instance, u, v):
         cost = sum(hop_cost(lk, nbytes) for lk in p)
         key = (cost, len(p))
-        if best is None or cost < best_key[0] * (1 - 1e-12) or (
-            math.isclose(cost, best_key[0], rel_tol=1e-12) and len(p) < best_key[1]
+        if (
+            best is None
+            or cost < best_key[0] * (1 - 1e-12)
+            or (math.isclose(cost, best_key[0], rel_tol=1e-12) and len(p) < best_key[1])
         ):
             best, best_key = p, key
     return best
@@ -156,7 +158,9 @@ def _transfers(instance: Any, stages: Any) -> list[tuple[str, str, float, float]
     return out
 
 
-def oracle_busy(instance: Any, stages: Any) -> tuple[dict[str, float], dict[tuple[str, str], float]]:
+def oracle_busy(
+    instance: Any, stages: Any
+) -> tuple[dict[str, float], dict[tuple[str, str], float]]:
     dev: dict[str, float] = {}
     for st in stages:
         w = shares(instance, st)
@@ -191,13 +195,17 @@ def oracle_energy_j(instance: Any, stages: Any) -> float | None:
     for st in stages:
         w = shares(instance, st)
         for i, d in enumerate(st.devices):
-            total += w[i] * compute_time(instance, st, i) * power_at(device(instance, d), freq(st, i))
+            total += (
+                w[i] * compute_time(instance, st, i) * power_at(device(instance, d), freq(st, i))
+            )
     for u, v, nbytes, share in _transfers(instance, stages):
         p = route(instance, u, v, nbytes)
         if p is None:
             return INF
         for lk in p:
-            total += share * hop_cost(lk, nbytes) * (device(instance, lk.src).power_transmit_w or 0.0)
+            total += (
+                share * hop_cost(lk, nbytes) * (device(instance, lk.src).power_transmit_w or 0.0)
+            )
     return total
 
 

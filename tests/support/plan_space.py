@@ -32,7 +32,9 @@ def _groups(names: list[str], k: int, replicas: bool) -> Iterator[tuple[tuple[st
         return
     # label every device with the stage it serves (or none), each stage at least one device
     for labels in itertools.product(range(-1, k), repeat=len(names)):
-        groups = [tuple(n for n, lab in zip(names, labels, strict=True) if lab == s) for s in range(k)]
+        groups = [
+            tuple(n for n, lab in zip(names, labels, strict=True) if lab == s) for s in range(k)
+        ]
         if all(groups):
             yield tuple(groups)
 

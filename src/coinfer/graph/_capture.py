@@ -41,6 +41,7 @@ Backend = Literal["auto", "fx", "export"]
 # of being sent across a cut (sizes, flags, dtypes, None).
 _CONST_TYPES = (int, float, bool, str, type(None), torch.dtype, torch.device, torch.Size, slice)
 
+
 def capture(
     model: nn.Module,
     example_inputs: Tensor | Sequence[Tensor],

@@ -96,9 +96,7 @@ class CostModel:
 
 def cluster_to_instance_links(cluster: Cluster) -> tuple[Link, ...]:
     """The cluster's directed links as the Instance's links (nominal bandwidth, latency)."""
-    return tuple(
-        Link(lk.src, lk.dst, lk.bandwidth_Bps, lk.latency_s) for lk in cluster.links
-    )
+    return tuple(Link(lk.src, lk.dst, lk.bandwidth_Bps, lk.latency_s) for lk in cluster.links)
 
 
 def cluster_to_instance_devices(cluster: Cluster) -> tuple[Device, ...]:

@@ -436,9 +436,7 @@ def profile_model(
         if effective_quota is not None:
             name = f"coinfer-prof-{os.getpid()}"
             try:
-                with cpu_quota_cgroup(
-                    name, effective_quota, period_us=EMULATION_PERIOD_US
-                ) as cg:
+                with cpu_quota_cgroup(name, effective_quota, period_us=EMULATION_PERIOD_US) as cg:
                     data = _run_child(args, cg, progress)
                     throttle = cg.throttled()
             except CgroupUnavailableError as exc:

@@ -117,13 +117,15 @@ class Result:
 
 @dataclass(frozen=True)
 class Done:
-    """The worker's measurements: trace events, input arrival times, compute-busy seconds."""
+    """The worker's measurements: trace events, input arrival times, compute-busy seconds, and
+    the CPU seconds its communication threads used outside the device's quota."""
 
     type: ClassVar[str] = "done"
     events: tuple[dict[str, Any], ...]
     arrivals: tuple[tuple[str, int, int, float], ...]
     busy_s: float
     wall_s: float
+    helper_cpu_s: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -290,6 +290,10 @@ def collect_reports(peers: Mapping[str, Peer]) -> Reports:
         for src, request, stage, t in p.done.arrivals:
             arrivals[(src, d, request, stage)] = t + off
     emulation = {d: dict(p.ready.emulation) if p.ready else {} for d, p in peers.items()}
+    for d, p in peers.items():
+        if p.done is not None:  # communication load outside the quota (the testbed's headroom)
+            emulation[d]["helper_cpu_s"] = p.done.helper_cpu_s
+            emulation[d]["helper_cpu_share"] = p.done.helper_cpu_s / max(p.done.wall_s, 1e-9)
     return Reports(trace, busy, arrivals, emulation)
 
 

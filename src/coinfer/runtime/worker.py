@@ -112,6 +112,7 @@ class _Executor:
         stage: torch.nn.Module | None,
         inputs: dict[int, list[torch.Tensor]],
         chan: Channel,
+        emu: emulation.Emulation | None = None,
     ):
         self.device = setup.device
         self.names = list(setup.names)
@@ -125,6 +126,7 @@ class _Executor:
         self.client = [Action.parse(a) for a in setup.client_actions]
         self.last_device = dict(setup.last_device)
         self.stage = stage
+        self.emulation = emu or emulation.Emulation("none", 1, None)
         self.inputs = inputs
         self.chan = chan
         links = {self.rank_of[n]: LinkShape.from_dict(s) for n, s in setup.links.items()}
@@ -274,8 +276,12 @@ class _Executor:
                         f"device {self.device}: got request {request}, schedule expects {a.request}"
                     )
                 t0 = time.time()
+                c0 = time.thread_time()
                 with torch.inference_mode():
                     outs = as_tuple(self.stage(*xs))
+                pad = self.emulation.pad_s(time.thread_time() - c0, time.time() - t0)
+                if pad > 0:
+                    time.sleep(pad)  # the device's fluid rate (see Emulation.pad_s)
                 self._event(self.device, "compute", a.request, t0, time.time(), a.stage)
                 pending_out = (a.request, outs)
             elif a.kind == "send":
@@ -415,7 +421,7 @@ def serve(
             use_cgroup=setup.use_cgroup,
             cpu=setup.emulate.cpu,
         )
-        ex = _Executor(setup, stage, inputs, chan)
+        ex = _Executor(setup, stage, inputs, chan, emu)
     except BaseException as exc:
         with contextlib.suppress(Exception):
             detail = str(exc) if isinstance(exc, CoinferError) else f"{type(exc).__name__}: {exc}"
@@ -448,9 +454,9 @@ def serve(
                 stage - 1,
                 nbytes=tev.nbytes,
             )
-    chan.send(
-        encode(Done(tuple(ex.events), tuple(map(tuple, ex.arrivals)), busy, time.time() - t0))
-    )
+    wall = time.time() - t0
+    helpers = emulation.helper_cpu_s()  # from the main (compute) thread: excludes itself
+    chan.send(encode(Done(tuple(ex.events), tuple(map(tuple, ex.arrivals)), busy, wall, helpers)))
     bye.wait(setup.timeout_s)
     stop.set()
     emulation.release(emu)

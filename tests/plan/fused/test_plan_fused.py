@@ -85,7 +85,10 @@ def test_depth_search_stops_fusing_where_halos_cost_more() -> None:
     assert best.stages[0].last == f["depth"] - 1
     # why: the tiles of the whole block recompute a larger share than those of the head
     g = tuple(f["grid"])
-    assert tile_plan(layers, (64, 64), g).redundancy > tile_plan(layers[: f["depth"]], (64, 64), g).redundancy
+    assert (
+        tile_plan(layers, (64, 64), g).redundancy
+        > tile_plan(layers[: f["depth"]], (64, 64), g).redundancy
+    )
 
 
 def test_falls_back_to_nfl_when_fusing_cannot_pay() -> None:

@@ -212,8 +212,12 @@ def test_psomw_within_one_percent_of_brute_force_and_never_worse_than_greedy(mod
 def test_psomw_is_deterministic_per_seed_and_searches_candidates() -> None:
     _, _, c1 = _case(5, 3, (1, 2))
     _, _, c2 = _case(5, 3, (2, 2))
-    a, ha = psomw_tiles([c1, c2], [0.0, 0.001], "pipelined", np.random.default_rng(7), iterations=20)
-    b, hb = psomw_tiles([c1, c2], [0.0, 0.001], "pipelined", np.random.default_rng(7), iterations=20)
+    a, ha = psomw_tiles(
+        [c1, c2], [0.0, 0.001], "pipelined", np.random.default_rng(7), iterations=20
+    )
+    b, hb = psomw_tiles(
+        [c1, c2], [0.0, 0.001], "pipelined", np.random.default_rng(7), iterations=20
+    )
     assert a == b and ha == hb and len(ha) == 21
     for model in ("serial", "pipelined"):  # the reported latency includes the suffix (extras)
         s, _ = psomw_tiles([c1, c2], [0.5, 0.25], model, np.random.default_rng(1), iterations=5)

@@ -26,8 +26,8 @@ DISTORTION = (1.0, 1.8, 0.6, 1.3)
 
 def _distorted(inst, objective):
     f = dict(zip(inst.device_names, DISTORTION, strict=False))
-    return lambda cfg: objective_value(inst, cfg, objective) * float(
-        np.mean([f[s.devices[0]] for s in cfg])
+    return lambda cfg: (
+        objective_value(inst, cfg, objective) * float(np.mean([f[s.devices[0]] for s in cfg]))
     )
 
 

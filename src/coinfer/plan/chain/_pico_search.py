@@ -389,4 +389,3 @@ def _moves(sc: _Scorer, stages: tuple[_IStage, ...], n_dev: int):  # type: ignor
         for cut in (la - 1, la + 1):
             if fa <= cut < lb and sc.fits(fa, cut, ga) and sc.fits(cut + 1, lb, gb):
                 yield (*stages[:k], (fa, cut, ga), (cut + 1, lb, gb), *stages[k + 2 :])
-

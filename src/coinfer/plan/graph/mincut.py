@@ -443,7 +443,9 @@ def plan_mincut(
             raise InfeasibleError(
                 f"{instance.name}: the model does not fit on the only device {src!r}"
             )
-        return finish(instance, "mincut", objective, stages, started=started, details={"server": None})
+        return finish(
+            instance, "mincut", objective, stages, started=started, details={"server": None}
+        )
     dag = opts.dag if opts.dag is not None else chain_dag(instance)
     _check_dag(dag, (src, *servers))
     pmap = _piece_map(dag, instance)

@@ -346,4 +346,6 @@ def plan_pso(
         best = local_search(instance, fit, best)
         found["polish"] = fit(best)
     details = {"variant": opts.variant, "evaluated": len(fit.cache), "best_after": found}
-    return finish(instance, "pso", objective, best, started=started, seed=opts.seed, details=details)
+    return finish(
+        instance, "pso", objective, best, started=started, seed=opts.seed, details=details
+    )
