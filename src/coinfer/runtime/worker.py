@@ -40,6 +40,7 @@ from ..core.schedules import Action
 from ..errors import CoinferError, PeerError
 from . import emulation
 from .control import Channel, authenticate_coordinator, parse_hostport
+from .mailbox import Mailbox
 from .protocol import (
     Abort,
     Bye,
@@ -84,25 +85,6 @@ def message_id(request: int, stage: int, num_stages: int) -> int:
     return request * (num_stages + 2) + stage + 1
 
 
-class _Mailbox:
-    """Same-process hand-offs (the source's client <-> its own stage work), keyed by (request, stage)."""
-
-    def __init__(self) -> None:
-        self._items: dict[tuple[int, int], list[torch.Tensor]] = {}
-        self._cond = threading.Condition()
-
-    def put(self, key: tuple[int, int], tensors: list[torch.Tensor]) -> None:
-        with self._cond:
-            self._items[key] = tensors
-            self._cond.notify_all()
-
-    def get(self, key: tuple[int, int], timeout_s: float) -> list[torch.Tensor]:
-        with self._cond:
-            if not self._cond.wait_for(lambda: key in self._items, timeout=timeout_s):
-                raise PeerError(f"local hand-off of request {key[0]} stage {key[1]} timed out")
-            return self._items.pop(key)
-
-
 class _Executor:
     """Runs one device's actions; all state for one run, no globals."""
 
@@ -140,7 +122,7 @@ class _Executor:
             label=self._label,
             thread_init=emulation.exempt_this_thread,
         )
-        self.mailbox = _Mailbox()
+        self.mailbox = Mailbox()
         self.events: list[dict[str, Any]] = []
         self.arrivals: list[list[Any]] = []  # [src device, request, stage, time]
         self._ev_lock = threading.Lock()
