@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -71,23 +72,16 @@ def exempt_this_thread() -> None:
 
 
 def helper_cpu_s() -> float:
-    """CPU seconds used so far by every thread of this process except the calling one.
+    """CPU seconds this process has used so far in every thread except the calling one.
 
     Called from the compute thread at the end of a run, this is the device's communication and
-    bookkeeping load (link senders, receiver, gloo I/O, client, heartbeat) that runs outside its
-    quota. Reads ``/proc/self/task/*/stat`` (utime + stime in clock ticks).
+    bookkeeping load (link senders, receiver, gloo I/O, client, heartbeat — also the threads that
+    already ended) that runs outside its quota.
     """
-    me = threading.get_native_id()
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0
-    with contextlib.suppress(OSError):
-        for tid in os.listdir("/proc/self/task"):
-            if int(tid) == me:
-                continue
-            with contextlib.suppress(OSError, ValueError, IndexError):
-                fields = Path(f"/proc/self/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
-                total += int(fields[11]) + int(fields[12])
-    return total / tick
+    import resource
+
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return max(0.0, ru.ru_utime + ru.ru_stime - time.thread_time())
 
 
 def pack_cpus(quotas: dict[str, float], num_cpus: int) -> dict[str, int]:
