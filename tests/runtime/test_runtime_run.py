@@ -373,3 +373,35 @@ def test_only_the_compute_thread_is_under_the_quota():
     assert compute.endswith("coinfer-splittest-dev")
     assert inherited == compute  # a new thread starts where its creator is ...
     assert helper == before  # ... and moves itself out, back where the process was
+
+
+def test_multi_hop_transfers_are_relayed_along_the_priced_path():
+    """A line a - b - c (no a-c link): the model and the simulator price a -> b -> c, and the run
+    really goes that way — b, in no stage, forwards every cut and the output comes back through
+    it — with outputs identical to the unsplit model, and the hop links carry what they should."""
+    cl = cluster_from_yaml(
+        """
+name: line
+source: a
+devices:
+  - {name: a, speed: {gflops: 10}, memory: 1GiB}
+  - {name: b, speed: {gflops: 10}, memory: 1GiB}
+  - {name: c, speed: {gflops: 10}, memory: 1GiB}
+links:
+  - {src: a, dst: b, bandwidth_mbps: 200, latency_ms: 1}
+  - {src: b, dst: c, bandwidth_mbps: 200, latency_ms: 1}
+"""
+    )
+    plan = _plan(Stage(0, 1, ("a",)), Stage(2, 4, ("c",)))
+    r = run(MLP, cl, plan, requests=6, input_shape=(1, 64), partition="sequential", timeout_s=60)
+    assert r.max_abs_error == 0.0
+    assert torch.equal(r.outputs, _reference(MLP, (1, 64), 6, 1))
+    hops = {e.resource for e in r.trace if e.kind == "transfer"}
+    assert hops == {"a->b", "b->c", "c->b", "b->a"}  # never a direct a->c (there is no link)
+    per_link = {
+        h: sum(1 for e in r.trace if e.kind == "transfer" and e.resource == h) for h in hops
+    }
+    assert set(per_link.values()) == {6}  # every request crosses every hop exactly once
+    assert "b" not in r.utilisation or r.utilisation.get("b", 0.0) == 0.0  # b only relays
+    # each hop is its own emulated 200 Mbit/s link, measured as such
+    assert set(r.links) == hops and all(v["nominal_Bps"] == 25e6 for v in r.links.values())

@@ -215,7 +215,9 @@ def _result(
         computing=prep.computing,
         emulation={d: reports.emulation.get(d, {}) for d in prep.names},
         stages=tuple((st.first, st.last, st.devices) for st in plan.stages),
-        links=measured_links(reports.trace, reports.arrivals, prep.shapes),
+        links=measured_links(
+            reports.trace, reports.arrivals, prep.shapes, ends="arrival" if netns else "sender"
+        ),
         netns=netns,
     )
 

@@ -10,7 +10,6 @@ network namespaces, the links as the namespaces shape them.
 
 from __future__ import annotations
 
-import heapq
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -26,6 +25,7 @@ from ..schedule import scheduler
 from ..zoo import load_model
 from . import emulation
 from .protocol import EmulateConfig, Setup, StageAssignment
+from .relays import route_run
 from .stages import (
     Partition,
     StageSpec,
@@ -143,9 +143,9 @@ def prepare_run(
         )
         for m in range(messages)
     )
+    if instance is None:
+        instance = fallback_instance(cluster, plan, contracts, n_pieces)
     if schedule is None:
-        if instance is None:
-            instance = fallback_instance(cluster, plan, contracts, n_pieces)
         schedule = scheduler.schedule(plan, instance, messages, microbatch)
     if schedule.requests != messages:
         raise InputError(
@@ -153,11 +153,15 @@ def prepare_run(
         )
 
     source = schedule.source
-    names = tuple(dict.fromkeys([source] + [d for st in plan.stages for d in st.devices]))
+    routed = route_run(schedule, instance, [sum(m.nbytes for m in c) for c in contracts])
+    names = tuple(
+        dict.fromkeys(
+            [source] + [d for st in plan.stages for d in st.devices] + list(routed.relay_devices)
+        )
+    )
     stage_of = {d: k for k, st in enumerate(plan.stages) for d in st.devices}
-    max_cut = max(sum(m.nbytes for m in c) for c in contracts)
     links = [(lk.src, lk.dst, lk.bandwidth_Bps, lk.latency_s) for lk in cluster.links]
-    shapes = link_shapes(links, names, max_cut)
+    shapes = link_shapes(links, names)
     cpus = local_cpu_slots(cluster, names, local_cpus) if local_cpus else {}
     spec = StageSpec(
         model_spec,
@@ -183,18 +187,15 @@ def prepare_run(
             depth=depth,
             num_stages=len(plan.stages),
             contracts=wire,
-            actions=tuple(str(a) for a in scheduler.worker_actions(schedule, d)),
+            actions=tuple(str(a) for a in routed.actions.get(d, ())),
             emulate=EmulateConfig(
                 getattr(emu, "cpu_quota", None), int(getattr(emu, "threads", 1) or 1), cpus.get(d)
             ),
             use_cgroup=use_cgroup,
             stage=None if k is None else StageAssignment(spec, k),
-            client_actions=tuple(str(a) for a in scheduler.client_actions(schedule))
-            if d == source
-            else (),
-            last_device={r: a[-1] for r, a in enumerate(schedule.assignment)}
-            if d == source
-            else {},
+            client_actions=tuple(str(a) for a in routed.client) if d == source else (),
+            last_device=dict(routed.last_hop) if d == source else {},
+            relays=routed.relays.get(d, ()),
         )
         blobs[d] = (() if k is None else (weights[k],)) + (
             (_input_blob(msg_inputs),) if d == source else ()
@@ -241,37 +242,16 @@ def check_plan_shape(plan: Plan, num_pieces: int) -> None:
 
 
 def link_shapes(
-    links: Sequence[tuple[str, str, float, float]], names: Sequence[str], nbytes: float
+    links: Sequence[tuple[str, str, float, float]], names: Sequence[str]
 ) -> dict[str, dict[str, LinkShape]]:
-    """Emulated shape of every ordered pair of ``names``: the direct link, else the cheapest path.
-
-    ``links`` are ``(src, dst, bandwidth_Bps, latency_s)``. A path of hops emulates as one link
-    with the hops' summed latency and ``1 / sum(1 / B)`` bandwidth (store-and-forward at the
-    transfer size ``nbytes`` chosen for routing, as in the reference cost model). Pairs with no
-    path get no entry (unshaped).
-    """
-    adj: dict[str, list[tuple[str, float, float]]] = {}
+    """Emulated shape of every direct link between ``names`` (``links`` are ``(src, dst,
+    bandwidth_Bps, latency_s)``). Multi-hop transfers are relayed hop by hop
+    (:mod:`.relays`), each hop on its own emulated link, as the cost model prices them."""
+    member = set(names)
+    out: dict[str, dict[str, LinkShape]] = {u: {} for u in names}
     for s, d, bw, lat in links:
-        adj.setdefault(s, []).append((d, bw, lat))
-    out: dict[str, dict[str, LinkShape]] = {}
-    for u in names:
-        # Dijkstra on L + nbytes / B, carrying (sum latency, sum 1/B) along the best path
-        best: dict[str, tuple[float, float, float]] = {u: (0.0, 0.0, 0.0)}
-        heap = [(0.0, u, 0.0, 0.0)]
-        while heap:
-            cost, x, lat, inv = heapq.heappop(heap)
-            if cost > best[x][0]:
-                continue
-            for y, bw, lt in adj.get(x, []):
-                c = cost + lt + nbytes / bw
-                if y not in best or c < best[y][0]:
-                    best[y] = (c, lat + lt, inv + 1.0 / bw)
-                    heapq.heappush(heap, (c, y, lat + lt, inv + 1.0 / bw))
-        out[u] = {
-            v: LinkShape(1.0 / best[v][2] if best[v][2] > 0 else None, best[v][1])
-            for v in names
-            if v != u and v in best
-        }
+        if s in member and d in member:
+            out[s][d] = LinkShape(bw, lat)
     return out
 
 

@@ -78,6 +78,8 @@ class Setup:
     # the source device only: its client's actions and, per request, the device that returns it
     client_actions: tuple[str, ...] = ()
     last_device: dict[int, str] = field(default_factory=dict)
+    # relay steps this device forwards: (request, input stage, previous hop, next hop, flow)
+    relays: tuple[tuple[int, int, str, str, str], ...] = ()
 
     @property
     def is_source(self) -> bool:

@@ -96,19 +96,29 @@ def measured_links(
     trace: Sequence[Mapping[str, Any]],
     arrivals: Mapping[tuple[str, str, int, int], float],
     shapes: Mapping[str, Mapping[str, LinkShape]],
+    *,
+    ends: str = "arrival",
 ) -> dict[str, dict[str, float]]:
     """Per directed link: transfers, bytes, and the bandwidth the run actually achieved.
 
     A transfer occupies the link from the sender's start plus the emulated latency (or the
-    previous transfer's arrival, if later: it queued behind it) to the receiver's arrival time;
-    the achieved bandwidth is the link's bytes / the summed occupancy. With ``--netns`` this checks tc's shaping against the cluster file.
+    previous transfer's end, if later: it queued behind it) to its end; the achieved bandwidth
+    is the link's bytes / the summed occupancy — the same meaning as the configured figure.
+    ``ends="arrival"`` ends a transfer at the receiver's arrival time (``--netns``: checks tc's
+    shaping, where a send completes into a socket buffer before the data arrives);
+    ``ends="sender"`` at the sender's completion (the transport's emulation: a send completes
+    when the receiver, which posts its receives ahead, has the data, while the receiver's own
+    arrival stamp waits for its compute loop to get to the message).
     """
     per_link: dict[str, list[tuple[float, float, float]]] = {}
     for e in trace:
         if e.get("kind") != "transfer" or "nbytes" not in e:
             continue
         src, dst = e["resource"].split("->", 1)
-        end = arrivals.get((src, dst, int(e["request"]), int(e["stage"])))
+        if ends == "sender":
+            end = float(e["end_s"])
+        else:
+            end = arrivals.get((src, dst, int(e["request"]), int(e["stage"])))
         if end is not None:
             per_link.setdefault(e["resource"], []).append(
                 (float(e["start_s"]), end, float(e["nbytes"]))

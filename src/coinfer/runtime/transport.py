@@ -351,13 +351,14 @@ class Transport:
             )
         for j, (t, m) in enumerate(zip(tensors, metas, strict=True)):
             m.check(t, f"message {message} tensor {j} to {self.peer_name(peer)}")
-        sender = self._senders.get(peer)
-        if sender is None:
-            sender = _Sender(
-                self, peer, self.links.get(peer, LinkShape()), self.depth, self.timeout_s
-            )
-            sender.start()
-            self._senders[peer] = sender
+        with self._lock:  # the compute loop and relay threads may send to the same peer
+            sender = self._senders.get(peer)
+            if sender is None:
+                sender = _Sender(
+                    self, peer, self.links.get(peer, LinkShape()), self.depth, self.timeout_s
+                )
+                sender.start()
+                self._senders[peer] = sender
         payload = [t.contiguous() for t in tensors]
         deadline = time.time() + self.timeout_s
         while True:

@@ -106,6 +106,9 @@ class _Executor:
         self.contracts = [[WireTensorSpec.from_list(m) for m in c] for c in setup.contracts]
         self.actions = [Action.parse(a) for a in setup.actions]
         self.client = [Action.parse(a) for a in setup.client_actions]
+        self.relays: dict[str, list[tuple[int, int, str, str]]] = {}
+        for request, stage_in, prev, nxt, flow in setup.relays:
+            self.relays.setdefault(flow, []).append((int(request), int(stage_in), prev, nxt))
         self.last_device = dict(setup.last_device)
         self.stage = stage
         self.emulation = emu or emulation.Emulation("none", 1, None)
@@ -299,15 +302,39 @@ class _Executor:
         except BaseException as exc:
             self.fail(exc)
 
+    def _relay(self, steps: Sequence[tuple[int, int, str, str]]) -> None:
+        """Forward one flow's messages (store and forward, tag unchanged) in the sender's order,
+        with up to ``RECV_AHEAD`` receives posted so the incoming link never waits for us."""
+        emulation.exempt_this_thread()
+        try:
+            posted: list[tuple[tuple[int, int, str, str], PendingRecv | None]] = []
+            i = 0
+            while i < len(steps) or posted:
+                while i < len(steps) and len(posted) < max(self.depth, RECV_AHEAD):
+                    request, stage_in, prev, _ = steps[i]
+                    posted.append((steps[i], self._post(prev, request, stage_in)))
+                    i += 1
+                (request, stage_in, prev, nxt), pend = posted.pop(0)
+                tensors = self._wait(pend, request, stage_in)
+                self._arrived(prev, request, stage_in)
+                self._send(nxt, request, stage_in, tensors)
+        except BaseException as exc:
+            self.fail(exc)
+
     def run(self) -> None:
-        """Stage work on this thread, the client (source only) beside it; then drain the sends."""
-        client = None
+        """Stage work on this thread, the client (source only) and relays beside it; then drain
+        the sends."""
+        helpers = [
+            threading.Thread(target=self._relay, args=(steps,), name=f"relay {flow}", daemon=True)
+            for flow, steps in self.relays.items()
+        ]
         if self.client:
-            client = threading.Thread(target=self._client, name="client", daemon=True)
-            client.start()
+            helpers.append(threading.Thread(target=self._client, name="client", daemon=True))
+        for t in helpers:
+            t.start()
         self._worker()
-        if client is not None:
-            client.join()
+        for t in helpers:
+            t.join()
         self.transport.flush()
 
 
