@@ -13,6 +13,7 @@ import typer
 
 from ..errors import CoinferError
 from . import (
+    calibrate_cmd,
     cluster_cmds,
     demo_cmd,
     graph_cmds,
@@ -29,7 +30,7 @@ app = typer.Typer(
     add_completion=False,
 )
 
-for _module in (demo_cmd, graph_cmds, cluster_cmds, plan_cmds, sim_cmds, run_cmds):
+for _module in (demo_cmd, graph_cmds, cluster_cmds, plan_cmds, sim_cmds, run_cmds, calibrate_cmd):
     _module.register(app)
 
 

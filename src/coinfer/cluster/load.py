@@ -48,6 +48,8 @@ class SpeedEntry(_Strict):
     gflops: float | None = Field(default=None, gt=0)
     profile: str | None = None
     predict: PredictEntry | None = None
+    # measured correction of whichever source prices the device (``coinfer calibrate`` writes it)
+    scale: float = Field(default=1.0, gt=0)
 
     @model_validator(mode="after")
     def _one_of(self) -> SpeedEntry:
@@ -361,6 +363,7 @@ def _device(d: DeviceEntry, i: int, origin: str, base: Path) -> DeviceSpec:
         power_transmit_w=power.transmit,
         dvfs_levels=levels,
         emulate=None if d.emulate is None else Emulation(d.emulate.cpu_quota, d.emulate.threads),
+        speed_scale=d.speed.scale,
     )
 
 

@@ -66,6 +66,8 @@ class DeviceSpec:
     (path of a measured profile file), ``features`` (inputs for the affinity predictor), and
     ``gflops`` (effective GFLOP/s for the analytic FLOPs / speed fallback).
     ``dvfs_levels`` are frequency fractions of the maximum (1.0 = f_max), sorted ascending.
+    ``speed_scale`` multiplies every piece time from any of the three (``speed.scale``: a
+    measured calibration, see ``coinfer calibrate``; 1.0 = as priced).
     """
 
     name: str
@@ -79,6 +81,7 @@ class DeviceSpec:
     power_transmit_w: float | None = None
     dvfs_levels: tuple[float, ...] = (1.0,)
     emulate: Emulation | None = None
+    speed_scale: float = 1.0
 
     def to_dict(self) -> dict[str, Any]:
         """The YAML-schema form of this device (round-trips through the parser)."""
@@ -89,6 +92,8 @@ class DeviceSpec:
             speed["profile"] = self.profile
         if self.features is not None:
             speed["predict"] = self.features.to_dict()
+        if self.speed_scale != 1.0:
+            speed["scale"] = self.speed_scale
         out: dict[str, Any] = {
             "name": self.name,
             "kind": self.kind,

@@ -306,6 +306,9 @@ def build_cost_model(
             except _Unavailable as exc:
                 reasons.append(f"{s}: {exc}")
                 continue
+            if dev.speed_scale != 1.0:
+                times = [t * dev.speed_scale for t in times]
+                why += f", x {dev.speed_scale:g} (calibrated speed.scale)"
             per_device[dev.name] = times
             used[dev.name] = s
             details[dev.name] = "; ".join([f"{s}: {why}", *[f"skipped {r}" for r in reasons]])

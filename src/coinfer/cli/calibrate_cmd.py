@@ -1,0 +1,93 @@
+"""``coinfer calibrate``: probe a cluster through the real runtime and write its measured figures."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from ..errors import InputError
+from ._console import make_console
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``calibrate`` to ``app``."""
+
+    @app.command("calibrate")
+    def calibrate_cmd(
+        cluster: str | None = typer.Option(
+            None, "--cluster", help="Cluster YAML (default: the embedded local testbed)."
+        ),
+        out: str | None = typer.Option(
+            None,
+            "--out",
+            help="Calibrated cluster YAML to write (default: <cluster>.calibrated.yaml).",
+        ),
+        model: str = typer.Option("resnet18", "--model", help="Model the probes run."),
+        requests: int = typer.Option(48, "--requests", help="Requests per probe."),
+        coordinator_bind: str | None = typer.Option(
+            None,
+            "--coordinator-bind",
+            help="HOST:PORT: wait for remote `coinfer worker`s here instead of spawning.",
+        ),
+        as_json: bool = typer.Option(False, "--json", help="Print the fit as one JSON object."),
+    ) -> None:
+        """Run short probes on every device and link; write the calibrated cluster file that
+        `plan`, `simulate`, `run` and `demo` then take with --cluster."""
+        import yaml
+        from rich.table import Table
+
+        from ..cluster import default_local_cluster, load_cluster
+        from ..runtime.calibrate import calibrate
+
+        cl = load_cluster(cluster) if cluster else default_local_cluster()
+        target = (
+            Path(out)
+            if out
+            else Path(f"{Path(cluster).stem if cluster else 'local_testbed'}.calibrated.yaml")
+        )
+        if target.exists() and target.is_dir():
+            raise InputError(f"--out {target} is a folder; give a file name")
+        console = make_console(stderr=as_json)
+        cal, calibrated = calibrate(
+            model,
+            cl,
+            requests=requests,
+            bind=coordinator_bind or "127.0.0.1:0",
+            spawn=coordinator_bind is None,
+            log=lambda m: console.print(m),
+        )
+        header = (
+            f"# {calibrated.name}, calibrated by `coinfer calibrate` with {model} "
+            f"({requests} requests per probe) from {cl.origin}\n"
+            + "".join(
+                f"# {d.device}: measured/priced compute x{d.ratio:.3f} -> speed.scale {d.new_scale:.4f}\n"
+                for d in cal.devices
+            )
+        )
+        try:
+            target.write_text(header + yaml.safe_dump(calibrated.to_dict(), sort_keys=False))
+        except OSError as exc:
+            raise InputError(f"cannot write {target}: {exc.strerror}") from None
+        if as_json:
+            typer.echo(json.dumps({**cal.to_dict(), "out": str(target)}, indent=2))
+            return
+        t = Table(title=f"compute: measured / priced ({model})")
+        for c in ("device", "per probe", "ratio", "speed.scale"):
+            t.add_column(c)
+        for d in cal.devices:
+            t.add_row(d.device, ", ".join(f"{r:.3f}" for r in d.ratios), f"{d.ratio:.3f}",
+                      f"{d.old_scale:.3f} -> {d.new_scale:.3f}")  # fmt: skip
+        console.print(t)
+        lt = Table(title="links: configured -> fitted")
+        for c in ("link", "transfers", "Mbit/s", "latency ms", "fit"):
+            lt.add_column(c)
+        for lk in cal.links:
+            if lk.how == "unchanged":
+                continue
+            lt.add_row(f"{lk.src}->{lk.dst}", str(lk.transfers),
+                       f"{lk.bandwidth_Bps * 8e-6:.1f} -> {lk.fitted_bandwidth_Bps * 8e-6:.1f}",
+                       f"{lk.latency_s * 1e3:.2f} -> {lk.fitted_latency_s * 1e3:.2f}", lk.how)  # fmt: skip
+        console.print(lt)
+        console.print(f"calibrated cluster: {target}  (use it with --cluster)")

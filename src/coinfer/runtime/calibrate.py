@@ -1,0 +1,248 @@
+"""Calibration: short probes through the real runtime, turned into the cluster's figures.
+
+Why: a profile is measured one device at a time; in a run the devices share machines, caches and
+the coordinator, and each message costs a little more than its link (the transport's own work).
+The planners can only be as right as their figures, so ``coinfer calibrate`` runs the model for
+real on every device at once and writes back what it measured:
+
+- **compute**: each device's measured stage time over the cost model's time for the same pieces
+  becomes ``speed.scale`` (multiplied into whatever prices the device: profile, predictor or
+  FLOPs). Two probes with the device order rotated give every device two different piece ranges;
+  the scale is their geometric mean.
+- **links**: each hop's transfers (sender's clock: emulated delay plus the real send) are fitted
+  to ``latency + bytes / bandwidth`` when the probes sent two clearly different sizes over it,
+  else only the latency absorbs the per-message overhead. Links no probe used keep their figures.
+
+The fitting is pure (:func:`fit_devices`, :func:`fit_link`, :func:`apply`), tested on hand-made
+traces; :func:`calibrate` is the part that starts processes.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+from ..cluster.types import Cluster
+from ..core.instance import Instance
+from ..core.plans import Metrics, Plan, Stage
+from ..errors import InputError
+
+# A link's sizes must differ by this factor before bandwidth and latency are fitted separately.
+MIN_SIZE_SPREAD = 1.5
+# Fewer transfers than this over a link say too little to change its figures.
+MIN_TRANSFERS = 3
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceFit:
+    """``ratio`` = measured / priced compute (geometric mean over probes); new scale = old x ratio."""
+
+    device: str
+    ratios: tuple[float, ...]
+    ratio: float
+    old_scale: float
+    new_scale: float
+
+
+@dataclass(frozen=True, slots=True)
+class LinkFit:
+    """A hop's configured and fitted figures; ``how`` says which fit was possible."""
+
+    src: str
+    dst: str
+    transfers: int
+    bandwidth_Bps: float
+    latency_s: float
+    fitted_bandwidth_Bps: float
+    fitted_latency_s: float
+    how: str  # "bandwidth+latency" | "latency" | "unchanged"
+
+
+@dataclass(frozen=True)
+class Calibration:
+    model: str
+    requests: int
+    devices: tuple[DeviceFit, ...]
+    links: tuple[LinkFit, ...]
+    probes: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "requests": self.requests,
+            "probes": list(self.probes),
+            "devices": [asdict(d) for d in self.devices],
+            "links": [asdict(lk) for lk in self.links],
+        }
+
+
+def probe_plans(instance: Instance, base: Plan) -> list[Plan]:
+    """``base`` (a pipeline over every device) and the same piece ranges with the devices
+    rotated by half: every device computes two different ranges."""
+    devs = [st.devices[0] for st in base.stages]
+    shift = max(1, len(devs) // 2)
+    rotated = devs[shift:] + devs[:shift]
+    out = [base]
+    if rotated != devs:
+        stages = tuple(
+            Stage(st.first, st.last, (d,)) for st, d in zip(base.stages, rotated, strict=True)
+        )
+        out.append(Plan("calibrate-rotated", base.objective, stages, Metrics(0.0, 0.0)))
+    return out
+
+
+def fit_devices(
+    runs: Sequence[tuple[Plan, Sequence[Any]]],
+    instance: Instance,
+    old_scale: Mapping[str, float],
+) -> tuple[DeviceFit, ...]:
+    """Per device, measured median stage time / the instance's time for that stage, per probe."""
+    ratios: dict[str, list[float]] = {}
+    for plan, trace in runs:
+        for st in plan.stages:
+            for d in st.devices:
+                times = [
+                    e.end_s - e.start_s for e in trace if e.kind == "compute" and e.resource == d
+                ]
+                priced = instance.compute_s(st.first, st.last, d)
+                if times and priced > 0:
+                    ratios.setdefault(d, []).append(statistics.median(times) / priced)
+    out = []
+    for d, rs in sorted(ratios.items()):
+        g = math.exp(statistics.fmean(math.log(r) for r in rs))
+        old = float(old_scale.get(d, 1.0))
+        out.append(DeviceFit(d, tuple(rs), g, old, old * g))
+    return tuple(out)
+
+
+def fit_link(
+    src: str, dst: str, bandwidth_Bps: float, latency_s: float, samples: Sequence[tuple[int, float]]
+) -> LinkFit:
+    """Fit ``seconds = latency + nbytes / bandwidth`` to ``(nbytes, seconds)`` transfer samples."""
+    n = len(samples)
+    if n < MIN_TRANSFERS:
+        return LinkFit(src, dst, n, bandwidth_Bps, latency_s, bandwidth_Bps, latency_s, "unchanged")
+    sizes = [float(b) for b, _ in samples]
+    secs = [float(t) for _, t in samples]
+    if min(sizes) > 0 and max(sizes) / min(sizes) >= MIN_SIZE_SPREAD:
+        mx, my = statistics.fmean(sizes), statistics.fmean(secs)
+        sxx = sum((x - mx) ** 2 for x in sizes)
+        slope = sum((x - mx) * (y - my) for x, y in zip(sizes, secs, strict=True)) / sxx
+        intercept = my - slope * mx
+        if slope > 0 and intercept >= 0:
+            return LinkFit(
+                src, dst, n, bandwidth_Bps, latency_s, 1.0 / slope, intercept, "bandwidth+latency"
+            )
+    extra = statistics.median(t - b / bandwidth_Bps for b, t in samples)
+    return LinkFit(src, dst, n, bandwidth_Bps, latency_s, bandwidth_Bps, max(0.0, extra), "latency")
+
+
+def fit_links(
+    cluster: Cluster, traces: Sequence[Sequence[Any]], nbytes_of: Callable[[Any], int | None]
+) -> tuple[LinkFit, ...]:
+    """Every cluster link, fitted from the transfer events of ``traces`` (``resource`` = ``u->v``)."""
+    samples: dict[tuple[str, str], list[tuple[int, float]]] = {}
+    for trace in traces:
+        for e in trace:
+            if e.kind != "transfer":
+                continue
+            nb = nbytes_of(e)
+            if nb is None:
+                continue
+            u, v = e.resource.split("->", 1)
+            samples.setdefault((u, v), []).append((nb, e.end_s - e.start_s))
+    return tuple(
+        fit_link(lk.src, lk.dst, lk.bandwidth_Bps, lk.latency_s, samples.get((lk.src, lk.dst), []))
+        for lk in cluster.links
+    )
+
+
+def apply(cluster: Cluster, cal: Calibration) -> Cluster:
+    """``cluster`` with the fitted figures (traced links keep their trace, only latency moves)."""
+    scale = {d.device: d.new_scale for d in cal.devices}
+    devices = tuple(
+        replace(d, speed_scale=round(scale[d.name], 4)) if d.name in scale else d
+        for d in cluster.devices
+    )
+    fits = {(f.src, f.dst): f for f in cal.links}
+    links = []
+    for lk in cluster.links:
+        f = fits.get((lk.src, lk.dst))
+        if f is None or f.how == "unchanged":
+            links.append(lk)
+            continue
+        bw = lk.bandwidth_Bps if lk.trace is not None else f.fitted_bandwidth_Bps
+        links.append(replace(lk, bandwidth_Bps=bw, latency_s=f.fitted_latency_s))
+    return replace(cluster, devices=devices, links=tuple(links))
+
+
+def calibrate(
+    model: str,
+    cluster: Cluster,
+    *,
+    requests: int = 48,
+    bind: str = "127.0.0.1:0",
+    spawn: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> tuple[Calibration, Cluster]:
+    """Probe ``cluster`` with ``model`` through the real runtime; return the fit and the
+    calibrated cluster (see the module docstring)."""
+    from ..plan import plan as make_plan
+    from ..profile.costmodel import build_instance
+    from ..schedule import schedule
+    from . import run
+
+    if requests < 8:
+        raise InputError(f"--requests must be at least 8 for a steady state (got {requests})")
+    instance = build_instance(model, cluster)
+    if len(instance.pieces) < len(cluster.devices):
+        raise InputError(
+            f"{model} has {len(instance.pieces)} pieces, fewer than the {len(cluster.devices)} "
+            "devices to probe: calibrate with a larger model"
+        )
+    base = make_plan(instance, "even", "throughput")
+    runs = []
+    for p in probe_plans(instance, base):
+        if log:
+            log(f"probe: {' | '.join(str(s) for s in p.stages)} ({requests} requests)")
+        sched = schedule(p, instance, requests)
+        res = run(model, cluster, p, requests=requests, instance=instance, schedule=sched,
+                  bind=bind, spawn=spawn)  # fmt: skip
+        runs.append((p, res.trace))
+    devices = fit_devices(runs, instance, {d.name: d.speed_scale for d in cluster.devices})
+    nbytes = _nbytes_by_stage(instance, runs)
+    links = fit_links(cluster, [t for _, t in runs], nbytes)
+    cal = Calibration(model, requests, devices, links, tuple(str(p) for p, _ in runs))
+    return cal, apply(cluster, cal)
+
+
+def _nbytes_by_stage(
+    instance: Instance, runs: Sequence[tuple[Plan, Any]]
+) -> Callable[[Any], int | None]:
+    """Bytes of a transfer event: the input of its stage (stage ``k`` = the output) in that run."""
+    cuts: dict[int, int] = {}
+    for plan, _ in runs:
+        sizes = [instance.input_bytes] + [instance.pieces[st.last].out_bytes for st in plan.stages]
+        for k, b in enumerate(sizes):
+            cuts.setdefault(k, b)
+
+    def nbytes(e: Any) -> int | None:
+        return None if e.stage is None else cuts.get(int(e.stage))
+
+    return nbytes
+
+
+__all__ = [
+    "Calibration",
+    "DeviceFit",
+    "LinkFit",
+    "apply",
+    "calibrate",
+    "fit_devices",
+    "fit_link",
+    "fit_links",
+    "probe_plans",
+]
