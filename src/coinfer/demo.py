@@ -44,6 +44,7 @@ class DemoReport:
     speedup_measured: float
     files: dict[str, str] = field(default_factory=dict)
     elapsed_s: float = 0.0
+    calibration: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -65,6 +66,7 @@ def run_demo(
     out_dir: str | Path = "coinfer-out/demo",
     algos: Sequence[str] = DEMO_ALGOS,
     step: Callable[[str], None] = lambda _msg: None,
+    calibrate: bool = True,
 ) -> DemoReport:
     """Run the whole pipeline once and write a Gantt chart and a JSON report to ``out_dir``.
 
@@ -78,6 +80,10 @@ def run_demo(
     cluster_file : a cluster YAML; default the embedded local testbed.
     cost_source : ``profile``, ``predict`` or ``analytic``; default the first available per device.
     step : called with a short description before each stage (progress reporting).
+    calibrate : first probe the cluster with ``model`` through the real runtime and plan on the
+        calibrated figures (``coinfer calibrate``; ~20 s on the testbed), written to
+        ``out_dir/cluster.calibrated.yaml``. Without it the plan is priced from per-device
+        profiles alone, which miss what devices sharing this machine cost each other.
     """
     from .cluster import default_local_cluster, load_cluster
     from .plan import plan as make_plan
@@ -96,6 +102,18 @@ def run_demo(
         raise InputError(f"cannot create output folder {out}: {exc.strerror}") from None
 
     cluster = load_cluster(cluster_file) if cluster_file else default_local_cluster()
+    calibration = None
+    if calibrate:
+        import yaml
+
+        from .runtime.calibrate import calibrate as run_calibration
+
+        step(f"calibrate {cluster.name}: probe every device and link with {model}")
+        cal, cluster = run_calibration(model, cluster, requests=32)
+        calibration = cal.to_dict()
+        (out / "cluster.calibrated.yaml").write_text(
+            yaml.safe_dump(cluster.to_dict(), sort_keys=False)
+        )
     step(f"capture {model} and price its pieces on {len(cluster.devices)} devices")
     instance = build_instance(model, cluster, source=cost_source)
 
@@ -162,6 +180,7 @@ def run_demo(
         speedup_measured=result.throughput_rps / base.throughput_rps,
         files=files,
         elapsed_s=time.perf_counter() - t_start,
+        calibration=calibration,
     )
     report_path = out / "report.json"
     report_path.write_text(json.dumps(report.to_dict(), indent=2, default=str))

@@ -26,6 +26,11 @@ def register(app: typer.Typer) -> None:
             "coinfer-out/demo", "--out", help="Folder for the report and charts."
         ),
         as_json: bool = typer.Option(False, "--json", help="Print the report as one JSON object."),
+        calibrate: bool = typer.Option(
+            True,
+            "--calibrate/--no-calibrate",
+            help="Probe the cluster through the real runtime first and plan on the measured figures.",
+        ),
     ) -> None:
         """Capture, price, plan, simulate and really run a zoo CNN on emulated devices."""
         from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -34,7 +39,7 @@ def register(app: typer.Typer) -> None:
         from ..demo import DEMO_ALGOS, run_demo
 
         console = make_console(stderr=as_json)
-        total = 6
+        total = 7 if calibrate else 6
         with Progress(
             SpinnerColumn(),
             TextColumn("[bold]{task.description}"),
@@ -58,6 +63,7 @@ def register(app: typer.Typer) -> None:
                 out_dir=out,
                 algos=DEMO_ALGOS,
                 step=step,
+                calibrate=calibrate,
             )
             progress.update(task, description="done", completed=total)
 
@@ -65,6 +71,13 @@ def register(app: typer.Typer) -> None:
             typer.echo(json.dumps(report.to_dict(), indent=2, default=str))
             return
 
+        if report.calibration:
+            console.print(
+                "calibrated compute (measured / profiled, in the real runtime): "
+                + ", ".join(
+                    f"{d['device']} x{d['ratio']:.2f}" for d in report.calibration["devices"]
+                )
+            )
         sources = ", ".join(f"{d}: {s}" for d, s in report.cost_sources.items())
         console.print(
             f"\n[bold]{report.model}[/] on [bold]{report.cluster}[/] (costs from {sources})"

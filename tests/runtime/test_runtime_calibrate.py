@@ -1,0 +1,107 @@
+"""Calibration: the fits on hand-made traces (pure), and one real probe run end to end."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from coinfer.cli import main
+from coinfer.cluster import cluster_from_yaml, load_cluster
+from coinfer.core.instance import Device, Link, make_instance
+from coinfer.core.plans import Metrics, Plan, Stage
+from coinfer.core.trace import TraceEvent
+from coinfer.runtime.calibrate import Calibration, apply, fit_devices, fit_link, probe_plans
+
+CLUSTER = """
+name: two
+source: a
+devices:
+  - {name: a, speed: {gflops: 5}, memory: 1GiB}
+  - {name: b, speed: {gflops: 5, scale: 2.0}, memory: 1GiB}
+links:
+  - {src: a, dst: b, bandwidth_mbps: 80, latency_ms: 1}
+"""
+
+
+def _instance():
+    times = [{"a": 0.01, "b": 0.02}, {"a": 0.03, "b": 0.04}]
+    return make_instance(times, [0, 0], [100, 10], 1000,
+                         [Device("a", 1 << 30), Device("b", 1 << 30)],
+                         [Link("a", "b", 1e7, 0.001), Link("b", "a", 1e7, 0.001)], "a")  # fmt: skip
+
+
+def test_fit_link_separates_latency_and_bandwidth():
+    # 5 ms + bytes / 2 MB/s, exactly
+    samples = [(n, 0.005 + n / 2e6) for n in (10_000, 10_000, 50_000, 90_000)]
+    f = fit_link("a", "b", 1e7, 0.001, samples)
+    assert f.how == "bandwidth+latency"
+    assert f.fitted_bandwidth_Bps == pytest.approx(2e6) and f.fitted_latency_s == pytest.approx(
+        0.005
+    )
+
+
+def test_fit_link_one_size_moves_only_the_latency_and_few_samples_change_nothing():
+    samples = [(10_000, 0.0012 + 10_000 / 1e7)] * 4  # 0.2 ms of per-message overhead
+    f = fit_link("a", "b", 1e7, 0.001, samples)
+    assert f.how == "latency" and f.fitted_bandwidth_Bps == 1e7
+    assert f.fitted_latency_s == pytest.approx(0.0012)
+    assert fit_link("a", "b", 1e7, 0.001, samples[:2]).how == "unchanged"
+
+
+def test_fit_devices_is_measured_over_priced_times_the_old_scale():
+    inst = _instance()
+    plan = Plan("p", "throughput", (Stage(0, 0, ("a",)), Stage(1, 1, ("b",))), Metrics(0, 0))
+    trace = [TraceEvent("a", "compute", r, 0.0, 0.015) for r in range(3)]
+    trace += [TraceEvent("b", "compute", r, 0.0, 0.02) for r in range(3)]
+    fits = {f.device: f for f in fit_devices([(plan, trace)], inst, {"a": 1.0, "b": 2.0})}
+    assert fits["a"].ratio == pytest.approx(1.5) and fits["a"].new_scale == pytest.approx(1.5)
+    assert fits["b"].ratio == pytest.approx(0.5) and fits["b"].new_scale == pytest.approx(1.0)
+
+
+def test_probes_rotate_devices_over_the_same_ranges():
+    plan = Plan("even", "throughput", (Stage(0, 0, ("a",)), Stage(1, 1, ("b",))), Metrics(0, 0))
+    probes = probe_plans(_instance(), plan)
+    assert [[s.devices for s in p.stages] for p in probes] == [[("a",), ("b",)], [("b",), ("a",)]]
+    assert [(s.first, s.last) for s in probes[1].stages] == [(0, 0), (1, 1)]
+
+
+def test_apply_writes_scales_and_fitted_links_and_round_trips():
+    cl = cluster_from_yaml(CLUSTER)
+    fits = fit_devices([], _instance(), {})
+    link = fit_link("a", "b", 1e7, 0.001, [(n, 0.002 + n / 5e6) for n in (1e4, 5e4, 9e4)])
+    cal = Calibration("m", 8, fits, (link,), ())
+    out = apply(cl, cal)
+    ab = next(lk for lk in out.links if (lk.src, lk.dst) == ("a", "b"))
+    assert ab.bandwidth_Bps == pytest.approx(5e6) and ab.latency_s == pytest.approx(0.002)
+    ba = next(lk for lk in out.links if (lk.src, lk.dst) == ("b", "a"))
+    assert ba.bandwidth_Bps == 1e7  # not probed: unchanged
+    back = cluster_from_yaml(yaml.safe_dump(out.to_dict()))
+    assert back.device("b").speed_scale == 2.0 and back == out
+
+
+def test_calibrate_cli_runs_real_probes_and_writes_a_usable_cluster(tmp_path, capsys):
+    src = tmp_path / "two.yaml"
+    src.write_text(CLUSTER)
+    target = tmp_path / "two.cal.yaml"
+    with pytest.raises(SystemExit) as info:
+        main(["calibrate", "--cluster", str(src), "--out", str(target),
+              "--model", "tiny_cnn", "--requests", "8", "--json"])  # fmt: skip
+    assert info.value.code == 0
+    report = json.loads(capsys.readouterr().out)
+    assert {d["device"] for d in report["devices"]} == {"a", "b"}
+    assert len(report["probes"]) == 2
+    for d in report["devices"]:
+        assert len(d["ratios"]) == 2 and d["ratio"] > 0
+    cal = load_cluster(target)  # a valid cluster file, with the measured scales
+    scales = {d["device"]: d["new_scale"] for d in report["devices"]}
+    for dev in cal.devices:
+        assert dev.speed_scale == pytest.approx(scales[dev.name], rel=1e-3)
+
+
+def test_calibrate_rejects_too_few_requests(tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["calibrate", "--requests", "2", "--out", str(tmp_path / "x.yaml")])
+    assert info.value.code == 2
+    assert "at least 8" in capsys.readouterr().err
