@@ -109,7 +109,7 @@ def run_demo(
         from .runtime.calibrate import calibrate as run_calibration
 
         step(f"calibrate {cluster.name}: probe every device and link with {model}")
-        cal, cluster = run_calibration(model, cluster, requests=32)
+        cal, cluster = run_calibration(model, cluster, requests=32, source=cost_source)
         calibration = cal.to_dict()
         (out / "cluster.calibrated.yaml").write_text(
             yaml.safe_dump(cluster.to_dict(), sort_keys=False)

@@ -5,7 +5,8 @@ the coordinator, and each message costs a little more than its link (the transpo
 The planners can only be as right as their figures, so ``coinfer calibrate`` runs the model for
 real on every device at once and writes back what it measured:
 
-- **compute**: each device's measured stage time over the cost model's time for the same pieces
+- **compute**: a pipeline over every device (equal piece counts, :func:`even_pipeline`);
+  each device's measured stage time over the cost model's time for the same pieces
   becomes ``speed.scale`` (multiplied into whatever prices the device: profile, predictor or
   FLOPs). Two probes with the device order rotated give every device two different piece ranges;
   the scale is their geometric mean.
@@ -77,6 +78,19 @@ class Calibration:
             "devices": [asdict(d) for d in self.devices],
             "links": [asdict(lk) for lk in self.links],
         }
+
+
+def even_pipeline(instance: Instance, devices: Sequence[str]) -> Plan:
+    """Every device one stage, in ``devices`` order, on contiguous piece ranges of equal count:
+    a probe that keeps every device busy at once, whatever it predicts."""
+    n, k = len(instance.pieces), len(devices)
+    bounds = [round(i * n / k) for i in range(k + 1)]
+    stages = tuple(
+        Stage(bounds[i], bounds[i + 1] - 1, (devices[i],))
+        for i in range(k)
+        if bounds[i + 1] > bounds[i]
+    )
+    return Plan("calibrate", "throughput", stages, Metrics(0.0, 0.0))
 
 
 def probe_plans(instance: Instance, base: Plan) -> list[Plan]:
@@ -187,23 +201,24 @@ def calibrate(
     bind: str = "127.0.0.1:0",
     spawn: bool = True,
     log: Callable[[str], None] | None = None,
+    source: str | None = None,
 ) -> tuple[Calibration, Cluster]:
     """Probe ``cluster`` with ``model`` through the real runtime; return the fit and the
-    calibrated cluster (see the module docstring)."""
-    from ..plan import plan as make_plan
+    calibrated cluster (see the module docstring). ``source`` is the cost source calibrated
+    (``profile``/``predict``/``analytic``; default: the first available per device)."""
     from ..profile.costmodel import build_instance
     from ..schedule import schedule
     from . import run
 
     if requests < 8:
         raise InputError(f"--requests must be at least 8 for a steady state (got {requests})")
-    instance = build_instance(model, cluster)
+    instance = build_instance(model, cluster, source=source)
     if len(instance.pieces) < len(cluster.devices):
         raise InputError(
             f"{model} has {len(instance.pieces)} pieces, fewer than the {len(cluster.devices)} "
             "devices to probe: calibrate with a larger model"
         )
-    base = make_plan(instance, "even", "throughput")
+    base = even_pipeline(instance, cluster.device_names)
     runs = []
     for p in probe_plans(instance, base):
         if log:
@@ -241,6 +256,7 @@ __all__ = [
     "LinkFit",
     "apply",
     "calibrate",
+    "even_pipeline",
     "fit_devices",
     "fit_link",
     "fit_links",

@@ -40,18 +40,14 @@ from ..core.schedules import Action
 from ..errors import CoinferError, PeerError
 from . import emulation
 from .control import Channel, authenticate_coordinator, parse_hostport
+from .liveness import HEARTBEAT_S, control_reader, heartbeat
 from .mailbox import Mailbox
 from .protocol import (
-    Abort,
-    Bye,
     Done,
     Error,
-    Go,
-    Heartbeat,
     Ready,
     Result,
     Setup,
-    decode,
     encode,
     expect,
 )
@@ -65,9 +61,6 @@ from .transport import (
     set_bind_address,
 )
 
-# Seconds between heartbeats; the coordinator declares a silent worker dead after
-# coordinator.HEARTBEAT_TIMEOUT_S (several missed beats, so a busy CPU does not trip it).
-HEARTBEAT_S = 0.5
 # Receives posted ahead / messages queued per peer: 2 is enough to overlap one transfer with one
 # compute on each side (double buffering); more only adds memory and queueing delay.
 DEFAULT_DEPTH = 2
@@ -338,32 +331,6 @@ class _Executor:
         self.transport.flush()
 
 
-def _heartbeat(chan: Channel, stop: threading.Event) -> None:
-    emulation.exempt_this_thread()
-    while not stop.wait(HEARTBEAT_S):
-        try:
-            chan.send(encode(Heartbeat(time.time())))
-        except PeerError:
-            os._exit(4)  # the coordinator is gone: nothing left to serve
-
-
-def _reader(chan: Channel, go: threading.Event, bye: threading.Event) -> None:
-    emulation.exempt_this_thread()
-    while True:
-        try:
-            raw, _ = chan.recv()
-            msg = decode(raw, peer=chan.peer)
-        except PeerError:
-            os._exit(4)  # the coordinator is gone or speaks nonsense: nothing left to serve
-        if isinstance(msg, Go):
-            go.set()
-        elif isinstance(msg, Bye):
-            bye.set()
-            return
-        elif isinstance(msg, Abort):
-            os._exit(5)
-
-
 def _decode_inputs(blob: bytes) -> dict[int, list[torch.Tensor]]:
     from safetensors.torch import load
 
@@ -442,8 +409,10 @@ def serve(
         raise
     go, bye, stop = threading.Event(), threading.Event(), threading.Event()
     chan.send(encode(Ready(emu.to_dict(), time.time(), torch.get_num_threads())))
-    threading.Thread(target=_reader, args=(chan, go, bye), name="control", daemon=True).start()
-    threading.Thread(target=_heartbeat, args=(chan, stop), name="heartbeat", daemon=True).start()
+    threading.Thread(
+        target=control_reader, args=(chan, go, bye), name="control", daemon=True
+    ).start()
+    threading.Thread(target=heartbeat, args=(chan, stop), name="heartbeat", daemon=True).start()
     if not go.wait(setup.timeout_s):
         os._exit(6)
     t0 = time.time()
