@@ -234,3 +234,38 @@ def test_split_of_loaded_graph_is_an_input_error() -> None:
     _, _, graph = _graph("tiny_cnn")
     with pytest.raises(InputError, match="no executable graph"):
         split(ModelGraph.from_dict(graph.to_dict()), [0])
+
+
+class _ShadowsGraphModule(nn.Module):
+    """Legal PyTorch whose names are also attributes of fx.GraphModule (meta, graph, code, ...)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.meta = nn.Linear(8, 8)
+        self.graph = nn.Sequential(nn.Linear(8, 8), nn.ReLU())
+        self.code = nn.ReLU()
+        self.head = nn.Linear(8, 4)
+        self.register_buffer("forward_scale", torch.full((4,), 2.0))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.code(self.graph(self.meta(x)))) * self.forward_scale
+
+
+def test_submodules_named_like_graphmodule_attributes_are_captured_exactly() -> None:
+    torch.manual_seed(0)
+    model = _ShadowsGraphModule().eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x = torch.randn(3, 8)
+    g = capture(model, x, backend="fx")
+    # the graph keeps the user's names; nothing of the user's module changed
+    assert {"meta", "code", "head"} <= {n.name for n in g.nodes}
+    assert isinstance(model.meta, nn.Linear) and isinstance(model.graph, nn.Sequential)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    stages = split(g, list(range(g.num_pieces - 1)))
+    y: tuple = (x,)
+    for st in stages:
+        out = st(*y)
+        y = out if isinstance(out, tuple) else (out,)
+    assert torch.equal(y[0], model(x))
+    # the stage runs the model's own layer objects (shared, not copied)
+    assert any(m is model.meta for st in stages for m in st.modules())

@@ -17,7 +17,14 @@ from torch import Tensor, fx, nn
 
 
 def trace_fx(model: nn.Module, inputs: tuple[Tensor, ...]) -> fx.GraphModule:
-    """Symbolic trace keeping torch.nn layers as leaves; the model itself is not modified."""
+    """Symbolic trace keeping torch.nn layers as leaves; the model itself is not modified.
+
+    The graph module is built from the traced objects themselves (a name -> object table), with
+    every top-level name that collides with an attribute of ``fx.GraphModule`` renamed: a model
+    whose submodule is called ``meta``, ``graph`` or ``code`` is legal PyTorch, but copied onto
+    a GraphModule under that name it would clobber (or be refused by) the GraphModule's own
+    attribute. The objects are the model's own (shared, not copied), as before.
+    """
     tracer = fx.Tracer()
     graph = tracer.trace(model)
     placeholders = [n for n in graph.nodes if n.op == "placeholder"]
@@ -25,7 +32,48 @@ def trace_fx(model: nn.Module, inputs: tuple[Tensor, ...]) -> fx.GraphModule:
         raise TypeError(
             f"forward takes {len(placeholders)} inputs but {len(inputs)} example inputs were given"
         )
-    return fx.GraphModule(tracer.root, graph, type(model).__name__)
+    root = tracer.root
+    taken = {str(n.target).split(".", 1)[0] for n in graph.nodes if n.op in _ATTR_OPS}
+    rename = {h: _free_name(h, taken) for h in sorted(taken) if h in _reserved_names()}
+    table: dict[str, object] = {}
+    for n in graph.nodes:
+        if n.op not in _ATTR_OPS:
+            continue
+        target = str(n.target)
+        obj = _lookup(root, target)
+        head, dot, rest = target.partition(".")
+        if head in rename:
+            n.target = rename[head] + dot + rest
+        table[str(n.target)] = obj
+    graph.lint()
+    return fx.GraphModule(table, graph, type(model).__name__)
+
+
+_ATTR_OPS = ("call_module", "get_attr")
+
+
+def _reserved_names() -> frozenset[str]:
+    """Every attribute name an ``fx.GraphModule`` instance already has (class and instance)."""
+    probe = fx.GraphModule(nn.Module(), fx.Graph())
+    return frozenset(dir(fx.GraphModule)) | frozenset(vars(probe))
+
+
+def _free_name(name: str, taken: set[str]) -> str:
+    reserved = _reserved_names()
+    i = 0
+    while True:
+        cand = f"{name}_m{i}" if i else f"{name}_m"
+        if cand not in taken and cand not in reserved:
+            taken.add(cand)
+            return cand
+        i += 1
+
+
+def _lookup(root: nn.Module, target: str) -> object:
+    obj: object = root
+    for part in target.split("."):
+        obj = getattr(obj, part)
+    return obj
 
 
 def trace_export(model: nn.Module, inputs: tuple[Tensor, ...]) -> fx.GraphModule:
