@@ -104,7 +104,7 @@ def collect() -> None:
     import os
     import tempfile
 
-    from coinfer.profile.cgroup import cgroup_support, cpu_quota_cgroup
+    from coinfer.profile.cgroup import EMULATION_PERIOD_US, cgroup_support, cpu_quota_cgroup
 
     ok, why = cgroup_support()
     if not ok:
@@ -115,7 +115,10 @@ def collect() -> None:
         setting = {"quota": quota, "threads": threads}
         print(f"setting quota={quota} threads={threads}", file=sys.stderr, flush=True)
         env = dict(os.environ, OMP_NUM_THREADS=str(threads))
-        with cpu_quota_cgroup(f"coinfer-collect-{os.getpid()}", quota) as cg:
+        # the runtime's (and the profiler's) CFS period, so labels match what devices do in a run
+        with cpu_quota_cgroup(
+            f"coinfer-collect-{os.getpid()}", quota, period_us=EMULATION_PERIOD_US
+        ) as cg:
             subprocess.run(
                 [sys.executable, __file__, "--worker", json.dumps(setting), str(out_dir)],
                 check=True,
@@ -244,12 +247,12 @@ def train_and_evaluate() -> None:
         "",
         f"Produced by `benchmarks/bench_predictor.py --train` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} "
         f"from {len(profiles)} profiles ({len(MODELS)} zoo models x {len(SETTINGS)} emulated device settings: "
-        "cgroup CPU quota 1.0/0.5/0.25 core x 1/2 threads, measured on this 2-core host while other jobs ran).",
+        "cgroup CPU quota 1.0/0.5/0.25 core x 1/2 threads, measured on this 2-core host with nothing else running, in 10 ms CFS periods).",
         f"Training: {len(train)} profiles ({pred.info['rows']} node rows), models "
         f"{', '.join(sorted({p['model'] for p in train}))}; fit in {fit_s:.1f}s. "
         f"Held-out models: {', '.join(HELD_OUT_MODELS)}. Held-out quota: {', '.join(map(str, HELD_OUT_QUOTAS))}.",
         "",
-        "Errors are relative to the measured time (mean over passes when throttled, else median). "
+        "Errors are relative to the measured time (under a quota: CPU time x the passes' wall/CPU ratio; else the median). "
         "MAPE in %; WAPE = Σ|error| / Σ time in % (time-weighted: what a planner summing pieces feels); "
         "'w10'/'w20' = % of predictions within ±10% / ±20%. Pieces are predicted as the sum of "
         f"their nodes times a learned stage factor ({pred.piece_scale:.3f}). Baseline: the analytic model with a "
@@ -342,8 +345,8 @@ def train_and_evaluate() -> None:
             f"±10% — which is measured on a dedicated, quiet device with per-device kernel-fusion rules. "
             f"Here the measurements themselves are the limit: even IDENTICAL operations inside one profile "
             f"agree within ±20% only {nf1['within20']:.0f}% of the time (within ±10%: {nf1['within10']:.0f}%), "
-            f"because this 2-core VM was shared with other jobs (load average 3-8 on 2 cores during collection) and "
-            f"quota'd devices are throttled in 100 ms CFS periods."
+            f"because this 2-core VM is a noisy place to time single operations (cache state after every "
+            f"10 ms throttling period, other tenants of the host)."
         )
     lines += [
         "",
