@@ -155,3 +155,53 @@ def test_routes_match_the_instance_paths() -> None:
         path = inst.path(u, v, 1000)
         assert hops == (u, *(lk.dst for lk in path))
         assert all((x, y) in inst.link_by_pair for x, y in itertools.pairwise(hops))
+
+
+def test_dvfs_level_scales_the_device_quota() -> None:
+    """A plan running b at half frequency runs its worker at half its quota (time x 2, as priced)."""
+    cl = cluster_from_yaml(
+        """
+name: t
+source: a
+devices:
+  - {name: a, speed: {gflops: 10}, memory: 1GiB}
+  - {name: b, speed: {gflops: 10}, memory: 1GiB, dvfs_levels: [0.5, 1.0],
+     emulate: {cpu_quota: 0.75, threads: 1}}
+  - {name: c, speed: {gflops: 10}, memory: 1GiB, emulate: {cpu_quota: 0.25, threads: 1}}
+links:
+  - {src: a, dst: b, bandwidth_mbps: 80, latency_ms: 2}
+  - {src: b, dst: c, bandwidth_mbps: 80, latency_ms: 2}
+  - {src: c, dst: a, bandwidth_mbps: 80, latency_ms: 2}
+"""
+    )
+    plan = _plan(Stage(0, 1, ("b",), freqs=(0.5,)), Stage(2, 4, ("c",)))
+    prep = prepare_run(MLP, cl, plan, requests=4, input_shape=(1, 64), partition="sequential")
+    b, c = prep.setups["b"].emulate, prep.setups["c"].emulate
+    assert (b.cpu_quota, b.freq) == (pytest.approx(0.375), 0.5)  # 0.75 core x 0.5
+    assert (c.cpu_quota, c.freq) == (0.25, 1.0)
+    assert prep.setups["a"].emulate.freq == 1.0  # the source holds no stage
+
+
+def test_measured_energy_follows_the_cost_model_definition() -> None:
+    from coinfer.core.instance import Device
+    from coinfer.core.trace import TraceEvent
+    from coinfer.runtime.results import measured_energy
+
+    devs = {
+        "a": Device("a", 1 << 30, power_idle_w=2.0, power_active_w=10.0, power_transmit_w=1.0),
+        "b": Device("b", 1 << 30, power_idle_w=1.0, power_active_w=5.0, power_transmit_w=0.5),
+    }
+    trace = [
+        TraceEvent("a", "compute", 0, 0.0, 0.1, 0),
+        TraceEvent("b", "compute", 0, 0.2, 0.4, 1),
+        TraceEvent("a->b", "transfer", 0, 0.1, 0.15, 1),
+        TraceEvent("a", "compute", 1, 0.1, 0.2, 0),
+        TraceEvent("b", "compute", 1, 0.4, 0.6, 1),
+        TraceEvent("a->b", "transfer", 1, 0.2, 0.25, 1),
+    ]
+    freqs = {(0, "a"): 1.0, (1, "b"): 0.5}
+    # a: 0.2 s x 10 W; b: 0.4 s x (1 + 4 x 0.5^3) W; a->b: 0.1 s x 1 W; over 2 requests
+    want = (0.2 * 10.0 + 0.4 * (1.0 + 4.0 * 0.125) + 0.1 * 1.0) / 2
+    assert measured_energy(trace, devs, freqs, 2) == pytest.approx(want)
+    bare = {"a": Device("a", 1 << 30), "b": Device("b", 1 << 30)}
+    assert measured_energy(trace, bare, freqs, 2) is None  # no power figures: no estimate

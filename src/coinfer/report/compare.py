@@ -37,6 +37,8 @@ def compare_with_simulation(result: RunResult, schedule: Schedule, instance: Any
     ]
     for d, u in result.utilisation.items():
         rows.append((f"util_{d}", u, float(sim.utilisation.get(d, 0.0))))
+    if result.energy_j_per_request is not None and sim.energy_j is not None:
+        rows.append(("energy_j_per_request", result.energy_j_per_request, sim.energy_j))
     return {
         "rows": [
             {"metric": m, "measured": a, "simulated": b, "error_pct": _err_pct(a, b)}

@@ -19,6 +19,7 @@ import secrets
 import socket
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -27,13 +28,21 @@ import torch.distributed as dist
 from ..core.plans import Plan
 from ..core.schedules import Schedule
 from ..errors import InputError
+from ..schedule.scheduler import stage_freqs
 from . import emulation
 from . import supervision as sv
 from .control import parse_hostport
 from .ledger import Ledger
 from .prepare import Prepared, prepare_run
 from .protocol import encode
-from .results import RunResult, build_result, measured_links, output_errors, reference_outputs
+from .results import (
+    RunResult,
+    build_result,
+    measured_energy,
+    measured_links,
+    output_errors,
+    reference_outputs,
+)
 from .stages import Partition
 
 
@@ -204,7 +213,7 @@ def _result(
                 )
         finally:
             torch.set_num_threads(old_threads)
-    return build_result(
+    result = build_result(
         requests=requests,
         microbatch=microbatch,
         completions=ledger.completions,
@@ -220,6 +229,12 @@ def _result(
         ),
         netns=netns,
     )
+    if prep.instance is None:
+        return result
+    energy = measured_energy(
+        result.trace, prep.instance.device_by_name, stage_freqs(prep.schedule), requests
+    )
+    return replace(result, energy_j_per_request=energy)
 
 
 __all__ = ["RunResult", "run"]

@@ -59,6 +59,7 @@ class Prepared:
     setups: Mapping[str, Setup]
     blobs: Mapping[str, tuple[bytes, ...]]
     check_threads: int
+    instance: Instance | None = None  # what the run is priced with (routes, power, DVFS)
 
     @property
     def messages(self) -> int:
@@ -174,9 +175,14 @@ def prepare_run(
     wire = tuple(tuple((m.shape, m.dtype) for m in c) for c in contracts)
     setups: dict[str, Setup] = {}
     blobs: dict[str, tuple[bytes, ...]] = {}
+    freqs = scheduler.stage_freqs(schedule)
     for rank, d in enumerate(names):
         emu = getattr(cluster.device(d), "emulate", None)
         k = stage_of.get(d)
+        # DVFS on the emulated testbed: a level f (fraction of f_max) runs the device at f x its
+        # quota, so compute takes 1/f as long, as the cost model prices it
+        freq = 1.0 if k is None else float(freqs.get((k, d), 1.0))
+        quota = getattr(emu, "cpu_quota", None)
         setups[d] = Setup(
             run_id="",
             device=d,
@@ -189,7 +195,10 @@ def prepare_run(
             contracts=wire,
             actions=tuple(str(a) for a in routed.actions.get(d, ())),
             emulate=EmulateConfig(
-                getattr(emu, "cpu_quota", None), int(getattr(emu, "threads", 1) or 1), cpus.get(d)
+                None if quota is None else float(quota) * freq,
+                int(getattr(emu, "threads", 1) or 1),
+                cpus.get(d),
+                freq,
             ),
             use_cgroup=use_cgroup,
             stage=None if k is None else StageAssignment(spec, k),
@@ -212,6 +221,7 @@ def prepare_run(
         setups=setups,
         blobs=blobs,
         check_threads=threads.pop() if len(threads) == 1 else 1,
+        instance=instance,
     )
 
 
@@ -289,7 +299,19 @@ def fallback_instance(
     names = cluster.device_names
     times = [dict.fromkeys(names, 1e-3) for _ in range(num_pieces)]  # 1 ms: a neutral guess
     out_bytes = [cut_bytes.get(p, 0) for p in range(num_pieces)]
-    devices = [Device(n, 1 << 62) for n in names]
+    devices = []
+    for n in names:
+        spec = cluster.device(n)
+        devices.append(
+            Device(
+                n,
+                1 << 62,
+                power_idle_w=getattr(spec, "power_idle_w", None),
+                power_active_w=getattr(spec, "power_active_w", None),
+                power_transmit_w=getattr(spec, "power_transmit_w", None),
+                dvfs_levels=tuple(getattr(spec, "dvfs_levels", (1.0,))),
+            )
+        )
     links = [Link(lk.src, lk.dst, lk.bandwidth_Bps, lk.latency_s) for lk in cluster.links]
     in_bytes = sum(m.nbytes for m in contracts[0])
     return make_instance(

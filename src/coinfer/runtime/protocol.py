@@ -40,11 +40,13 @@ WireContract = tuple[tuple[tuple[int, ...], str], ...]
 
 @dataclass(frozen=True)
 class EmulateConfig:
-    """How the worker emulates its device: CPU quota (cores), intra-op threads, pinned CPU."""
+    """How the worker emulates its device: CPU quota (cores, already scaled by the DVFS level
+    ``freq`` the plan chose for it), intra-op threads, pinned CPU."""
 
     cpu_quota: float | None = None
     threads: int = 1
     cpu: int | None = None
+    freq: float = 1.0
 
 
 @dataclass(frozen=True)

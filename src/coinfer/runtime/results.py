@@ -53,6 +53,8 @@ class RunResult:
     # every output of the model, each concatenated over the micro-batches in request order
     # (``outputs`` is the first of them, for single-output models)
     all_outputs: tuple[torch.Tensor, ...] = field(default=(), repr=False, compare=False)
+    # measured energy estimate per request (joules), same definition as the cost model's
+    energy_j_per_request: float | None = None
 
     @property
     def outputs(self) -> torch.Tensor | None:
@@ -79,6 +81,7 @@ class RunResult:
             "stages": [{"pieces": [a, b], "devices": list(d)} for a, b, d in self.stages],
             "links": {k: dict(v) for k, v in self.links.items()},
             "network": self.network,
+            "energy_j_per_request": self.energy_j_per_request,
             "trace": [ev.to_dict() for ev in self.trace],
         }
 
@@ -90,6 +93,33 @@ class RunResult:
             f"p50 {self.latency_p50_s * 1e3:.1f} ms, p95 {self.latency_p95_s * 1e3:.1f} ms, {err}, "
             f"util [{util}], emulation {self.emulation_mode})"
         )
+
+
+def measured_energy(
+    trace: Sequence[Any],
+    devices: Mapping[str, Any],
+    freqs: Mapping[tuple[int, str], float],
+    requests: int,
+) -> float | None:
+    """Joules per request from what the run measured, by the cost model's definition: every
+    compute interval x the device's active power at its DVFS level, every hop's transfer time x
+    the sender's transmit power. ``None`` when no device has power figures.
+
+    ``devices`` maps names to objects with ``active_power_w(freq)`` and ``power_transmit_w``
+    (:class:`coinfer.core.instance.Device`); ``trace`` holds :class:`TraceEvent` objects.
+    """
+    if not any(getattr(d, "power_active_w", None) is not None for d in devices.values()):
+        return None
+    joules = 0.0
+    for e in trace:
+        if e.kind == "compute" and e.resource in devices:
+            f = freqs.get((int(e.stage), e.resource), 1.0) if e.stage is not None else 1.0
+            joules += (e.end_s - e.start_s) * devices[e.resource].active_power_w(f)
+        elif e.kind == "transfer":
+            src = e.resource.split("->", 1)[0]
+            if src in devices:
+                joules += (e.end_s - e.start_s) * (devices[src].power_transmit_w or 0.0)
+    return joules / max(1, requests)
 
 
 def measured_links(
@@ -261,6 +291,7 @@ def build_result(
 __all__ = [
     "RunResult",
     "build_result",
+    "measured_energy",
     "measured_links",
     "output_errors",
     "percentile",

@@ -408,7 +408,8 @@ def serve(
         emulation.release(emu)
         raise
     go, bye, stop = threading.Event(), threading.Event(), threading.Event()
-    chan.send(encode(Ready(emu.to_dict(), time.time(), torch.get_num_threads())))
+    ready = {**emu.to_dict(), "freq": setup.emulate.freq}
+    chan.send(encode(Ready(ready, time.time(), torch.get_num_threads())))
     threading.Thread(
         target=control_reader, args=(chan, go, bye), name="control", daemon=True
     ).start()
