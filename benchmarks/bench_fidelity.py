@@ -107,7 +107,9 @@ def markdown(results: list[dict[str, Any]]) -> str:
     for res in results:
         for r in res["rows"]:
             if "error" in r:
-                lines.append(f"| {res['model']} | {r['algo']} | no plan: {r['error'][:60]} | | | | | |")
+                lines.append(
+                    f"| {res['model']} | {r['algo']} | no plan: {r['error'][:60]} | | | | | |"
+                )
                 continue
             errs.append(abs(r["throughput_error"]))
             lat_errs.append(abs(r["latency_error"]))
@@ -129,7 +131,8 @@ def markdown(results: list[dict[str, Any]]) -> str:
             "|---|---|---|",
         ]
         lines += [
-            f"| {r['model']} | {r['measured_best']} | {r['default_vs_best']:+.1%} |" for r in results
+            f"| {r['model']} | {r['measured_best']} | {r['default_vs_best']:+.1%} |"
+            for r in results
         ]
     return "\n".join(lines) + "\n"
 

@@ -17,9 +17,27 @@ RESULTS = ROOT / "benchmarks" / "results"
 
 
 def host_load() -> dict[str, Any]:
-    """Load averages and core count: the CPU is shared, so every result records them."""
+    """Load averages, core count and the VM's cumulative steal time: the CPU is shared, inside
+    the VM (load) and by the host (steal: the same stage's CPU time per call varied 7 -> 17 ms
+    within minutes while steal grew), so every result records both."""
     one, five, fifteen = os.getloadavg()
-    return {"loadavg_1m": one, "loadavg_5m": five, "loadavg_15m": fifteen, "cores": os.cpu_count()}
+    return {
+        "loadavg_1m": one,
+        "loadavg_5m": five,
+        "loadavg_15m": fifteen,
+        "cores": os.cpu_count(),
+        "steal_s": _steal_s(),
+    }
+
+
+def _steal_s() -> float | None:
+    """Seconds of CPU the hypervisor took from this VM since boot (``/proc/stat``), or None."""
+    try:
+        with open("/proc/stat") as fh:
+            fields = fh.readline().split()
+        return int(fields[8]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def balanced_cuts(times: Sequence[float], stages: int) -> tuple[int, ...]:

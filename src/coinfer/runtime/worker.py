@@ -257,10 +257,20 @@ class _Executor:
                 c0 = time.thread_time()
                 with torch.inference_mode():
                     outs = as_tuple(self.stage(*xs))
-                pad = self.emulation.pad_s(time.thread_time() - c0, time.time() - t0)
+                cpu = time.thread_time() - c0
+                pad = self.emulation.pad_s(cpu, time.time() - t0)
                 if pad > 0:
                     time.sleep(pad)  # the device's fluid rate (see Emulation.pad_s)
-                self._event(self.device, "compute", a.request, t0, time.time(), a.stage)
+                self._event(
+                    self.device,
+                    "compute",
+                    a.request,
+                    t0,
+                    time.time(),
+                    a.stage,
+                    cpu_s=cpu,
+                    pad_s=pad,
+                )
                 pending_out = (a.request, outs)
             elif a.kind == "send":
                 if pending_out is None or pending_out[0] != a.request:
