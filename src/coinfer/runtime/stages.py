@@ -215,6 +215,19 @@ def cut_contracts(
     return contracts
 
 
+def decode_inputs(blob: bytes) -> dict[int, list[torch.Tensor]]:
+    """The source's inputs blob (safetensors keys ``m{message}_{input}``) as tensors per message."""
+    from safetensors.torch import load
+
+    flat = load(blob)
+    out: dict[int, list[torch.Tensor]] = {}
+    for key in sorted(flat, key=lambda s: tuple(int(x) for x in s[1:].split("_"))):
+        r, j = (int(x) for x in key[1:].split("_"))
+        out.setdefault(r, []).append(flat[key])
+        assert len(out[r]) == j + 1
+    return out
+
+
 __all__ = [
     "PARTITIONS",
     "Partition",
@@ -224,6 +237,7 @@ __all__ = [
     "batch_inputs",
     "build_stage_module",
     "cut_contracts",
+    "decode_inputs",
     "load_stage_weights",
     "num_pieces",
     "split_model",

@@ -51,7 +51,7 @@ from .protocol import (
     encode,
     expect,
 )
-from .stages import StageSpec, as_tuple, build_stage_module, load_stage_weights
+from .stages import StageSpec, as_tuple, build_stage_module, decode_inputs, load_stage_weights
 from .transport import (
     LinkShape,
     PendingRecv,
@@ -341,18 +341,6 @@ class _Executor:
         self.transport.flush()
 
 
-def _decode_inputs(blob: bytes) -> dict[int, list[torch.Tensor]]:
-    from safetensors.torch import load
-
-    flat = load(blob)
-    out: dict[int, list[torch.Tensor]] = {}
-    for key in sorted(flat, key=lambda s: tuple(int(x) for x in s[1:].split("_"))):
-        r, j = (int(x) for x in key[1:].split("_"))
-        out.setdefault(r, []).append(flat[key])
-        assert len(out[r]) == j + 1
-    return out
-
-
 def serve(
     coordinator: str,
     device: str,
@@ -397,7 +385,7 @@ def serve(
             inputs_meta = [WireTensorSpec.from_list(x) for x in setup.contracts[setup.stage.index]]
             with torch.inference_mode():
                 stage(*(m.empty().zero_() for m in inputs_meta))
-        inputs = _decode_inputs(next(blob_iter)) if setup.is_source else {}
+        inputs = decode_inputs(next(blob_iter)) if setup.is_source else {}
         set_bind_address(bind)
         store_host, store_port = setup.store
         init_process_group(setup.rank, len(setup.names), store_host, store_port, setup.timeout_s)
