@@ -104,16 +104,14 @@ def run_demo(
     cluster = load_cluster(cluster_file) if cluster_file else default_local_cluster()
     calibration = None
     if calibrate:
-        import yaml
-
         from .runtime.calibrate import calibrate as run_calibration
+        from .runtime.calibrate import write_calibrated
 
         step(f"calibrate {cluster.name}: probe every device and link with {model}")
+        origin = cluster.origin
         cal, cluster = run_calibration(model, cluster, requests=32, source=cost_source)
         calibration = cal.to_dict()
-        (out / "cluster.calibrated.yaml").write_text(
-            yaml.safe_dump(cluster.to_dict(), sort_keys=False)
-        )
+        write_calibrated(out / "cluster.calibrated.yaml", cal, cluster, origin)
     step(f"capture {model} and price its pieces on {len(cluster.devices)} devices")
     instance = build_instance(model, cluster, source=cost_source)
 

@@ -62,7 +62,7 @@ def test_fit_devices_is_measured_over_priced_times_the_old_scale():
 
 def test_probes_rotate_devices_over_the_same_ranges():
     plan = Plan("even", "throughput", (Stage(0, 0, ("a",)), Stage(1, 1, ("b",))), Metrics(0, 0))
-    probes = probe_plans(_instance(), plan)
+    probes = probe_plans(plan)
     assert [[s.devices for s in p.stages] for p in probes] == [[("a",), ("b",)], [("b",), ("a",)]]
     assert [(s.first, s.last) for s in probes[1].stages] == [(0, 0), (1, 1)]
 

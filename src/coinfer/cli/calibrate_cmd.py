@@ -35,11 +35,10 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Run short probes on every device and link; write the calibrated cluster file that
         `plan`, `simulate`, `run` and `demo` then take with --cluster."""
-        import yaml
         from rich.table import Table
 
         from ..cluster import default_local_cluster, load_cluster
-        from ..runtime.calibrate import calibrate
+        from ..runtime.calibrate import calibrate, write_calibrated
 
         cl = load_cluster(cluster) if cluster else default_local_cluster()
         target = (
@@ -58,18 +57,7 @@ def register(app: typer.Typer) -> None:
             spawn=coordinator_bind is None,
             log=lambda m: console.print(m),
         )
-        header = (
-            f"# {calibrated.name}, calibrated by `coinfer calibrate` with {model} "
-            f"({requests} requests per probe) from {cl.origin}\n"
-            + "".join(
-                f"# {d.device}: measured/priced compute x{d.ratio:.3f} -> speed.scale {d.new_scale:.4f}\n"
-                for d in cal.devices
-            )
-        )
-        try:
-            target.write_text(header + yaml.safe_dump(calibrated.to_dict(), sort_keys=False))
-        except OSError as exc:
-            raise InputError(f"cannot write {target}: {exc.strerror}") from None
+        write_calibrated(target, cal, calibrated, cl.origin)
         if as_json:
             typer.echo(json.dumps({**cal.to_dict(), "out": str(target)}, indent=2))
             return

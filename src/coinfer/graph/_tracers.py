@@ -7,6 +7,7 @@ tracer behaves (leaf modules, unlifting, its noisy loggers); capture only picks 
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import logging
 import warnings
@@ -52,6 +53,7 @@ def trace_fx(model: nn.Module, inputs: tuple[Tensor, ...]) -> fx.GraphModule:
 _ATTR_OPS = ("call_module", "get_attr")
 
 
+@functools.cache
 def _reserved_names() -> frozenset[str]:
     """Every attribute name an ``fx.GraphModule`` instance already has (class and instance)."""
     probe = fx.GraphModule(nn.Module(), fx.Graph())

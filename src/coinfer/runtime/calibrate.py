@@ -24,6 +24,7 @@ import math
 import statistics
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 from typing import Any
 
 from ..cluster.types import Cluster
@@ -93,7 +94,7 @@ def even_pipeline(instance: Instance, devices: Sequence[str]) -> Plan:
     return Plan("calibrate", "throughput", stages, Metrics(0.0, 0.0))
 
 
-def probe_plans(instance: Instance, base: Plan) -> list[Plan]:
+def probe_plans(base: Plan) -> list[Plan]:
     """``base`` (a pipeline over every device) and the same piece ranges with the devices
     rotated by half: every device computes two different ranges."""
     devs = [st.devices[0] for st in base.stages]
@@ -193,6 +194,25 @@ def apply(cluster: Cluster, cal: Calibration) -> Cluster:
     return replace(cluster, devices=devices, links=tuple(links))
 
 
+def write_calibrated(path: Path, cal: Calibration, calibrated: Cluster, origin: str) -> None:
+    """Write the calibrated cluster as YAML (loadable by ``load_cluster``), headed by what was
+    measured; an unwritable path is an :class:`InputError`."""
+    import yaml
+
+    header = (
+        f"# {calibrated.name}, calibrated by `coinfer calibrate` with {cal.model} "
+        f"({cal.requests} requests per probe) from {origin}\n"
+        + "".join(
+            f"# {d.device}: measured/priced compute x{d.ratio:.3f} -> speed.scale {d.new_scale:.4f}\n"
+            for d in cal.devices
+        )
+    )
+    try:
+        path.write_text(header + yaml.safe_dump(calibrated.to_dict(), sort_keys=False))
+    except OSError as exc:
+        raise InputError(f"cannot write {path}: {exc.strerror}") from None
+
+
 def calibrate(
     model: str,
     cluster: Cluster,
@@ -220,7 +240,7 @@ def calibrate(
         )
     base = even_pipeline(instance, cluster.device_names)
     runs = []
-    for p in probe_plans(instance, base):
+    for p in probe_plans(base):
         if log:
             log(f"probe: {' | '.join(str(s) for s in p.stages)} ({requests} requests)")
         sched = schedule(p, instance, requests)
@@ -261,4 +281,5 @@ __all__ = [
     "fit_link",
     "fit_links",
     "probe_plans",
+    "write_calibrated",
 ]
