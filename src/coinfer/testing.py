@@ -25,9 +25,11 @@ Modelling choices (each a knob a test may want to stress):
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
-from .core.instance import Device, Instance, Link, make_instance
+from .core.instance import Device, Instance, Link, Medium, make_instance
 
 # Per-piece work in seconds on a speed-1 device: log-uniform between these (1 ms .. 50 ms).
 WORK_RANGE_S = (1e-3, 5e-2)
@@ -240,3 +242,36 @@ def random_adv_instance(
 
 
 __all__ = ["ADV_AFFINITY", "random_adv_instance", "random_instance"]
+
+
+def with_shared_medium(
+    instance: Instance, rng_or_seed: int | np.random.Generator, *, keep_wired: float = 0.2
+) -> Instance:
+    """``instance`` with a random group of its devices (two or more) on one shared medium.
+
+    The members lose the dedicated links between them except a fraction ``keep_wired`` (a
+    wired pair beside the Wi-Fi), and the medium gets a bandwidth/latency drawn like a link's,
+    so transfers among members contend for it while those leaving the group keep their links."""
+    rng = (
+        rng_or_seed
+        if isinstance(rng_or_seed, np.random.Generator)
+        else np.random.default_rng(rng_or_seed)
+    )
+    names = list(instance.device_names)
+    size = int(rng.integers(2, len(names) + 1))
+    members = tuple(sorted(rng.choice(names, size, replace=False).tolist(), key=names.index))
+    inside = set(members)
+    links = tuple(
+        lk
+        for lk in instance.dedicated_links
+        if not (lk.src in inside and lk.dst in inside) or rng.random() < keep_wired
+    )
+    medium = Medium(
+        "air",
+        members,
+        float(_loguniform(rng, *BANDWIDTH_RANGE)),
+        float(rng.uniform(*LATENCY_RANGE)),
+    )
+    return dataclasses.replace(
+        instance, links=links, media=(medium,), name=f"{instance.name}-air{size}"
+    )

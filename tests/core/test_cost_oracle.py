@@ -24,7 +24,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from coinfer.core.evaluate import busy_times, energy_j, evaluate, latency_s, period_s
-from coinfer.core.instance import Device, Instance, Link, make_instance
+from coinfer.core.instance import Device, Instance, Link, Medium, make_instance
 from coinfer.core.plans import Metrics, Plan, Stage
 from coinfer.schedule import schedule
 from coinfer.simulate import simulate
@@ -33,9 +33,15 @@ REL = 1e-9
 
 
 def random_instance(
-    seed: int, *, power: bool = True, max_devices: int = 6, link_scale: float = 1.0
+    seed: int,
+    *,
+    power: bool = True,
+    max_devices: int = 6,
+    link_scale: float = 1.0,
+    media: bool = True,
 ) -> Instance:
-    """Heterogeneous devices, sparse directed links with slow shortcuts, optional power/DVFS.
+    """Heterogeneous devices, sparse directed links with slow shortcuts, optional power/DVFS,
+    and (about every other seed, when ``media``) a shared medium over a random group of devices.
 
     ``link_scale`` multiplies every bandwidth (and divides every latency), e.g. to make a plan
     compute-bound."""
@@ -81,7 +87,18 @@ def random_instance(
         lat = float(rng.uniform(0.0, 5e-3))
         links.append(Link(names[a], names[b], bw * link_scale, lat / link_scale))
     src = names[int(rng.integers(n))]
-    return make_instance(times, mem, out, int(rng.integers(1_000, 600_000)), devices, links, src)
+    shared: list[Medium] = []
+    if media and rng.random() < 0.5:  # drawn last: every other figure is the same without media
+        members = [
+            names[i] for i in sorted(rng.choice(n, int(rng.integers(2, n + 1)), replace=False))
+        ]
+        wired = [lk for lk in links if lk.src in members and lk.dst in members]
+        links = [lk for lk in links if lk not in wired or rng.random() < 0.3]
+        bw = float(np.exp(rng.uniform(np.log(1e6), np.log(1e8))))
+        shared.append(Medium("air", tuple(members), bw * link_scale, 2e-3 / link_scale))
+    return make_instance(
+        times, mem, out, int(rng.integers(1_000, 600_000)), devices, links, src, media=shared
+    )
 
 
 def random_stages(inst: Instance, seed: int, *, revisit: bool = False, replicas: bool = True):
@@ -157,7 +174,7 @@ def test_routes_are_the_cheapest_simple_paths(seed: int) -> None:
 
 def test_the_generator_exercises_relays_replicas_revisits_and_dvfs() -> None:
     """The property tests above only mean something if these cases actually occur."""
-    relayed = replicated = dvfs = mixed = 0
+    relayed = replicated = dvfs = mixed = shared = 0
     for seed in range(200):
         inst = random_instance(seed)
         stages = random_stages(inst, seed)
@@ -174,7 +191,10 @@ def test_the_generator_exercises_relays_replicas_revisits_and_dvfs() -> None:
         t = [[pc.time_s[d] for d in inst.device_names] for pc in inst.pieces]
         order = {tuple(np.argsort(row)) for row in t}
         mixed += len(order) > 1  # the fastest device differs between pieces
+        _, busy = busy_times(inst, stages)
+        shared += "air" in busy  # some transfer of the plan crosses the shared medium
     assert relayed >= 20 and replicated >= 100 and dvfs >= 50 and mixed >= 150
+    assert shared >= 50
 
 
 def test_unreachable_transfer_costs_infinite_time_and_energy() -> None:

@@ -25,7 +25,7 @@ from coinfer.core.tiles import LayerSpec
 from coinfer.errors import InfeasibleError, InputError
 from coinfer.plan import PLANNERS, plan, skip_reason
 from coinfer.plan.fused.planner import conv_instance
-from coinfer.testing import random_instance
+from coinfer.testing import random_instance, with_shared_medium
 
 # Small budgets for slow search planners so the whole suite stays fast; only fields that the
 # planner's options really have are passed (a renamed field is skipped, not an error).
@@ -66,10 +66,17 @@ def _conv_instance():
     return conv_instance(layers, (16, 16), flops, links, "src")
 
 
+# Shapes whose devices (a random group of two or more) also share one medium (Wi-Fi).
+MEDIA_SHAPES = [(6, 3, False, False, True), (7, 4, True, True, True), (8, 4, False, False, True)]
+
+
 def _instances():
     for k, (p, d, tight, sparse, power) in enumerate(SHAPES):
         yield random_instance(1000 + k, p, d, tight_memory=tight, sparse_links=sparse, power=power)
     yield _conv_instance()
+    for k, (p, d, tight, sparse, power) in enumerate(MEDIA_SHAPES):
+        base = random_instance(1100 + k, p, d, tight_memory=tight, sparse_links=sparse, power=power)
+        yield with_shared_medium(base, 1100 + k)
 
 
 _TRUTH: dict[tuple[int, str, bool], float | None] = {}
@@ -196,11 +203,16 @@ def test_front_door_bound_names_the_bytes_short() -> None:
     devices=st.integers(1, 4),
     tight=st.booleans(),
     sparse=st.booleans(),
+    media=st.booleans(),
     name=st.sampled_from(sorted(n for n in PLANNERS if n not in ("brute", "bayes"))),
     objective=st.sampled_from(["latency", "throughput"]),
 )
-def test_any_plan_passes_validation(seed, pieces, devices, tight, sparse, name, objective) -> None:
+def test_any_plan_passes_validation(
+    seed, pieces, devices, tight, sparse, media, name, objective
+) -> None:
     inst = random_instance(seed, pieces, devices, tight_memory=tight, sparse_links=sparse)
+    if media and devices >= 2:
+        inst = with_shared_medium(inst, seed)
     info = PLANNERS[name]
     if skip_reason(info, inst, objective) is not None:
         return

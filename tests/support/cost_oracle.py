@@ -19,6 +19,9 @@ Definitions (the doc's words, as code):
 - period: the largest per-request busy time of any device (Σ over its stages of ``w_i T_i``)
   or directed link (Σ over transfers crossing it of ``share · (L + x / B)``, with share
   ``w_u · w_v`` between replicas);
+- shared media: every ordered pair of a medium's members without a dedicated link has a hop at
+  the medium's bandwidth and latency; all hops over one medium, in either direction, add to ONE
+  busy time (the medium's), which enters the period beside the links';
 - energy: Σ device busy time × (idle + (active − idle) · f^exponent) + Σ hop time × share ×
   the sending device's transmit power; undefined (None) when a used device has no power figure.
 """
@@ -26,9 +29,38 @@ Definitions (the doc's words, as code):
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 INF = math.inf
+
+
+class Hop(NamedTuple):
+    """A usable hop and the resource it keeps busy (its pair, or its medium's name)."""
+
+    src: str
+    dst: str
+    bandwidth_Bps: float
+    latency_s: float
+    resource: Any
+
+    def transfer_s(self, nbytes: float) -> float:
+        return self.latency_s + nbytes / self.bandwidth_Bps
+
+
+def hops(instance: Any) -> list[Hop]:
+    """Dedicated links as given, plus a hop for every ordered member pair of a medium that has
+    no dedicated link (built here from the raw fields, not from the instance's own expansion)."""
+    dedicated = [lk for lk in instance.links if getattr(lk, "medium", None) is None]
+    out = [
+        Hop(lk.src, lk.dst, lk.bandwidth_Bps, lk.latency_s, (lk.src, lk.dst)) for lk in dedicated
+    ]
+    wired = {(lk.src, lk.dst) for lk in dedicated}
+    for m in getattr(instance, "media", ()):
+        for u in m.members:
+            for v in m.members:
+                if u != v and (u, v) not in wired:
+                    out.append(Hop(u, v, m.bandwidth_Bps, m.latency_s, m.name))
+    return out
 
 
 def hop_cost(link: Any, nbytes: float) -> float:
@@ -36,9 +68,9 @@ def hop_cost(link: Any, nbytes: float) -> float:
 
 
 def all_simple_paths(instance: Any, u: str, v: str) -> list[list[Any]]:
-    """Every simple path of links from ``u`` to ``v`` (depth-first enumeration)."""
+    """Every simple path of hops from ``u`` to ``v`` (depth-first enumeration)."""
     out_links: dict[str, list[Any]] = {}
-    for lk in instance.links:
+    for lk in hops(instance):
         out_links.setdefault(lk.src, []).append(lk)
     paths: list[list[Any]] = []
 
@@ -158,22 +190,20 @@ def _transfers(instance: Any, stages: Any) -> list[tuple[str, str, float, float]
     return out
 
 
-def oracle_busy(
-    instance: Any, stages: Any
-) -> tuple[dict[str, float], dict[tuple[str, str], float]]:
+def oracle_busy(instance: Any, stages: Any) -> tuple[dict[str, float], dict[Any, float]]:
     dev: dict[str, float] = {}
     for st in stages:
         w = shares(instance, st)
         for i, d in enumerate(st.devices):
             dev[d] = dev.get(d, 0.0) + w[i] * compute_time(instance, st, i)
-    link: dict[tuple[str, str], float] = {}
+    link: dict[Any, float] = {}
     for u, v, nbytes, share in _transfers(instance, stages):
         p = route(instance, u, v, nbytes)
         if p is None:
             link[(u, v)] = INF
             continue
         for lk in p:
-            link[(lk.src, lk.dst)] = link.get((lk.src, lk.dst), 0.0) + share * hop_cost(lk, nbytes)
+            link[lk.resource] = link.get(lk.resource, 0.0) + share * hop_cost(lk, nbytes)
     return dev, link
 
 

@@ -8,9 +8,7 @@ names so the user can find the line.
 
 from __future__ import annotations
 
-import csv
 import math
-from collections import deque
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -19,7 +17,17 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ..errors import InputError
-from .types import BandwidthTrace, Cluster, DeviceFeatures, DeviceSpec, Emulation, LinkSpec
+from .network import check_connected, parse_media
+from .traces import fail as _fail
+from .traces import load_trace as load_trace
+from .types import (
+    BandwidthTrace,
+    Cluster,
+    DeviceFeatures,
+    DeviceSpec,
+    Emulation,
+    LinkSpec,
+)
 from .units import BYTES_PER_S_PER_GBPS, mbps_to_Bps, parse_memory
 
 # Device names become cgroup directory names, process labels and file-name parts, so keep them
@@ -118,12 +126,21 @@ class LinkEntry(_Strict):
     trace: str | None = None
 
 
+class MediumEntry(_Strict):
+    name: str = Field(min_length=1)
+    members: list[str]
+    bandwidth_mbps: float | None = Field(default=None, gt=0)
+    latency_ms: float = Field(default=0.0, ge=0)
+    trace: str | None = None
+
+
 class ClusterFile(_Strict):
     name: str
     source: str
     token: str | None = None
     devices: list[DeviceEntry] = Field(min_length=1)
     links: list[LinkEntry] = Field(default_factory=list)
+    media: list[MediumEntry] = Field(default_factory=list)
 
 
 # ----- error formatting ----------------------------------------------------------------------
@@ -163,63 +180,6 @@ def _pydantic_message(err: Mapping[str, Any]) -> str:
     return msg if shown in msg else f"{msg} (got {shown})"
 
 
-def _fail(origin: str, path: str, message: str) -> InputError:
-    text = f"{origin}: {path}: {message}"
-    return InputError(text if len(text) <= 400 else text[:397] + "...")
-
-
-# ----- traces ----------------------------------------------------------------------------------
-
-
-def load_trace(path: str | Path, *, origin: str | None = None) -> BandwidthTrace:
-    """Read a bandwidth trace CSV with columns ``time_s,bandwidth_mbps`` (header optional).
-
-    Raises
-    ------
-    InputError
-        Naming the file and line for an unreadable file, a bad number, non-increasing times or a
-        non-positive bandwidth.
-    """
-    p = Path(path)
-    where = origin or str(p)
-    try:
-        text = p.read_text()
-    except OSError as exc:
-        raise InputError(f"{where}: cannot read trace file {str(p)!r} ({exc.strerror})") from None
-    times: list[float] = []
-    bws: list[float] = []
-    first_row = True  # the first non-comment row may be a header such as "time_s,bandwidth_mbps"
-    for lineno, row in enumerate(csv.reader(text.splitlines()), start=1):
-        if not row or all(not c.strip() for c in row) or row[0].lstrip().startswith("#"):
-            continue
-        header_allowed, first_row = first_row, False
-        if len(row) != 2:
-            raise InputError(
-                f"{where}: {p.name} line {lineno}: expected 2 columns time_s,bandwidth_mbps (got {row!r})"
-            )
-        try:
-            t, bw = float(row[0]), float(row[1])
-        except ValueError:
-            if header_allowed:
-                continue
-            raise InputError(
-                f"{where}: {p.name} line {lineno}: not a number (got {row!r})"
-            ) from None
-        if not (math.isfinite(t) and t >= 0):
-            raise InputError(f"{where}: {p.name} line {lineno}: time must be >= 0 (got {row[0]!r})")
-        if not (math.isfinite(bw) and bw > 0):
-            raise InputError(
-                f"{where}: {p.name} line {lineno}: bandwidth must be > 0 (got {row[1]!r})"
-            )
-        if times and t <= times[-1]:
-            raise InputError(f"{where}: {p.name} line {lineno}: time {t} is not after {times[-1]}")
-        times.append(t)
-        bws.append(mbps_to_Bps(bw))
-    if not times:
-        raise InputError(f"{where}: {p.name}: trace has no samples")
-    return BandwidthTrace(tuple(times), tuple(bws), origin=str(p))
-
-
 # ----- the loader ------------------------------------------------------------------------------
 
 
@@ -255,7 +215,7 @@ def cluster_from_dict(
     devices = tuple(_device(d, i, origin, base) for i, d in enumerate(spec.devices))
 
     links: list[LinkSpec] = []
-    traces: dict[tuple[str, str], BandwidthTrace] = {}
+    traces: dict[Any, BandwidthTrace] = {}
     pairs: dict[tuple[str, str], int] = {}
     for j, lk in enumerate(spec.links):
         for end in ("src", "dst"):
@@ -298,8 +258,8 @@ def cluster_from_dict(
             if trace is not None:
                 traces[(a, b)] = trace
 
-    _check_connected(origin, names, spec.source, links)
-    return Cluster(
+    media = parse_media(spec.media, seen, names, origin, base, traces)
+    cluster = Cluster(
         name=spec.name,
         devices=devices,
         links=tuple(links),
@@ -307,7 +267,10 @@ def cluster_from_dict(
         token=spec.token,
         traces=traces,
         origin=origin,
+        media=media,
     )
+    check_connected(origin, names, spec.source, list(cluster.all_links))
+    return cluster
 
 
 def _device(d: DeviceEntry, i: int, origin: str, base: Path) -> DeviceSpec:
@@ -365,31 +328,6 @@ def _device(d: DeviceEntry, i: int, origin: str, base: Path) -> DeviceSpec:
         emulate=None if d.emulate is None else Emulation(d.emulate.cpu_quota, d.emulate.threads),
         speed_scale=d.speed.scale,
     )
-
-
-def _check_connected(origin: str, names: list[str], source: str, links: list[LinkSpec]) -> None:
-    """Every device must be reachable from the source and reach it back (requests return)."""
-    fwd: dict[str, list[str]] = {n: [] for n in names}
-    back: dict[str, list[str]] = {n: [] for n in names}
-    for lk in links:
-        fwd[lk.src].append(lk.dst)
-        back[lk.dst].append(lk.src)
-    for adj, how in ((fwd, "cannot be reached from"), (back, "cannot send back to")):
-        seen = {source}
-        queue = deque([source])
-        while queue:
-            u = queue.popleft()
-            for v in adj[u]:
-                if v not in seen:
-                    seen.add(v)
-                    queue.append(v)
-        lost = [n for n in names if n not in seen]
-        if lost:
-            raise _fail(
-                origin,
-                "links",
-                f"network is disconnected: device {lost[0]!r} {how} source {source!r}",
-            )
 
 
 def load_cluster(path: str | Path) -> Cluster:

@@ -131,6 +131,7 @@ class LinkSpec:
     bandwidth_Bps: float
     latency_s: float = 0.0
     trace: str | None = None
+    medium: str | None = None
 
     @property
     def pair(self) -> tuple[str, str]:
@@ -145,6 +146,34 @@ class LinkSpec:
             "src": self.src,
             "dst": self.dst,
             "bidirectional": False,
+            "bandwidth_mbps": Bps_to_mbps(self.bandwidth_Bps),
+            "latency_ms": self.latency_s * 1000.0,
+        }
+        if self.trace is not None:
+            out["trace"] = self.trace
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class MediumSpec:
+    """A shared, half-duplex medium (a Wi-Fi cell, a hub) joining ``members``.
+
+    Every ordered pair of members without a dedicated link talks over it at ``bandwidth_Bps``
+    and ``latency_s``; all those transfers share the one capacity, in both directions."""
+
+    name: str
+    members: tuple[str, ...]
+    bandwidth_Bps: float
+    latency_s: float = 0.0
+    trace: str | None = None
+
+    def transfer_s(self, nbytes: float) -> float:
+        return self.latency_s + nbytes / self.bandwidth_Bps
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "name": self.name,
+            "members": list(self.members),
             "bandwidth_mbps": Bps_to_mbps(self.bandwidth_Bps),
             "latency_ms": self.latency_s * 1000.0,
         }
@@ -212,10 +241,12 @@ class BandwidthTrace:
 
 @dataclass(frozen=True)
 class Cluster:
-    """Devices, directed links, the request source and the runtime's shared token.
+    """Devices, directed links, shared media, the request source and the runtime's shared token.
 
     Built by :func:`coinfer.cluster.load_cluster` (validated) or directly in tests; links are
-    always directed here (the parser expands ``bidirectional: true`` into two links).
+    always directed here (the parser expands ``bidirectional: true`` into two links). ``links``
+    are the dedicated links; :attr:`all_links` adds the hops the media provide.
+    ``traces`` are keyed by ``(src, dst)`` for a link and by the medium's name for a medium.
     """
 
     name: str
@@ -223,8 +254,28 @@ class Cluster:
     links: tuple[LinkSpec, ...]
     source: str
     token: str | None = None
-    traces: Mapping[tuple[str, str], BandwidthTrace] = field(default_factory=dict, compare=False)
+    traces: Mapping[tuple[str, str] | str, BandwidthTrace] = field(
+        default_factory=dict, compare=False
+    )
     origin: str = field(default="<memory>", compare=False)
+    media: tuple[MediumSpec, ...] = ()
+
+    @cached_property
+    def all_links(self) -> tuple[LinkSpec, ...]:
+        """Every directed hop: the dedicated links, then one per ordered member pair of each
+        medium that has no dedicated link (tagged with the medium's name)."""
+        taken = {lk.pair for lk in self.links}
+        out = list(self.links)
+        for m in self.media:
+            for u in m.members:
+                for v in m.members:
+                    if u != v and (u, v) not in taken:
+                        out.append(LinkSpec(u, v, m.bandwidth_Bps, m.latency_s, m.trace, m.name))
+        return tuple(out)
+
+    @cached_property
+    def medium_by_name(self) -> dict[str, MediumSpec]:
+        return {m.name: m for m in self.media}
 
     @cached_property
     def device_names(self) -> tuple[str, ...]:
@@ -236,7 +287,7 @@ class Cluster:
 
     @cached_property
     def _links_by_pair(self) -> dict[tuple[str, str], LinkSpec]:
-        return {lk.pair: lk for lk in self.links}
+        return {lk.pair: lk for lk in self.all_links}
 
     def device(self, name: str) -> DeviceSpec:
         """The device called ``name``; unknown names raise :class:`InputError` listing the valid ones."""
@@ -248,11 +299,14 @@ class Cluster:
         return dev
 
     def link(self, src: str, dst: str) -> LinkSpec | None:
-        """The direct link ``src -> dst`` or ``None``."""
+        """The direct hop ``src -> dst`` (a dedicated link, or over a shared medium) or ``None``."""
         return self._links_by_pair.get((src, dst))
 
     def trace(self, link: LinkSpec | tuple[str, str]) -> BandwidthTrace | None:
-        """The bandwidth trace of a link (or ``(src, dst)`` pair), ``None`` if it has none."""
+        """The bandwidth trace of a link (or ``(src, dst)`` pair), ``None`` if it has none; a hop
+        over a medium follows the medium's trace."""
+        if isinstance(link, LinkSpec) and link.medium is not None:
+            return self.traces.get(link.medium)
         pair = link.pair if isinstance(link, LinkSpec) else tuple(link)
         return self.traces.get(pair)  # type: ignore[arg-type]
 
@@ -263,11 +317,14 @@ class Cluster:
             out["token"] = self.token
         out["devices"] = [d.to_dict() for d in self.devices]
         out["links"] = [lk.to_dict() for lk in self.links]
+        if self.media:
+            out["media"] = [m.to_dict() for m in self.media]
         return out
 
     def __repr__(self) -> str:
         return (
             f"Cluster({self.name!r}: devices={list(self.device_names)}, {len(self.links)} directed links, "
+            f"{len(self.media)} media, "
             f"source={self.source!r})"
         )
 
@@ -281,4 +338,5 @@ __all__ = [
     "DeviceSpec",
     "Emulation",
     "LinkSpec",
+    "MediumSpec",
 ]

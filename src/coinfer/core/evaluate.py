@@ -12,6 +12,8 @@ Given an :class:`~coinfer.core.instance.Instance` and a tuple of stages this mod
   ``w_i * T_i = 1 / sum_j (1/T_j)`` — the stage's "replicas-rate" period. A transfer of ``x``
   bytes from ``u`` to ``v`` occupies every link on its cheapest path for ``L + x / B`` (a link
   carries one transfer at a time; latency is counted as occupancy, which the simulator mirrors).
+  A hop over a shared medium occupies the medium instead, so a medium's busy time is the sum of
+  all hops over it, in every direction (half-duplex); without media this is the per-link model.
   Between replicated stages, pair ``(i, j)`` carries the fraction ``w_i * w_j`` of requests.
 - **energy** per request: device busy time x active power at its DVFS level, plus each hop's
   time x the sending device's transmit power; ``None`` unless every used device has a power figure.
@@ -27,7 +29,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 
 from ..errors import InfeasibleError, InputError
-from .instance import Instance
+from .instance import Instance, Resource
 from .plans import Metrics, Plan, Stage
 
 
@@ -74,10 +76,11 @@ def latency_s(instance: Instance, stages: Sequence[Stage]) -> float:
 
 def busy_times(
     instance: Instance, stages: Sequence[Stage]
-) -> tuple[dict[str, float], dict[tuple[str, str], float]]:
-    """Per-request busy seconds of every device and every directed link used by ``stages``."""
+) -> tuple[dict[str, float], dict[Resource, float]]:
+    """Per-request busy seconds of every device and every network resource used by ``stages``:
+    a directed link is keyed ``(src, dst)``, a shared medium by its name."""
     dev_busy: dict[str, float] = defaultdict(float)
-    link_busy: dict[tuple[str, str], float] = defaultdict(float)
+    link_busy: dict[Resource, float] = defaultdict(float)
     for st in stages:
         w = replica_weights(instance, st)
         for i, d in enumerate(st.devices):
@@ -96,12 +99,13 @@ def busy_times(
                     link_busy[(u, v)] = math.inf
                     continue
                 for lk in path:
-                    link_busy[(lk.src, lk.dst)] += share * lk.transfer_s(nbytes)
+                    link_busy[lk.resource] += share * lk.transfer_s(nbytes)
     return dict(dev_busy), dict(link_busy)
 
 
 def period_s(instance: Instance, stages: Sequence[Stage]) -> float:
-    """Steady-state seconds per request: the busiest device or link (compute and comms overlap)."""
+    """Steady-state seconds per request: the busiest device, link or medium (compute and comms
+    overlap)."""
     dev_busy, link_busy = busy_times(instance, stages)
     return max([0.0, *dev_busy.values(), *link_busy.values()])
 

@@ -12,6 +12,15 @@ Conventions (DESIGN.md, "The reference cost model"): ``pieces[i]`` is piece ``p 
 Transfers between devices with no direct link take the path that is cheapest *for that
 transfer's size* (store-and-forward: each hop costs ``L + x / B``), so a path is a function of
 ``(src, dst, bytes)`` and is cached per triple.
+
+Shared media (:class:`Medium`: a Wi-Fi cell, a hub) give every pair of their members a hop at
+the medium's rate; those hops are ordinary :class:`Link` objects tagged with the medium, so
+routing is unchanged and only the busy-time accounting (one resource per medium) differs
+(:mod:`.network`).
+
+Why one module: the dataclasses, their cross-reference checks and the JSON schema at the file
+boundary describe the same fields; kept side by side, a field added to one cannot be missed in
+the others (the round-trip tests catch what slips through).
 """
 
 from __future__ import annotations
@@ -27,6 +36,11 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ..errors import InputError
+from .network import Link as Link
+from .network import Medium as Medium
+from .network import Resource as Resource
+from .network import check_media, medium_links
+from .network import network_of as network_of
 from .routes import cheapest_paths
 
 # Power scales with frequency as idle + (active - idle) * (f / f_max) ** exponent; a cubic
@@ -72,19 +86,6 @@ class Device:
         return idle + (self.power_active_w - idle) * freq**self.power_exponent
 
 
-@dataclass(frozen=True, slots=True)
-class Link:
-    """A directed link ``src -> dst``: a transfer of ``x`` bytes costs ``latency_s + x / bandwidth_Bps``."""
-
-    src: str
-    dst: str
-    bandwidth_Bps: float
-    latency_s: float
-
-    def transfer_s(self, nbytes: float) -> float:
-        return self.latency_s + nbytes / self.bandwidth_Bps
-
-
 @dataclass(frozen=True)
 class Instance:
     """A complete planning problem under the reference cost model (see module docstring)."""
@@ -96,8 +97,16 @@ class Instance:
     source: str
     name: str = "instance"
     meta: Mapping[str, Any] = field(default_factory=dict, compare=False)
+    media: tuple[Medium, ...] = ()
 
     def __post_init__(self) -> None:
+        # ``links`` always holds every usable hop: the dedicated links as given plus the hops the
+        # media provide (re-derived here, so replacing ``media`` or ``links`` stays consistent)
+        media = tuple(self.media)
+        dedicated = tuple(lk for lk in self.links if lk.medium is None)
+        check_media(self.name, media, dedicated, {d.name for d in self.devices})
+        object.__setattr__(self, "media", media)
+        object.__setattr__(self, "links", dedicated + medium_links(media, dedicated))
         _check_instance(self)
 
     # ----- sizes and lookups -------------------------------------------------------------
@@ -116,6 +125,15 @@ class Instance:
     @cached_property
     def link_by_pair(self) -> dict[tuple[str, str], Link]:
         return {(lk.src, lk.dst): lk for lk in self.links}
+
+    @cached_property
+    def dedicated_links(self) -> tuple[Link, ...]:
+        """The links given one by one (not provided by a medium)."""
+        return tuple(lk for lk in self.links if lk.medium is None)
+
+    @cached_property
+    def medium_by_name(self) -> dict[str, Medium]:
+        return {m.name: m for m in self.media}
 
     @cached_property
     def out_links(self) -> dict[str, tuple[Link, ...]]:
@@ -216,7 +234,7 @@ class Instance:
     def __repr__(self) -> str:
         return (
             f"Instance({self.name!r}: {self.num_pieces} pieces, devices={list(self.device_names)}, "
-            f"{len(self.links)} links, source={self.source!r})"
+            f"{len(self.dedicated_links)} links, {len(self.media)} media, source={self.source!r})"
         )
 
 
@@ -306,12 +324,20 @@ class LinkModel(_Strict):
     latency: float = Field(ge=0)
 
 
+class MediumModel(_Strict):
+    name: str
+    members: list[str]
+    bandwidth: float = Field(gt=0)
+    latency: float = Field(ge=0)
+
+
 class InstanceModel(_Strict):
     name: str | None = None
     pieces: list[PieceModel]
     input_bytes: int = Field(ge=0)
     devices: list[DeviceModel]
     links: list[LinkModel] = []
+    media: list[MediumModel] = []
     source: str
     meta: dict[str, Any] | None = None
 
@@ -327,10 +353,20 @@ def instance_to_dict(inst: Instance) -> dict[str, Any]:
         "devices": [],
         "links": [
             {"src": lk.src, "dst": lk.dst, "bandwidth": lk.bandwidth_Bps, "latency": lk.latency_s}
-            for lk in inst.links
+            for lk in inst.dedicated_links
         ],
         "source": inst.source,
     }
+    if inst.media:
+        out["media"] = [
+            {
+                "name": m.name,
+                "members": list(m.members),
+                "bandwidth": m.bandwidth_Bps,
+                "latency": m.latency_s,
+            }
+            for m in inst.media
+        ]
     for d in inst.devices:
         dd: dict[str, Any] = {"name": d.name, "mem": d.mem_bytes}
         if d.power_idle_w is not None:
@@ -386,6 +422,7 @@ def _instance_from_model(m: InstanceModel, origin: str) -> Instance:
         source=m.source,
         name=m.name or origin,
         meta=m.meta or {},
+        media=tuple(Medium(md.name, tuple(md.members), md.bandwidth, md.latency) for md in m.media),
     )
 
 
@@ -414,10 +451,19 @@ def make_instance(
     links: Sequence[Link],
     source: str,
     name: str = "instance",
+    media: Sequence[Medium] = (),
 ) -> Instance:
     """Convenience constructor from parallel lists (used by tests and generators)."""
     pieces = tuple(
         Piece(f"p{i}", dict(t), int(m), int(b))
         for i, (t, m, b) in enumerate(zip(times, mem, out_bytes, strict=True))
     )
-    return Instance(pieces, int(input_bytes), tuple(devices), tuple(links), source, name=name)
+    return Instance(
+        pieces,
+        int(input_bytes),
+        tuple(devices),
+        tuple(links),
+        source,
+        name=name,
+        media=tuple(media),
+    )

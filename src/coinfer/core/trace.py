@@ -36,8 +36,14 @@ def link_name(src: str, dst: str) -> str:
     return f"{src}->{dst}"
 
 
+def medium_name(medium: str) -> str:
+    """Resource name of a shared medium in traces and charts (``"wifi<->"``: both directions)."""
+    return f"{medium}<->"
+
+
 def is_link(resource: str) -> bool:
-    """True if ``resource`` names a directed link (``"u->v"``) rather than a device."""
+    """True if ``resource`` names a network resource (a link ``"u->v"`` or a medium ``"m<->"``)
+    rather than a device."""
     return "->" in resource
 
 

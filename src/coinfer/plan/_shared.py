@@ -27,7 +27,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from ..core.evaluate import evaluate, objective_value, validate_stages
-from ..core.instance import Device, Instance
+from ..core.instance import Device, Instance, Resource
 from ..core.plans import Objective, Plan, Stage
 from ..errors import InfeasibleError, InputError
 
@@ -69,17 +69,20 @@ def finish(
 
 
 def hop_max_s(instance: Instance, u: str, v: str, nbytes: float) -> float:
-    """Busiest single link of the ``u -> v`` transfer: what that transfer alone adds to the period.
+    """Busiest single resource of the ``u -> v`` transfer: what that transfer alone adds to the period.
 
     The reference period counts each link's occupancy, not the whole path time, so a lower
-    bound on the period contributed by a transfer is its largest hop (0 on one device,
-    ``inf`` when unreachable)."""
+    bound on the period contributed by a transfer is its busiest resource — a link, or a
+    medium that several of its hops cross (0 on one device, ``inf`` when unreachable)."""
     if u == v:
         return 0.0
     path = instance.path(u, v, nbytes)
     if not path:
         return math.inf
-    return max(lk.transfer_s(nbytes) for lk in path)
+    load: dict[Resource, float] = {}
+    for lk in path:
+        load[lk.resource] = load.get(lk.resource, 0.0) + lk.transfer_s(nbytes)
+    return max(load.values())
 
 
 def transfer_energy_j(instance: Instance, u: str, v: str, nbytes: float) -> float:
@@ -216,7 +219,8 @@ class TransferTable:
     indexed in instance order. Paths are exactly :meth:`Instance.path`'s: an all-pairs
     single-source run of the same Dijkstra per device and distinct byte size replaces the
     ``D^2`` per-pair searches (``tests/plan/test_plan_common.py`` checks they agree).
-    ``paths[k][u][v]`` lists ``(link key, hop seconds)`` for exact link-load accounting.
+    ``paths[k][u][v]`` lists ``(resource, hop seconds)`` for exact load accounting: the resource
+    is the directed link, or the shared medium the hop crosses (hops over one medium add up).
     """
 
     def __init__(self, instance: Instance) -> None:
@@ -229,7 +233,7 @@ class TransferTable:
         self.total_s = np.zeros((ncut, n, n))
         self.hop_s = np.zeros((ncut, n, n))
         self.energy_j = np.zeros((ncut, n, n))
-        self.paths: list[list[list[tuple[tuple[str, str], float]]]] = []
+        self.paths: list[list[list[tuple[Resource, float]]]] = []
         ptx = [instance.device_by_name[d].power_transmit_w or 0.0 for d in names]
         by_bytes: dict[int, tuple] = {}
         for k in range(ncut):
@@ -246,9 +250,7 @@ class TransferTable:
         tot = np.zeros((n, n))
         hop = np.zeros((n, n))
         en = np.zeros((n, n))
-        paths: list[list[list[tuple[tuple[str, str], float]]]] = [
-            [[] for _ in range(n)] for _ in range(n)
-        ]
+        paths: list[list[list[tuple[Resource, float]]]] = [[[] for _ in range(n)] for _ in range(n)]
         for u in range(n):
             tree = instance.paths_from(names[u], x)
             for v in range(n):
@@ -260,9 +262,12 @@ class TransferTable:
                     continue
                 times = [h.transfer_s(x) for h in path]
                 tot[u, v] = sum(times)
-                hop[u, v] = max(times)
+                load: dict[Resource, float] = {}
+                for h, t in zip(path, times, strict=True):
+                    load[h.resource] = load.get(h.resource, 0.0) + t
+                hop[u, v] = max(load.values())
                 en[u, v] = sum(t * ptx[idx[h.src]] for h, t in zip(path, times, strict=True))
-                paths[u][v] = [((h.src, h.dst), t) for h, t in zip(path, times, strict=True)]
+                paths[u][v] = [(h.resource, t) for h, t in zip(path, times, strict=True)]
         return tot, hop, en, paths
 
 

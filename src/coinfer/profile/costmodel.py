@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ..cluster.types import Cluster, DeviceFeatures, DeviceSpec
-from ..core.instance import Device, Instance, Link, Piece
+from ..core.instance import Device, Instance, Link, Piece, network_of
 from ..errors import InputError
 from .cache import graph_hash
 
@@ -91,12 +91,14 @@ class CostModel:
             source=src,
             name=name or f"{self.model}@{self.cluster.name}",
             meta=meta,
+            media=network_of(self.cluster)[1],
         )
 
 
 def cluster_to_instance_links(cluster: Cluster) -> tuple[Link, ...]:
-    """The cluster's directed links as the Instance's links (nominal bandwidth, latency)."""
-    return tuple(Link(lk.src, lk.dst, lk.bandwidth_Bps, lk.latency_s) for lk in cluster.links)
+    """The cluster's dedicated directed links as the Instance's links (nominal bandwidth,
+    latency); its shared media go to the Instance's ``media`` (:func:`network_of`)."""
+    return network_of(cluster)[0]
 
 
 def cluster_to_instance_devices(cluster: Cluster) -> tuple[Device, ...]:

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from ..core.instance import Device, Instance, Link, make_instance
+from ..core.instance import Device, Instance, make_instance, network_of
 from ..zoo import load_model
 from .stages import Partition, as_tuple, split_pieces
 
@@ -82,9 +82,17 @@ def measured_instance(
         )
         for d in cluster.devices
     ]
-    links = [Link(lk.src, lk.dst, lk.bandwidth_Bps, lk.latency_s) for lk in cluster.links]
+    links, media = network_of(cluster)
     return make_instance(
-        times, mem, out_bytes, in_bytes, devices, links, cluster.source, name=model_spec
+        times,
+        mem,
+        out_bytes,
+        in_bytes,
+        devices,
+        links,
+        cluster.source,
+        name=model_spec,
+        media=media,
     )
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..core.instance import Device, Instance, Link, make_instance
+from ..core.instance import Device, Instance, make_instance, network_of
 from ..core.plans import Plan
 from ..core.schedules import Schedule
 from ..errors import InputError
@@ -312,10 +312,10 @@ def fallback_instance(
                 dvfs_levels=tuple(getattr(spec, "dvfs_levels", (1.0,))),
             )
         )
-    links = [Link(lk.src, lk.dst, lk.bandwidth_Bps, lk.latency_s) for lk in cluster.links]
+    links, media = network_of(cluster)
     in_bytes = sum(m.nbytes for m in contracts[0])
     return make_instance(
-        times, [0] * num_pieces, out_bytes, in_bytes, devices, links, cluster.source
+        times, [0] * num_pieces, out_bytes, in_bytes, devices, links, cluster.source, media=media
     )
 
 

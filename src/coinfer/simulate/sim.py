@@ -9,7 +9,9 @@ Model (the reference cost model of DESIGN.md, executed instead of summarised):
   DIRECTED LINK carries one hop at a time (FIFO) and a hop holds its link for ``L + x / B``,
   the occupancy convention of ``core/evaluate.py``. Links are shared by every stage pair whose path
   crosses them, which is where contention the reference model averages away shows up;
-- a link may follow a bandwidth trace (piecewise constant): a hop then holds the link for ``L``
+- a shared medium (Wi-Fi cell, hub) is ONE resource for every hop over it in either direction
+  (half-duplex), named ``"<medium><->"`` in traces and charts;
+- a link or a medium may follow a bandwidth trace (piecewise constant): a hop then holds the link for ``L``
   plus the time to push ``x`` bytes through the trace from ``start + L`` on (paths are still
   chosen with the static bandwidth);
 - the source's client issues requests by the arrival process: ``closed`` (``window`` requests in
@@ -35,9 +37,9 @@ from typing import Any
 import numpy as np
 import simpy
 
-from ..core.instance import Instance, Link
+from ..core.instance import Instance, Link, Resource
 from ..core.schedules import Schedule
-from ..core.trace import TraceEvent, link_name, steady_period
+from ..core.trace import TraceEvent, link_name, medium_name, steady_period
 from ..errors import InputError
 from ..schedule.scheduler import client_actions, num_stages, stage_freqs, worker_actions
 
@@ -162,12 +164,21 @@ def hop_time(
 
 def _check_traces(
     instance: Instance, traces: Mapping[Any, BandwidthTrace] | None
-) -> dict[tuple[str, str], BandwidthTrace]:
-    out: dict[tuple[str, str], BandwidthTrace] = {}
+) -> dict[Resource, BandwidthTrace]:
+    """Traces keyed by the resource they shape: ``(src, dst)`` / ``"src->dst"`` for a dedicated
+    link, the medium's name for a shared medium."""
+    out: dict[Resource, BandwidthTrace] = {}
     for key, raw in (traces or {}).items():
-        pair = tuple(key.split("->")) if isinstance(key, str) else tuple(key)
-        if pair not in instance.link_by_pair:
-            raise InputError(f"bandwidth trace for {key!r}: no such link in {instance.name!r}")
+        pair: Resource
+        if isinstance(key, str) and key in instance.medium_by_name:
+            pair = key
+        else:
+            pair = tuple(key.split("->")) if isinstance(key, str) else tuple(key)  # type: ignore[assignment]
+            lk = instance.link_by_pair.get(pair)  # type: ignore[arg-type]
+            if lk is None or lk.medium is not None:
+                raise InputError(
+                    f"bandwidth trace for {key!r}: no such link or medium in {instance.name!r}"
+                )
         if hasattr(raw, "times_s") and hasattr(
             raw, "bandwidth_Bps"
         ):  # coinfer.cluster.BandwidthTrace
@@ -283,7 +294,7 @@ def simulate(
         raise InputError(
             f"schedule source {src!r} differs from the instance source {instance.source!r}"
         )
-    traces_by_pair = _check_traces(instance, traces)
+    traces_by_res = _check_traces(instance, traces)
     open_times = _arrival_times(arrivals, n_req, rate, rng)
     win = window or schedule.window or n_req
     freqs = stage_freqs(schedule)
@@ -295,7 +306,7 @@ def simulate(
         )
 
     env = simpy.Environment()
-    links = {pair: simpy.Resource(env, capacity=1) for pair in instance.link_by_pair}
+    links = {lk.resource: simpy.Resource(env, capacity=1) for lk in instance.links}
     arrived: dict[tuple[int, int, str, str], simpy.Event] = {}
     events: list[TraceEvent] = []
     busy: dict[str, float] = defaultdict(float)
@@ -323,16 +334,14 @@ def simulate(
             if not path:
                 raise InputError(f"no path from {u!r} to {v!r} in instance {instance.name!r}")
             for lk in path:
-                res = links[(lk.src, lk.dst)]
-                name = link_name(lk.src, lk.dst)
+                res = links[lk.resource]
+                name = link_name(lk.src, lk.dst) if lk.medium is None else medium_name(lk.medium)
                 with res.request() as req:
                     note_queue(name, +1)
                     yield req
                     note_queue(name, -1)
                     start = env.now
-                    yield env.timeout(
-                        hop_time(lk, nbytes, start, traces_by_pair.get((lk.src, lk.dst)))
-                    )
+                    yield env.timeout(hop_time(lk, nbytes, start, traces_by_res.get(lk.resource)))
                     dur = env.now - start
                     busy[name] += dur
                     energy[0] += dur * (instance.device_by_name[lk.src].power_transmit_w or 0.0)
