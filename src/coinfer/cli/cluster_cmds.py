@@ -88,6 +88,19 @@ def show(
             "-" if link.trace is None else Path(link.trace).name,
         )
     console.print(lk)
+    if cl.media:
+        md = Table(title=f"{cl.name}: shared media (one capacity for all members, both directions)")
+        for col in ("name", "members", "bandwidth Mbit/s", "latency ms", "trace"):
+            md.add_column(col)
+        for m in cl.media:
+            md.add_row(
+                m.name,
+                ", ".join(m.members),
+                f"{Bps_to_mbps(m.bandwidth_Bps):.1f}",
+                f"{m.latency_s * 1000:g}",
+                "-" if m.trace is None else Path(m.trace).name,
+            )
+        console.print(md)
 
 
 @cluster_app.command("check")
@@ -95,7 +108,8 @@ def check(file: str = typer.Argument(..., help="Cluster YAML file.")) -> None:
     """Validate a cluster file; prints one line, exits 2 on a bad file."""
     cl = _load(file)
     typer.echo(
-        f"ok: {file}: {len(cl.devices)} devices, {len(cl.links)} directed links, source {cl.source!r}"
+        f"ok: {file}: {len(cl.devices)} devices, {len(cl.links)} directed links, "
+        f"{len(cl.media)} shared media, source {cl.source!r}"
     )
 
 

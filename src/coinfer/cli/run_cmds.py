@@ -202,7 +202,8 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"links emulated in: {result.network}")
         for name, st in sorted(result.links.items()):
             if st["bytes"] >= LINK_CHECK_MIN_BYTES:
+                what = f"shared medium {name[:-3]}" if name.endswith("<->") else name
                 typer.echo(
-                    f"  {name}: {st['measured_Bps'] * 8e-6:.1f} Mbit/s achieved, "
+                    f"  {what}: {st['measured_Bps'] * 8e-6:.1f} Mbit/s achieved, "
                     f"{st['nominal_Bps'] * 8e-6:.1f} Mbit/s in the cluster file ({int(st['transfers'])} transfers)"
                 )

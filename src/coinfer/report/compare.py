@@ -37,6 +37,10 @@ def compare_with_simulation(result: RunResult, schedule: Schedule, instance: Any
     ]
     for d, u in result.utilisation.items():
         rows.append((f"util_{d}", u, float(sim.utilisation.get(d, 0.0))))
+    for name, st in result.links.items():  # a shared medium is a resource like a device
+        if name.endswith("<->") and result.wall_s > 0:
+            busy = float(st.get("busy_s", 0.0)) / result.wall_s
+            rows.append((f"util_{name[:-3]}", busy, float(sim.link_utilisation.get(name, 0.0))))
     if result.energy_j_per_request is not None and sim.energy_j is not None:
         rows.append(("energy_j_per_request", result.energy_j_per_request, sim.energy_j))
     return {

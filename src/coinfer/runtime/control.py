@@ -23,9 +23,11 @@ of one side's proof as the other's; fresh nonces on both sides stop replay.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import hmac
 import json
+import os
 import secrets
 import socket
 import struct
@@ -215,11 +217,45 @@ def read_token(path: str | None, fallback: str | None = None) -> str:
     return token
 
 
+def gloo_ifname_for(host: str) -> str | None:
+    """Name of the local network interface holding address ``host`` (for ``GLOO_SOCKET_IFNAME``)."""
+    if host in ("", "0.0.0.0"):
+        return None
+    try:
+        addr = socket.gethostbyname(host)
+    except OSError:
+        raise InputError(f"cannot resolve bind address {host!r}") from None
+    if addr.startswith("127."):
+        return "lo"
+    siocgifaddr = 0x8915  # Linux ioctl: get an interface's IPv4 address
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        for _, name in socket.if_nameindex():
+            try:
+                res = fcntl.ioctl(s.fileno(), siocgifaddr, struct.pack("256s", name.encode()[:15]))
+            except OSError:
+                continue
+            if socket.inet_ntoa(res[20:24]) == addr:
+                return name
+    finally:
+        s.close()
+    raise InputError(f"no local interface has address {host!r}")
+
+
+def set_bind_address(host: str) -> None:
+    """Make gloo listen on the interface of ``host`` (default: loopback only)."""
+    name = gloo_ifname_for(host)
+    if name is not None:
+        os.environ["GLOO_SOCKET_IFNAME"] = name
+
+
 __all__ = [
     "Channel",
     "authenticate_coordinator",
     "authenticate_worker",
+    "gloo_ifname_for",
     "mac",
     "parse_hostport",
     "read_token",
+    "set_bind_address",
 ]

@@ -29,7 +29,7 @@ from ..core.plans import Plan
 from ..core.schedules import Schedule
 from ..errors import InputError
 from ..schedule.scheduler import stage_freqs
-from . import emulation
+from . import emulation, media
 from . import supervision as sv
 from .control import parse_hostport
 from .ledger import Ledger
@@ -154,6 +154,7 @@ def run(
             del store
     finally:
         emulation.cleanup_stale(run_id)
+        media.cleanup(run_id)
         if net is not None:
             net.destroy()
     say(f"run finished in {time.time() - t_start:.1f} s")

@@ -9,7 +9,12 @@ machine)::
 
 On each device namespace's ``eth0`` an HTB qdisc has one class per peer device, limited to the
 cluster's bandwidth for that directed link (u32 filter on the destination address); everything
-else (control traffic) goes to an unshaped default class. This kernel has no ``netem``, so the
+else (control traffic) goes to an unshaped default class.
+
+A shared medium is one real bottleneck: in the hub, an ``ifb`` device per medium carries an HTB
+class at the medium's rate, and the ingress of every member's hub-side veth redirects packets
+addressed to another member (over the medium, not a dedicated link) into it — so all members'
+transfers, in both directions, queue for the one shaped egress, as they would for the air. This kernel has no ``netem``, so the
 link *latency* stays in the transport (:meth:`Testbed.transport_shapes` keeps only latency).
 
 The coordinator process stays in the root namespace; it opens its listening sockets inside the
@@ -109,6 +114,7 @@ class Testbed:
     subnet: str  # "10.213.X"
     hub: str
     spaces: dict[str, str] = field(default_factory=dict)
+    media: list[str] = field(default_factory=list)
     destroyed: bool = False
 
     @classmethod
@@ -129,6 +135,39 @@ class Testbed:
             tb.destroy()
             raise
         return tb
+
+    def _build_media(self, shapes: Mapping[str, Mapping[str, LinkShape]]) -> None:
+        """One shaped ``ifb`` per medium in the hub; members' hops over it are redirected there."""
+        rates: dict[str, float] = {}
+        for m in shapes.values():
+            for shape in m.values():
+                if shape.medium is not None and shape.bandwidth_Bps is not None:
+                    rates[shape.medium] = shape.bandwidth_Bps
+        ifb_of: dict[str, str] = {}
+        for k, (medium, bw) in enumerate(sorted(rates.items())):
+            ifb = f"cf{self.run_id}m{k}"  # <= 15 chars
+            _ip("link", "add", ifb, "type", "ifb", ns=self.hub)
+            _ip("link", "set", ifb, "up", ns=self.hub)
+            _tc(self.hub, "qdisc", "add", "dev", ifb, "root", "handle", "1:", "htb", "default", "1")
+            rate = f"{max(8, int(bw * 8))}bit"
+            _tc(self.hub, "class", "add", "dev", ifb, "parent", "1:", "classid", "1:1", "htb",
+                "rate", rate, "burst", BURST, "quantum", "1514")  # fmt: skip
+            ifb_of[medium] = ifb
+        for i, u in enumerate(self.names):
+            outer = f"cf{self.run_id}v{i}"
+            hops = [
+                (v, s.medium)
+                for v, s in shapes.get(u, {}).items()
+                if s.medium in ifb_of and v in self.names and v != u
+            ]
+            if not hops:
+                continue
+            _tc(self.hub, "qdisc", "add", "dev", outer, "handle", "ffff:", "ingress")
+            for v, medium in hops:
+                _tc(self.hub, "filter", "add", "dev", outer, "parent", "ffff:", "protocol", "ip",
+                    "prio", "1", "u32", "match", "ip", "dst", f"{self.address(v)}/32",
+                    "action", "mirred", "egress", "redirect", "dev", ifb_of[medium])  # fmt: skip
+        self.media = sorted(ifb_of)
 
     def _build(self, shapes: Mapping[str, Mapping[str, LinkShape]]) -> None:
         _ip("netns", "add", self.hub)
@@ -158,6 +197,8 @@ class Testbed:
                 shape = shapes.get(d, {}).get(v)
                 if v == d or shape is None or shape.bandwidth_Bps is None:
                     continue
+                if shape.medium is not None:  # shaped once, in the hub (_build_media)
+                    continue
                 rate = f"{max(8, int(shape.bandwidth_Bps * 8))}bit"
                 cls_id = f"1:{j + 1}"
                 _htb_class(ns, cls_id, rate, "burst", BURST)
@@ -181,6 +222,7 @@ class Testbed:
                     "flowid",
                     cls_id,
                 )
+        self._build_media(shapes)
 
     @property
     def host_address(self) -> str:
@@ -207,7 +249,8 @@ class Testbed:
     def transport_shapes(
         shapes: Mapping[str, Mapping[str, LinkShape]],
     ) -> dict[str, dict[str, LinkShape]]:
-        """Shapes for the transport when tc does the bandwidth: latency only."""
+        """Shapes for the transport when tc does the bandwidth: latency only (a medium's sharing
+        is the hub's ifb then, not a clock)."""
         return {
             u: {v: LinkShape(None, s.latency_s) for v, s in m.items()} for u, m in shapes.items()
         }

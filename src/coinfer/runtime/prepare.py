@@ -161,7 +161,8 @@ def prepare_run(
         )
     )
     stage_of = {d: k for k, st in enumerate(plan.stages) for d in st.devices}
-    links = [(lk.src, lk.dst, lk.bandwidth_Bps, lk.latency_s) for lk in cluster.links]
+    hops = getattr(cluster, "all_links", cluster.links)  # dedicated links + hops over media
+    links = [(lk.src, lk.dst, lk.bandwidth_Bps, lk.latency_s, lk.medium) for lk in hops]
     shapes = link_shapes(links, names)
     cpus = local_cpu_slots(cluster, names, local_cpus) if local_cpus else {}
     spec = StageSpec(
@@ -252,16 +253,17 @@ def check_plan_shape(plan: Plan, num_pieces: int) -> None:
 
 
 def link_shapes(
-    links: Sequence[tuple[str, str, float, float]], names: Sequence[str]
+    links: Sequence[tuple[Any, ...]], names: Sequence[str]
 ) -> dict[str, dict[str, LinkShape]]:
-    """Emulated shape of every direct link between ``names`` (``links`` are ``(src, dst,
-    bandwidth_Bps, latency_s)``). Multi-hop transfers are relayed hop by hop
-    (:mod:`.relays`), each hop on its own emulated link, as the cost model prices them."""
+    """Emulated shape of every direct hop between ``names`` (``links`` are ``(src, dst,
+    bandwidth_Bps, latency_s[, medium])``; a hop over a shared medium names it, so its time is
+    booked on the medium's clock). Multi-hop transfers are relayed hop by hop (:mod:`.relays`),
+    each hop on its own emulated link or medium, as the cost model prices them."""
     member = set(names)
     out: dict[str, dict[str, LinkShape]] = {u: {} for u in names}
-    for s, d, bw, lat in links:
+    for s, d, bw, lat, *rest in links:
         if s in member and d in member:
-            out[s][d] = LinkShape(bw, lat)
+            out[s][d] = LinkShape(bw, lat, rest[0] if rest else None)
     return out
 
 

@@ -73,7 +73,7 @@ class Setup:
     num_stages: int
     contracts: tuple[WireContract, ...]
     actions: tuple[str, ...]
-    links: dict[str, dict[str, float | None]] = field(default_factory=dict)
+    links: dict[str, dict[str, float | str | None]] = field(default_factory=dict)
     emulate: EmulateConfig = field(default_factory=EmulateConfig)
     use_cgroup: bool = True
     stage: StageAssignment | None = None

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch.utils import _pytree as pytree
 
-from ..core.trace import TraceEvent, steady_period
+from ..core.trace import TraceEvent, medium_name, steady_period
 from ..errors import PeerError
 from .ledger import Completion
 from .transport import LinkShape
@@ -129,18 +129,22 @@ def measured_links(
     *,
     ends: str = "arrival",
 ) -> dict[str, dict[str, float]]:
-    """Per directed link: transfers, bytes, and the bandwidth the run actually achieved.
+    """Per directed link, and per shared medium: transfers, bytes, busy seconds and the
+    bandwidth the run actually achieved.
 
-    A transfer occupies the link from the sender's start plus the emulated latency (or the
-    previous transfer's end, if later: it queued behind it) to its end; the achieved bandwidth
-    is the link's bytes / the summed occupancy — the same meaning as the configured figure.
+    A transfer occupies its resource from the sender's start plus the emulated latency (or the
+    previous transfer's end on the same resource, if later: it queued behind it) to its end; the
+    achieved bandwidth is the bytes / the summed occupancy — the same meaning as the configured
+    figure. Hops over a shared medium queue behind each other whatever their direction, so they
+    are sequenced together, and the medium gets its own entry (named ``"<medium><->"``, as in
+    the simulator) beside its hops'.
     ``ends="arrival"`` ends a transfer at the receiver's arrival time (``--netns``: checks tc's
     shaping, where a send completes into a socket buffer before the data arrives);
     ``ends="sender"`` at the sender's completion (the transport's emulation: a send completes
     when the receiver, which posts its receives ahead, has the data, while the receiver's own
     arrival stamp waits for its compute loop to get to the message).
     """
-    per_link: dict[str, list[tuple[float, float, float]]] = {}
+    groups: dict[str, list[tuple[float, float, float, str]]] = {}
     for e in trace:
         if e.get("kind") != "transfer" or "nbytes" not in e:
             continue
@@ -149,30 +153,41 @@ def measured_links(
             end = float(e["end_s"])
         else:
             end = arrivals.get((src, dst, int(e["request"]), int(e["stage"])))
-        if end is not None:
-            per_link.setdefault(e["resource"], []).append(
-                (float(e["start_s"]), end, float(e["nbytes"]))
-            )
+        if end is None:
+            continue
+        shape = shapes.get(src, {}).get(dst, LinkShape())
+        group = e["resource"] if shape.medium is None else medium_name(shape.medium)
+        groups.setdefault(group, []).append(
+            (float(e["start_s"]), end, float(e["nbytes"]), e["resource"])
+        )
     acc: dict[str, list[float]] = {}
-    for name, xfers in per_link.items():
-        src, dst = name.split("->", 1)
-        lat = shapes.get(src, {}).get(dst, LinkShape()).latency_s
-        a = acc.setdefault(name, [0.0, 0.0, 0.0])
+    for group, xfers in groups.items():
         prev_end = -math.inf
-        for start, end, nbytes in sorted(xfers):
-            # a message queued behind the previous one (socket buffer, qdisc) only occupies
-            # the link from when that one has arrived
-            a[0] += 1
-            a[1] += nbytes
-            a[2] += max(1e-9, end - max(start + lat, prev_end))
+        for start, end, nbytes, name in sorted(xfers):
+            src, dst = name.split("->", 1)
+            lat = shapes.get(src, {}).get(dst, LinkShape()).latency_s
+            # a message queued behind the previous one (socket buffer, qdisc, the air) only
+            # occupies the resource from when that one has arrived
+            busy = max(1e-9, end - max(start + lat, prev_end))
             prev_end = max(prev_end, end)
+            for key in {name, group}:
+                a = acc.setdefault(key, [0.0, 0.0, 0.0])
+                a[0] += 1
+                a[1] += nbytes
+                a[2] += busy
+    nominal_of: dict[str, float | None] = {}
+    for u, m in shapes.items():
+        for v, sh in m.items():
+            nominal_of[f"{u}->{v}"] = sh.bandwidth_Bps
+            if sh.medium is not None:
+                nominal_of[medium_name(sh.medium)] = sh.bandwidth_Bps
     out = {}
     for name, (n, nbytes, secs) in acc.items():
-        src, dst = name.split("->", 1)
-        nominal = shapes.get(src, {}).get(dst, LinkShape()).bandwidth_Bps
+        nominal = nominal_of.get(name)
         out[name] = {
             "transfers": n,
             "bytes": nbytes,
+            "busy_s": secs,
             "measured_Bps": nbytes / secs,
             "nominal_Bps": float("nan") if nominal is None else nominal,
         }

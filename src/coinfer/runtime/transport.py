@@ -11,7 +11,8 @@ raw ``isend``/``irecv`` this module adds what a pipeline needs:
   one transfer at a time, as in the reference cost model;
 - **link emulation** (:class:`LinkShape`): before a transfer the sender keeps the link busy for
   ``latency + bytes / bandwidth`` — works without root and adds the latency that ``tc`` cannot
-  (this kernel has no netem);
+  (this kernel has no netem); a hop over a shared medium first books the medium's clock
+  (:mod:`.media`), so all its members' transfers take turns;
 - **receives posted ahead** (:meth:`Transport.post_recv`), matched by tag, so messages from
   several peers may arrive in any order;
 - **bounded waits**: every wait has a timeout, and a failure becomes a :class:`PeerError`
@@ -23,7 +24,6 @@ Tags: message ``m`` (a micro-batch id) with tensors ``0..k-1`` uses tags ``m * T
 from __future__ import annotations
 
 import datetime as _dt
-import os
 import queue
 import threading
 import time
@@ -35,6 +35,7 @@ import torch
 import torch.distributed as dist
 
 from ..errors import InputError, PeerError
+from .media import MediumClock
 
 # At most this many tensors cross one cut (the tag space of one message).
 TAGS_PER_MESSAGE = 64
@@ -110,23 +111,33 @@ class WireTensorSpec:
 class LinkShape:
     """Emulated link from this process to one peer: ``latency_s + nbytes / bandwidth_Bps``.
 
-    ``bandwidth_Bps = None`` means unshaped (only the real transport cost).
+    ``bandwidth_Bps = None`` means unshaped (only the real transport cost). ``medium`` names
+    the shared medium the hop crosses: its time is then booked on that medium's clock.
     """
 
     bandwidth_Bps: float | None = None
     latency_s: float = 0.0
+    medium: str | None = None
 
     def delay_s(self, nbytes: int) -> float:
         bw = 0.0 if self.bandwidth_Bps is None else nbytes / self.bandwidth_Bps
         return self.latency_s + bw
 
     def to_dict(self) -> dict[str, Any]:
-        return {"bandwidth_Bps": self.bandwidth_Bps, "latency_s": self.latency_s}
+        out: dict[str, Any] = {"bandwidth_Bps": self.bandwidth_Bps, "latency_s": self.latency_s}
+        if self.medium is not None:
+            out["medium"] = self.medium
+        return out
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> LinkShape:
         bw = d.get("bandwidth_Bps")
-        return cls(None if bw is None else float(bw), float(d.get("latency_s", 0.0)))
+        medium = d.get("medium")
+        return cls(
+            None if bw is None else float(bw),
+            float(d.get("latency_s", 0.0)),
+            None if medium is None else str(medium),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,12 +226,19 @@ class _Sender(threading.Thread):
     """Drains one peer's bounded queue: emulate the link, then isend + wait."""
 
     def __init__(
-        self, transport: Transport, peer: int, shape: LinkShape, depth: int, timeout_s: float
+        self,
+        transport: Transport,
+        peer: int,
+        shape: LinkShape,
+        depth: int,
+        timeout_s: float,
+        clock: MediumClock | None = None,
     ):
         super().__init__(name=f"send->{peer}", daemon=True)
         self.transport = transport
         self.peer = peer
         self.shape = shape
+        self.clock = clock
         self.timeout_s = timeout_s
         self.queue: queue.Queue[tuple[int, list[torch.Tensor]] | None] = queue.Queue(maxsize=depth)
         self.error: PeerError | None = None
@@ -236,7 +254,12 @@ class _Sender(threading.Thread):
             nbytes = sum(t.numel() * t.element_size() for t in tensors)
             t0 = time.time()
             delay = self.shape.delay_s(nbytes)
-            if delay >= _MIN_SLEEP_S:
+            if self.clock is not None:  # a shared medium: wait for our turn, then hold it
+                t0 = self.clock.reserve(delay)
+                left = t0 + delay - time.time()
+                if left >= _MIN_SLEEP_S:
+                    time.sleep(left)
+            elif delay >= _MIN_SLEEP_S:
                 time.sleep(delay)
             try:
                 works = [
@@ -280,6 +303,8 @@ class Transport:
         Names a message id in error messages (e.g. ``"the input of stage 1 of request 3"``).
     thread_init
         Called first thing in every sender thread (the worker moves it out of the CPU quota).
+    clocks
+        The reservation clock of every shared medium a link in ``links`` names.
     """
 
     def __init__(
@@ -293,8 +318,13 @@ class Transport:
         on_error: Callable[[PeerError], None] | None = None,
         label: Callable[[int], str] | None = None,
         thread_init: Callable[[], None] | None = None,
+        clocks: Mapping[str, MediumClock] | None = None,
     ):
         self.rank = rank
+        self.clocks = dict(clocks or {})
+        missing = {s.medium for s in links.values() if s.medium is not None} - set(self.clocks)
+        if missing:
+            raise InputError(f"links over media {sorted(missing)} but no clock for them")
         self.names = tuple(names)
         self.links = dict(links)
         self.depth = depth
@@ -354,9 +384,9 @@ class Transport:
         with self._lock:  # the compute loop and relay threads may send to the same peer
             sender = self._senders.get(peer)
             if sender is None:
-                sender = _Sender(
-                    self, peer, self.links.get(peer, LinkShape()), self.depth, self.timeout_s
-                )
+                shape = self.links.get(peer, LinkShape())
+                clock = None if shape.medium is None else self.clocks[shape.medium]
+                sender = _Sender(self, peer, shape, self.depth, self.timeout_s, clock)
                 sender.start()
                 self._senders[peer] = sender
         payload = [t.contiguous() for t in tensors]
@@ -395,43 +425,6 @@ class Transport:
             raise self._error
 
 
-def gloo_ifname_for(host: str) -> str | None:
-    """Name of the local network interface holding address ``host`` (for ``GLOO_SOCKET_IFNAME``)."""
-    import socket
-
-    if host in ("", "0.0.0.0"):
-        return None
-    try:
-        addr = socket.gethostbyname(host)
-    except OSError:
-        raise InputError(f"cannot resolve bind address {host!r}") from None
-    if addr.startswith("127."):
-        return "lo"
-    import fcntl
-    import struct
-
-    siocgifaddr = 0x8915  # Linux ioctl: get an interface's IPv4 address
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        for _, name in socket.if_nameindex():
-            try:
-                res = fcntl.ioctl(s.fileno(), siocgifaddr, struct.pack("256s", name.encode()[:15]))
-            except OSError:
-                continue
-            if socket.inet_ntoa(res[20:24]) == addr:
-                return name
-    finally:
-        s.close()
-    raise InputError(f"no local interface has address {host!r}")
-
-
-def set_bind_address(host: str) -> None:
-    """Make gloo listen on the interface of ``host`` (default: loopback only)."""
-    name = gloo_ifname_for(host)
-    if name is not None:
-        os.environ["GLOO_SOCKET_IFNAME"] = name
-
-
 __all__ = [
     "LinkShape",
     "PendingRecv",
@@ -440,5 +433,4 @@ __all__ = [
     "WireTensorSpec",
     "dtype_name",
     "init_process_group",
-    "set_bind_address",
 ]

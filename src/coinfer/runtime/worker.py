@@ -38,8 +38,8 @@ import torch
 
 from ..core.schedules import Action
 from ..errors import CoinferError, PeerError
-from . import emulation
-from .control import Channel, authenticate_coordinator, parse_hostport
+from . import emulation, media
+from .control import Channel, authenticate_coordinator, parse_hostport, set_bind_address
 from .liveness import HEARTBEAT_S, control_reader, heartbeat
 from .mailbox import Mailbox
 from .protocol import (
@@ -58,7 +58,6 @@ from .transport import (
     Transport,
     WireTensorSpec,
     init_process_group,
-    set_bind_address,
 )
 
 # Receives posted ahead / messages queued per peer: 2 is enough to overlap one transfer with one
@@ -108,6 +107,8 @@ class _Executor:
         self.inputs = inputs
         self.chan = chan
         links = {self.rank_of[n]: LinkShape.from_dict(s) for n, s in setup.links.items()}
+        on_air = sorted({s.medium for s in links.values() if s.medium is not None})
+        clocks = {m: media.MediumClock(media.clock_path(setup.run_id, m)) for m in on_air}
         self.transport = Transport(
             self.rank,
             self.names,
@@ -117,6 +118,7 @@ class _Executor:
             on_error=self.fail,
             label=self._label,
             thread_init=emulation.exempt_this_thread,
+            clocks=clocks,
         )
         self.mailbox = Mailbox()
         self.events: list[dict[str, Any]] = []

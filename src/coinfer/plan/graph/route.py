@@ -327,7 +327,8 @@ def _resources(instance: Instance, route: Route) -> list[tuple[Resource, float]]
     for k, hops in enumerate(route.paths):
         nbytes = instance.cut_bytes(k)
         for u, v in itertools.pairwise(hops):
-            out.append((("link", u, v), instance.link_by_pair[(u, v)].transfer_s(nbytes)))
+            lk = instance.link_by_pair[(u, v)]  # a hop over a medium uses the medium: shared
+            out.append((("link", lk.resource), lk.transfer_s(nbytes)))
     return out
 
 
