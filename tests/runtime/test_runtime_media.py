@@ -3,6 +3,7 @@ the measured per-medium figures, and real runs whose transfers over a medium tak
 
 from __future__ import annotations
 
+import itertools
 import math
 import multiprocessing as mp
 import os
@@ -36,7 +37,7 @@ def test_reservations_from_several_processes_never_overlap(tmp_path) -> None:
     for p in procs:
         p.join(timeout=30)
     assert len(starts) == 120
-    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
     assert (
         min(gaps) >= 0.001 - 1e-6
     )  # each booking starts after the previous one ends (epoch-time floats)
@@ -123,7 +124,7 @@ def test_transfers_over_a_medium_take_turns_across_processes() -> None:
         if e.kind == "transfer" and tuple(e.resource.split("->")) in shapes
     )
     assert {h[2] for h in hops} >= {"a->b", "a->c", "b->a", "c->a"}
-    for (_, end, _), (start, _, _) in zip(hops, hops[1:], strict=False):
+    for (_, end, _), (start, _, _) in itertools.pairwise(hops):
         # no two emulated transfers hold the medium at once (1 ms: the workers' clock alignment)
         assert start >= end - 1e-3
     overlapping = sorted(
@@ -131,7 +132,7 @@ def test_transfers_over_a_medium_take_turns_across_processes() -> None:
         for e in results[False].trace
         if e.kind == "transfer" and e.resource in ("a->b", "a->c")
     )
-    assert any(b[0] < a[1] for a, b in zip(overlapping, overlapping[1:], strict=False))
+    assert any(b[0] < a[1] for a, b in itertools.pairwise(overlapping))
     assert "air<->" in results[True].links and not math.isnan(
         results[True].links["air<->"]["nominal_Bps"]
     )
