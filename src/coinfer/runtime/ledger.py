@@ -65,6 +65,14 @@ class Ledger:
             for r in self.requests_of(message):
                 self._state[r] = "done"
 
+    def shift_times(self, delta_s: float) -> None:
+        """Move every recorded completion by ``delta_s`` (onto another clock)."""
+        with self._lock:
+            self._completions = {
+                m: Completion(c.message, c.t_release_s + delta_s, c.t_done_s + delta_s)
+                for m, c in self._completions.items()
+            }
+
     def fail_open(self, reason: str) -> tuple[int, ...]:
         """Mark every still-pending request failed with ``reason``; returns their ids."""
         with self._lock:

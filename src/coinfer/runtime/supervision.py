@@ -59,8 +59,21 @@ class Peer:
     last_seen: float = field(default_factory=time.time)
     ready: Ready | None = None
     done: Done | None = None
-    clock_offset: float = 0.0  # coordinator clock - worker clock
+    clock_offset: float = 0.0  # coordinator clock - worker clock (see note_clock)
     proc: subprocess.Popen[bytes] | None = None
+    clock_samples: int = 0
+
+    def note_clock(self, received_s: float, sent_s: float) -> None:
+        """One clock sample: a message stamped ``sent_s`` by the worker arrived at ``received_s``.
+
+        ``received - sent`` is the clock offset plus the message's delay, which is never
+        negative but can be tens of ms when the reader thread waits for a CPU; the smallest
+        sample is the best estimate (as in NTP's minimum-delay filter). Every Ready and
+        heartbeat is a sample, so the estimate tightens during the run; traces are moved onto
+        the coordinator's clock only at the end, with the final estimate."""
+        sample = received_s - sent_s
+        self.clock_offset = sample if self.clock_samples == 0 else min(self.clock_offset, sample)
+        self.clock_samples += 1
 
 
 @dataclass(frozen=True)
@@ -162,6 +175,10 @@ def start_readers(peers: Mapping[str, Peer]) -> queue.Queue[Event]:
                 events.put((peer.device, ("lost", str(exc)), []))
                 return
             peer.last_seen = time.time()
+            if isinstance(msg, Ready):
+                peer.note_clock(peer.last_seen, msg.tw)
+            elif isinstance(msg, Heartbeat):
+                peer.note_clock(peer.last_seen, msg.t)
             events.put((peer.device, msg, blobs))
 
     for p in peers.values():
@@ -189,6 +206,7 @@ def supervise(
     phase = "setup"
     suspects: dict[str, str] = {}  # device -> what we saw (process exit / lost channel / error)
     first_failure_at: float | None = None
+    result_peer: Peer | None = None  # the worker that returns results (the source)
 
     def note(device: str, what: str) -> None:
         nonlocal first_failure_at
@@ -229,7 +247,6 @@ def supervise(
         peer = peers[dev]
         if isinstance(msg, Ready):
             peer.ready = msg
-            peer.clock_offset = time.time() - msg.tw
             if phase == "setup" and all(p.ready for p in peers.values()):
                 for p in peers.values():
                     p.chan.send(encode(Go()))
@@ -238,8 +255,8 @@ def supervise(
                 say("all workers ready; running")
         elif isinstance(msg, Result):
             outs = load(blobs[0])
-            off = peer.clock_offset
-            ledger.complete(msg.message, msg.t_release + off, msg.t_done + off,
+            result_peer = peer  # worker clock now; moved with its final offset below
+            ledger.complete(msg.message, msg.t_release, msg.t_done,
                             [outs[f"t{j}"] for j in range(len(outs))])  # fmt: skip
             deadline = time.time() + timeout_s  # progress: the timeout bounds a *stall*
             if on_result is not None:
@@ -253,6 +270,8 @@ def supervise(
         elif isinstance(msg, Heartbeat):
             pass  # last_seen was updated by the reader
 
+    if result_peer is not None:
+        ledger.shift_times(result_peer.clock_offset)
     if first_failure_at is not None:
         raise blame(suspects, ledger)
     for p in peers.values():
