@@ -17,7 +17,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from coinfer.core.instance import Device, Instance, Link, Piece
+from coinfer.core.instance import Device, Instance, Link, Medium, Piece
 from coinfer.core.plans import Plan
 from coinfer.errors import CoinferError
 
@@ -49,6 +49,7 @@ def model_instance(
     mem_bytes: Mapping[str, int] | None = None,
     power: Mapping[str, tuple[float, float, float]] | None = None,
     name: str | None = None,
+    media: Sequence[Medium] = (),
 ) -> Instance:
     """Analytic instance: piece time on ``d`` = FLOPs / (``gflops[d]`` x 1e9).
 
@@ -78,7 +79,13 @@ def model_instance(
             )
         )
     return Instance(
-        pieces, int(g.input_bytes), tuple(devs), tuple(links), source, name=name or model
+        pieces,
+        int(g.input_bytes),
+        tuple(devs),
+        tuple(links),
+        source,
+        name=name or model,
+        media=tuple(media),
     )
 
 

@@ -121,7 +121,9 @@ def same_grids(inst, specs, hw, model: str, seed: int) -> dict[str, float]:
     # swarm without seeds or local search
     ls, _ = psomw_tiles(cands, [0.0] * len(cands), model, np.random.default_rng(seed), init=greedy,
                   iterations=0)  # fmt: skip
-    raw, _ = psomw_tiles(cands, [0.0] * len(cands), model, np.random.default_rng(seed), polish=False)
+    raw, _ = psomw_tiles(
+        cands, [0.0] * len(cands), model, np.random.default_rng(seed), polish=False
+    )
     g = min(s.latency_s for s in greedy)
     return {
         "bf_grids": len(cands),

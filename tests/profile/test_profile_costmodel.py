@@ -45,8 +45,10 @@ def test_analytic_instance_fields(graph):
     pi0 = inst.device_by_name["pi0"]
     assert pi0.mem_bytes == 4 * 1024**3 and pi0.power_active_w == 6.4
     assert pi0.dvfs_levels == (0.4, pytest.approx(2 / 3, abs=1e-6), 1.0)
-    assert len(inst.links) == len(cl.links)
-    assert inst.transfer_s("pi0", "pi1", 10_000) == pytest.approx(0.003 + 10_000 / (80e6 / 8))
+    assert len(inst.dedicated_links) == len(cl.links) == 0
+    assert [m.name for m in inst.media] == ["wifi"] and len(inst.links) == 6 * 5  # every pair
+    assert inst.transfer_s("pi0", "pi1", 10_000) == pytest.approx(0.003 + 10_000 / (40e6 / 8))
+    assert inst.path("pi2", "pi5", 10_000)[0].medium == "wifi"
     # the instance works with the reference cost model
     m = evaluate(inst, [Stage(0, inst.num_pieces - 1, ("pi0",))])
     assert m.latency_s == pytest.approx(inst.compute_s(0, inst.num_pieces - 1, "pi0"))

@@ -105,3 +105,40 @@ def test_calibrate_rejects_too_few_requests(tmp_path, capsys):
         main(["calibrate", "--requests", "2", "--out", str(tmp_path / "x.yaml")])
     assert info.value.code == 2
     assert "at least 8" in capsys.readouterr().err
+
+
+WIFI = """
+name: air
+source: a
+devices:
+  - {name: a, speed: {gflops: 5}, memory: 1GiB}
+  - {name: b, speed: {gflops: 5}, memory: 1GiB}
+  - {name: c, speed: {gflops: 5}, memory: 1GiB}
+links:
+  - {src: a, dst: b, bandwidth_mbps: 1000, latency_ms: 0.1}
+media:
+  - {name: wifi, members: [a, b, c], bandwidth_mbps: 80, latency_ms: 1}
+"""
+
+
+def test_a_medium_is_fitted_from_all_its_hops_pooled():
+    """Hops a->c, c->b and b->c cross the air (a->b is wired): their transfers together fit the
+    medium's latency and bandwidth; the wired hop's samples stay out of it."""
+    from coinfer.runtime.calibrate import fit_links
+
+    cl = cluster_from_yaml(WIFI)
+    sizes = {0: 10_000, 1: 50_000, 2: 90_000}
+    trace = [
+        TraceEvent(res, "transfer", r, 0.0, 0.002 + sizes[k] / 5e6, k)
+        for r in range(3)
+        for k, res in enumerate(("a->c", "c->b", "b->c"))
+    ] + [TraceEvent("a->b", "transfer", r, 0.0, 1.0, 0) for r in range(3)]
+    fits = fit_links(cl, [trace], lambda e: sizes[e.stage])
+    air = next(f for f in fits if f.medium == "wifi")
+    assert air.transfers == 9 and air.label == "medium wifi"
+    assert air.fitted_bandwidth_Bps == pytest.approx(5e6)
+    assert air.fitted_latency_s == pytest.approx(0.002)
+    out = apply(cl, Calibration("m", 8, (), fits, ()))
+    assert out.media[0].bandwidth_Bps == pytest.approx(5e6)
+    assert out.link("a", "c").bandwidth_Bps == pytest.approx(5e6)  # its hops follow the medium
+    assert cluster_from_yaml(yaml.safe_dump(out.to_dict())).media == out.media

@@ -74,7 +74,7 @@ def register(app: typer.Typer) -> None:
         for lk in cal.links:
             if lk.how == "unchanged":
                 continue
-            lt.add_row(f"{lk.src}->{lk.dst}", str(lk.transfers),
+            lt.add_row(lk.label, str(lk.transfers),
                        f"{lk.bandwidth_Bps * 8e-6:.1f} -> {lk.fitted_bandwidth_Bps * 8e-6:.1f}",
                        f"{lk.latency_s * 1e3:.2f} -> {lk.fitted_latency_s * 1e3:.2f}", lk.how)  # fmt: skip
         console.print(lt)

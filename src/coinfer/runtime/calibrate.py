@@ -13,6 +13,8 @@ real on every device at once and writes back what it measured:
 - **links**: each hop's transfers (sender's clock: emulated delay plus the real send) are fitted
   to ``latency + bytes / bandwidth`` when the probes sent two clearly different sizes over it,
   else only the latency absorbs the per-message overhead. Links no probe used keep their figures.
+  A shared medium is fitted the same way from the transfers of all its hops pooled (each hop's
+  event starts when it got the medium, so queueing for the air is not in the sample).
 
 The fitting is pure (:func:`fit_devices`, :func:`fit_link`, :func:`apply`), tested on hand-made
 traces; :func:`calibrate` is the part that starts processes.
@@ -61,6 +63,11 @@ class LinkFit:
     fitted_bandwidth_Bps: float
     fitted_latency_s: float
     how: str  # "bandwidth+latency" | "latency" | "unchanged"
+    medium: str | None = None  # a shared medium's fit (its hops pooled; src/dst are "*")
+
+    @property
+    def label(self) -> str:
+        return f"medium {self.medium}" if self.medium is not None else f"{self.src}->{self.dst}"
 
 
 @dataclass(frozen=True)
@@ -158,7 +165,8 @@ def fit_link(
 def fit_links(
     cluster: Cluster, traces: Sequence[Sequence[Any]], nbytes_of: Callable[[Any], int | None]
 ) -> tuple[LinkFit, ...]:
-    """Every cluster link, fitted from the transfer events of ``traces`` (``resource`` = ``u->v``)."""
+    """Every cluster link and shared medium, fitted from the transfer events of ``traces``
+    (``resource`` = ``u->v``; a medium pools the events of every hop over it)."""
     samples: dict[tuple[str, str], list[tuple[int, float]]] = {}
     for trace in traces:
         for e in trace:
@@ -169,10 +177,20 @@ def fit_links(
                 continue
             u, v = e.resource.split("->", 1)
             samples.setdefault((u, v), []).append((nb, e.end_s - e.start_s))
-    return tuple(
+    fits = [
         fit_link(lk.src, lk.dst, lk.bandwidth_Bps, lk.latency_s, samples.get((lk.src, lk.dst), []))
         for lk in cluster.links
-    )
+    ]
+    for m in getattr(cluster, "media", ()):
+        pooled = [
+            s
+            for hop in cluster.all_links
+            if hop.medium == m.name
+            for s in samples.get((hop.src, hop.dst), [])
+        ]
+        fit = fit_link("*", "*", m.bandwidth_Bps, m.latency_s, pooled)
+        fits.append(replace(fit, medium=m.name))
+    return tuple(fits)
 
 
 def apply(cluster: Cluster, cal: Calibration) -> Cluster:
@@ -182,7 +200,16 @@ def apply(cluster: Cluster, cal: Calibration) -> Cluster:
         replace(d, speed_scale=round(scale[d.name], 4)) if d.name in scale else d
         for d in cluster.devices
     )
-    fits = {(f.src, f.dst): f for f in cal.links}
+    fits = {(f.src, f.dst): f for f in cal.links if f.medium is None}
+    media_fits = {f.medium: f for f in cal.links if f.medium is not None}
+    media = []
+    for m in getattr(cluster, "media", ()):
+        f = media_fits.get(m.name)
+        if f is None or f.how == "unchanged":
+            media.append(m)
+            continue
+        bw = m.bandwidth_Bps if m.trace is not None else f.fitted_bandwidth_Bps
+        media.append(replace(m, bandwidth_Bps=bw, latency_s=f.fitted_latency_s))
     links = []
     for lk in cluster.links:
         f = fits.get((lk.src, lk.dst))
@@ -191,7 +218,7 @@ def apply(cluster: Cluster, cal: Calibration) -> Cluster:
             continue
         bw = lk.bandwidth_Bps if lk.trace is not None else f.fitted_bandwidth_Bps
         links.append(replace(lk, bandwidth_Bps=bw, latency_s=f.fitted_latency_s))
-    return replace(cluster, devices=devices, links=tuple(links))
+    return replace(cluster, devices=devices, links=tuple(links), media=tuple(media))
 
 
 def write_calibrated(path: Path, cal: Calibration, calibrated: Cluster, origin: str) -> None:

@@ -299,3 +299,26 @@ def test_cli_records_the_fused_seed(tmp_path) -> None:
     assert out.exit_code == 0, out.output
     data = json.loads(out.stdout)
     assert data["seed"] == 9 and data["details"]["fused"]["search"] == "pso"
+
+
+def test_a_shared_medium_bounds_the_tile_latency_by_its_air_time() -> None:
+    """Two helpers on the source's Wi-Fi cell: independent links let both receive at once, the
+    shared medium cannot; the brute-force optimum and the schedule agree on the air bound."""
+    send = np.array([[0.0, 0.05, 0.05]] * 4)
+    comp = np.array([[0.2, 0.1, 0.1]] * 4)
+    back = np.array([[0.0, 0.01, 0.01]] * 4)
+    indep = TileCosts(("src", "h1", "h2"), send, comp, back)
+    air = {"wifi": send + back}
+    shared = TileCosts(("src", "h1", "h2"), send, comp, back, air)
+    assign = (1, 1, 2, 2)
+    lat_indep, _ = schedule_latency(indep, assign)
+    lat_shared, _ = schedule_latency(shared, assign)
+    assert lat_indep == pytest.approx(0.32)  # each helper: 2 x (0.05 + 0.1 + 0.01)
+    assert shared.air_bound(assign) == pytest.approx(0.24) and lat_shared == pytest.approx(0.32)
+    many = TileCosts(("src", "h1", "h2"), send * 4, comp, back, {"wifi": (send + back) * 4})
+    # slower air: each helper needs 2 x (0.2 + 0.1 + 0.01) = 0.62 s, the air 4 x 0.24 = 0.96 s
+    assert schedule_latency(many, assign)[0] == pytest.approx(0.96)
+    for model in ("serial", "pipelined"):
+        best, a, order = brute_force(many, model)
+        assert best == pytest.approx(schedule_latency(many, a, order, model)[0])
+        assert best >= many.air_bound(a) - 1e-12

@@ -27,6 +27,11 @@ own link in the order it computed them. Tiles the source keeps never touch the r
 order matters: shipping a slow device's tiles late leaves it idle early and busy at the end.
 Both models give the reference latency (send + compute + return) for one tile on one device.
 
+Shared media: when tile transfers cross a shared medium (a Wi-Fi cell the source and helpers are
+on), they cannot overlap there, whatever the model says about links; both models then also bound
+the latency by each medium's total busy time (:attr:`TileCosts.air_s`: the send and return hops
+of every tile that cross it). Without media the bound is zero and nothing changes.
+
 Why one module: the two link models, the minimising-waiting order, the swarm and the brute-force
 reference all read the same :class:`TileCosts` table and must score a placement identically; kept
 together, the swarm's fitness and the ground truth the tests compare it with cannot drift apart.
@@ -37,7 +42,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
@@ -60,6 +65,13 @@ class TileCosts:
     send_s: np.ndarray
     comp_s: np.ndarray
     back_s: np.ndarray
+    # per shared medium, the seconds tile t sent to device d keeps it busy (send + return hops)
+    air_s: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def air_bound(self, assign: Sequence[int]) -> float:
+        """The busiest medium's total time for ``assign`` (0 without media)."""
+        rows = range(len(assign))
+        return max((float(a[rows, list(assign)].sum()) for a in self.air_s.values()), default=0.0)
 
     @property
     def num_tiles(self) -> int:
@@ -87,6 +99,7 @@ def tile_costs(instance: Instance, plan: TilePlan, devices: Sequence[str]) -> Ti
     out_area = plan.sizes[-1][0] * plan.sizes[-1][1]
     T, D = len(plan.tiles), len(devices)
     send, comp, back = np.zeros((T, D)), np.zeros((T, D)), np.zeros((T, D))
+    air: dict[str, np.ndarray] = {m.name: np.zeros((T, D)) for m in instance.media}
     for j, d in enumerate(devices):
         speed = plan.untiled_flops / max(instance.compute_s(0, P - 1, d), 1e-300)
         for t, tile in enumerate(plan.tiles):
@@ -96,7 +109,11 @@ def tile_costs(instance: Instance, plan: TilePlan, devices: Sequence[str]) -> Ti
             send[t, j] = instance.transfer_s(src, d, nin)
             comp[t, j] = tile.flops / speed
             back[t, j] = instance.transfer_s(d, src, nout)
-    return TileCosts(tuple(devices), send, comp, back)
+            for u, v, x in ((src, d, nin), (d, src, nout)):
+                for lk in instance.path(u, v, x):
+                    if lk.medium is not None:
+                        air[lk.medium][t, j] += lk.transfer_s(x)
+    return TileCosts(tuple(devices), send, comp, back, air)
 
 
 def _check_model(model: str) -> None:
@@ -115,12 +132,13 @@ def schedule_latency(
     ``order`` is a permutation of the tiles (default: tile index order); ignored by ``"serial"``.
     """
     D = costs.num_devices
+    air = costs.air_bound(assign)
     if model == "serial":
         fin = np.zeros(D)
         tot = costs.total_s
         for t, d in enumerate(assign):
             fin[d] += tot[t, d]
-        return float(fin.max()), fin
+        return max(float(fin.max()), air), fin
     send, comp, back = costs.send_s, costs.comp_s, costs.back_s
     radio = 0.0  # when the source's radio is free again
     free = [0.0] * D  # when each device finishes computing its latest tile
@@ -136,7 +154,7 @@ def schedule_latency(
         free[d] = start + comp[t, d]
         ret[d] = (free[d] if free[d] > ret[d] else ret[d]) + back[t, d]
     fin = np.asarray(ret)
-    return float(fin.max()), fin
+    return max(float(fin.max()), air), fin
 
 
 def mw_order(costs: TileCosts, assign: Sequence[int]) -> tuple[int, ...]:
@@ -255,6 +273,11 @@ def brute_force(
         for t in range(T):
             np.add.at(fin, (rows, combos[:, t]), tot[t, combos[:, t]])
         mk = fin.max(axis=1)
+        for a in costs.air_s.values():  # a shared medium carries every tile's hops in turn
+            busy = np.zeros(len(combos))
+            for t in range(T):
+                busy += a[t, combos[:, t]]
+            mk = np.maximum(mk, busy)
         i = int(mk.argmin())
         return float(mk[i]), tuple(int(x) for x in combos[i]), tuple(range(T))
     best: tuple[float, tuple[int, ...], tuple[int, ...]] = (math.inf, (), ())
