@@ -64,6 +64,7 @@ def test_link_shapes_carry_the_medium() -> None:
 
 def test_measured_links_sequence_a_medium_across_directions() -> None:
     shapes = {"a": {"b": LinkShape(1e6, 0.0, "air")}, "b": {"a": LinkShape(1e6, 0.0, "air")}}
+    late = {"a": {"b": LinkShape(1e6, 0.25, "air")}, "b": {"a": LinkShape(1e6, 0.25, "air")}}
     trace = [  # a->b from 0 to 1 s, b->a queued behind it (sent at 0.5, done at 2)
         {"kind": "transfer", "resource": "a->b", "start_s": 0.0, "end_s": 1.0, "nbytes": 1e6,
          "request": 0, "stage": 1},
@@ -75,6 +76,10 @@ def test_measured_links_sequence_a_medium_across_directions() -> None:
     assert links["air<->"]["measured_Bps"] == pytest.approx(1e6)  # the configured rate
     assert links["b->a"]["busy_s"] == pytest.approx(1.0)  # not 1.5: it queued for the air
     assert links["b->a"]["nominal_Bps"] == 1e6 and links["air<->"]["nominal_Bps"] == 1e6
+    # with 0.25 s of emulated latency per hop: held 2 s in all, moving bytes 1.75 s of it
+    lat = measured_links(trace, {}, late, ends="sender")["air<->"]
+    assert lat["busy_s"] == pytest.approx(2.0)
+    assert lat["measured_Bps"] == pytest.approx(2e6 / 1.75)
 
 
 def _cluster(shared: bool):

@@ -129,8 +129,9 @@ def measured_links(
     *,
     ends: str = "arrival",
 ) -> dict[str, dict[str, float]]:
-    """Per directed link, and per shared medium: transfers, bytes, busy seconds and the
-    bandwidth the run actually achieved.
+    """Per directed link, and per shared medium: transfers, bytes, busy seconds (latency
+    included, as the cost model and the simulator charge occupancy) and the bandwidth the run
+    actually achieved (latency left out, so it means what the configured figure means).
 
     A transfer occupies its resource from the sender's start plus the emulated latency (or the
     previous transfer's end on the same resource, if later: it queued behind it) to its end; the
@@ -167,14 +168,17 @@ def measured_links(
             src, dst = name.split("->", 1)
             lat = shapes.get(src, {}).get(dst, LinkShape()).latency_s
             # a message queued behind the previous one (socket buffer, qdisc, the air) only
-            # occupies the resource from when that one has arrived
-            busy = max(1e-9, end - max(start + lat, prev_end))
+            # occupies the resource from when that one has arrived; the bandwidth figure leaves
+            # the emulated latency out, the busy time keeps it (the cost model's occupancy)
+            moving = max(1e-9, end - max(start + lat, prev_end))
+            held = max(0.0, end - max(start, prev_end))
             prev_end = max(prev_end, end)
             for key in {name, group}:
-                a = acc.setdefault(key, [0.0, 0.0, 0.0])
+                a = acc.setdefault(key, [0.0, 0.0, 0.0, 0.0])
                 a[0] += 1
                 a[1] += nbytes
-                a[2] += busy
+                a[2] += moving
+                a[3] += held
     nominal_of: dict[str, float | None] = {}
     for u, m in shapes.items():
         for v, sh in m.items():
@@ -182,12 +186,12 @@ def measured_links(
             if sh.medium is not None:
                 nominal_of[medium_name(sh.medium)] = sh.bandwidth_Bps
     out = {}
-    for name, (n, nbytes, secs) in acc.items():
+    for name, (n, nbytes, secs, held) in acc.items():
         nominal = nominal_of.get(name)
         out[name] = {
             "transfers": n,
             "bytes": nbytes,
-            "busy_s": secs,
+            "busy_s": held,
             "measured_Bps": nbytes / secs,
             "nominal_Bps": float("nan") if nominal is None else nominal,
         }
