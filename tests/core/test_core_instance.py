@@ -187,3 +187,71 @@ def test_metrics_throughput_is_inverse_period() -> None:
     assert m.throughput_rps == 4.0
     assert m.value("throughput") == 0.25
     assert math.isinf(Metrics(1, 1).value("energy"))
+
+
+# ----- shared media in the instance ----------------------------------------------------------
+
+
+def _media_dict(media):
+    return {
+        "pieces": [
+            {"name": "p0", "time": {"a": 0.01, "b": 0.02, "c": 0.03}, "mem": 1, "out_bytes": 10}
+        ],
+        "input_bytes": 100,
+        "devices": [{"name": n, "mem": 10**9} for n in "abc"],
+        "links": [{"src": "a", "dst": "b", "bandwidth": 1e8, "latency": 0.0}],
+        "media": media,
+        "source": "a",
+    }
+
+
+def test_media_round_trip_and_expand_to_every_uncovered_pair():
+
+    inst = Instance.from_dict(
+        _media_dict(
+            [{"name": "air", "members": ["a", "b", "c"], "bandwidth": 1e6, "latency": 0.001}]
+        )
+    )
+    hops = {(lk.src, lk.dst): lk.medium for lk in inst.links}
+    assert hops.pop(("a", "b")) is None  # the dedicated link wins its direction
+    assert set(hops.values()) == {"air"} and len(hops) == 5
+    assert Instance.from_dict(inst.to_dict()) == inst
+    assert inst.to_dict()["links"] == [{"src": "a", "dst": "b", "bandwidth": 1e8, "latency": 0.0}]
+
+
+@pytest.mark.parametrize(
+    ("media", "message"),
+    [
+        (
+            [{"name": "air", "members": ["a", "zz"], "bandwidth": 1e6, "latency": 0}],
+            "unknown device 'zz'",
+        ),
+        (
+            [{"name": "air", "members": ["a"], "bandwidth": 1e6, "latency": 0}],
+            "at least two distinct",
+        ),
+        (
+            [
+                {"name": "air", "members": ["a", "b"], "bandwidth": 1e6, "latency": 0},
+                {"name": "air", "members": ["b", "c"], "bandwidth": 1e6, "latency": 0},
+            ],
+            "repeats the name 'air'",
+        ),
+        (
+            [
+                {"name": "air", "members": ["a", "b", "c"], "bandwidth": 1e6, "latency": 0},
+                {"name": "bt", "members": ["b", "c"], "bandwidth": 1e6, "latency": 0},
+            ],
+            "share both medium 'air' and 'bt'",
+        ),
+        (
+            [{"name": "air", "members": ["a", "b"], "bandwidth": 0, "latency": 0}],
+            "media.0.bandwidth",
+        ),
+    ],
+)
+def test_bad_media_are_one_line_errors(media, message):
+
+    with pytest.raises(InputError, match=message) as err:
+        Instance.from_dict(_media_dict(media), origin="i.json")
+    assert "\n" not in str(err.value) and str(err.value).startswith("i.json")
