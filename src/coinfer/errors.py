@@ -3,9 +3,17 @@
 Why a tree: the CLI turns any :class:`CoinferError` into one line on stderr and exit code 2
 (bad input) without a traceback, while genuine bugs (anything else) still surface loudly.
 Library code never exits the process; it raises one of these and lets the edge decide.
+
+The two readers at the end (:func:`read_text`, :func:`parse_json`) are the one place where a
+user's file becomes text or JSON, so an unreadable, non-UTF-8 or absurdly nested file is one
+:class:`InputError` naming it wherever it is read, never a ``UnicodeDecodeError`` traceback.
 """
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
 
 
 class CoinferError(Exception):
@@ -37,6 +45,34 @@ class PeerError(CoinferError):
         self.requests = requests
 
 
+def read_text(path: str | Path, what: str, *, where: str | None = None) -> str:
+    """The UTF-8 text of the user's file ``path`` (``what`` it is, for the message), or one
+    :class:`InputError` naming it (``where`` replaces the path at the start of the message)."""
+    p = Path(path)
+    label = where or str(p)
+    try:
+        data = p.read_bytes()
+    except OSError as exc:
+        raise InputError(f"{label}: cannot read {what} ({exc.strerror})") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(
+            f"{label}: {what} is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start})"
+        ) from None
+
+
+def parse_json(text: str, label: str) -> Any:
+    """JSON from ``text``, or one :class:`InputError` (bad syntax, or nested deeper than the
+    parser's recursion limit: a crafted file must not crash the reader)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{label}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
+    except RecursionError:
+        raise InputError(f"{label}: JSON nested too deeply") from None
+
+
 __all__ = [
     "CaptureError",
     "CoinferError",
@@ -44,4 +80,6 @@ __all__ = [
     "InputError",
     "ModelLoadError",
     "PeerError",
+    "parse_json",
+    "read_text",
 ]

@@ -106,3 +106,46 @@ def test_parse_hostport_and_token(tmp_path):
         read_token(str(f))
     with pytest.raises(InputError, match="no token"):
         read_token(None)
+
+
+def test_deeply_nested_json_is_a_peer_error_not_a_dead_reader():
+    a, b = _pair()
+    a.max_bytes = b.max_bytes = 1 << 20
+    body = b"[" * 200_000 + b"]" * 200_000
+    t = threading.Thread(target=lambda: a.sock.sendall(struct.pack(">I", len(body)) + body))
+    t.start()
+    with pytest.raises(PeerError, match="nested too deeply"):
+        b.recv()
+    t.join(5)
+
+
+@pytest.mark.parametrize("bad", ["duplicate", "unknown", "unreadable"])
+def test_malformed_results_blame_the_peer_instead_of_raising(bad):
+    """A result the ledger cannot take ends the run with a PeerError naming the device and the
+    unfinished requests, not a ValueError/KeyError traceback out of the supervisor."""
+    import queue
+
+    import torch
+    from safetensors.torch import save
+
+    from coinfer.runtime.ledger import Ledger
+    from coinfer.runtime.protocol import Ready, Result
+    from coinfer.runtime.supervision import Peer, supervise
+
+    mine, theirs = socket.socketpair()
+    peers = {"a": Peer("a", Channel(mine, "a"))}
+    events: queue.Queue = queue.Queue()
+    blob = save({"t0": torch.zeros(1)})
+    events.put(("a", Ready({}, 0.0, 1), []))
+    events.put(("a", Result(0, 0.0, 0.1), [blob]))
+    if bad == "duplicate":
+        events.put(("a", Result(0, 0.0, 0.2), [blob]))
+    elif bad == "unknown":
+        events.put(("a", Result(7, 0.0, 0.2), [blob]))
+    else:
+        events.put(("a", Result(1, 0.0, 0.2), [b"not safetensors"]))
+    ledger = Ledger(3, 1)
+    with pytest.raises(PeerError, match="malformed result") as info:
+        supervise(peers, events, ledger, 30.0, lambda _m: None, None)
+    assert info.value.device == "a" and 2 in info.value.requests
+    theirs.close()

@@ -16,7 +16,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ..errors import InputError
+from ..errors import InputError, read_text
 from .network import check_connected, parse_media
 from .traces import fail as _fail
 from .traces import load_trace as load_trace
@@ -345,10 +345,7 @@ def load_cluster(path: str | Path) -> Cluster:
         One line naming the file, the field path and the bad value.
     """
     p = Path(path)
-    try:
-        text = p.read_text()
-    except OSError as exc:
-        raise InputError(f"{p}: cannot read cluster file ({exc.strerror})") from None
+    text = read_text(p, "cluster file")
     return cluster_from_yaml(text, origin=str(p), base_dir=p.parent)
 
 
@@ -363,6 +360,8 @@ def cluster_from_yaml(
         where = f"line {mark.line + 1}: " if mark is not None else ""
         problem = getattr(exc, "problem", None) or "syntax error"
         raise InputError(f"{origin}: not valid YAML ({where}{problem})") from None
+    except RecursionError:
+        raise InputError(f"{origin}: YAML nested too deeply") from None
     if data is None:
         raise InputError(f"{origin}: the file is empty")
     return cluster_from_dict(data, origin=origin, base_dir=base_dir)

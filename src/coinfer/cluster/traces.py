@@ -6,7 +6,7 @@ import csv
 import math
 from pathlib import Path
 
-from ..errors import InputError
+from ..errors import InputError, read_text
 from .types import BandwidthTrace
 from .units import mbps_to_Bps
 
@@ -28,10 +28,7 @@ def load_trace(path: str | Path, *, origin: str | None = None) -> BandwidthTrace
     """
     p = Path(path)
     where = origin or str(p)
-    try:
-        text = p.read_text()
-    except OSError as exc:
-        raise InputError(f"{where}: cannot read trace file {str(p)!r} ({exc.strerror})") from None
+    text = read_text(p, f"trace file {str(p)!r}", where=where)
     times: list[float] = []
     bws: list[float] = []
     first_row = True  # the first non-comment row may be a header such as "time_s,bandwidth_mbps"

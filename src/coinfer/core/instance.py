@@ -35,7 +35,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from ..errors import InputError
+from ..errors import InputError, parse_json, read_text
 from .network import Link as Link
 from .network import Medium as Medium
 from .network import Resource as Resource
@@ -429,14 +429,7 @@ def _instance_from_model(m: InstanceModel, origin: str) -> Instance:
 def load_instance(path: str | Path) -> Instance:
     """Read an instance JSON file; any problem is one :class:`InputError` naming the file."""
     p = Path(path)
-    try:
-        text = p.read_text()
-    except OSError as exc:
-        raise InputError(f"{p}: cannot read instance file ({exc.strerror})") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{p}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
+    data = parse_json(read_text(p, "instance file"), str(p))
     if not isinstance(data, dict):
         raise InputError(f"{p}: an instance file must hold a JSON object")
     return instance_from_dict(data, origin=str(p))

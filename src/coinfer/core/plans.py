@@ -22,7 +22,7 @@ from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ..errors import InputError
+from ..errors import InputError, parse_json, read_text
 
 Objective = Literal["latency", "throughput", "energy"]
 OBJECTIVES: tuple[str, ...] = get_args(Objective)
@@ -176,12 +176,7 @@ class Plan:
     @classmethod
     def load(cls, path: str | Path) -> Plan:
         p = Path(path)
-        try:
-            data = json.loads(p.read_text())
-        except OSError as exc:
-            raise InputError(f"{p}: cannot read plan file ({exc.strerror})") from None
-        except json.JSONDecodeError as exc:
-            raise InputError(f"{p}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
+        data = parse_json(read_text(p, "plan file"), str(p))
         if not isinstance(data, dict):
             raise InputError(f"{p}: a plan file must hold a JSON object")
         return cls.from_dict(data, origin=str(p))

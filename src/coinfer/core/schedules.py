@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from ..errors import InputError
+from ..errors import InputError, parse_json, read_text
 
 ActionKind = Literal["recv", "compute", "send"]
 _KIND_CODE = {"recv": "R", "compute": "C", "send": "S"}
@@ -134,9 +134,4 @@ class Schedule:
     @classmethod
     def load(cls, path: str | Path) -> Schedule:
         p = Path(path)
-        try:
-            return cls.from_dict(json.loads(p.read_text()))
-        except OSError as exc:
-            raise InputError(f"{p}: cannot read schedule ({exc.strerror})") from None
-        except json.JSONDecodeError as exc:
-            raise InputError(f"{p}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
+        return cls.from_dict(parse_json(read_text(p, "schedule"), str(p)))

@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, read_text
 
 # Fraction of requests dropped at each end when measuring steady-state throughput: the first
 # ones see an empty pipeline (fill), the last ones an emptying one (drain).
@@ -122,10 +122,7 @@ def events_to_csv(events: Sequence[TraceEvent]) -> str:
 def load_events(path: str | Path) -> tuple[TraceEvent, ...]:
     """Read events from a ``.json`` or ``.csv`` file."""
     p = Path(path)
-    try:
-        text = p.read_text()
-    except OSError as exc:
-        raise InputError(f"{p}: cannot read trace ({exc.strerror})") from None
+    text = read_text(p, "trace")
     if p.suffix.lower() == ".csv":
         return tuple(TraceEvent.from_dict(row) for row in csv.DictReader(io.StringIO(text)))
     return events_from_json(text, origin=str(p))

@@ -20,7 +20,6 @@ in ``meta["cost_detail"]`` why the earlier sources were skipped.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +27,7 @@ from typing import Any
 
 from ..cluster.types import Cluster, DeviceFeatures, DeviceSpec
 from ..core.instance import Device, Instance, Link, Piece, network_of
-from ..errors import InputError
+from ..errors import InputError, parse_json, read_text
 from .cache import graph_hash
 
 SOURCES: tuple[str, ...] = ("profile", "predict", "analytic")
@@ -191,12 +190,9 @@ def profiled_times(
 ) -> tuple[list[float], str]:
     if device.profile is not None:
         for f in _profile_files(Path(device.profile)):
-            try:
-                data = json.loads(f.read_text())
-            except (OSError, json.JSONDecodeError) as exc:
-                raise InputError(
-                    f"{f}: cannot read profile of device {device.name!r} ({exc})"
-                ) from None
+            data = parse_json(read_text(f, f"profile of device {device.name!r}"), str(f))
+            if not isinstance(data, dict):
+                raise InputError(f"{f}: a profile must hold a JSON object")
             if data.get("model") != spec:
                 continue
             times = times_from_profile(graph, data)

@@ -129,6 +129,15 @@ class Channel:
             raise PeerError(
                 f"control message from {self.peer} is not JSON", device=self.peer
             ) from None
+        except RecursionError:
+            raise PeerError(
+                f"control message from {self.peer} is nested too deeply", device=self.peer
+            ) from None
+        except MemoryError:
+            raise PeerError(
+                f"control message from {self.peer}: no memory for its attachments",
+                device=self.peer,
+            ) from None
         return msg, blobs
 
     def expect(self, kind: str) -> tuple[dict[str, Any], list[bytes]]:

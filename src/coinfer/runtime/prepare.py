@@ -10,6 +10,7 @@ network namespaces, the links as the namespaces shape them.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -111,9 +112,11 @@ def prepare_run(
     Raises
     ------
     InputError
-        Bad requests / micro-batch, a plan device the cluster lacks, a plan that does not match
-        the model's pieces, or a schedule for a different number of micro-batches.
+        Bad requests / micro-batch / timeout, a plan device the cluster lacks, a plan that does
+        not match the model's pieces, or a schedule for a different number of micro-batches.
     """
+    if not (math.isfinite(timeout_s) and timeout_s > 0):
+        raise InputError(f"--timeout must be a finite number of seconds > 0 (got {timeout_s})")
     if requests < 1 or microbatch < 1 or requests % microbatch:
         raise InputError(
             f"--requests {requests} must be a positive multiple of --microbatch {microbatch}"

@@ -254,10 +254,14 @@ def supervise(
                 deadline = time.time() + timeout_s
                 say("all workers ready; running")
         elif isinstance(msg, Result):
-            outs = load(blobs[0])
+            try:  # a result the ledger cannot take (unknown, duplicate, unreadable) is the peer's fault
+                outs = load(blobs[0])
+                ledger.complete(msg.message, msg.t_release, msg.t_done,
+                                [outs[f"t{j}"] for j in range(len(outs))])  # fmt: skip
+            except Exception as exc:  # noqa: BLE001 - any malformed result, reported not raised
+                note(dev, f"sent a malformed result for message {msg.message}: {str(exc)[:120]}")
+                continue
             result_peer = peer  # worker clock now; moved with its final offset below
-            ledger.complete(msg.message, msg.t_release, msg.t_done,
-                            [outs[f"t{j}"] for j in range(len(outs))])  # fmt: skip
             deadline = time.time() + timeout_s  # progress: the timeout bounds a *stall*
             if on_result is not None:
                 on_result(msg.message, len(ledger.completions))

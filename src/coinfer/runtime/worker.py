@@ -25,6 +25,7 @@ the process exits: the coordinator owns the decision (fail the run's open reques
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import queue
 import socket
@@ -37,7 +38,7 @@ from typing import Any
 import torch
 
 from ..core.schedules import Action
-from ..errors import CoinferError, PeerError
+from ..errors import CoinferError, InputError, PeerError
 from . import emulation, media
 from .control import Channel, authenticate_coordinator, parse_hostport, set_bind_address
 from .liveness import HEARTBEAT_S, control_reader, heartbeat
@@ -355,6 +356,10 @@ def serve(
 
     Raises :class:`PeerError` if the coordinator is unreachable or fails authentication.
     """
+    if not (math.isfinite(connect_timeout_s) and connect_timeout_s > 0):
+        raise InputError(
+            f"--connect-timeout must be a finite number of seconds > 0 (got {connect_timeout_s})"
+        )
     host, port = parse_hostport(coordinator, what="--coordinator")
     deadline = time.time() + connect_timeout_s
     while True:

@@ -40,7 +40,7 @@ import simpy
 from ..core.instance import Instance, Link, Resource
 from ..core.schedules import Schedule
 from ..core.trace import TraceEvent, link_name, medium_name, steady_period
-from ..errors import InputError
+from ..errors import InputError, read_text
 from ..schedule.scheduler import client_actions, num_stages, stage_freqs, worker_actions
 
 BandwidthTrace = Sequence[tuple[float, float]]
@@ -224,10 +224,7 @@ def _arrival_times(
 def load_arrivals(path: str | Path) -> list[float]:
     """Arrival times (seconds), one per line (a CSV's first column; a header line is skipped)."""
     p = Path(path)
-    try:
-        lines = p.read_text().splitlines()
-    except OSError as exc:
-        raise InputError(f"{p}: cannot read arrival trace ({exc.strerror})") from None
+    lines = read_text(p, "arrival trace").splitlines()
     out: list[float] = []
     for i, line in enumerate(lines, 1):
         cell = line.split(",")[0].strip()
