@@ -115,18 +115,18 @@ def test_graph_partition_with_multi_tensor_cut():
     assert r.max_abs_error == 0.0
 
 
-def _kill_after_results(device: str, after: int, killed_at: list[float]):
-    """An ``on_result`` hook that kills ``device``'s worker once ``after`` results are in:
-    the kill lands mid-stream however slow the machine is (no timer to race)."""
+def _kill_after_results(device: str, after: int, killed_at: list[float], sig: int = 9):
+    """An ``on_result`` hook that sends ``sig`` to ``device``'s worker once ``after`` results
+    are in: it lands mid-stream however slow the machine is (no timer to race)."""
 
     def on_result(_message: int, completed: int) -> None:
         if completed == after and not killed_at:
-            _kill_child(device, killed_at)
+            _kill_child(device, killed_at, sig)
 
     return on_result
 
 
-def _kill_child(device: str, killed_at: list[float]) -> None:
+def _kill_child(device: str, killed_at: list[float], sig: int = 9) -> None:
     me = os.getpid()
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
@@ -140,7 +140,7 @@ def _kill_child(device: str, killed_at: list[float]) -> None:
             continue
         if ppid == me and "worker" in cmd and cmd[cmd.index("--device") + 1] == device:
             killed_at.append(time.time())
-            os.kill(int(pid), 9)
+            os.kill(int(pid), sig)
 
 
 def test_killed_worker_ends_run_with_peer_error_naming_device_and_requests():
@@ -165,6 +165,72 @@ def test_killed_worker_ends_run_with_peer_error_naming_device_and_requests():
     assert "did not complete" in str(err) and err.requests
     # the 3 results that came back before the kill are not among the failed requests
     assert max(err.requests) == 199 and len(err.requests) <= 197
+
+
+def test_stopped_worker_is_blamed_within_seconds_and_nothing_is_left():
+    """SIGSTOP keeps a worker's sockets open but it never answers: the coordinator sees the
+    stopped process (or its missing heartbeats) and ends the run in seconds, not at the stall
+    timeout, naming the device; the stopped process is killed with the rest."""
+    import signal
+
+    plan = _plan(Stage(0, 1, ("a",)), Stage(2, 4, ("b",)))
+    stopped: list[float] = []
+    with pytest.raises(PeerError) as info:
+        run(
+            MLP,
+            _cluster(),
+            plan,
+            requests=400,
+            input_shape=(1, 64),
+            partition="sequential",
+            timeout_s=60,
+            on_result=_kill_after_results("b", 3, stopped, signal.SIGSTOP),
+        )
+    assert stopped, "the test did not manage to stop the worker"
+    assert time.time() - stopped[0] < 15.0
+    assert info.value.device == "b" and "stopped" in str(info.value)
+    assert not _children_named("worker")
+
+
+def _children_named(word: str) -> list[int]:
+    me, out = os.getpid(), []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                rest = f.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/{pid}/cmdline") as f:
+                cmd = f.read()
+        except OSError:
+            continue
+        if int(rest[1]) == me and word in cmd and rest[0] != "Z":
+            out.append(int(pid))
+    return out
+
+
+def test_worker_stopped_before_connecting_is_named(monkeypatch):
+    """A worker stopped right after it was started never connects: named in ~1 s, not after
+    the two-minute connect timeout."""
+    import signal
+
+    from coinfer.runtime import supervision as sv
+
+    real = sv.spawn_local_workers
+
+    def spawn_and_stop(names, control, token, net=None):
+        procs = real(names, control, token, net)
+        os.kill(procs["b"].pid, signal.SIGSTOP)
+        return procs
+
+    monkeypatch.setattr(sv, "spawn_local_workers", spawn_and_stop)
+    plan = _plan(Stage(0, 1, ("a",)), Stage(2, 4, ("b",)))
+    t0 = time.time()
+    with pytest.raises(PeerError, match="device b was stopped") as info:
+        run(MLP, _cluster(), plan, requests=4, input_shape=(1, 64), partition="sequential",
+            timeout_s=60)  # fmt: skip
+    assert time.time() - t0 < 30.0 and info.value.device == "b"
+    assert not _children_named("worker")
 
 
 def test_stopped_link_times_out_with_peer_error():

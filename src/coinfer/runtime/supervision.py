@@ -45,7 +45,7 @@ CONNECT_TIMEOUT_S = 120.0
 EXIT_GRACE_S = 5.0
 # What a worker's failure looked like, strongest evidence first: a device that died or went
 # silent is blamed before peers that merely reported errors about it.
-_DEATH_SIGNS = ("worker process died", "control channel lost", "no heartbeat")
+_DEATH_SIGNS = ("worker process died", "worker process stopped", "control channel lost", "no heartbeat")
 
 Event = tuple[str, Any, list[bytes]]  # (device, decoded message or ("lost", reason), blobs)
 
@@ -107,6 +107,22 @@ def spawn_local_workers(
     return procs
 
 
+def process_stopped(proc: subprocess.Popen[bytes]) -> bool:
+    """Whether a local worker process is stopped (SIGSTOP / SIGTSTP: state ``T`` in /proc): it
+    holds its sockets open but will never answer, so waiting for it only burns the timeout."""
+    try:
+        with open(f"/proc/{proc.pid}/stat") as f:
+            stat = f.read()
+    except OSError:
+        return False
+    fields = stat.rsplit(")", 1)[-1].split()
+    return bool(fields) and fields[0] in ("T", "t")
+
+
+# A local worker found stopped this long is declared failed (a debugger's brief stop is not).
+STOPPED_GRACE_S = 1.0
+
+
 def accept_workers(
     server: socket.socket,
     token: str,
@@ -139,11 +155,20 @@ def accept_workers(
             peers[dev] = Peer(dev, chan, proc=procs.get(dev))
 
     server.settimeout(0.2)
+    stopped_since: dict[str, float] = {}
     while True:
         with lock:
             if len(peers) == len(devices):
                 return peers
         for d, p in procs.items():
+            if d not in peers and p.poll() is None and process_stopped(p):
+                since = stopped_since.setdefault(d, time.monotonic())
+                if time.monotonic() - since >= STOPPED_GRACE_S:
+                    raise PeerError(
+                        f"worker for device {d} was stopped (SIGSTOP) before connecting", device=d
+                    )
+            else:
+                stopped_since.pop(d, None)
             if p.poll() is not None and d not in peers:
                 raise PeerError(
                     f"worker for device {d} exited with code {p.returncode} before connecting",
@@ -204,6 +229,9 @@ def supervise(
 
     deadline = time.time() + timeout_s
     phase = "setup"
+    for p in peers.values():  # every worker has its setup now and beats from here on
+        p.last_seen = time.time()
+    stopped_since: dict[str, float] = {}
     suspects: dict[str, str] = {}  # device -> what we saw (process exit / lost channel / error)
     first_failure_at: float | None = None
     result_peer: Peer | None = None  # the worker that returns results (the source)
@@ -238,8 +266,13 @@ def supervise(
                 code = p.proc.returncode
                 how = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
                 note(d, f"worker process died ({how})")
-            elif phase == "run" and p.done is None and now - p.last_seen > HEARTBEAT_TIMEOUT_S:
+            elif p.proc is not None and p.done is None and process_stopped(p.proc):
+                if now - stopped_since.setdefault(d, now) >= STOPPED_GRACE_S:
+                    note(d, "worker process stopped (SIGSTOP)")
+            elif p.done is None and now - p.last_seen > HEARTBEAT_TIMEOUT_S:
                 note(d, f"no heartbeat for {now - p.last_seen:.1f} s")
+            else:
+                stopped_since.pop(d, None)
         try:
             dev, msg, blobs = events.get(timeout=0.05)
         except queue.Empty:
@@ -258,7 +291,7 @@ def supervise(
                 outs = load(blobs[0])
                 ledger.complete(msg.message, msg.t_release, msg.t_done,
                                 [outs[f"t{j}"] for j in range(len(outs))])  # fmt: skip
-            except Exception as exc:  # noqa: BLE001 - any malformed result, reported not raised
+            except Exception as exc:
                 note(dev, f"sent a malformed result for message {msg.message}: {str(exc)[:120]}")
                 continue
             result_peer = peer  # worker clock now; moved with its final offset below

@@ -377,6 +377,10 @@ def serve(
     sock.settimeout(None)  # the coordinator may wait for other workers before sending the setup
     raw, blobs = chan.recv()
     setup: Setup = expect(raw, Setup, peer=chan.peer)
+    # beat from now on: building the stage and forming the group can take seconds, and a worker
+    # stopped or stuck there must be noticed as quickly as one stopped mid-run
+    stop = threading.Event()
+    threading.Thread(target=heartbeat, args=(chan, stop), name="heartbeat", daemon=True).start()
     emu = emulation.Emulation("none", torch.get_num_threads(), None)
     try:
         # the device's thread count before any torch work: a warm-up at the default count would
@@ -412,13 +416,12 @@ def serve(
             chan.send(encode(Error(f"setup failed: {detail}", device=device)))
         emulation.release(emu)
         raise
-    go, bye, stop = threading.Event(), threading.Event(), threading.Event()
+    go, bye = threading.Event(), threading.Event()
     ready = {**emu.to_dict(), "freq": setup.emulate.freq}
     chan.send(encode(Ready(ready, time.time(), torch.get_num_threads())))
     threading.Thread(
         target=control_reader, args=(chan, go, bye), name="control", daemon=True
     ).start()
-    threading.Thread(target=heartbeat, args=(chan, stop), name="heartbeat", daemon=True).start()
     if not go.wait(setup.timeout_s):
         os._exit(6)
     t0 = time.time()
