@@ -214,16 +214,16 @@ def test_worker_stopped_before_connecting_is_named(monkeypatch):
     the two-minute connect timeout."""
     import signal
 
-    from coinfer.runtime import supervision as sv
+    from coinfer.runtime import processes
 
-    real = sv.spawn_local_workers
+    real = processes.spawn_local_workers
 
     def spawn_and_stop(names, control, token, net=None):
         procs = real(names, control, token, net)
         os.kill(procs["b"].pid, signal.SIGSTOP)
         return procs
 
-    monkeypatch.setattr(sv, "spawn_local_workers", spawn_and_stop)
+    monkeypatch.setattr(processes, "spawn_local_workers", spawn_and_stop)
     plan = _plan(Stage(0, 1, ("a",)), Stage(2, 4, ("b",)))
     t0 = time.time()
     with pytest.raises(PeerError, match="device b was stopped") as info:
@@ -471,3 +471,80 @@ links:
     assert "b" not in r.utilisation or r.utilisation.get("b", 0.0) == 0.0  # b only relays
     # each hop is its own emulated 200 Mbit/s link, measured as such
     assert set(r.links) == hops and all(v["nominal_Bps"] == 25e6 for v in r.links.values())
+
+
+_COORDINATOR = """
+import sys
+from coinfer.cluster import cluster_from_yaml
+from coinfer.core.plans import Metrics, Plan, Stage
+from coinfer.runtime import run
+cluster = cluster_from_yaml(sys.argv[1])
+plan = Plan("manual", "throughput", (Stage(0, 1, ("a",)), Stage(2, 4, ("b",))), Metrics(0.0, 0.0))
+run("coinfer.zoo.tiny:tiny_mlp", cluster, plan, requests=3000, input_shape=(1, 64),
+    partition="sequential", timeout_s=60, log=lambda line: print(line, flush=True))
+"""
+
+
+def test_workers_leave_when_their_coordinator_is_stopped():
+    """A coordinator stopped mid-run (SIGSTOP) sends no more heartbeats: its workers exit on
+    their own within the silence bound instead of waiting forever."""
+    import signal
+
+    from coinfer.runtime.liveness import COORDINATOR_SILENCE_S
+
+    yaml_text = """
+name: t
+source: a
+devices:
+  - {name: a, speed: {gflops: 10}, memory: 1GiB, emulate: {cpu_quota: 1.0, threads: 1}}
+  - {name: b, speed: {gflops: 10}, memory: 1GiB, emulate: {cpu_quota: 1.0, threads: 1}}
+links:
+  - {src: a, dst: b, bandwidth_mbps: 1000, latency_ms: 10}
+"""
+    coord = subprocess.Popen([sys.executable, "-c", _COORDINATOR, yaml_text], text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        assert coord.stdout is not None
+        for line in coord.stdout:  # the run prints "... running" once every worker is ready
+            if "running" in line:
+                break
+        workers = _workers_of(coord.pid)
+        assert len(workers) == 2, "the run did not start its workers"
+        time.sleep(1.0)  # mid-run
+        coord.send_signal(signal.SIGSTOP)
+        t0 = time.time()
+        while _alive(workers) and time.time() - t0 < COORDINATOR_SILENCE_S + 15:
+            time.sleep(0.2)
+        assert not _alive(workers), "workers outlived their stopped coordinator"
+        assert time.time() - t0 < COORDINATOR_SILENCE_S + 15
+    finally:
+        coord.kill()
+        coord.wait()
+
+
+def _workers_of(parent: int) -> list[int]:
+    out = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                rest = f.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/{pid}/cmdline") as f:
+                cmd = f.read()
+        except OSError:
+            continue
+        if int(rest[1]) == parent and "worker" in cmd and rest[0] != "Z":
+            out.append(int(pid))
+    return out
+
+
+def _alive(pids: list[int]) -> bool:
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] != "Z":
+                    return True
+        except OSError:
+            continue
+    return False

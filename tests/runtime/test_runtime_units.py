@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 
 import pytest
 import torch
@@ -179,3 +180,38 @@ def test_pack_cpus_overflow_goes_to_least_loaded_cpu() -> None:
     assert slots["a"] != slots["b"]
     assert sorted(slots.values()).count(slots["c"]) == 2  # c joins one of them, deterministically
     assert pack_cpus({"a": 0.9, "b": 0.9, "c": 0.5}, 2) == slots
+
+
+@pytest.mark.root
+@pytest.mark.skipif(
+    not os.path.isdir("/sys/fs/cgroup/cpu") or os.geteuid() != 0,
+    reason="needs root + cgroup v1 cpu",
+)
+def test_abandoned_cgroups_are_swept_and_used_ones_kept():
+    """Workers that exit on their own after their coordinator was killed leave empty groups;
+    the next run removes them, never a group a process is still in."""
+    import subprocess
+    import sys
+
+    from coinfer.profile.cgroup import (
+        CGROUP_CPU_ROOT,
+        create_cpu_cgroup,
+        move_pid,
+        remove_cpu_cgroup,
+    )
+    from coinfer.runtime import emulation
+
+    empty = create_cpu_cgroup("coinfer-sweeptest-empty", 0.5)
+    used = create_cpu_cgroup("coinfer-sweeptest-used", 0.5)
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        move_pid(used, sleeper.pid)
+        assert emulation.sweep_abandoned(min_age_s=3600) == []  # too young
+        gone = emulation.sweep_abandoned(min_age_s=0)
+        assert "coinfer-sweeptest-empty" in gone and not empty.path.exists()
+        assert used.path.exists()
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+        remove_cpu_cgroup(used, CGROUP_CPU_ROOT)
+        remove_cpu_cgroup(empty, CGROUP_CPU_ROOT)

@@ -27,11 +27,13 @@ import fcntl
 import hashlib
 import hmac
 import json
+import math
 import os
 import secrets
 import socket
 import struct
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -46,6 +48,8 @@ MAX_JSON_BYTES = 16 * 2**20
 MAX_BLOB_BYTES = 8 * 2**30
 # Before authentication a peer may only send tiny messages (hello/proof are < 300 bytes).
 PRE_AUTH_MAX_BYTES = 4096
+# Seconds either side waits for the other's next handshake message before giving up.
+HANDSHAKE_TIMEOUT_S = 10.0
 # Nonce size: 32 random bytes (256 bits) make a repeated challenge practically impossible.
 NONCE_BYTES = 32
 
@@ -151,10 +155,55 @@ class Channel:
             )
         return msg, blobs
 
+    def send_within(self, msg: dict[str, Any], timeout_s: float) -> bool:
+        """Send a small message if that takes at most ``timeout_s`` (waiting for the lock
+        included); ``False`` otherwise. For last words (``abort``) to a peer that may be stopped
+        with its receive buffer full: a plain send would block forever. Leaves the socket with
+        the timeout set, so use it only on a channel about to be closed."""
+        if not self._send_lock.acquire(timeout=timeout_s):
+            return False
+        try:
+            body = json.dumps(msg, separators=(",", ":")).encode()
+            self.sock.settimeout(timeout_s)
+            self.sock.sendall(_HEADER.pack(len(body)) + body)
+            return True
+        except OSError:
+            return False
+        finally:
+            self._send_lock.release()
+
     def close(self) -> None:
         with contextlib.suppress(OSError):
             self.sock.shutdown(socket.SHUT_RDWR)
         self.sock.close()
+
+
+def connect_coordinator(
+    coordinator: str, device: str, token: str, connect_timeout_s: float
+) -> Channel:
+    """A worker's authenticated channel to the coordinator at ``HOST:PORT``, retrying the
+    connection for up to ``connect_timeout_s`` (the coordinator may still be starting)."""
+    if not (math.isfinite(connect_timeout_s) and connect_timeout_s > 0):
+        raise InputError(
+            f"--connect-timeout must be a finite number of seconds > 0 (got {connect_timeout_s})"
+        )
+    host, port = parse_hostport(coordinator, what="--coordinator")
+    deadline = time.monotonic() + connect_timeout_s
+    while True:
+        try:
+            sock = socket.create_connection((host, port), timeout=connect_timeout_s)
+            break
+        except OSError as exc:
+            if time.monotonic() > deadline:
+                raise PeerError(
+                    f"cannot reach coordinator {coordinator} ({exc.strerror or exc})", device=device
+                ) from None
+            time.sleep(0.2)
+    sock.settimeout(HANDSHAKE_TIMEOUT_S)  # a coordinator that stalls the handshake is given up
+    chan = Channel(sock, peer=f"coordinator {coordinator}")
+    authenticate_coordinator(chan, token, device)
+    sock.settimeout(None)  # the coordinator may wait for other workers before sending the setup
+    return chan
 
 
 def authenticate_coordinator(chan: Channel, token: str, device: str) -> None:
@@ -262,6 +311,7 @@ __all__ = [
     "Channel",
     "authenticate_coordinator",
     "authenticate_worker",
+    "connect_coordinator",
     "gloo_ifname_for",
     "mac",
     "parse_hostport",

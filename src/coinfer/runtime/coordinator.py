@@ -17,6 +17,7 @@ import datetime as dt
 import os
 import secrets
 import socket
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -29,7 +30,7 @@ from ..core.plans import Plan
 from ..core.schedules import Schedule
 from ..errors import InputError
 from ..schedule.scheduler import stage_freqs
-from . import emulation, media
+from . import emulation, media, processes
 from . import supervision as sv
 from .control import parse_hostport
 from .ledger import Ledger
@@ -116,6 +117,7 @@ def run(
         use_cgroup=use_cgroup, local_cpus=len(os.sched_getaffinity(0)) if spawn else None,
     )  # fmt: skip
     run_id = secrets.token_hex(4)
+    emulation.sweep_abandoned()  # groups of earlier runs whose coordinator was killed
     token = getattr(cluster, "token", None) or (secrets.token_hex(32) if spawn else None)
     if not token:
         raise InputError(
@@ -126,22 +128,25 @@ def run(
     ledger = Ledger(requests, microbatch)
     procs: dict[str, Any] = {}
     peers: dict[str, sv.Peer] = {}
+    beats = threading.Event()  # set: the coordinator stops heartbeating its workers
     try:
         server, store = _listen(bind, net, timeout_s)
         try:
             control = server.getsockname()[:2]
             if spawn:
-                procs = sv.spawn_local_workers(prep.names, control, token, net)
+                procs = processes.spawn_local_workers(prep.names, control, token, net)
             say(f"{'spawned' if spawn else 'waiting for'} workers {', '.join(prep.names)} "
                 f"(run {run_id}); control at {control[0]}:{control[1]}, store port {store.port}")  # fmt: skip
             peers = sv.accept_workers(
-                server, token, prep.names, time.time() + sv.CONNECT_TIMEOUT_S, procs
+                server, token, prep.names, time.time() + sv.CONNECT_TIMEOUT_S, procs, beats
             )
+            payloads = {}
             for d in prep.names:
                 # the address this worker reached us on also reaches the store (same host)
                 where = (peers[d].chan.sock.getsockname()[0], store.port)
                 setup = prep.setup_for(d, run_id, where, shapes)
-                peers[d].chan.send(encode(setup), list(prep.blobs[d]))
+                payloads[d] = (encode(setup), list(prep.blobs[d]))
+            sv.send_setups(peers, payloads, timeout_s)
             reports = sv.supervise(
                 peers, sv.start_readers(peers), ledger, timeout_s, say, on_result
             )
@@ -149,8 +154,9 @@ def run(
             sv.abort(peers, procs)
             raise
         finally:
+            beats.set()
             server.close()
-            sv.reap(procs)
+            processes.reap(procs)
             del store
     finally:
         emulation.cleanup_stale(run_id)

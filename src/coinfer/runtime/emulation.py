@@ -240,6 +240,29 @@ def cleanup_stale(run_id: str) -> int:
     return len(stale)
 
 
+def sweep_abandoned(min_age_s: float = 60.0, root: Path | None = None) -> list[str]:
+    """Remove coinfer cgroups that no process uses any more and that are older than
+    ``min_age_s``: left by workers that exited on their own after their coordinator was killed
+    (its own clean-up never ran). The age keeps a group that a starting worker has just created,
+    and not yet entered, out of reach. Returns the names removed."""
+    base = CGROUP_CPU_ROOT if root is None else root
+    if not base.exists():
+        return []
+    gone = []
+    now = time.time()
+    for path in base.glob(f"{CGROUP_PREFIX}*"):
+        try:
+            empty = not (path / "tasks").read_text().split()
+            old = now - path.stat().st_mtime >= min_age_s
+        except OSError:
+            continue
+        if empty and old:
+            with contextlib.suppress(OSError):
+                path.rmdir()
+                gone.append(path.name)
+    return gone
+
+
 __all__ = [
     "Emulation",
     "apply",
@@ -251,4 +274,5 @@ __all__ = [
     "pack_cpus",
     "pin_to_cpu",
     "release",
+    "sweep_abandoned",
 ]

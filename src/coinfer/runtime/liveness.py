@@ -7,8 +7,10 @@ serve.
 from __future__ import annotations
 
 import os
+import select
 import threading
 import time
+from typing import Any
 
 from ..errors import PeerError
 from . import emulation
@@ -18,6 +20,9 @@ from .protocol import Abort, Bye, Go, Heartbeat, decode, encode
 # Seconds between heartbeats; the coordinator declares a silent worker dead after
 # coordinator.HEARTBEAT_TIMEOUT_S (several missed beats, so a busy CPU does not trip it).
 HEARTBEAT_S = 0.5
+# A worker that hears nothing from the coordinator (which beats every HEARTBEAT_S) for this
+# long exits: the coordinator is stopped, gone or cut off, and nothing is left to serve.
+COORDINATOR_SILENCE_S = 10.0
 
 
 def heartbeat(chan: Channel, stop: threading.Event) -> None:
@@ -29,9 +34,27 @@ def heartbeat(chan: Channel, stop: threading.Event) -> None:
             os._exit(4)  # the coordinator is gone: nothing left to serve
 
 
+def wait_for_setup(chan: Channel) -> tuple[dict[str, Any], list[bytes]]:
+    """The first message that is not a heartbeat (the coordinator beats while it waits for the
+    other workers to connect); a coordinator silent for :data:`COORDINATOR_SILENCE_S` is a
+    :class:`PeerError`, not an endless wait."""
+    while True:
+        readable, _, _ = select.select([chan.sock], [], [], COORDINATOR_SILENCE_S)
+        if not readable:
+            raise PeerError(
+                f"{chan.peer} sent nothing for {COORDINATOR_SILENCE_S:.0f} s before the setup"
+            )
+        raw, blobs = chan.recv()
+        if raw.get("type") != Heartbeat.type:
+            return raw, blobs
+
+
 def control_reader(chan: Channel, go: threading.Event, bye: threading.Event) -> None:
     emulation.exempt_this_thread()
     while True:
+        readable, _, _ = select.select([chan.sock], [], [], COORDINATOR_SILENCE_S)
+        if not readable:
+            os._exit(7)  # the coordinator went silent (stopped or cut off)
         try:
             raw, _ = chan.recv()
             msg = decode(raw, peer=chan.peer)
@@ -46,4 +69,4 @@ def control_reader(chan: Channel, go: threading.Event, bye: threading.Event) -> 
             os._exit(5)
 
 
-__all__ = ["HEARTBEAT_S", "control_reader", "heartbeat"]
+__all__ = ["COORDINATOR_SILENCE_S", "HEARTBEAT_S", "control_reader", "heartbeat", "wait_for_setup"]

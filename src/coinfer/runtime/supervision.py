@@ -4,24 +4,23 @@ The coordinator is not in the data plane; it owns one authenticated control chan
 and decides what a failure means. This module holds that machinery so the orchestrating
 :func:`~.coordinator.run` reads as a sequence of steps:
 
-- :func:`spawn_local_workers` starts ``coinfer worker`` processes (the code path of remote ones);
+- local processes are started and reaped by :mod:`.processes`;
 - :func:`accept_workers` runs the HMAC handshake with one worker per device, rejecting strangers;
 - :func:`supervise` drives a run — every worker ``Ready`` → ``Go`` → ``Result``s / ``Done`` —
   and turns any failure (a process that died, a lost channel, a missed heartbeat, an ``Error``,
   no progress within the timeout) into one :class:`PeerError` naming the device to blame and the
   requests that did not complete;
-- :func:`abort` and :func:`reap` end the worker processes, in every case.
+- :func:`send_setups` ships every setup in parallel, bounded; :func:`start_beats` heartbeats the
+  workers from the coordinator; :func:`abort` ends the run's workers, in every case.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import queue
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -29,8 +28,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import PeerError
-from .control import Channel, authenticate_worker
+from .control import HANDSHAKE_TIMEOUT_S, Channel, authenticate_worker
 from .ledger import Ledger, format_ids
+from .liveness import HEARTBEAT_S
+from .processes import STOPPED_GRACE_S, process_stopped
 from .protocol import Abort, Bye, Done, Error, Go, Heartbeat, Ready, Result, decode, encode
 
 # A worker silent this long on the control channel is declared dead (heartbeats every 0.5 s;
@@ -41,8 +42,6 @@ HEARTBEAT_TIMEOUT_S = 5.0
 BLAME_GRACE_S = 1.0
 # Seconds to wait for every worker to connect and authenticate (process start + torch import).
 CONNECT_TIMEOUT_S = 120.0
-# Seconds a worker gets to exit after ``bye`` before it is killed.
-EXIT_GRACE_S = 5.0
 # What a worker's failure looked like, strongest evidence first: a device that died or went
 # silent is blamed before peers that merely reported errors about it.
 _DEATH_SIGNS = ("worker process died", "worker process stopped", "control channel lost", "no heartbeat")
@@ -86,57 +85,22 @@ class Reports:
     emulation: dict[str, dict[str, Any]]
 
 
-def spawn_local_workers(
-    names: Sequence[str],
-    control: tuple[str, int],
-    token: str,
-    net: Any = None,
-) -> dict[str, subprocess.Popen[bytes]]:
-    """Start one ``coinfer worker`` process per device, talking to ``control``."""
-    # workers' C++ warnings (gloo socket notices, peers closing on abort) are not for users
-    env = {"TORCH_CPP_LOG_LEVEL": "ERROR", **os.environ, "COINFER_TOKEN": token}
-    procs: dict[str, subprocess.Popen[bytes]] = {}
-    for d in names:
-        cmd = [sys.executable, "-m", "coinfer", "worker", "--coordinator",
-               f"{control[0]}:{control[1]}", "--device", d]  # fmt: skip
-        enter = None
-        if net is not None:
-            cmd = [*cmd, "--bind", net.address(d)]
-            enter = net.enter_fn(d)
-        procs[d] = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, preexec_fn=enter)
-    return procs
-
-
-def process_stopped(proc: subprocess.Popen[bytes]) -> bool:
-    """Whether a local worker process is stopped (SIGSTOP / SIGTSTP: state ``T`` in /proc): it
-    holds its sockets open but will never answer, so waiting for it only burns the timeout."""
-    try:
-        with open(f"/proc/{proc.pid}/stat") as f:
-            stat = f.read()
-    except OSError:
-        return False
-    fields = stat.rsplit(")", 1)[-1].split()
-    return bool(fields) and fields[0] in ("T", "t")
-
-
-# A local worker found stopped this long is declared failed (a debugger's brief stop is not).
-STOPPED_GRACE_S = 1.0
-
-
 def accept_workers(
     server: socket.socket,
     token: str,
     devices: Sequence[str],
     deadline: float,
     procs: Mapping[str, subprocess.Popen[bytes]],
+    beats: threading.Event | None = None,
 ) -> dict[str, Peer]:
-    """Accept and authenticate one worker per device (rejecting strangers) before ``deadline``."""
+    """Accept and authenticate one worker per device (rejecting strangers) before ``deadline``;
+    each accepted worker is heartbeaten until ``beats`` is set (see :func:`start_beat`)."""
     peers: dict[str, Peer] = {}
     lock = threading.Lock()
     rejected: list[str] = []
 
     def handshake(conn: socket.socket, addr: Any) -> None:
-        conn.settimeout(10.0)  # a peer that stalls the handshake is dropped
+        conn.settimeout(HANDSHAKE_TIMEOUT_S)  # a peer that stalls the handshake is dropped
         chan = Channel(conn, peer=f"{addr[0]}:{addr[1]}")
         try:
             dev = authenticate_worker(chan, token)
@@ -153,6 +117,8 @@ def accept_workers(
                 return
             conn.settimeout(None)
             peers[dev] = Peer(dev, chan, proc=procs.get(dev))
+            if beats is not None:
+                start_beat(peers[dev], beats)
 
     server.settimeout(0.2)
     stopped_since: dict[str, float] = {}
@@ -185,6 +151,23 @@ def accept_workers(
         except TimeoutError:
             continue
         threading.Thread(target=handshake, args=(conn, addr), daemon=True).start()
+
+
+def start_beat(peer: Peer, stop: threading.Event) -> None:
+    """Heartbeat one worker from the coordinator (a thread per worker, so a stopped one blocks
+    only its own beat) until ``stop`` is set or its channel fails: a worker that hears nothing
+    for :data:`~coinfer.runtime.liveness.COORDINATOR_SILENCE_S` exits, so a stopped or lost
+    coordinator never leaves workers behind. Started as soon as the worker is accepted (it may
+    wait for the others to connect)."""
+
+    def beat() -> None:
+        while not stop.wait(HEARTBEAT_S):
+            try:
+                peer.chan.send(encode(Heartbeat(time.time())))
+            except PeerError:
+                return
+
+    threading.Thread(target=beat, name=f"beat->{peer.device}", daemon=True).start()
 
 
 def start_readers(peers: Mapping[str, Peer]) -> queue.Queue[Event]:
@@ -353,32 +336,78 @@ def collect_reports(peers: Mapping[str, Peer]) -> Reports:
     return Reports(trace, busy, arrivals, emulation)
 
 
+# Seconds an ``abort`` may take to reach one remote worker before its channel is just closed.
+ABORT_SEND_S = 1.0
+
+
 def abort(peers: Mapping[str, Peer], procs: Mapping[str, subprocess.Popen[bytes]]) -> None:
-    """Tell every worker to stop now, and kill the local processes."""
-    for p in peers.values():
-        with contextlib.suppress(Exception):
-            p.chan.send(encode(Abort()))
+    """Kill the local processes first (a stopped one can hold a send forever), then tell every
+    remote worker to stop, each within :data:`ABORT_SEND_S`, and close every channel (which
+    also unblocks any thread still sending a setup)."""
     for proc in procs.values():
         if proc.poll() is None:
             with contextlib.suppress(OSError):
                 proc.send_signal(signal.SIGKILL)
+    for p in peers.values():
+        if p.proc is None:
+            p.chan.send_within(encode(Abort()), ABORT_SEND_S)
+        p.chan.close()
 
 
-def reap(procs: Mapping[str, subprocess.Popen[bytes]]) -> None:
-    """Wait for local workers to exit (killing stragglers after :data:`EXIT_GRACE_S`)."""
-    deadline = time.time() + EXIT_GRACE_S
-    for proc in procs.values():
+def send_setups(
+    peers: Mapping[str, Peer],
+    payloads: Mapping[str, tuple[dict[str, Any], Sequence[bytes]]],
+    timeout_s: float,
+) -> None:
+    """Send every worker its setup (stage weights: megabytes) in parallel, each on its own
+    thread, and return when all are delivered. A worker that dies, is stopped or does not take
+    its setup within ``timeout_s`` raises :class:`PeerError` naming it; the caller aborts, which
+    closes the channels and so ends any send still blocked."""
+    failed: dict[str, str] = {}
+
+    def push(d: str) -> None:
         try:
-            proc.wait(timeout=max(0.01, deadline - time.time()))
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+            peers[d].chan.send(*payloads[d])
+        except PeerError as exc:
+            failed[d] = str(exc)
+
+    threads = {d: threading.Thread(target=push, args=(d,), daemon=True) for d in payloads}
+    for t in threads.values():
+        t.start()
+    start = time.monotonic()
+    stopped_since: dict[str, float] = {}
+    while any(t.is_alive() for t in threads.values()) or failed:
+        if failed:
+            d, why = next(iter(failed.items()))
+            raise PeerError(f"device {d}: sending its setup failed ({why})", device=d)
+        now = time.monotonic()
+        for d, t in threads.items():
+            proc = peers[d].proc
+            if not t.is_alive() or proc is None:
+                continue
+            if proc.poll() is not None:
+                raise PeerError(
+                    f"device {d}: worker process died while receiving its setup", device=d
+                )
+            if process_stopped(proc):
+                if now - stopped_since.setdefault(d, now) >= STOPPED_GRACE_S:
+                    raise PeerError(
+                        f"device {d}: worker process stopped (SIGSTOP) while receiving its setup",
+                        device=d,
+                    )
+            else:
+                stopped_since.pop(d, None)
+        if now - start > timeout_s:
+            slow = next(d for d, t in threads.items() if t.is_alive())
+            raise PeerError(
+                f"device {slow}: its setup was not delivered within {timeout_s:.0f} s", device=slow
+            )
+        time.sleep(0.05)
 
 
 __all__ = [
     "BLAME_GRACE_S",
     "CONNECT_TIMEOUT_S",
-    "EXIT_GRACE_S",
     "HEARTBEAT_TIMEOUT_S",
     "Peer",
     "Reports",
@@ -386,8 +415,8 @@ __all__ = [
     "accept_workers",
     "blame",
     "collect_reports",
-    "reap",
-    "spawn_local_workers",
+    "send_setups",
+    "start_beat",
     "start_readers",
     "supervise",
 ]

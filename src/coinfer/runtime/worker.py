@@ -25,10 +25,8 @@ the process exits: the coordinator owns the decision (fail the run's open reques
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import queue
-import socket
 import threading
 import time
 import traceback
@@ -38,10 +36,10 @@ from typing import Any
 import torch
 
 from ..core.schedules import Action
-from ..errors import CoinferError, InputError, PeerError
+from ..errors import CoinferError, PeerError
 from . import emulation, media
-from .control import Channel, authenticate_coordinator, parse_hostport, set_bind_address
-from .liveness import HEARTBEAT_S, control_reader, heartbeat
+from .control import Channel, connect_coordinator, set_bind_address
+from .liveness import HEARTBEAT_S, control_reader, heartbeat, wait_for_setup
 from .mailbox import Mailbox
 from .protocol import (
     Done,
@@ -356,31 +354,17 @@ def serve(
 
     Raises :class:`PeerError` if the coordinator is unreachable or fails authentication.
     """
-    if not (math.isfinite(connect_timeout_s) and connect_timeout_s > 0):
-        raise InputError(
-            f"--connect-timeout must be a finite number of seconds > 0 (got {connect_timeout_s})"
-        )
-    host, port = parse_hostport(coordinator, what="--coordinator")
-    deadline = time.time() + connect_timeout_s
-    while True:
-        try:
-            sock = socket.create_connection((host, port), timeout=connect_timeout_s)
-            break
-        except OSError as exc:
-            if time.time() > deadline:
-                raise PeerError(
-                    f"cannot reach coordinator {coordinator} ({exc.strerror or exc})", device=device
-                ) from None
-            time.sleep(0.2)
-    chan = Channel(sock, peer=f"coordinator {coordinator}")
-    authenticate_coordinator(chan, token, device)
-    sock.settimeout(None)  # the coordinator may wait for other workers before sending the setup
-    raw, blobs = chan.recv()
+    chan = connect_coordinator(coordinator, device, token, connect_timeout_s)
+    raw, blobs = wait_for_setup(chan)
     setup: Setup = expect(raw, Setup, peer=chan.peer)
-    # beat from now on: building the stage and forming the group can take seconds, and a worker
-    # stopped or stuck there must be noticed as quickly as one stopped mid-run
-    stop = threading.Event()
+    # beat, and listen, from now on: building the stage and forming the group can take seconds,
+    # and a worker (or a coordinator) stopped or stuck there must be noticed as quickly as one
+    # stopped mid-run
+    stop, go, bye = threading.Event(), threading.Event(), threading.Event()
     threading.Thread(target=heartbeat, args=(chan, stop), name="heartbeat", daemon=True).start()
+    threading.Thread(
+        target=control_reader, args=(chan, go, bye), name="control", daemon=True
+    ).start()
     emu = emulation.Emulation("none", torch.get_num_threads(), None)
     try:
         # the device's thread count before any torch work: a warm-up at the default count would
@@ -416,12 +400,8 @@ def serve(
             chan.send(encode(Error(f"setup failed: {detail}", device=device)))
         emulation.release(emu)
         raise
-    go, bye = threading.Event(), threading.Event()
     ready = {**emu.to_dict(), "freq": setup.emulate.freq}
     chan.send(encode(Ready(ready, time.time(), torch.get_num_threads())))
-    threading.Thread(
-        target=control_reader, args=(chan, go, bye), name="control", daemon=True
-    ).start()
     if not go.wait(setup.timeout_s):
         os._exit(6)
     t0 = time.time()

@@ -1,0 +1,68 @@
+"""Local worker processes: start them, tell whether one is stopped, and reap them.
+
+Split from :mod:`.supervision` (which watches workers through their control channels, local
+or remote) because these act on the operating-system processes of a local run only.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+# Seconds a worker gets to exit after ``bye`` before it is killed.
+EXIT_GRACE_S = 5.0
+
+
+def spawn_local_workers(
+    names: Sequence[str],
+    control: tuple[str, int],
+    token: str,
+    net: Any = None,
+) -> dict[str, subprocess.Popen[bytes]]:
+    """Start one ``coinfer worker`` process per device, talking to ``control``."""
+    # workers' C++ warnings (gloo socket notices, peers closing on abort) are not for users
+    env = {"TORCH_CPP_LOG_LEVEL": "ERROR", **os.environ, "COINFER_TOKEN": token}
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    for d in names:
+        cmd = [sys.executable, "-m", "coinfer", "worker", "--coordinator",
+               f"{control[0]}:{control[1]}", "--device", d]  # fmt: skip
+        enter = None
+        if net is not None:
+            cmd = [*cmd, "--bind", net.address(d)]
+            enter = net.enter_fn(d)
+        procs[d] = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, preexec_fn=enter)
+    return procs
+
+
+def process_stopped(proc: subprocess.Popen[bytes]) -> bool:
+    """Whether a local worker process is stopped (SIGSTOP / SIGTSTP: state ``T`` in /proc): it
+    holds its sockets open but will never answer, so waiting for it only burns the timeout."""
+    try:
+        with open(f"/proc/{proc.pid}/stat") as f:
+            stat = f.read()
+    except OSError:
+        return False
+    fields = stat.rsplit(")", 1)[-1].split()
+    return bool(fields) and fields[0] in ("T", "t")
+
+
+# A local worker found stopped this long is declared failed (a debugger's brief stop is not).
+STOPPED_GRACE_S = 1.0
+
+
+def reap(procs: Mapping[str, subprocess.Popen[bytes]]) -> None:
+    """Wait for local workers to exit (killing stragglers after :data:`EXIT_GRACE_S`)."""
+    deadline = time.time() + EXIT_GRACE_S
+    for proc in procs.values():
+        try:
+            proc.wait(timeout=max(0.01, deadline - time.time()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+__all__ = ["EXIT_GRACE_S", "STOPPED_GRACE_S", "process_stopped", "reap", "spawn_local_workers"]
