@@ -16,8 +16,17 @@ from pathlib import Path
 from typing import Any
 
 
+# Control characters a user's names and values may carry into a message, escaped so that every
+# message stays one line (a field called "\n" must not split the error the CLI prints).
+_ESCAPES = {i: f"\\x{i:02x}" for i in range(32)} | {ord("\n"): "\\n", ord("\t"): "\\t"}
+
+
 class CoinferError(Exception):
-    """Base class: a problem the user can act on, described in one line."""
+    """Base class: a problem the user can act on, described in one line (control characters
+    in the message are escaped, whatever names or values it quotes)."""
+
+    def __init__(self, message: object = "", *args: object) -> None:
+        super().__init__(str(message).translate(_ESCAPES), *args)
 
 
 class InputError(CoinferError):

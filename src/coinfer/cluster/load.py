@@ -303,6 +303,12 @@ def _device(d: DeviceEntry, i: int, origin: str, base: Path) -> DeviceSpec:
     if d.dvfs_ghz is not None:
         top = max(d.dvfs_ghz)
         levels = tuple(sorted({round(f / top, 6) for f in d.dvfs_ghz}))
+        if levels[0] <= 0:
+            raise _fail(
+                origin,
+                f"devices[{i}].dvfs_ghz",
+                f"every frequency must be at least 1e-6 of the highest (got {d.dvfs_ghz})",
+            )
     elif d.dvfs_levels is not None:
         levels = tuple(sorted(set(d.dvfs_levels)))
     else:

@@ -175,6 +175,11 @@ def validate_stages(
             raise InputError(
                 f"stage {k} covers pieces [{st.first}, {st.last}] but must start at piece {expect}"
             )
+        if st.last >= instance.num_pieces:
+            raise InputError(
+                f"stage {k} covers pieces [{st.first}, {st.last}] but the instance has "
+                f"{instance.num_pieces} (0-{instance.num_pieces - 1})"
+            )
         expect = st.last + 1
         if not st.devices:
             raise InputError(f"stage {k} has no devices")
