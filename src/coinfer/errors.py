@@ -15,7 +15,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-
 # Control characters a user's names and values may carry into a message, escaped so that every
 # message stays one line (a field called "\n" must not split the error the CLI prints).
 _ESCAPES = {i: f"\\x{i:02x}" for i in range(32)} | {ord("\n"): "\\n", ord("\t"): "\\t"}

@@ -548,3 +548,40 @@ def _alive(pids: list[int]) -> bool:
         except OSError:
             continue
     return False
+
+
+def _wildcard_listeners_of_this_process() -> list[str]:
+    """Listening TCP sockets of this process bound to every interface (0.0.0.0 or ::)."""
+    mine = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            mine.add(target[8:-1])
+    found = []
+    for table, wildcard in (("/proc/net/tcp", "00000000"), ("/proc/net/tcp6", "0" * 32)):
+        with open(table) as f:
+            for line in f.readlines()[1:]:
+                cols = line.split()
+                addr, state, inode = cols[1], cols[3], cols[9]
+                if state == "0A" and addr.split(":")[0] == wildcard and inode in mine:
+                    found.append(f"{table}:{addr}")
+    return found
+
+
+def test_local_runs_listen_on_no_public_interface():
+    """A local run's rendezvous is a private file, not a TCP store (which listens on every
+    interface whatever address it is given); the control socket is on loopback."""
+    seen: list[list[str]] = []
+
+    def look(_message: int, completed: int) -> None:
+        if completed == 2:
+            seen.append(_wildcard_listeners_of_this_process())
+
+    plan = _plan(Stage(0, 1, ("a",)), Stage(2, 4, ("b",)))
+    r = run(MLP, _cluster(), plan, requests=8, input_shape=(1, 64), partition="sequential",
+            timeout_s=60, on_result=look)  # fmt: skip
+    assert r.max_abs_error == 0.0
+    assert seen == [[]]

@@ -178,6 +178,12 @@ class Channel:
         self.sock.close()
 
 
+def store_prefix(token: str, run_id: str) -> str:
+    """The run's rendezvous key prefix: derived from the shared token and the run id, so only
+    the run's workers know it."""
+    return hmac.new(token.encode(), f"store:{run_id}".encode(), hashlib.sha256).hexdigest()[:32] + "/"
+
+
 def connect_coordinator(
     coordinator: str, device: str, token: str, connect_timeout_s: float
 ) -> Channel:
@@ -317,4 +323,5 @@ __all__ = [
     "parse_hostport",
     "read_token",
     "set_bind_address",
+    "store_prefix",
 ]

@@ -16,7 +16,9 @@ from __future__ import annotations
 import datetime as dt
 import os
 import secrets
+import shutil
 import socket
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -130,20 +132,24 @@ def run(
     peers: dict[str, sv.Peer] = {}
     beats = threading.Event()  # set: the coordinator stops heartbeating its workers
     try:
-        server, store = _listen(bind, net, timeout_s)
+        server, store = _listen(bind, net, timeout_s, local=spawn)
         try:
             control = server.getsockname()[:2]
             if spawn:
                 procs = processes.spawn_local_workers(prep.names, control, token, net)
             say(f"{'spawned' if spawn else 'waiting for'} workers {', '.join(prep.names)} "
-                f"(run {run_id}); control at {control[0]}:{control[1]}, store port {store.port}")  # fmt: skip
+                f"(run {run_id}); control at {control[0]}:{control[1]}")  # fmt: skip
             peers = sv.accept_workers(
                 server, token, prep.names, time.time() + sv.CONNECT_TIMEOUT_S, procs, beats
             )
             payloads = {}
             for d in prep.names:
                 # the address this worker reached us on also reaches the store (same host)
-                where = (peers[d].chan.sock.getsockname()[0], store.port)
+                where = (
+                    (store.address, 0)
+                    if isinstance(store, _FileRendezvous)
+                    else (peers[d].chan.sock.getsockname()[0], store.port)
+                )
                 setup = prep.setup_for(d, run_id, where, shapes)
                 payloads[d] = (encode(setup), list(prep.blobs[d]))
             sv.send_setups(peers, payloads, timeout_s)
@@ -157,6 +163,8 @@ def run(
             beats.set()
             server.close()
             processes.reap(procs)
+            if isinstance(store, _FileRendezvous):
+                store.close()
             del store
     finally:
         emulation.cleanup_stale(run_id)
@@ -176,14 +184,33 @@ def _network(run_id: str, prep: Prepared, netns: bool) -> Any:
     return netns_mod.Testbed.create(run_id, list(prep.names), prep.shapes)
 
 
-def _listen(bind: str, net: Any, timeout_s: float) -> tuple[socket.socket, Any]:
-    """The control socket and the gloo rendezvous store (inside the hub namespace with netns)."""
+class _FileRendezvous:
+    """The gloo rendezvous of a run whose workers all live on this machine: a file in a private
+    directory (mode 0700) instead of a TCP store, which would listen on every interface of the
+    host whatever address it is given. Workers open it as ``file:<path>``."""
+
+    def __init__(self) -> None:
+        self.dir = tempfile.mkdtemp(prefix="coinfer-store-")
+        self.port = 0
+        self.address = "file:" + os.path.join(self.dir, "store")
+
+    def close(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _listen(
+    bind: str, net: Any, timeout_s: float, local: bool
+) -> tuple[socket.socket, Any]:
+    """The control socket and the gloo rendezvous store: a private file when every worker is a
+    local process on loopback, else a TCP store (inside the hub namespace with netns)."""
     host, port = parse_hostport(bind, what="--coordinator-bind")
     if net is not None:
         host = net.host_address
 
     def listen() -> tuple[socket.socket, Any]:
         srv = socket.create_server((host, port))
+        if local and net is None:
+            return srv, _FileRendezvous()
         st = dist.TCPStore(
             host, 0, world_size=None, is_master=True, timeout=dt.timedelta(seconds=timeout_s)
         )

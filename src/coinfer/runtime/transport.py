@@ -160,15 +160,24 @@ def init_process_group(
     timeout_s: float,
     *,
     backend: str = "gloo",
+    prefix: str = "",
 ) -> None:
-    """Join the data-plane group through the coordinator's TCPStore (rendezvous only)."""
-    store = dist.TCPStore(
-        store_host,
-        store_port,
-        world_size=None,
-        is_master=False,
-        timeout=_dt.timedelta(seconds=timeout_s),
-    )
+    """Join the data-plane group through the coordinator's rendezvous store: ``file:<path>``
+    (every worker local) or a TCP store at ``store_host:store_port``. ``prefix`` namespaces
+    the keys (a secret derived from the token and run id: a stranger reaching a TCP store
+    cannot guess or spoil the run's keys)."""
+    base: Any
+    if store_host.startswith("file:"):
+        base = dist.FileStore(store_host.removeprefix("file:"), world_size)
+    else:
+        base = dist.TCPStore(
+            store_host,
+            store_port,
+            world_size=None,
+            is_master=False,
+            timeout=_dt.timedelta(seconds=timeout_s),
+        )
+    store = dist.PrefixStore(prefix, base) if prefix else base
     dist.init_process_group(
         backend,
         store=store,

@@ -38,7 +38,7 @@ import torch
 from ..core.schedules import Action
 from ..errors import CoinferError, PeerError
 from . import emulation, media
-from .control import Channel, connect_coordinator, set_bind_address
+from .control import Channel, connect_coordinator, set_bind_address, store_prefix
 from .liveness import HEARTBEAT_S, control_reader, heartbeat, wait_for_setup
 from .mailbox import Mailbox
 from .protocol import (
@@ -383,7 +383,8 @@ def serve(
         inputs = decode_inputs(next(blob_iter)) if setup.is_source else {}
         set_bind_address(bind)
         store_host, store_port = setup.store
-        init_process_group(setup.rank, len(setup.names), store_host, store_port, setup.timeout_s)
+        init_process_group(setup.rank, len(setup.names), store_host, store_port, setup.timeout_s,
+                           prefix=store_prefix(token, setup.run_id))  # fmt: skip
         # After the group exists: gloo's I/O threads stay outside the quota (see emulation).
         emu = emulation.apply(
             device,
