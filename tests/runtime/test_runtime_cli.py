@@ -30,6 +30,12 @@ def test_worker_bad_coordinator_address_and_missing_token():
     res = _coinfer(
         "worker", "--coordinator", "nohost", "--device", "a", env={**env, "COINFER_TOKEN": "x"}
     )
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert "COINFER_TOKEN: the token has 1 characters; use at least 32" in res.stderr
+    res = _coinfer(
+        "worker", "--coordinator", "nohost", "--device", "a",
+        env={**env, "COINFER_TOKEN": "x" * 32},
+    )  # fmt: skip
     assert res.returncode == 2 and "HOST:PORT" in res.stderr and "Traceback" not in res.stderr
 
 

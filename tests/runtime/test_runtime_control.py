@@ -99,8 +99,14 @@ def test_parse_hostport_and_token(tmp_path):
     with pytest.raises(InputError, match="HOST:PORT"):
         parse_hostport("nohost")
     f = tmp_path / "tok"
+    good = "k" * 32
+    f.write_text(good + "\n")
+    assert read_token(str(f)) == good
     f.write_text("abc\n")
-    assert read_token(str(f)) == "abc"
+    with pytest.raises(InputError, match="the token has 3 characters; use at least 32"):
+        read_token(str(f))
+    with pytest.raises(InputError, match="COINFER_TOKEN: the token has 5"):
+        read_token(None, "short")
     f.write_text("\n")
     with pytest.raises(InputError, match="empty"):
         read_token(str(f))

@@ -258,11 +258,11 @@ def _free_port() -> int:
 
 
 def test_remote_mode_workers_started_by_hand(tmp_path):
-    token = "tok-" + os.urandom(8).hex()
+    token = "tok-" + os.urandom(16).hex()
     tok = tmp_path / "token"
     tok.write_text(token + "\n")
     bad = tmp_path / "bad"
-    bad.write_text("wrong\n")
+    bad.write_text("wrong-" + "0" * 40 + "\n")
     port = _free_port()
     out: dict[str, object] = {}
 

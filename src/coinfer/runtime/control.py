@@ -32,6 +32,7 @@ import os
 import secrets
 import socket
 import struct
+import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -265,20 +266,39 @@ def parse_hostport(text: str, *, what: str = "address") -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+# Shortest shared token accepted: 32 characters (e.g. 16 random bytes in hex) keep the HMAC key
+# out of reach of guessing.
+MIN_TOKEN_CHARS = 32
+
+
+def check_token(token: str, where: str) -> str:
+    """``token`` if it is long enough to be a secret, else one :class:`InputError`."""
+    if len(token) < MIN_TOKEN_CHARS:
+        raise InputError(
+            f"{where}: the token has {len(token)} characters; use at least {MIN_TOKEN_CHARS} "
+            '(e.g. python -c "import secrets; print(secrets.token_hex(32))")'
+        )
+    return token
+
+
 def read_token(path: str | None, fallback: str | None = None) -> str:
-    """The shared token from ``path`` (first line, stripped) or ``fallback``."""
+    """The shared token from ``path`` (first line, stripped; ``-`` reads standard input, how
+    local workers get it, out of their environment) or ``fallback``."""
     if path is None:
         if not fallback:
             raise InputError("no token: pass --token-file or set COINFER_TOKEN")
-        return fallback
+        return check_token(fallback, "COINFER_TOKEN")
     try:
-        with open(path) as f:
-            token = f.readline().strip()
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read token file ({exc.strerror})") from None
+        if path == "-":
+            token = sys.stdin.readline().strip()
+        else:
+            with open(path) as f:
+                token = f.readline().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: cannot read token file ({exc})") from None
     if not token:
         raise InputError(f"{path}: token file is empty")
-    return token
+    return check_token(token, path)
 
 
 def gloo_ifname_for(host: str) -> str | None:

@@ -34,7 +34,7 @@ from ..errors import InputError
 from ..schedule.scheduler import stage_freqs
 from . import emulation, media, processes
 from . import supervision as sv
-from .control import parse_hostport
+from .control import check_token, parse_hostport
 from .ledger import Ledger
 from .prepare import Prepared, prepare_run
 from .protocol import encode
@@ -125,6 +125,7 @@ def run(
         raise InputError(
             "remote workers need the cluster's shared token (field 'token' of the cluster file)"
         )
+    check_token(token, f"{getattr(cluster, 'origin', 'cluster')}: field 'token'")
     net = _network(run_id, prep, netns)
     shapes = net.transport_shapes(prep.shapes) if net is not None else prep.shapes
     ledger = Ledger(requests, microbatch)

@@ -6,6 +6,7 @@ or remote) because these act on the operating-system processes of a local run on
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -23,18 +24,26 @@ def spawn_local_workers(
     token: str,
     net: Any = None,
 ) -> dict[str, subprocess.Popen[bytes]]:
-    """Start one ``coinfer worker`` process per device, talking to ``control``."""
+    """Start one ``coinfer worker`` process per device, talking to ``control``; each reads the
+    token from a pipe on its standard input (not its environment, which other local users can
+    read through ``/proc`` for as long as the process lives)."""
     # workers' C++ warnings (gloo socket notices, peers closing on abort) are not for users
-    env = {"TORCH_CPP_LOG_LEVEL": "ERROR", **os.environ, "COINFER_TOKEN": token}
+    env = {k: v for k, v in os.environ.items() if k != "COINFER_TOKEN"}
+    env["TORCH_CPP_LOG_LEVEL"] = "ERROR"
     procs: dict[str, subprocess.Popen[bytes]] = {}
     for d in names:
         cmd = [sys.executable, "-m", "coinfer", "worker", "--coordinator",
-               f"{control[0]}:{control[1]}", "--device", d]  # fmt: skip
+               f"{control[0]}:{control[1]}", "--device", d, "--token-file", "-"]  # fmt: skip
         enter = None
         if net is not None:
             cmd = [*cmd, "--bind", net.address(d)]
             enter = net.enter_fn(d)
-        procs[d] = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, preexec_fn=enter)
+        proc = subprocess.Popen(cmd, env=env, stdin=subprocess.PIPE, preexec_fn=enter)
+        assert proc.stdin is not None
+        with contextlib.suppress(OSError):
+            proc.stdin.write(token.encode() + b"\n")
+            proc.stdin.close()
+        procs[d] = proc
     return procs
 
 
