@@ -120,6 +120,7 @@ def run(
     )  # fmt: skip
     run_id = secrets.token_hex(4)
     emulation.sweep_abandoned()  # groups of earlier runs whose coordinator was killed
+    _FileRendezvous.sweep()
     token = getattr(cluster, "token", None) or (secrets.token_hex(32) if spawn else None)
     if not token:
         raise InputError(
@@ -190,13 +191,27 @@ class _FileRendezvous:
     directory (mode 0700) instead of a TCP store, which would listen on every interface of the
     host whatever address it is given. Workers open it as ``file:<path>``."""
 
+    PREFIX = "coinfer-store-"
+
     def __init__(self) -> None:
-        self.dir = tempfile.mkdtemp(prefix="coinfer-store-")
+        self.dir = tempfile.mkdtemp(prefix=f"{self.PREFIX}{os.getpid()}-")
         self.port = 0
         self.address = "file:" + os.path.join(self.dir, "store")
 
     def close(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
+
+    @classmethod
+    def sweep(cls) -> None:
+        """Remove the store directories of coordinators that no longer exist (killed before
+        their clean-up ran); the directory name carries the coordinator's pid."""
+        root = tempfile.gettempdir()
+        for name in os.listdir(root):
+            if not name.startswith(cls.PREFIX):
+                continue
+            pid = name[len(cls.PREFIX) :].split("-", 1)[0]
+            if pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
+                shutil.rmtree(os.path.join(root, name), ignore_errors=True)
 
 
 def _listen(
