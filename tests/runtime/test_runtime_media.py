@@ -82,6 +82,12 @@ def test_measured_links_sequence_a_medium_across_directions() -> None:
     assert lat["measured_Bps"] == pytest.approx(2e6 / 1.75)
 
 
+# a feeds the 64 KiB cut to replicas b and c, which send the logits back
+FAN_OUT = Plan(
+    "manual", "throughput", (Stage(0, 1, ("a",)), Stage(2, 2, ("b", "c"))), Metrics(0.0, 0.0)
+)
+
+
 def _cluster(shared: bool):
     devices = "\n".join(
         f"  - {{name: {n}, speed: {{gflops: 10}}, memory: 1GiB, emulate: {{cpu_quota: 1.0, threads: 1}}}}"
@@ -103,18 +109,12 @@ def _cluster(shared: bool):
 def test_transfers_over_a_medium_take_turns_across_processes() -> None:
     """a sends 64 KiB to replicas b and c; with independent links both sends overlap, on one
     medium every hop (a->b, a->c, and b->a, c->a from other processes) waits for the air."""
-    plan = Plan(
-        "manual",
-        "throughput",
-        (Stage(0, 1, ("a",)), Stage(2, 2, ("b", "c"))),
-        Metrics(0.0, 0.0),
-    )
     results = {}
     for shared in (True, False):
         results[shared] = run(
             WIDE,
             _cluster(shared),
-            plan,
+            FAN_OUT,
             requests=24,
             input_shape=(1, 32),
             partition="sequential",
@@ -155,16 +155,10 @@ def _netns_ok() -> bool:
 def test_netns_medium_is_one_shaped_bottleneck() -> None:
     """With --netns the medium is one shaped ifb in the hub: a's sends to b and c share 20 Mbit/s
     instead of getting 20 each (the sequenced figure would read ~2x the rate if they did not)."""
-    plan = Plan(
-        "manual",
-        "throughput",
-        (Stage(0, 1, ("a",)), Stage(2, 2, ("b", "c"))),
-        Metrics(0.0, 0.0),
-    )
     r = run(
         WIDE,
         _cluster(True),
-        plan,
+        FAN_OUT,
         requests=16,
         input_shape=(1, 32),
         partition="sequential",

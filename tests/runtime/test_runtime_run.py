@@ -189,24 +189,7 @@ def test_stopped_worker_is_blamed_within_seconds_and_nothing_is_left():
     assert stopped, "the test did not manage to stop the worker"
     assert time.time() - stopped[0] < 15.0
     assert info.value.device == "b" and "stopped" in str(info.value)
-    assert not _children_named("worker")
-
-
-def _children_named(word: str) -> list[int]:
-    me, out = os.getpid(), []
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                rest = f.read().rsplit(")", 1)[1].split()
-            with open(f"/proc/{pid}/cmdline") as f:
-                cmd = f.read()
-        except OSError:
-            continue
-        if int(rest[1]) == me and word in cmd and rest[0] != "Z":
-            out.append(int(pid))
-    return out
+    assert not _workers_of(os.getpid())
 
 
 def test_worker_stopped_before_connecting_is_named(monkeypatch):
@@ -230,7 +213,7 @@ def test_worker_stopped_before_connecting_is_named(monkeypatch):
         run(MLP, _cluster(), plan, requests=4, input_shape=(1, 64), partition="sequential",
             timeout_s=60)  # fmt: skip
     assert time.time() - t0 < 30.0 and info.value.device == "b"
-    assert not _children_named("worker")
+    assert not _workers_of(os.getpid())
 
 
 def test_stopped_link_times_out_with_peer_error():

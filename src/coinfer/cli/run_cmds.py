@@ -71,7 +71,9 @@ def register(app: typer.Typer) -> None:
             "127.0.0.1", "--bind", help="Address the data plane listens on (default loopback only)."
         ),
         token_file: str | None = typer.Option(
-            None, "--token-file", help="File holding the cluster token, - for stdin (or set COINFER_TOKEN)."
+            None,
+            "--token-file",
+            help="File holding the cluster token, - for stdin (or set COINFER_TOKEN).",
         ),
         connect_timeout: float = typer.Option(
             30.0, "--connect-timeout", help="Seconds to keep trying to reach the coordinator."

@@ -20,6 +20,7 @@ from ..errors import InputError, read_text
 from .network import check_connected, parse_media
 from .traces import fail as _fail
 from .traces import load_trace as load_trace
+from .traces import rate_and_trace
 from .types import (
     BandwidthTrace,
     Cluster,
@@ -28,7 +29,7 @@ from .types import (
     Emulation,
     LinkSpec,
 )
-from .units import BYTES_PER_S_PER_GBPS, mbps_to_Bps, parse_memory
+from .units import BYTES_PER_S_PER_GBPS, parse_memory
 
 # Device names become cgroup directory names, process labels and file-name parts, so keep them
 # to a portable character set.
@@ -230,21 +231,9 @@ def cluster_from_dict(
             raise _fail(
                 origin, f"links[{j}]", f"a link needs two different devices (got {lk.src!r} twice)"
             )
-        trace = None
-        trace_path = None
-        if lk.trace is not None:
-            tp = Path(lk.trace)
-            tp = tp if tp.is_absolute() else base / tp
-            trace = load_trace(tp, origin=f"{origin}: links[{j}].trace")
-            trace_path = str(tp.resolve())
-        if lk.bandwidth_mbps is not None:
-            bw = mbps_to_Bps(lk.bandwidth_mbps)
-        elif trace is not None:
-            bw = trace.mean_Bps()
-        else:
-            raise _fail(
-                origin, f"links[{j}].bandwidth_mbps", "missing required field (or give a 'trace')"
-            )
+        bw, trace, trace_path = rate_and_trace(
+            lk.bandwidth_mbps, lk.trace, base, origin, f"links[{j}]"
+        )
         directions = (
             [(lk.src, lk.dst), (lk.dst, lk.src)] if lk.bidirectional else [(lk.src, lk.dst)]
         )

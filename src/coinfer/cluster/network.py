@@ -6,15 +6,15 @@ across entries (names, member pairs shared by two media) and after the links are
 
 from __future__ import annotations
 
+import itertools
 from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from .traces import fail as _fail
-from .traces import load_trace
+from .traces import rate_and_trace
 from .types import BandwidthTrace, LinkSpec, MediumSpec
-from .units import mbps_to_Bps
 
 
 def parse_media(
@@ -48,36 +48,22 @@ def parse_media(
                 f"media[{j}].members",
                 f"needs two or more distinct devices (got {m.members!r})",
             )
-        for a in m.members:
-            for b in m.members:
-                key = frozenset((a, b))
-                if a < b and key in pair_on:
-                    raise _fail(
-                        origin,
-                        f"media[{j}].members",
-                        f"{a!r} and {b!r} already share medium {pair_on[key]!r}; a pair of "
-                        "devices may share at most one medium",
-                    )
-        for a in m.members:
-            for b in m.members:
-                if a < b:
-                    pair_on[frozenset((a, b))] = m.name
-        trace = None
-        trace_path = None
-        if m.trace is not None:
-            tp = Path(m.trace)
-            tp = tp if tp.is_absolute() else base / tp
-            trace = load_trace(tp, origin=f"{origin}: media[{j}].trace")
-            trace_path = str(tp.resolve())
+        pairs = [frozenset(p) for p in itertools.combinations(sorted(m.members), 2)]
+        for key in pairs:
+            if key in pair_on:
+                a, b = sorted(key)
+                raise _fail(
+                    origin,
+                    f"media[{j}].members",
+                    f"{a!r} and {b!r} already share medium {pair_on[key]!r}; a pair of "
+                    "devices may share at most one medium",
+                )
+        pair_on.update(dict.fromkeys(pairs, m.name))
+        bw, trace, trace_path = rate_and_trace(
+            m.bandwidth_mbps, m.trace, base, origin, f"media[{j}]"
+        )
+        if trace is not None:
             traces[m.name] = trace
-        if m.bandwidth_mbps is not None:
-            bw = mbps_to_Bps(m.bandwidth_mbps)
-        elif trace is not None:
-            bw = trace.mean_Bps()
-        else:
-            raise _fail(
-                origin, f"media[{j}].bandwidth_mbps", "missing required field (or give a 'trace')"
-            )
         out.append(MediumSpec(m.name, tuple(m.members), bw, m.latency_ms / 1000.0, trace_path))
     return tuple(out)
 

@@ -61,3 +61,23 @@ def load_trace(path: str | Path, *, origin: str | None = None) -> BandwidthTrace
     if not times:
         raise InputError(f"{where}: {p.name}: trace has no samples")
     return BandwidthTrace(tuple(times), tuple(bws), origin=str(p))
+
+
+def rate_and_trace(
+    bandwidth_mbps: float | None, trace: str | None, base: Path, origin: str, field: str
+) -> tuple[float, BandwidthTrace | None, str | None]:
+    """A link's or medium's nominal bytes/s, its trace and the trace's resolved path, from the
+    file's ``bandwidth_mbps`` and ``trace`` fields (``field`` is e.g. ``links[2]``): the given
+    rate, else the trace's time-weighted mean; neither is an error naming the field."""
+    loaded = None
+    path = None
+    if trace is not None:
+        tp = Path(trace)
+        tp = tp if tp.is_absolute() else base / tp
+        loaded = load_trace(tp, origin=f"{origin}: {field}.trace")
+        path = str(tp.resolve())
+    if bandwidth_mbps is not None:
+        return mbps_to_Bps(bandwidth_mbps), loaded, path
+    if loaded is not None:
+        return loaded.mean_Bps(), loaded, path
+    raise fail(origin, f"{field}.bandwidth_mbps", "missing required field (or give a 'trace')")

@@ -167,9 +167,6 @@ class MediumSpec:
     latency_s: float = 0.0
     trace: str | None = None
 
-    def transfer_s(self, nbytes: float) -> float:
-        return self.latency_s + nbytes / self.bandwidth_Bps
-
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "name": self.name,
@@ -272,10 +269,6 @@ class Cluster:
                     if u != v and (u, v) not in taken:
                         out.append(LinkSpec(u, v, m.bandwidth_Bps, m.latency_s, m.trace, m.name))
         return tuple(out)
-
-    @cached_property
-    def medium_by_name(self) -> dict[str, MediumSpec]:
-        return {m.name: m for m in self.media}
 
     @cached_property
     def device_names(self) -> tuple[str, ...]:

@@ -55,9 +55,6 @@ class Medium:
     bandwidth_Bps: float
     latency_s: float
 
-    def transfer_s(self, nbytes: float) -> float:
-        return self.latency_s + nbytes / self.bandwidth_Bps
-
 
 def medium_links(media: Sequence[Medium], dedicated: Sequence[Link]) -> tuple[Link, ...]:
     """The directed hops the media provide: every ordered member pair not covered by a dedicated

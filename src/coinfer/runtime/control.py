@@ -182,7 +182,9 @@ class Channel:
 def store_prefix(token: str, run_id: str) -> str:
     """The run's rendezvous key prefix: derived from the shared token and the run id, so only
     the run's workers know it."""
-    return hmac.new(token.encode(), f"store:{run_id}".encode(), hashlib.sha256).hexdigest()[:32] + "/"
+    return (
+        hmac.new(token.encode(), f"store:{run_id}".encode(), hashlib.sha256).hexdigest()[:32] + "/"
+    )
 
 
 def connect_coordinator(

@@ -214,9 +214,7 @@ class _FileRendezvous:
                 shutil.rmtree(os.path.join(root, name), ignore_errors=True)
 
 
-def _listen(
-    bind: str, net: Any, timeout_s: float, local: bool
-) -> tuple[socket.socket, Any]:
+def _listen(bind: str, net: Any, timeout_s: float, local: bool) -> tuple[socket.socket, Any]:
     """The control socket and the gloo rendezvous store: a private file when every worker is a
     local process on loopback, else a TCP store (inside the hub namespace with netns)."""
     host, port = parse_hostport(bind, what="--coordinator-bind")

@@ -44,7 +44,12 @@ BLAME_GRACE_S = 1.0
 CONNECT_TIMEOUT_S = 120.0
 # What a worker's failure looked like, strongest evidence first: a device that died or went
 # silent is blamed before peers that merely reported errors about it.
-_DEATH_SIGNS = ("worker process died", "worker process stopped", "control channel lost", "no heartbeat")
+_DEATH_SIGNS = (
+    "worker process died",
+    "worker process stopped",
+    "control channel lost",
+    "no heartbeat",
+)
 
 Event = tuple[str, Any, list[bytes]]  # (device, decoded message or ("lost", reason), blobs)
 
