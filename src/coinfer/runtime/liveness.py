@@ -6,16 +6,18 @@ serve.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from ..errors import PeerError
 from . import emulation
 from .control import Channel
-from .protocol import Abort, Bye, Go, Heartbeat, decode, encode
+from .protocol import Abort, Bye, End, Error, Go, Heartbeat, Submit, decode, encode
 
 # Seconds between heartbeats; the coordinator declares a silent worker dead after
 # coordinator.HEARTBEAT_TIMEOUT_S (several missed beats, so a busy CPU does not trip it).
@@ -49,18 +51,33 @@ def wait_for_setup(chan: Channel) -> tuple[dict[str, Any], list[bytes]]:
             return raw, blobs
 
 
-def control_reader(chan: Channel, go: threading.Event, bye: threading.Event) -> None:
+def control_reader(
+    chan: Channel,
+    go: threading.Event,
+    bye: threading.Event,
+    on_message: Callable[[Any, list[bytes]], None] | None = None,
+) -> None:
+    """Handle the coordinator's messages until ``bye``: ``go``, ``abort`` and silence here;
+    anything else (a streaming session's ``submit`` / ``end``) goes to ``on_message``, whose
+    exception (a malformed submission) ends the process like a lost coordinator."""
     emulation.exempt_this_thread()
     while True:
         readable, _, _ = select.select([chan.sock], [], [], COORDINATOR_SILENCE_S)
         if not readable:
             os._exit(7)  # the coordinator went silent (stopped or cut off)
         try:
-            raw, _ = chan.recv()
+            raw, blobs = chan.recv()
             msg = decode(raw, peer=chan.peer)
         except PeerError:
             os._exit(4)  # the coordinator is gone or speaks nonsense: nothing left to serve
-        if isinstance(msg, Go):
+        if isinstance(msg, (Submit, End)) and on_message is not None:
+            try:
+                on_message(msg, blobs)
+            except Exception as exc:  # a bad submission: report it, then stop serving
+                with contextlib.suppress(PeerError):
+                    chan.send(encode(Error(f"{type(exc).__name__}: {exc}"[:300])))
+                os._exit(4)
+        elif isinstance(msg, Go):
             go.set()
         elif isinstance(msg, Bye):
             bye.set()

@@ -105,9 +105,15 @@ def prepare_run(
     timeout_s: float = 120.0,
     use_cgroup: bool = True,
     local_cpus: int | None = None,
+    stream: bool = False,
+    epoch: int = 0,
 ) -> Prepared:
     """Decide the whole run (see module docstring); ``local_cpus`` (workers spawned on this
     machine) pins single-thread quota'd workers to CPUs, ``None`` leaves placement to the OS.
+
+    ``stream=True`` prepares one epoch of a streaming session instead (:mod:`.session`): the
+    ``requests / microbatch`` messages are one *cycle* of work that the workers repeat, and no
+    inputs are made (they are submitted while the session runs).
 
     Raises
     ------
@@ -139,13 +145,13 @@ def prepare_run(
             f"plan has {len(plan.stages)} stages but the model split into {len(stage_mods)}"
         )
     contracts = cut_contracts(stage_mods, batch_inputs(example, microbatch))
-    samples = make_inputs(example, requests, seed)
+    samples = [] if stream else make_inputs(example, requests, seed)
     msg_inputs = tuple(
         tuple(
             torch.cat([samples[m * microbatch + i][j] for i in range(microbatch)])
             for j in range(len(example))
         )
-        for m in range(messages)
+        for m in range(0 if stream else messages)
     )
     if instance is None:
         instance = fallback_instance(cluster, plan, contracts, n_pieces)
@@ -209,9 +215,13 @@ def prepare_run(
             client_actions=tuple(str(a) for a in routed.client) if d == source else (),
             last_device=dict(routed.last_hop) if d == source else {},
             relays=routed.relays.get(d, ()),
+            stream=stream,
+            cycle=messages if stream else 0,
+            window=schedule.window or 0,
+            epoch=epoch,
         )
         blobs[d] = (() if k is None else (weights[k],)) + (
-            (_input_blob(msg_inputs),) if d == source else ()
+            (_input_blob(msg_inputs),) if d == source and not stream else ()
         )
     threads = {int(setups[d].emulate.threads) for d in stage_of}
     return Prepared(

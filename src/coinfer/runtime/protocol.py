@@ -19,6 +19,7 @@ Flow of one run::
         ◄───────────────────────────────── Ready
         ── Go ───────────────────────────────────►
         ◄──────────── Heartbeat (every 0.5 s), Result (+ outputs, source only)
+        ── Submit (+ inputs) ... End (streaming session, source / all) ──►
         ◄───────────────────────────────── Done
         ── Bye ──────────────────────────────────►    (Abort at any time ends the worker)
     any side: Error (a one-line reason; the coordinator decides what fails)
@@ -82,6 +83,13 @@ class Setup:
     last_device: dict[int, str] = field(default_factory=dict)
     # relay steps this device forwards: (request, input stage, previous hop, next hop, flow)
     relays: tuple[tuple[int, int, str, str, str], ...] = ()
+    # A streaming session (see runtime.session): ``actions``/``relays``/``last_device`` describe
+    # requests ``0..cycle-1`` and repeat for every later cycle (request + c * cycle); inputs come
+    # as ``Submit`` messages, at most ``window`` in flight, until ``End`` says how many there are.
+    stream: bool = False
+    cycle: int = 0
+    window: int = 0
+    epoch: int = 0
 
     @property
     def is_source(self) -> bool:
@@ -111,12 +119,32 @@ class Heartbeat:
 
 @dataclass(frozen=True)
 class Result:
-    """Micro-batch ``message`` came back to the source (outputs in the blob); worker clock times."""
+    """Micro-batch ``message`` came back to the source (outputs in the blob); worker clock times.
+    ``epoch`` is the session epoch it ran in: a result from an older epoch is dropped."""
 
     type: ClassVar[str] = "result"
     message: int
     t_release: float
     t_done: float
+    epoch: int = 0
+
+
+@dataclass(frozen=True)
+class Submit:
+    """A streaming session's next micro-batch (its inputs in the blob), for the source only;
+    messages are numbered ``0, 1, 2, ...`` within an epoch and sent in that order."""
+
+    type: ClassVar[str] = "submit"
+    message: int
+
+
+@dataclass(frozen=True)
+class End:
+    """A streaming session closes after ``messages`` micro-batches: finish them, report, wait
+    for ``bye``."""
+
+    type: ClassVar[str] = "end"
+    messages: int
 
 
 @dataclass(frozen=True)
@@ -152,9 +180,10 @@ class Error:
     peer: str | None = None
 
 
-Message = Setup | Ready | Go | Heartbeat | Result | Done | Bye | Abort | Error
+Message = Setup | Ready | Go | Heartbeat | Result | Submit | End | Done | Bye | Abort | Error
 MESSAGES: dict[str, type[Any]] = {
-    cls.type: cls for cls in (Setup, Ready, Go, Heartbeat, Result, Done, Bye, Abort, Error)
+    cls.type: cls
+    for cls in (Setup, Ready, Go, Heartbeat, Result, Submit, End, Done, Bye, Abort, Error)
 }
 _ADAPTERS: dict[str, TypeAdapter[Any]] = {k: TypeAdapter(v) for k, v in MESSAGES.items()}
 
@@ -204,6 +233,7 @@ __all__ = [
     "Bye",
     "Done",
     "EmulateConfig",
+    "End",
     "Error",
     "Go",
     "Heartbeat",
@@ -212,6 +242,7 @@ __all__ = [
     "Result",
     "Setup",
     "StageAssignment",
+    "Submit",
     "decode",
     "encode",
     "expect",

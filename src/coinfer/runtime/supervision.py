@@ -249,18 +249,7 @@ def supervise(
                 f"no progress within the {timeout_s:.0f} s timeout",
             )
             break
-        for d, p in peers.items():
-            if p.proc is not None and p.proc.poll() is not None and p.done is None:
-                code = p.proc.returncode
-                how = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
-                note(d, f"worker process died ({how})")
-            elif p.proc is not None and p.done is None and process_stopped(p.proc):
-                if now - stopped_since.setdefault(d, now) >= STOPPED_GRACE_S:
-                    note(d, "worker process stopped (SIGSTOP)")
-            elif p.done is None and now - p.last_seen > HEARTBEAT_TIMEOUT_S:
-                note(d, f"no heartbeat for {now - p.last_seen:.1f} s")
-            else:
-                stopped_since.pop(d, None)
+        check_health(peers, stopped_since, now, note)
         try:
             dev, msg, blobs = events.get(timeout=0.05)
         except queue.Empty:
@@ -305,10 +294,38 @@ def supervise(
     return collect_reports(peers)
 
 
+def check_health(
+    peers: Mapping[str, Peer],
+    stopped_since: dict[str, float],
+    now: float,
+    note: Callable[[str, str], None],
+) -> None:
+    """``note(device, what)`` for every worker (not yet done) whose process died or has been
+    stopped for :data:`STOPPED_GRACE_S`, or that has been silent for
+    :data:`HEARTBEAT_TIMEOUT_S`; ``stopped_since`` carries the stop times between calls."""
+    for d, p in peers.items():
+        if p.proc is not None and p.proc.poll() is not None and p.done is None:
+            code = p.proc.returncode
+            how = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
+            note(d, f"worker process died ({how})")
+        elif p.proc is not None and p.done is None and process_stopped(p.proc):
+            if now - stopped_since.setdefault(d, now) >= STOPPED_GRACE_S:
+                note(d, "worker process stopped (SIGSTOP)")
+        elif p.done is None and now - p.last_seen > HEARTBEAT_TIMEOUT_S:
+            note(d, f"no heartbeat for {now - p.last_seen:.1f} s")
+        else:
+            stopped_since.pop(d, None)
+
+
+def is_death(what: str) -> bool:
+    """Whether a suspect's evidence says the device itself failed (not a bystander's report)."""
+    return what.startswith(_DEATH_SIGNS)
+
+
 def blame(suspects: Mapping[str, str], ledger: Ledger) -> PeerError:
     """The error for a failed run: the device that died or went silent if any, else the first
     that reported a problem; every open request is failed in the ledger and named."""
-    dead = [d for d, w in suspects.items() if w.startswith(_DEATH_SIGNS)]
+    dead = [d for d, w in suspects.items() if is_death(w)]
     dev = dead[0] if dead else next(iter(suspects))
     what = suspects[dev]
     ids = ledger.fail_open(f"device {dev}: {what}")
@@ -419,7 +436,9 @@ __all__ = [
     "abort",
     "accept_workers",
     "blame",
+    "check_health",
     "collect_reports",
+    "is_death",
     "send_setups",
     "start_beat",
     "start_readers",

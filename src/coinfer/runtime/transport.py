@@ -27,6 +27,7 @@ import datetime as _dt
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -314,6 +315,8 @@ class Transport:
         Called first thing in every sender thread (the worker moves it out of the CPU quota).
     clocks
         The reservation clock of every shared medium a link in ``links`` names.
+    keep_events
+        Keep only the most recent transfer events (a session's bounded memory); ``None``: all.
     """
 
     def __init__(
@@ -328,6 +331,7 @@ class Transport:
         label: Callable[[int], str] | None = None,
         thread_init: Callable[[], None] | None = None,
         clocks: Mapping[str, MediumClock] | None = None,
+        keep_events: int | None = None,
     ):
         self.rank = rank
         self.clocks = dict(clocks or {})
@@ -342,7 +346,7 @@ class Transport:
         self.label = label or (lambda m: f"message {m}")
         self.thread_init = thread_init
         self._senders: dict[int, _Sender] = {}
-        self._events: list[TransferEvent] = []
+        self._events: deque[TransferEvent] = deque(maxlen=keep_events)
         self._lock = threading.Lock()
         self._error: PeerError | None = None
 

@@ -30,7 +30,9 @@ import queue
 import threading
 import time
 import traceback
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -43,14 +45,17 @@ from .liveness import HEARTBEAT_S, control_reader, heartbeat, wait_for_setup
 from .mailbox import Mailbox
 from .protocol import (
     Done,
+    End,
     Error,
     Ready,
     Result,
     Setup,
+    Submit,
     encode,
     expect,
 )
 from .stages import StageSpec, as_tuple, build_stage_module, decode_inputs, load_stage_weights
+from .streaming import STREAM_TRACE_KEEP, STREAM_WAIT_S, StreamEnd, Submissions, unrolled
 from .transport import (
     LinkShape,
     PendingRecv,
@@ -100,7 +105,18 @@ class _Executor:
         self.relays: dict[str, list[tuple[int, int, str, str]]] = {}
         for request, stage_in, prev, nxt, flow in setup.relays:
             self.relays.setdefault(flow, []).append((int(request), int(stage_in), prev, nxt))
-        self.last_device = dict(setup.last_device)
+        self.last_device = {int(r): d for r, d in setup.last_device.items()}
+        # a streaming session: one cycle of work, repeated until End (see .streaming)
+        self.stream = setup.stream
+        self.cycle = setup.cycle if setup.stream else 0
+        self.window = max(1, setup.window)
+        self.epoch = setup.epoch
+        self.end = StreamEnd()
+        self.submissions = Submissions(self.contracts[0], self.end)
+        self.wait_s = STREAM_WAIT_S if setup.stream else self.timeout_s
+        # what each helper thread waits on (a request id): once the session's end is known, a
+        # thread waiting on a request past it is idle for good and need not be joined
+        self.waiting_on: dict[str, int] = {}
         self.stage = stage
         self.emulation = emu or emulation.Emulation("none", 1, None)
         self.inputs = inputs
@@ -118,10 +134,13 @@ class _Executor:
             label=self._label,
             thread_init=emulation.exempt_this_thread,
             clocks=clocks,
+            keep_events=STREAM_TRACE_KEEP if setup.stream else None,
         )
         self.mailbox = Mailbox()
-        self.events: list[dict[str, Any]] = []
-        self.arrivals: list[list[Any]] = []  # [src device, request, stage, time]
+        keep = STREAM_TRACE_KEEP if setup.stream else None
+        self.events: deque[dict[str, Any]] = deque(maxlen=keep)
+        self.arrivals: deque[list[Any]] = deque(maxlen=keep)  # [src device, request, stage, time]
+        self.busy_s = 0.0
         self._ev_lock = threading.Lock()
         self.failed = threading.Event()
 
@@ -197,8 +216,29 @@ class _Executor:
 
     def _wait(self, pending: PendingRecv | None, request: int, stage_in: int) -> list[torch.Tensor]:
         if pending is None:
-            return self.mailbox.get((request, stage_in), self.timeout_s)
-        return pending.wait(self.timeout_s)
+            return self.mailbox.get((request, stage_in), self.wait_s)
+        return pending.wait(self.wait_s)
+
+    # -- the work, unrolled (one pass for a run, cycle after cycle for a session) --------------
+    def _actions(self, kind: str | None = None) -> Iterator[Action]:
+        acts = self.actions if kind is None else [a for a in self.actions if a.kind == kind]
+        return unrolled(
+            acts,
+            self.cycle,
+            lambda a: a.request,
+            lambda a, off: replace(a, request=a.request + off),
+            self.end,
+        )
+
+    def _relay_steps(
+        self, steps: Sequence[tuple[int, int, str, str]]
+    ) -> Iterator[tuple[int, int, str, str]]:
+        return unrolled(
+            steps, self.cycle, lambda st: st[0], lambda st, off: (st[0] + off, *st[1:]), self.end
+        )
+
+    def _last_hop(self, request: int) -> str:
+        return self.last_device[request % self.cycle if self.cycle else request]
 
     # -- roles -----------------------------------------------------------------------------
     def _receiver(
@@ -213,14 +253,13 @@ class _Executor:
         """
         emulation.exempt_this_thread()
         try:
-            recvs = [a for a in self.actions if a.kind == "recv"]
+            recvs = self._actions("recv")
+            nxt = next(recvs, None)
             posted: list[tuple[Action, PendingRecv | None]] = []
-            i = 0
-            while i < len(recvs) or posted:
-                while i < len(recvs) and slots.acquire(blocking=not posted):
-                    a = recvs[i]
-                    posted.append((a, self._post(str(a.peer), a.request, a.stage)))
-                    i += 1
+            while nxt is not None or posted:
+                while nxt is not None and slots.acquire(blocking=not posted):
+                    posted.append((nxt, self._post(str(nxt.peer), nxt.request, nxt.stage)))
+                    nxt = next(recvs, None)
                 a, pend = posted.pop(0)
                 tensors = self._wait(pend, a.request, a.stage)
                 self._arrived(str(a.peer), a.request, a.stage)
@@ -240,15 +279,12 @@ class _Executor:
             target=self._receiver, args=(ready, slots), name="receiver", daemon=True
         ).start()
         pending_out: tuple[int, tuple[torch.Tensor, ...]] | None = None
-        for a in self.actions:
+        for a in self._actions():
             if a.kind == "compute":
-                try:
-                    request, xs = ready.get(timeout=self.timeout_s + 1)
-                except queue.Empty:
-                    raise PeerError(
-                        f"device {self.device}: no input for request {a.request} within {self.timeout_s:.0f} s",
-                        device=str(a.peer) if a.peer else None,
-                    ) from None
+                got = self._next_input(ready, a)
+                if got is None:
+                    return  # the session ended before this request
+                request, xs = got
                 slots.release()  # the input is the compute loop's now: post the next receive
                 if request != a.request:
                     raise PeerError(
@@ -262,15 +298,10 @@ class _Executor:
                 pad = self.emulation.pad_s(cpu, time.time() - t0)
                 if pad > 0:
                     time.sleep(pad)  # the device's fluid rate (see Emulation.pad_s)
+                t1 = time.time()
+                self.busy_s += t1 - t0
                 self._event(
-                    self.device,
-                    "compute",
-                    a.request,
-                    t0,
-                    time.time(),
-                    a.stage,
-                    cpu_s=cpu,
-                    pad_s=pad,
+                    self.device, "compute", a.request, t0, t1, a.stage, cpu_s=cpu, pad_s=pad
                 )
                 pending_out = (a.request, outs)
             elif a.kind == "send":
@@ -281,64 +312,158 @@ class _Executor:
                 self._send(str(a.peer), a.request, a.stage + 1, pending_out[1])
                 pending_out = None
 
+    def _next_input(
+        self, ready: queue.Queue[tuple[int, list[torch.Tensor]]], a: Action
+    ) -> tuple[int, list[torch.Tensor]] | None:
+        """The next received input; ``None`` once the session's end lies at or before ``a``.
+        A run bounds the wait by its timeout; a session may idle (the coordinator watches)."""
+        waited = 0.0
+        while True:
+            try:
+                return ready.get(timeout=0.2)
+            except queue.Empty:
+                waited += 0.2
+            if not self.end.admits(a.request):
+                return None
+            if not self.stream and waited > self.timeout_s + 1:
+                raise PeerError(
+                    f"device {self.device}: no input for request {a.request} within {self.timeout_s:.0f} s",
+                    device=str(a.peer) if a.peer else None,
+                )
+
     def _client(self) -> None:
         """The source's client: release inputs in the schedule's order, stream outputs back."""
         emulation.exempt_this_thread()
         try:
-            from safetensors.torch import save
-
             k = self.num_stages
             pending: dict[int, PendingRecv | None] = {}
             released: dict[int, float] = {}
             for a in self.client:
                 if a.kind == "send":
-                    last = self.last_device[a.request]
+                    last = self._last_hop(a.request)
                     pending[a.request] = self._post(last, a.request, k)
                     released[a.request] = time.time()
                     self._send(str(a.peer), a.request, 0, self.inputs.pop(a.request))
                 else:
                     outs = self._wait(pending.pop(a.request), a.request, k)
-                    self._arrived(self.last_device[a.request], a.request, k)
-                    done = time.time()
-                    blob = save({f"t{j}": t.contiguous() for j, t in enumerate(outs)})
-                    result = Result(a.request, released.pop(a.request), done)
-                    self.chan.send(encode(result), [blob])
+                    self._arrived(self._last_hop(a.request), a.request, k)
+                    self._report(a.request, released.pop(a.request), outs)
         except BaseException as exc:
             self.fail(exc)
 
-    def _relay(self, steps: Sequence[tuple[int, int, str, str]]) -> None:
+    def _report(self, request: int, released: float, outs: Sequence[torch.Tensor]) -> None:
+        """Stream one output to the coordinator (its ledger marks the request done)."""
+        from safetensors.torch import save
+
+        done = time.time()
+        blob = save({f"t{j}": t.contiguous() for j, t in enumerate(outs)})
+        self.chan.send(encode(Result(request, released, done, self.epoch)), [blob])
+
+    def on_control(self, msg: Any, blobs: list[bytes]) -> None:
+        """A session's ``submit`` (the source's next inputs) or ``end`` (its length)."""
+        if isinstance(msg, Submit):
+            if not self.stream or len(blobs) != 1:
+                raise PeerError(f"device {self.device}: unexpected submission")
+            self.submissions.add(msg.message, blobs[0])
+        elif isinstance(msg, End):
+            self.end.set(msg.messages)
+
+    def _stream_client(self) -> None:
+        """The source's client in a session: release submitted inputs in order, at most
+        ``window`` in flight (the same closed loop as a run's client order), and stream each
+        output back as it arrives; a second thread collects so a release never waits for one."""
+        emulation.exempt_this_thread()
+        slots = threading.Semaphore(self.window)
+        flying: queue.Queue[tuple[int, PendingRecv | None, float] | None] = queue.Queue()
+        k = self.num_stages
+
+        def collect() -> None:
+            emulation.exempt_this_thread()
+            self.waiting_on["collector"] = -1
+            try:
+                while (item := flying.get()) is not None:
+                    request, pend, released = item
+                    self.waiting_on["collector"] = request
+                    outs = self._wait(pend, request, k)
+                    self._arrived(self._last_hop(request), request, k)
+                    self._report(request, released, outs)
+                    slots.release()
+                self.waiting_on.pop("collector", None)
+            except BaseException as exc:
+                self.fail(exc)
+
+        self.waiting_on["client"] = -1
+        collector = threading.Thread(target=collect, name="collector", daemon=True)
+        collector.start()
+        try:
+            sends = unrolled(
+                [a for a in self.client if a.kind == "send"],
+                self.cycle,
+                lambda a: a.request,
+                lambda a, off: replace(a, request=a.request + off),
+                self.end,
+            )
+            for a in sends:
+                self.waiting_on["client"] = a.request
+                xs = self.submissions.take(a.request)
+                if xs is None:
+                    break
+                slots.acquire()  # the collector gives one back per output
+                pend = self._post(self._last_hop(a.request), a.request, k)
+                released = time.time()
+                self._send(str(a.peer), a.request, 0, xs)
+                flying.put((a.request, pend, released))
+            self.waiting_on.pop("client", None)
+            flying.put(None)
+            collector.join()
+        except BaseException as exc:
+            self.fail(exc)
+
+    def _relay(self, steps: Sequence[tuple[int, int, str, str]], name: str) -> None:
         """Forward one flow's messages (store and forward, tag unchanged) in the sender's order,
         with up to ``RECV_AHEAD`` receives posted so the incoming link never waits for us."""
         emulation.exempt_this_thread()
+        self.waiting_on[name] = -1  # busy until it waits on a request past the session's end
         try:
+            todo = self._relay_steps(steps)
+            step = next(todo, None)
             posted: list[tuple[tuple[int, int, str, str], PendingRecv | None]] = []
-            i = 0
-            while i < len(steps) or posted:
-                while i < len(steps) and len(posted) < max(self.depth, RECV_AHEAD):
-                    request, stage_in, prev, _ = steps[i]
-                    posted.append((steps[i], self._post(prev, request, stage_in)))
-                    i += 1
+            while step is not None or posted:
+                while step is not None and len(posted) < max(self.depth, RECV_AHEAD):
+                    posted.append((step, self._post(step[2], step[0], step[1])))
+                    step = next(todo, None)
                 (request, stage_in, prev, nxt), pend = posted.pop(0)
+                self.waiting_on[name] = request
                 tensors = self._wait(pend, request, stage_in)
                 self._arrived(prev, request, stage_in)
                 self._send(nxt, request, stage_in, tensors)
+            self.waiting_on.pop(name, None)
         except BaseException as exc:
             self.fail(exc)
 
     def run(self) -> None:
         """Stage work on this thread, the client (source only) and relays beside it; then drain
-        the sends."""
+        the sends. In a session, a helper left waiting on a request past the end is idle for
+        good (its receive was posted before the end was known) and is not waited for."""
         helpers = [
-            threading.Thread(target=self._relay, args=(steps,), name=f"relay {flow}", daemon=True)
+            threading.Thread(
+                target=self._relay, args=(steps, f"relay {flow}"), name=f"relay {flow}", daemon=True
+            )
             for flow, steps in self.relays.items()
         ]
         if self.client:
-            helpers.append(threading.Thread(target=self._client, name="client", daemon=True))
+            client = self._stream_client if self.stream else self._client
+            helpers.append(threading.Thread(target=client, name="client", daemon=True))
         for t in helpers:
             t.start()
         self._worker()
         for t in helpers:
-            t.join()
+            while t.is_alive():
+                t.join(0.1)
+                if self.stream and not any(
+                    self.end.admits(r) for r in list(self.waiting_on.values())
+                ):
+                    break
         self.transport.flush()
 
 
@@ -361,9 +486,16 @@ def serve(
     # and a worker (or a coordinator) stopped or stuck there must be noticed as quickly as one
     # stopped mid-run
     stop, go, bye = threading.Event(), threading.Event(), threading.Event()
+    executor: list[_Executor] = []  # set once built; a session's submissions go to it
+
+    def on_control(msg: Any, blobs: list[bytes]) -> None:
+        if not executor:
+            raise PeerError(f"device {device}: {msg.type!r} before the run started")
+        executor[0].on_control(msg, blobs)
+
     threading.Thread(target=heartbeat, args=(chan, stop), name="heartbeat", daemon=True).start()
     threading.Thread(
-        target=control_reader, args=(chan, go, bye), name="control", daemon=True
+        target=control_reader, args=(chan, go, bye, on_control), name="control", daemon=True
     ).start()
     emu = emulation.Emulation("none", torch.get_num_threads(), None)
     try:
@@ -380,7 +512,7 @@ def serve(
             inputs_meta = [WireTensorSpec.from_list(x) for x in setup.contracts[setup.stage.index]]
             with torch.inference_mode():
                 stage(*(m.empty().zero_() for m in inputs_meta))
-        inputs = decode_inputs(next(blob_iter)) if setup.is_source else {}
+        inputs = decode_inputs(next(blob_iter)) if setup.is_source and not setup.stream else {}
         set_bind_address(bind)
         store_host, store_port = setup.store
         init_process_group(setup.rank, len(setup.names), store_host, store_port, setup.timeout_s,
@@ -395,6 +527,7 @@ def serve(
             cpu=setup.emulate.cpu,
         )
         ex = _Executor(setup, stage, inputs, chan, emu)
+        executor.append(ex)
     except BaseException as exc:
         with contextlib.suppress(Exception):
             detail = str(exc) if isinstance(exc, CoinferError) else f"{type(exc).__name__}: {exc}"
@@ -412,7 +545,7 @@ def serve(
         if os.environ.get("COINFER_DEBUG"):
             traceback.print_exc()
         ex.fail(exc)
-    busy = sum(e["end_s"] - e["start_s"] for e in ex.events if e["kind"] == "compute")
+    busy = ex.busy_s
     for tev in ex.transport.events:  # link busy intervals, as measured by the sender
         if tev.kind == "send":
             request, stage = divmod(tev.message, ex.num_stages + 2)
