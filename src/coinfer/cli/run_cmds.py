@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,60 @@ def _build_instance(
     from ..runtime.measure import measured_instance
 
     return measured_instance(model, cluster, input_shape, partition, max_pieces)  # type: ignore[arg-type]
+
+
+def _stream(
+    model: str, cl: Any, instance: Any, the_plan: Any, flow: Any, faults: Any, requests: int,
+    duration: float | None, microbatch: int, shape: Any, partition: str, max_pieces: int | None,
+    timeout: float, algo: str, objective: str, netns: bool, check: bool, as_json: bool,
+) -> None:  # fmt: skip
+    """``coinfer run`` in session mode: stream, then print (or dump) what happened."""
+    from .session_run import run_stream
+
+    log = None if as_json else (lambda m: typer.echo(m, err=True))
+    measured = run_stream(
+        model, cl, instance, the_plan, arrivals=flow,
+        requests=None if duration is not None else requests // microbatch,
+        duration_s=duration, faults=faults, microbatch=microbatch, input_shape=shape,
+        partition=partition, max_pieces=max_pieces, timeout_s=timeout, algo=algo,
+        objective=objective, netns=netns, check=check, log=log,
+    )  # fmt: skip
+    if as_json:
+        typer.echo(json.dumps({"plan": the_plan.to_dict(), "measured": measured}, indent=2))
+    else:
+        typer.echo(f"plan: {the_plan}")
+        for key in ("submitted", "completed", "lost", "duplicated"):
+            typer.echo(f"{key + ':':<12}{measured[key]}")
+        typer.echo(
+            f"throughput: {measured['throughput_rps']:.4g} req/s measured, "
+            f"{measured['predicted_rps']:.4g} predicted; latency p50 "
+            f"{(measured['latency_p50_s'] or 0) * 1e3:.1f} ms, p95 "
+            f"{(measured['latency_p95_s'] or 0) * 1e3:.1f} ms (submission to result)"
+        )
+        for r in measured["recoveries"]:
+            after = r["detected_after_s"]
+            typer.echo(
+                f"recovery: {r['device']} ({r['reason']}); detected"
+                + (f" {after:.2f} s after the fault" if after is not None else "")
+                + f", first new result {r['first_result_after_s'] or float('nan'):.2f} s after; "
+                f"{r['rerun']} requests re-run on {', '.join(r['devices'])}"
+            )
+        if "throughput_after_recovery_rps" in measured:
+            typer.echo(
+                f"after recovery: {measured['throughput_after_recovery_rps']:.4g} req/s measured, "
+                f"{measured.get('predicted_after_recovery_rps', float('nan')):.4g} predicted"
+            )
+        err = measured["max_abs_error"]
+        typer.echo(
+            "outputs vs unsplit model: "
+            + (
+                "unchecked"
+                if err is None
+                else f"max abs error {err:.3g} ({measured['checked']} checked)"
+            )
+        )
+    if measured["lost"]:
+        raise InputError(f"{measured['lost']} requests were lost: {measured['error']}")
 
 
 def register(app: typer.Typer) -> None:
@@ -136,8 +191,25 @@ def register(app: typer.Typer) -> None:
         trace_out: str | None = typer.Option(
             None, "--trace-out", help="Write the measured trace (JSON events)."
         ),
+        arrivals: str | None = typer.Option(
+            None,
+            "--arrivals",
+            help="Stream through a live session: closed | poisson:RATE | trace:FILE.",
+        ),
+        duration: float | None = typer.Option(
+            None, "--duration", help="Seconds to stream for (with --arrivals / --inject)."
+        ),
+        inject: list[str] = typer.Option(
+            [],
+            "--inject",
+            help="kill:DEVICE@SECONDS or stop:DEVICE@SECONDS (repeatable): a fault during the "
+            "stream; the session fails over to the surviving devices.",
+        ),
     ) -> None:
-        """Run a plan for real and print measured vs simulated figures side by side."""
+        """Run a plan for real and print measured vs simulated figures side by side.
+
+        With --arrivals, --duration or --inject the requests stream through a live session
+        (submitted on the arrival process, results in order, fail-over on a worker's loss)."""
         from ..core.plans import Plan, check_objective
         from ..report.compare import compare_with_simulation
         from ..runtime import run as runtime_run
@@ -145,12 +217,23 @@ def register(app: typer.Typer) -> None:
         if partition not in ("graph", "sequential"):
             raise InputError(f"--partition must be graph or sequential, got {partition!r}")
         check_objective(objective)
+        streaming = arrivals is not None or duration is not None or bool(inject)
         if requests < 1 or microbatch < 1 or requests % microbatch:
             raise InputError(
                 f"--requests {requests} must be a positive multiple of --microbatch {microbatch}"
             )
+        if duration is not None and not (duration > 0 and math.isfinite(duration)):
+            raise InputError(f"--duration must be a number of seconds > 0, got {duration}")
+        if streaming and coordinator_bind is not None:
+            raise InputError(
+                "--arrivals/--duration/--inject run local workers: drop --coordinator-bind"
+            )
+        from .session_run import parse_arrivals, parse_fault
+
+        flow = parse_arrivals(arrivals or "closed")
         shape = _parse_shape(input_shape)
         cl = _load_cluster(cluster)
+        faults = [parse_fault(f, cl.device_names) for f in inject]
         instance = _build_instance(model, cl, shape, partition, max_pieces)
         if plan_file is not None:
             the_plan = Plan.load(plan_file)
@@ -158,6 +241,11 @@ def register(app: typer.Typer) -> None:
             from .. import plan as plan_mod
 
             the_plan = plan_mod.plan(instance, algo, objective)
+        if streaming:
+            _stream(model, cl, instance, the_plan, flow, faults, requests, duration, microbatch,
+                    shape, partition, max_pieces, timeout, algo, objective, netns, not no_check,
+                    as_json)  # fmt: skip
+            return
         from ..schedule import scheduler
 
         sched = scheduler.schedule(the_plan, instance, requests // microbatch, microbatch)

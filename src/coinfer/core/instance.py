@@ -28,7 +28,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -236,6 +236,38 @@ class Instance:
             f"Instance({self.name!r}: {self.num_pieces} pieces, devices={list(self.device_names)}, "
             f"{len(self.dedicated_links)} links, {len(self.media)} media, source={self.source!r})"
         )
+
+
+def surviving(inst: Instance, alive: Sequence[str], source: str | None = None) -> Instance:
+    """``inst`` with only the devices in ``alive``: what a planner sees after a failure.
+
+    Links and media lose their dead ends (a medium keeps its surviving members); the source is
+    ``source``, else the old one if it survived, else the first survivor (the coordinator holds
+    every request's inputs, so any device can take over feeding the pipeline).
+    """
+    keep = [d for d in inst.device_names if d in set(alive)]
+    if not keep:
+        raise InputError(f"{inst.name}: no device survives (alive: {list(alive)})")
+    src = source or (inst.source if inst.source in keep else keep[0])
+    if src not in keep:
+        raise InputError(f"{inst.name}: new source {src!r} is not a surviving device")
+    members = set(keep)
+    media = tuple(
+        replace(m, members=tuple(d for d in m.members if d in members))
+        for m in inst.media
+        if sum(d in members for d in m.members) >= 2
+    )
+    return replace(
+        inst,
+        pieces=tuple(
+            replace(pc, time_s={d: t for d, t in pc.time_s.items() if d in members})
+            for pc in inst.pieces
+        ),
+        devices=tuple(d for d in inst.devices if d.name in members),
+        links=tuple(lk for lk in inst.dedicated_links if lk.src in members and lk.dst in members),
+        media=media,
+        source=src,
+    )
 
 
 def _check_instance(inst: Instance) -> None:

@@ -351,6 +351,16 @@ class Session:
     def plan(self) -> Plan:
         return self._epoch.plan
 
+    @property
+    def window(self) -> int:
+        """Requests the source keeps in flight (the schedule's closed-loop window)."""
+        return self._epoch.window
+
+    @property
+    def check_threads(self) -> int:
+        """The workers' intra-op thread count (check outputs with it: same float sums)."""
+        return self._epoch.prep.check_threads
+
     def submit(self, inputs: torch.Tensor | Sequence[torch.Tensor]) -> Future[list[torch.Tensor]]:
         """Queue one request (the model's inputs, batch dimension = ``microbatch``); its future
         resolves with the outputs, in submission order."""
@@ -596,8 +606,17 @@ class Session:
                 rerun = len(nxt.to_send)
                 self._epoch = nxt
             self._recoveries.append(
-                Recovery(device, reason, nxt.number, failure.first_s, -1.0, None, rerun,
-                         tuple(nxt.prep.names), self._faults.get(device))
+                Recovery(
+                    device,
+                    reason,
+                    nxt.number,
+                    failure.first_s,
+                    -1.0,
+                    None,
+                    rerun,
+                    tuple(nxt.prep.names),
+                    self._faults.get(device),
+                )
             )
             try:
                 nxt.start(self.token, self.timeout_s, self.netns, self.say)

@@ -1,0 +1,290 @@
+"""``coinfer run --arrivals/--duration/--inject``: a stream of requests through a live session.
+
+The CLI side of :class:`coinfer.runtime.Session`: it makes the requests (deterministic inputs),
+submits them on the chosen arrival process, injects the asked-for faults at their times, gives
+the session a ``replan`` that re-plans with the same planner over the surviving devices, checks
+a sample of outputs against the unsplit model, and reports what happened.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import random
+import re
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import InputError
+
+# Outputs compared with the unsplit model: every request up to this many, then a spread sample
+# (each check runs the whole model in the coordinator, which shares the testbed's CPUs).
+MAX_CHECKED = 64
+
+
+@dataclass(frozen=True)
+class Arrivals:
+    """When requests are submitted: ``closed`` (keep the pipeline full), ``poisson`` at
+    ``rate`` per second, or the times of a ``trace`` file (seconds from the start)."""
+
+    kind: str
+    rate: float | None = None
+    times: tuple[float, ...] = ()
+
+    def schedule(self, n: int | None, duration_s: float | None, seed: int) -> list[float] | None:
+        """Submission times (``None`` = closed loop), bounded by ``n`` and ``duration_s``."""
+        if self.kind == "closed":
+            return None
+        if self.kind == "trace":
+            times = [t for t in self.times if duration_s is None or t <= duration_s]
+            return times[:n] if n is not None else times
+        assert self.rate is not None
+        rng = random.Random(seed)
+        out: list[float] = []
+        t = 0.0
+        while n is None or len(out) < n:
+            t += rng.expovariate(self.rate)
+            if duration_s is not None and t > duration_s:
+                break
+            out.append(t)
+        return out
+
+
+def parse_arrivals(spec: str) -> Arrivals:
+    """``closed`` | ``poisson:RATE`` | ``trace:FILE`` -> :class:`Arrivals` (one-line errors)."""
+    kind, _, arg = spec.partition(":")
+    if kind == "closed" and not arg:
+        return Arrivals("closed")
+    if kind == "poisson":
+        try:
+            rate = float(arg)
+        except ValueError:
+            rate = math.nan
+        if not (rate > 0 and math.isfinite(rate)):
+            raise InputError(f"--arrivals {spec!r}: poisson needs a rate > 0 per second")
+        return Arrivals("poisson", rate=rate)
+    if kind == "trace" and arg:
+        from ..simulate.sim import load_arrivals
+
+        if not Path(arg).is_file():
+            raise InputError(f"--arrivals {spec!r}: no such file {arg!r}")
+        times = load_arrivals(arg)
+        if not times:
+            raise InputError(f"--arrivals {spec!r}: the trace has no arrival times")
+        if any(b < a for a, b in itertools.pairwise(times)) or times[0] < 0:
+            raise InputError(f"--arrivals {spec!r}: times must be >= 0 and non-decreasing")
+        return Arrivals("trace", times=tuple(times))
+    raise InputError(f"--arrivals must be closed, poisson:RATE or trace:FILE, got {spec!r}")
+
+
+@dataclass(frozen=True)
+class Fault:
+    kind: str  # "kill" | "stop"
+    device: str
+    at_s: float
+
+
+_FAULT = re.compile(r"^(kill|stop):([^@\s]+)@([0-9.]+)$")
+
+
+def parse_fault(spec: str, devices: Sequence[str]) -> Fault:
+    """``kill:DEVICE@SECONDS`` / ``stop:DEVICE@SECONDS`` -> :class:`Fault`."""
+    m = _FAULT.match(spec.strip())
+    if not m:
+        raise InputError(
+            f"--inject must look like kill:DEVICE@SECONDS or stop:DEVICE@SECONDS, got {spec!r}"
+        )
+    kind, device, at = m.groups()
+    if device not in devices:
+        raise InputError(
+            f"--inject {spec!r}: unknown device {device!r} (devices: {', '.join(devices)})"
+        )
+    try:
+        at_s = float(at)
+    except ValueError:
+        at_s = math.nan
+    if not (at_s >= 0 and math.isfinite(at_s)):
+        raise InputError(f"--inject {spec!r}: the time must be a number of seconds >= 0")
+    return Fault(kind, device, at_s)
+
+
+def request_inputs(
+    example: Sequence[torch.Tensor], index: int, microbatch: int, seed: int
+) -> list[torch.Tensor]:
+    """Request ``index``'s inputs: ``microbatch`` samples, the same for the same seed."""
+    from ..runtime.prepare import make_inputs
+
+    samples = make_inputs(tuple(example), microbatch, seed * 1_000_003 + index)
+    return [torch.cat([s[j] for s in samples]) for j in range(len(example))]
+
+
+def make_replan(
+    instance: Any, algo: str, objective: str
+) -> tuple[Callable[[tuple[str, ...]], tuple[Any, Any]], dict[str, Any]]:
+    """A ``replan(alive)`` that plans with ``algo`` over the surviving devices of ``instance``,
+    and a dict that keeps the last (plan, instance) it returned."""
+    from .. import plan as plan_mod
+    from ..core.instance import surviving
+
+    last: dict[str, Any] = {}
+
+    def replan(alive: tuple[str, ...]) -> tuple[Any, Any]:
+        inst = surviving(instance, alive)
+        new = plan_mod.plan(inst, algo, objective)
+        last.update(plan=new, instance=inst)
+        return new, inst
+
+    return replan, last
+
+
+def run_stream(
+    model: str,
+    cluster: Any,
+    instance: Any,
+    plan: Any,
+    *,
+    arrivals: Arrivals,
+    requests: int | None,
+    duration_s: float | None,
+    faults: Sequence[Fault],
+    microbatch: int,
+    input_shape: tuple[int, ...] | None,
+    partition: str,
+    max_pieces: int | None,
+    timeout_s: float,
+    algo: str,
+    objective: str,
+    netns: bool,
+    check: bool,
+    seed: int = 0,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Stream requests through a session; returns the JSON-ready ``measured`` block."""
+    from ..core.evaluate import evaluate
+    from ..runtime.session import Session
+    from ..zoo import load_model
+
+    say = log or (lambda _m: None)
+    torch.manual_seed(seed)
+    ref_model, example = load_model(model, input_shape)
+    if requests is None and duration_s is None:
+        raise InputError("a stream needs --requests or --duration")
+    times = arrivals.schedule(requests, duration_s, seed)
+    replan, last = make_replan(instance, algo, objective)
+    kept: dict[int, list[torch.Tensor]] = {}
+    total = requests if requests is not None else (len(times) if times is not None else None)
+    stride = 1 if total is None or total <= MAX_CHECKED else max(1, total // MAX_CHECKED)
+    results: dict[int, list[torch.Tensor]] = {}
+
+    session = Session(
+        model, cluster, plan, microbatch=microbatch, input_shape=input_shape, instance=instance,
+        replan=replan, netns=netns, timeout_s=timeout_s, partition=partition,
+        max_pieces=max_pieces, log=say,
+    )  # fmt: skip
+    session.start()
+    try:
+        t0 = time.monotonic()
+        start_s = session.now()
+        timers = [threading.Timer(f.at_s, _inject, args=(session, f, say)) for f in faults]
+        for t in timers:
+            t.daemon = True
+            t.start()
+        window = session.window
+        futures = []
+        outstanding = threading.Semaphore(4 * window)
+        i = 0
+        while True:
+            now = time.monotonic() - t0
+            if requests is not None and i >= requests:
+                break
+            if times is not None:
+                if i >= len(times):
+                    break
+                if times[i] > now:
+                    time.sleep(min(times[i] - now, 0.05))
+                    continue
+            elif duration_s is not None and now >= duration_s:
+                break
+            if times is None and not _acquire(outstanding, t0, duration_s):
+                break
+            xs = request_inputs(example, i, microbatch, seed)
+            fut = session.submit(xs)
+            if check and i % stride == 0:
+                kept[i] = xs
+                fut.add_done_callback(
+                    lambda f, i=i: results.__setitem__(i, f.result()) if not f.exception() else None
+                )
+            if times is None:
+                fut.add_done_callback(lambda _f: outstanding.release())
+            futures.append(fut)
+            i += 1
+        for t in timers:
+            t.cancel()
+    finally:
+        report = session.close()
+    measured = report.to_dict()
+    measured["start_s"] = start_s
+    # throughput after the last recovery, beside the planner's prediction for what is left
+    if report.recoveries and report.recoveries[-1].first_result_s is not None:
+        after = report.recoveries[-1].first_result_s
+        measured["throughput_after_recovery_rps"] = report.throughput_rps(start_s=after)
+        if "plan" in last:
+            pred = evaluate(last["instance"], last["plan"].stages)
+            measured["predicted_after_recovery_rps"] = pred.throughput_rps * microbatch
+    pred0 = evaluate(instance, plan.stages)
+    measured["predicted_rps"] = pred0.throughput_rps * microbatch
+    threads = session.check_threads
+    measured["max_abs_error"] = _check(ref_model, kept, results, threads) if check else None
+    measured["checked"] = len(results) if check else 0
+    return measured
+
+
+def _acquire(slots: threading.Semaphore, t0: float, duration_s: float | None) -> bool:
+    """A closed loop's next slot; ``False`` once the duration is over."""
+    while not slots.acquire(timeout=0.05):
+        if duration_s is not None and time.monotonic() - t0 >= duration_s:
+            return False
+    return True
+
+
+def _inject(session: Any, fault: Fault, say: Callable[[str], None]) -> None:
+    try:
+        session.inject(fault.kind, fault.device)
+        say(f"injected {fault.kind} on {fault.device} at {fault.at_s:g} s")
+    except InputError as exc:
+        say(f"not injected: {exc}")
+
+
+def _check(
+    model: Any,
+    inputs: dict[int, list[torch.Tensor]],
+    outputs: dict[int, list[torch.Tensor]],
+    threads: int,
+) -> float | None:
+    """Max |error| of the kept outputs against the unsplit model, computed with the workers'
+    intra-op thread count (same float summation order)."""
+    from ..runtime.results import reference_outputs
+
+    if not outputs:
+        return None
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        worst = 0.0
+        with torch.inference_mode():
+            for i, outs in outputs.items():
+                ref = reference_outputs(model, inputs[i])
+                for r, o in zip(ref, outs, strict=True):
+                    worst = max(worst, float((r - o).abs().max()))
+        return worst
+    finally:
+        torch.set_num_threads(old)
+
+
+__all__ = ["Arrivals", "Fault", "parse_arrivals", "parse_fault", "request_inputs", "run_stream"]
