@@ -39,7 +39,7 @@ import torch
 
 from ..core.schedules import Action
 from ..errors import CoinferError, PeerError
-from . import emulation, media
+from . import emulation, media, processes
 from .control import Channel, connect_coordinator, set_bind_address, store_prefix
 from .liveness import HEARTBEAT_S, control_reader, heartbeat, wait_for_setup
 from .mailbox import Mailbox
@@ -482,6 +482,7 @@ def serve(
     chan = connect_coordinator(coordinator, device, token, connect_timeout_s)
     raw, blobs = wait_for_setup(chan)
     setup: Setup = expect(raw, Setup, peer=chan.peer)
+    processes.restore_priority()  # a standby worker, started low, is needed now
     # beat, and listen, from now on: building the stage and forming the group can take seconds,
     # and a worker (or a coordinator) stopped or stuck there must be noticed as quickly as one
     # stopped mid-run
