@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..core.instance import Device, Instance, make_instance, network_of
+from ..core.instance import Device, Instance, make_instance, network_of, surviving
 from ..core.plans import Plan
 from ..core.schedules import Schedule
 from ..errors import InputError
@@ -107,13 +107,16 @@ def prepare_run(
     local_cpus: int | None = None,
     stream: bool = False,
     epoch: int = 0,
+    alive: Sequence[str] | None = None,
 ) -> Prepared:
     """Decide the whole run (see module docstring); ``local_cpus`` (workers spawned on this
     machine) pins single-thread quota'd workers to CPUs, ``None`` leaves placement to the OS.
 
     ``stream=True`` prepares one epoch of a streaming session instead (:mod:`.session`): the
     ``requests / microbatch`` messages are one *cycle* of work that the workers repeat, and no
-    inputs are made (they are submitted while the session runs).
+    inputs are made (they are submitted while the session runs). ``alive`` (after a failure)
+    restricts the structural instance made when ``instance`` is ``None`` to the surviving
+    devices, so the source moves off a dead one.
 
     Raises
     ------
@@ -155,6 +158,8 @@ def prepare_run(
     )
     if instance is None:
         instance = fallback_instance(cluster, plan, contracts, n_pieces)
+        if alive is not None:
+            instance = surviving(instance, alive)
     if schedule is None:
         schedule = scheduler.schedule(plan, instance, messages, microbatch)
     if schedule.requests != messages:

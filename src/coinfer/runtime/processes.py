@@ -16,6 +16,9 @@ from typing import Any
 
 # Seconds a worker gets to exit after ``bye`` before it is killed.
 EXIT_GRACE_S = 5.0
+# A worker's exit code after it reported its failure (an ``error`` message naming the peer it
+# blames): its exit is a consequence, not evidence that the device itself failed.
+EXIT_AFTER_ERROR = 3
 
 
 def spawn_local_workers(
@@ -88,6 +91,7 @@ def reap(procs: Mapping[str, subprocess.Popen[bytes]]) -> None:
 
 
 __all__ = [
+    "EXIT_AFTER_ERROR",
     "EXIT_GRACE_S",
     "STOPPED_GRACE_S",
     "process_stopped",

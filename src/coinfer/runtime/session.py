@@ -358,6 +358,8 @@ class Session:
         self._started.wait()
         if self._start_error is not None:
             raise self._start_error
+        if self._broken is not None:
+            raise PeerError(self._broken)
 
     @property
     def devices(self) -> tuple[str, ...]:
@@ -442,7 +444,9 @@ class Session:
         return self.report
 
     # -- the supervisor's side -----------------------------------------------------------
-    def _new_epoch(self, number: int, plan: Plan, instance: Any) -> _Epoch:
+    def _new_epoch(
+        self, number: int, plan: Plan, instance: Any, failed: Sequence[str] = ()
+    ) -> _Epoch:
         from ..schedule.scheduler import schedule as make_schedule
 
         sched = make_schedule(plan, instance, CYCLE, self.microbatch) if instance else None
@@ -452,37 +456,46 @@ class Session:
             schedule=sched, partition=self.partition, max_pieces=self.max_pieces,  # type: ignore[arg-type]
             depth=self.depth, timeout_s=self.timeout_s, use_cgroup=self.use_cgroup,
             local_cpus=len(os.sched_getaffinity(0)), stream=True, epoch=number,
+            alive=[d for d in self.cluster.device_names if d not in failed],
         )  # fmt: skip
         return _Epoch(number, plan, prep, prep.schedule.window or 1)
 
     def _supervise(self) -> None:
-        ep = self._epoch
+        ep: _Epoch | None = self._epoch
         try:
             if not self.netns:  # namespaced workers are spawned into their namespace
                 self._zygote = Zygote(self.token)
-            ep.start(self.token, self.timeout_s, self.netns, self.say, self._zygote)
+            ep = self._start_epoch(ep)
         except BaseException as exc:
-            ep.stop(kill=True)
-            if self._zygote is not None:
-                self._zygote.close()
             self._start_error = exc
+        finally:
             self._started.set()
-            return
-        self._started.set()
         try:
-            while True:
+            while ep is not None and self._start_error is None:
                 try:
                     self._drive(ep)
                     ep.stop(kill=False)
                     return
                 except _EpochFailed as failure:
-                    nxt = self._recover(ep, failure)
-                    if nxt is None:
-                        return
-                    ep = nxt
+                    ep = self._recover(ep, failure)
         finally:
             if self._zygote is not None:
                 self._zygote.close()
+
+    def _start_epoch(self, ep: _Epoch) -> _Epoch | None:
+        """Start the first epoch; a device that fails while it starts is failed over like one
+        that fails later (``None``: the session is broken, every request fails)."""
+        try:
+            ep.start(self.token, self.timeout_s, self.netns, self.say, self._zygote)
+            return ep
+        except PeerError as exc:
+            ep.stop(kill=True)
+            if self.replan is None or exc.device not in ep.prep.names:
+                raise
+            return self._recover(ep, _EpochFailed({exc.device: str(exc)}, self.now()))
+        except BaseException:
+            ep.stop(kill=True)
+            raise
 
     def _prepare_contingencies(self, ep: _Epoch) -> None:
         """Plan and prepare, in the background as the epoch starts, the epoch that would follow
@@ -504,7 +517,7 @@ class Session:
                 try:
                     assert self.replan is not None
                     plan, instance = self.replan(alive)
-                    nxt = self._new_epoch(ep.number + 1, plan, instance)
+                    nxt = self._new_epoch(ep.number + 1, plan, instance, (*failed, d))
                 except Exception:
                     continue  # planned again (and reported) if that failure happens
                 with self._contingency_lock:
@@ -529,7 +542,7 @@ class Session:
         def note(device: str, what: str) -> None:
             if device not in suspects or (sv.is_death(what) and not sv.is_death(suspects[device])):
                 suspects[device] = what
-            elif what.startswith("worker process") and suspects[device] == "control channel lost":
+            elif sv.is_conclusive(what) and suspects[device] == "control channel lost":
                 suspects[device] = what  # the process behind the lost channel is gone: conclusive
             if not first:
                 first.append(self.now())
@@ -543,7 +556,7 @@ class Session:
             # channel) wait a moment for the evidence that names the device at fault
             if first and (
                 self.now() - first[0] >= FAILOVER_GRACE_S
-                or any(w.startswith("worker process") for w in suspects.values())
+                or any(sv.is_conclusive(w) for w in suspects.values())
             ):
                 raise _EpochFailed(suspects, first[0])
             if not first and phase == "setup" and now > deadline:
@@ -642,8 +655,8 @@ class Session:
         """End the failed epoch and start the next over the surviving devices, re-submitting
         every unfinished request; ``None`` when that is impossible (the session is broken)."""
         ep.stop(kill=True)
-        dead = [d for d, w in failure.suspects.items() if sv.is_death(w)]
-        device = dead[0] if dead else next(iter(failure.suspects))
+        ranked = sorted(failure.suspects, key=lambda d: -sv.evidence_rank(failure.suspects[d]))
+        device = ranked[0]
         reason = failure.suspects[device]
         self.say(f"epoch {ep.number}: device {device} failed ({reason})")
         while True:
@@ -667,7 +680,7 @@ class Session:
                 assert self.replan is not None
                 try:
                     plan, instance = self.replan(alive)
-                    nxt = self._new_epoch(ep.number + 1, plan, instance)
+                    nxt = self._new_epoch(ep.number + 1, plan, instance, self._failed)
                 except Exception as exc:
                     why = f"re-planning over {', '.join(alive)} failed: {exc}"
             if why is not None:

@@ -31,7 +31,7 @@ from ..errors import PeerError
 from .control import HANDSHAKE_TIMEOUT_S, Channel, authenticate_worker
 from .ledger import Ledger, format_ids
 from .liveness import HEARTBEAT_S
-from .processes import STOPPED_GRACE_S, process_stopped
+from .processes import EXIT_AFTER_ERROR, STOPPED_GRACE_S, process_stopped
 from .protocol import Abort, Bye, Done, Error, Go, Heartbeat, Ready, Result, decode, encode
 
 # A worker silent this long on the control channel is declared dead (heartbeats every 0.5 s;
@@ -306,8 +306,11 @@ def check_health(
     for d, p in peers.items():
         if p.proc is not None and p.proc.poll() is not None and p.done is None:
             code = p.proc.returncode
-            how = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
-            note(d, f"worker process died ({how})")
+            if code == EXIT_AFTER_ERROR:
+                note(d, f"worker exited after reporting an error (exit code {code})")
+            else:
+                how = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
+                note(d, f"worker process died ({how})")
         elif p.proc is not None and p.done is None and process_stopped(p.proc):
             if now - stopped_since.setdefault(d, now) >= STOPPED_GRACE_S:
                 note(d, "worker process stopped (SIGSTOP)")
@@ -320,6 +323,24 @@ def check_health(
 def is_death(what: str) -> bool:
     """Whether a suspect's evidence says the device itself failed (not a bystander's report)."""
     return what.startswith(_DEATH_SIGNS)
+
+
+def evidence_rank(what: str) -> int:
+    """How strongly ``what`` says its device is the one that failed: killed outright (SIGKILL)
+    or stopped beats any other death (a worker that loses a peer may itself abort, SIGABRT
+    from gloo), which beats silence, which beats a lost channel, which beats a report."""
+    if what.startswith("worker process stopped") or what.endswith("(killed by signal 9)"):
+        return 4
+    if what.startswith("worker process died"):
+        return 3
+    if what.startswith("no heartbeat"):
+        return 2
+    return 1 if what.startswith("control channel lost") else 0
+
+
+def is_conclusive(what: str) -> bool:
+    """Evidence that needs no corroboration: the worker's process died or is stopped."""
+    return what.startswith(_DEATH_SIGNS[:2])
 
 
 def blame(suspects: Mapping[str, str], ledger: Ledger) -> PeerError:
@@ -438,6 +459,8 @@ __all__ = [
     "blame",
     "check_health",
     "collect_reports",
+    "evidence_rank",
+    "is_conclusive",
     "is_death",
     "send_setups",
     "start_beat",

@@ -159,7 +159,7 @@ class _Executor:
         peer = getattr(exc, "device", None)
         with contextlib.suppress(Exception):
             self.chan.send(encode(Error(msg, device=self.device, peer=peer)))
-        os._exit(3)
+        os._exit(processes.EXIT_AFTER_ERROR)
 
     def _event(
         self,

@@ -1,0 +1,238 @@
+"""Streaming sessions: requests at any time, results in order, exactly once, through failures."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from coinfer.core.plans import Metrics, Plan, Stage
+from coinfer.core.schedules import Action
+from coinfer.errors import InputError, PeerError
+from coinfer.runtime.prepare import fallback_instance
+from coinfer.runtime.session import Session
+from coinfer.runtime.streaming import StreamEnd, Submissions, unrolled
+from coinfer.runtime.transport import WireTensorSpec
+from coinfer.schedule.scheduler import schedule
+from coinfer.zoo import load_model
+
+MLP = "coinfer.zoo.tiny:tiny_mlp"  # nn.Sequential of 5 children, input (1, 64)
+
+
+def _plan(*stages: Stage) -> Plan:
+    return Plan("manual", "throughput", tuple(stages), Metrics(0.0, 0.0))
+
+
+def _cluster():
+    from coinfer.cluster import cluster_from_yaml
+
+    rows = "\n".join(
+        f"  - {{name: {d}, speed: {{gflops: 10}}, memory: 1GiB, emulate: {{cpu_quota: 1.0, threads: 1}}}}"
+        for d in "abc"
+    )
+    links = "\n".join(
+        f"  - {{src: {u}, dst: {v}, bandwidth_mbps: 1000, latency_ms: 1}}"
+        for u, v in (("a", "b"), ("a", "c"), ("b", "c"))
+    )
+    return cluster_from_yaml(f"name: t\nsource: a\ndevices:\n{rows}\nlinks:\n{links}\n")
+
+
+# -- the pure parts -------------------------------------------------------------------------
+
+
+@settings(max_examples=30, deadline=None)
+@given(cycle=st.integers(1, 7), cycles=st.integers(1, 4), limit_cut=st.integers(0, 6))
+def test_unrolled_cycles_cover_every_request_once_and_stop_at_the_end(cycle, cycles, limit_cut):
+    """Every device's unrolled work, across devices, computes each (request, stage) exactly
+    once, every send has its receive on the peer, and nothing at or past the end is yielded."""
+    plan = _plan(Stage(0, 1, ("a",)), Stage(2, 4, ("b", "c")))
+    inst = fallback_instance(_cluster(), plan, [[WireTensorSpec((1, 8), "float32")]] * 5, 5)
+    sched = schedule(plan, inst, cycle)
+    limit = max(0, cycle * cycles - limit_cut)
+    end = StreamEnd(limit)
+    computed: list[tuple[int, int]] = []
+    sends: set[tuple[int, int, str, str]] = set()
+    recvs: set[tuple[int, int, str, str]] = set()
+    for dev, acts in sched.actions.items():
+        work = [a for a in acts if a.stage not in (-1, len(plan.stages))]
+        for a in unrolled(
+            work, cycle, lambda a: a.request, lambda a, off: Action(a.kind, a.request + off,
+            a.stage, a.peer, a.first, a.last, a.nbytes), end,
+        ):  # fmt: skip
+            assert a.request < limit
+            if a.kind == "compute":
+                computed.append((a.request, a.stage))
+            elif a.kind == "send" and a.stage + 1 < len(plan.stages):
+                sends.add((a.request, a.stage + 1, dev, str(a.peer)))
+            elif a.kind == "recv" and a.stage > 0:
+                recvs.add((a.request, a.stage, str(a.peer), dev))
+    assert sorted(computed) == [(r, k) for r in range(limit) for k in range(2)]
+    assert sends == recvs
+
+
+def test_unrolled_finite_run_is_the_list_itself():
+    items = [0, 1, 1, 2]
+    assert list(unrolled(items, 0, lambda x: x, lambda x, off: x + off, StreamEnd())) == items
+    assert list(unrolled(items, 3, lambda x: x, lambda x, off: x + off, StreamEnd(5))) == [
+        0, 1, 1, 2, 3, 4, 4,
+    ]  # fmt: skip
+
+
+def test_submissions_refuse_out_of_order_and_wrong_inputs():
+    from safetensors.torch import save
+
+    subs = Submissions([WireTensorSpec((2, 4), "float32")], StreamEnd())
+    good = save({"t0": torch.zeros(2, 4)})
+    with pytest.raises(PeerError, match="expected 0"):
+        subs.add(1, good)
+    with pytest.raises(InputError, match="cut contract"):
+        subs.add(0, save({"t0": torch.zeros(3, 4)}))
+    with pytest.raises(PeerError, match="takes 1"):
+        subs.add(0, save({"t0": torch.zeros(2, 4), "t1": torch.zeros(1)}))
+    subs.add(0, good)
+    assert torch.equal(subs.take(0)[0], torch.zeros(2, 4))
+    subs.end.set(1)
+    assert subs.take(1) is None  # past the end: no wait
+
+
+# -- real workers ---------------------------------------------------------------------------
+
+
+def _model():
+    torch.manual_seed(0)
+    model, _ = load_model(MLP, (1, 64))
+    return model
+
+
+def _replan_without(dead_ok=("a", "b", "c")):
+    def replan(alive):
+        keep = tuple(d for d in ("a", "b", "c") if d in alive)
+        return _plan(Stage(0, 1, (keep[0],)), Stage(2, 4, keep[1:] or keep[:1])), None
+
+    return replan
+
+
+def _session(plan, **kw):
+    return Session(MLP, _cluster(), plan, microbatch=2, input_shape=(1, 64),
+                   partition="sequential", timeout_s=60, **kw)  # fmt: skip
+
+
+@pytest.mark.integration
+def test_session_results_in_order_exact_and_bounded():
+    """Requests submitted at any pace come back in order, each once, equal to the unsplit
+    model; the session holds no finished request."""
+    model = _model()
+    plan = _plan(Stage(0, 1, ("a",)), Stage(2, 4, ("b", "c")))
+    xs = [torch.randn(2, 64) for _ in range(150)]
+    order: list[int] = []
+    with _session(plan) as s:
+        futs = []
+        for i, x in enumerate(xs):
+            f = s.submit(x)
+            f.add_done_callback(lambda _f, i=i: order.append(i))
+            futs.append(f)
+            if i % 50 == 49:
+                time.sleep(0.3)  # idle gaps: a session waits, it does not time out
+        outs = [f.result(timeout=60) for f in futs]
+        assert len(s._pending) == 0  # finished requests are not kept
+    assert order == list(range(150))
+    with torch.inference_mode():
+        assert all(torch.equal(o[0], model(x)) for o, x in zip(outs, xs, strict=True))
+    rep = s.report
+    assert (rep.submitted, rep.completed, rep.lost, rep.duplicated) == (150, 150, 0, 0)
+    assert not rep.recoveries and rep.throughput_rps() > 0
+
+
+@pytest.mark.integration
+def test_session_rejects_inputs_that_break_the_contract():
+    plan = _plan(Stage(0, 4, ("a",)))
+    with _session(plan) as s:
+        with pytest.raises(InputError, match="cut contract"):
+            s.submit(torch.randn(3, 64))
+        (out,) = s.submit(torch.zeros(2, 64)).result(timeout=30)
+    assert out.shape == (2, 10) and s.report.completed == 1
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    ("fault", "device"), [("kill", "c"), ("stop", "b"), ("kill", "a")], ids=["kill-replica",
+    "stop-replica", "kill-source"],
+)  # fmt: skip
+def test_failover_mid_stream_loses_and_duplicates_nothing(fault, device):
+    """A worker killed (-9) or stopped mid-stream — the source included — is detected, the
+    plan is re-made over the survivors and every unfinished request re-run: each completes
+    exactly once with the unsplit model's output, and recovery takes seconds."""
+    model = _model()
+    plan = _plan(Stage(0, 1, ("a",)), Stage(2, 4, ("b", "c")))
+    xs = [torch.randn(2, 64) for _ in range(240)]
+    with _session(plan, replan=_replan_without()) as s:
+        futs = []
+        for i, x in enumerate(xs):
+            futs.append(s.submit(x))
+            if i == 80:
+                while sum(f.done() for f in futs) < 20:
+                    time.sleep(0.01)
+                s.inject(fault, device)
+            time.sleep(0.002)
+        outs = [f.result(timeout=90) for f in futs]
+    rep = s.report
+    assert (rep.completed, rep.lost, rep.duplicated) == (240, 0, 0)
+    with torch.inference_mode():
+        assert all(torch.equal(o[0], model(x)) for o, x in zip(outs, xs, strict=True))
+    (rec,) = rep.recoveries
+    assert rec.device == device and device not in rec.devices
+    assert rec.first_result_s is not None and rec.fault_s is not None
+    assert rec.first_result_s - rec.fault_s < 10.0
+    assert rep.plan["stages"][0]["devices"][0] != device or device != "a"
+
+
+@pytest.mark.integration
+def test_failure_while_the_first_epoch_starts_fails_over(monkeypatch):
+    """A worker that dies during set-up (here: killed as soon as it is forked) is failed over
+    like one that dies mid-stream."""
+    from coinfer.runtime import zygote
+
+    real = zygote.Zygote.spawn
+    calls = []
+
+    def spawn_and_kill(self, names, control):
+        procs = real(self, names, control)
+        if not calls:
+            os.kill(procs["c"].pid, signal.SIGKILL)
+        calls.append(names)
+        return procs
+
+    monkeypatch.setattr(zygote.Zygote, "spawn", spawn_and_kill)
+    plan = _plan(Stage(0, 1, ("a",)), Stage(2, 4, ("b", "c")))
+    with _session(plan, replan=_replan_without()) as s:
+        outs = [s.submit(torch.ones(2, 64)) for _ in range(10)]
+        assert all(f.result(timeout=60) is not None for f in outs)
+    assert [r.device for r in s.report.recoveries] == ["c"]
+    assert "c" not in calls[-1]
+
+
+@pytest.mark.integration
+def test_without_replan_a_failure_fails_open_requests_not_the_caller():
+    plan = _plan(Stage(0, 1, ("a",)), Stage(2, 4, ("b",)))
+    with _session(plan) as s:
+        futs = [s.submit(torch.ones(2, 64)) for _ in range(400)]
+        while not futs[5].done():
+            time.sleep(0.01)
+        s.inject("kill", "b")
+        errors = 0
+        for f in futs:
+            try:
+                f.result(timeout=60)
+            except PeerError as exc:
+                errors += 1
+                assert "device b" in str(exc)
+        with pytest.raises(PeerError, match="device b"):  # a broken session fails at once
+            s.submit(torch.ones(2, 64)).result(timeout=5)
+    assert s.report.lost == errors > 0 and s.report.completed == 400 - errors
+    with pytest.raises(InputError, match="closed"):
+        s.submit(torch.ones(2, 64))
