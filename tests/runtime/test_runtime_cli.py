@@ -94,3 +94,42 @@ def test_run_json_reports_measured_next_to_simulated(tmp_path):
     events = json.loads(trace.read_text())
     assert {e["kind"] for e in events} >= {"compute"}
     assert len(out["plan"]["stages"]) >= 2  # 'even' spreads the 5 pieces over several devices
+
+
+@pytest.mark.integration
+def test_run_streams_poisson_arrivals_and_fails_over_an_injected_kill():
+    """`coinfer run --arrivals poisson:R --duration S --inject kill:D@T --json`: every request
+    submitted completes once, the kill shows as a recovery, outputs match the unsplit model."""
+    import json
+
+    res = _coinfer(
+        "run", "tiny_cnn", "--algo", "even", "--arrivals", "poisson:60", "--duration", "5",
+        "--inject", "kill:d3@2", "--json",
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    m = json.loads(res.stdout)["measured"]
+    assert m["submitted"] == m["completed"] > 100
+    assert m["lost"] == 0 and m["duplicated"] == 0
+    (rec,) = m["recoveries"]
+    assert rec["device"] == "d3" and "d3" not in rec["devices"]
+    assert 0 <= rec["detected_after_s"] < 5 and rec["first_result_after_s"] < 10
+    assert m["max_abs_error"] == 0.0 and m["checked"] > 10
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--arrivals", "poisson:-1"), "poisson needs a rate > 0"),
+        (("--arrivals", "sometimes"), "--arrivals must be closed, poisson:RATE or trace:FILE"),
+        (("--arrivals", "trace:/nonexistent.csv"), "no such file"),
+        (("--inject", "kill:zz@1"), "unknown device 'zz'"),
+        (("--inject", "explode:d1@1"), "--inject must look like"),
+        (("--duration", "nan"), "--duration must be a number of seconds > 0"),
+    ],
+)
+def test_run_stream_options_reject_bad_input_in_one_line(args, message):
+    res = _coinfer("run", "tiny_cnn", *args)
+    assert res.returncode == 2, res.stderr
+    assert message in res.stderr and "Traceback" not in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1

@@ -81,7 +81,7 @@ def _stream(
             typer.echo(f"{key + ':':<12}{measured[key]}")
         typer.echo(
             f"throughput: {measured['throughput_rps']:.4g} req/s measured, "
-            f"{measured['predicted_rps']:.4g} predicted; latency p50 "
+            f"{measured['predicted_rps']:.4g} the planner's capacity; latency p50 "
             f"{(measured['latency_p50_s'] or 0) * 1e3:.1f} ms, p95 "
             f"{(measured['latency_p95_s'] or 0) * 1e3:.1f} ms (submission to result)"
         )
