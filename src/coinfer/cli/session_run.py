@@ -176,7 +176,7 @@ def run_stream(
     if requests is None and duration_s is None:
         raise InputError("a stream needs --requests or --duration")
     times = arrivals.schedule(requests, duration_s, seed)
-    replan, last = make_replan(instance, algo, objective)
+    replan = make_replan(instance, algo, objective)
     kept: dict[int, list[torch.Tensor]] = {}
     total = requests if requests is not None else (len(times) if times is not None else None)
     stride = 1 if total is None or total <= MAX_CHECKED else max(1, total // MAX_CHECKED)
@@ -234,9 +234,9 @@ def run_stream(
     if report.recoveries and report.recoveries[-1].first_result_s is not None:
         after = report.recoveries[-1].first_result_s
         measured["throughput_after_recovery_rps"] = report.throughput_rps(start_s=after)
-        if "plan" in last:
-            pred = evaluate(last["instance"], last["plan"].stages)
-            measured["predicted_after_recovery_rps"] = pred.throughput_rps * microbatch
+        pred = evaluate(session.instance, session.plan.stages)
+        measured["predicted_after_recovery_rps"] = pred.throughput_rps * microbatch
+        measured["plan_after_recovery"] = session.plan.to_dict()
     pred0 = evaluate(instance, plan.stages)
     measured["predicted_rps"] = pred0.throughput_rps * microbatch
     threads = session.check_threads

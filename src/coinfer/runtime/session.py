@@ -371,6 +371,11 @@ class Session:
         return self._epoch.plan
 
     @property
+    def instance(self) -> Any:
+        """The instance the current plan is priced on (after a fail-over: the survivors')."""
+        return self._epoch.prep.instance
+
+    @property
     def window(self) -> int:
         """Requests the source keeps in flight (the schedule's closed-loop window)."""
         return self._epoch.window
