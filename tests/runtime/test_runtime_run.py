@@ -280,7 +280,7 @@ def test_remote_mode_workers_started_by_hand(tmp_path):
         text=True,
         timeout=90,
     )
-    assert rogue.returncode == 2 and "failed authentication" in rogue.stderr
+    assert rogue.returncode == 2 and "authentication failed" in rogue.stderr
     assert len(rogue.stderr.strip().splitlines()) == 1  # one line, no traceback
     good = [
         subprocess.Popen([*base, "--device", d, "--token-file", str(tok)], env=env) for d in "abc"
@@ -292,6 +292,39 @@ def test_remote_mode_workers_started_by_hand(tmp_path):
     assert not isinstance(r, Exception), r
     assert r.max_abs_error == 0.0
     assert [p.returncode for p in good] == [0, 0, 0]
+
+
+def test_a_worker_started_by_hand_imports_model_code_only_when_allowed(tmp_path):
+    """`coinfer worker` without --allow-model-code serves the built-in zoo only: a setup naming
+    a file.py:factory is refused with one line (and the run fails naming the device)."""
+    token = "tok-" + os.urandom(16).hex()
+    tok = tmp_path / "token"
+    tok.write_text(token + "\n")
+    port = _free_port()
+    out: dict[str, object] = {}
+    spec = os.path.join(os.path.dirname(__file__), "runtime_models.py") + ":wide"
+
+    def coordinator() -> None:
+        try:
+            out["r"] = run(spec, _cluster(token=token), _plan(Stage(0, 2, ("a",))), requests=2,
+                           input_shape=(1, 32),
+                           partition="sequential", bind=f"127.0.0.1:{port}", spawn=False,
+                           timeout_s=60)  # fmt: skip
+        except Exception as exc:
+            out["r"] = exc
+
+    th = threading.Thread(target=coordinator)
+    th.start()
+    env = {k: v for k, v in os.environ.items() if k != "COINFER_TOKEN"}
+    worker = subprocess.run(
+        [sys.executable, "-m", "coinfer", "worker", "--coordinator", f"127.0.0.1:{port}",
+         "--device", "a", "--token-file", str(tok)],
+        env=env, capture_output=True, text=True, timeout=90,
+    )  # fmt: skip
+    th.join(timeout=60)
+    assert worker.returncode == 2 and "--allow-model-code" in worker.stderr
+    assert len(worker.stderr.strip().splitlines()) == 1
+    assert isinstance(out["r"], PeerError) and "--allow-model-code" in str(out["r"])
 
 
 def _cgroups_ok() -> bool:

@@ -133,6 +133,12 @@ def register(app: typer.Typer) -> None:
         connect_timeout: float = typer.Option(
             30.0, "--connect-timeout", help="Seconds to keep trying to reach the coordinator."
         ),
+        allow_model_code: bool = typer.Option(
+            False,
+            "--allow-model-code",
+            help="Run models given as module:factory or file.py:factory (imports their code); "
+            "without it only the built-in zoo is served.",
+        ),
     ) -> None:
         """Serve one run as DEVICE: authenticate the coordinator, run the stage, exit."""
         from ..runtime.control import parse_hostport, read_token
@@ -141,7 +147,10 @@ def register(app: typer.Typer) -> None:
         parse_hostport(coordinator, what="--coordinator")  # fail fast, before importing torch
         from ..runtime.worker import serve
 
-        serve(coordinator, device, token, bind=bind, connect_timeout_s=connect_timeout)
+        serve(
+            coordinator, device, token, bind=bind, connect_timeout_s=connect_timeout,
+            allow_model_code=allow_model_code,
+        )  # fmt: skip
 
     @app.command("run")
     def run_cmd(

@@ -126,21 +126,16 @@ def request_inputs(
 
 def make_replan(
     instance: Any, algo: str, objective: str
-) -> tuple[Callable[[tuple[str, ...]], tuple[Any, Any]], dict[str, Any]]:
-    """A ``replan(alive)`` that plans with ``algo`` over the surviving devices of ``instance``,
-    and a dict that keeps the last (plan, instance) it returned."""
+) -> Callable[[tuple[str, ...]], tuple[Any, Any]]:
+    """A ``replan(alive)`` that plans with ``algo`` over the surviving devices of ``instance``."""
     from .. import plan as plan_mod
     from ..core.instance import surviving
 
-    last: dict[str, Any] = {}
-
     def replan(alive: tuple[str, ...]) -> tuple[Any, Any]:
         inst = surviving(instance, alive)
-        new = plan_mod.plan(inst, algo, objective)
-        last.update(plan=new, instance=inst)
-        return new, inst
+        return plan_mod.plan(inst, algo, objective), inst
 
-    return replan, last
+    return replan
 
 
 def run_stream(

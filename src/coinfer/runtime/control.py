@@ -8,16 +8,27 @@ lengths the JSON header declares — and are only ever parsed by ``safetensors``
 Wire format of one message::
 
     4 bytes big-endian N | N bytes UTF-8 JSON object | attachment bytes (sum of header["_blobs"])
+    | after authentication: 32 bytes HMAC-SHA256 tag
 
-Authentication (both sides prove they hold the cluster token; the token never crosses the wire):
+Authentication (both sides prove they hold the cluster token; the token never crosses the wire;
+the side that connects — the worker — proves itself first, so the coordinator answers nobody
+with a value computed from the token before that caller has proved it holds the token too):
 
 1. worker -> coordinator  ``{"type": "hello", "device", "nonce": w}``
-2. coordinator -> worker  ``{"type": "challenge", "nonce": c, "mac": H("coordinator", w, c, device)}``
-3. worker checks the mac (constant time) and answers ``{"type": "proof", "mac": H("worker", c, w, device)}``
-4. coordinator checks it and sends ``{"type": "welcome"}``
+2. coordinator -> worker  ``{"type": "challenge", "nonce": c}``
+3. worker -> coordinator  ``{"type": "proof", "mac": H("worker", c, w, device)}``
+4. coordinator checks it (constant time) and answers ``{"type": "welcome", "mac": H("coordinator", w, c, device)}``
+5. the worker checks that mac.
 
 with ``H = HMAC-SHA256(token, role|nonce|nonce|device)``. Distinct role labels stop a reflection
 of one side's proof as the other's; fresh nonces on both sides stop replay.
+
+Every message after the handshake carries a tag: ``HMAC-SHA256(K, direction | sequence number |
+header | body | attachments)`` with the session key ``K = H("session", w, c, device)``, a
+sequence number per direction and a direction label. A relay that forwarded the handshake (the
+one thing it can do without the token) can therefore neither forge, alter, reorder, replay nor
+reflect a single message afterwards: a ``setup`` (whose model spec names code to import) is only
+ever accepted from the holder of the token.
 """
 
 from __future__ import annotations
@@ -53,12 +64,27 @@ PRE_AUTH_MAX_BYTES = 4096
 HANDSHAKE_TIMEOUT_S = 10.0
 # Nonce size: 32 random bytes (256 bits) make a repeated challenge practically impossible.
 NONCE_BYTES = 32
+# Length of a message's authentication tag (HMAC-SHA256).
+TAG_BYTES = 32
+# Per message type, the most attachment bytes a peer may send (checked from the JSON header,
+# before anything is allocated); types absent here take none. Channels tighten these once the
+# run's contracts are known (:meth:`Channel.limit_attachments`).
+DEFAULT_ATTACHMENT_LIMITS = {
+    "setup": MAX_BLOB_BYTES,
+    "submit": MAX_BLOB_BYTES,
+    "result": MAX_BLOB_BYTES,
+}
 
 
 def mac(token: str, role: str, nonce_a: str, nonce_b: str, device: str) -> str:
     """HMAC-SHA256 of ``role|nonce_a|nonce_b|device`` under ``token`` (hex)."""
     msg = "|".join((role, nonce_a, nonce_b, device)).encode()
     return hmac.new(token.encode(), msg, hashlib.sha256).hexdigest()
+
+
+def session_key(token: str, worker_nonce: str, coordinator_nonce: str, device: str) -> bytes:
+    """The key that tags every message of one authenticated connection (fresh per handshake)."""
+    return bytes.fromhex(mac(token, "session", worker_nonce, coordinator_nonce, device))
 
 
 def _recv_exact(sock: socket.socket, n: int) -> bytes:
@@ -85,19 +111,56 @@ class Channel:
         self.peer = peer
         self._send_lock = threading.Lock()
         self.max_bytes = PRE_AUTH_MAX_BYTES
+        self._key: bytes | None = None  # the session key, once authenticated
+        self._send_label = b""
+        self._recv_label = b""
+        self._send_seq = 0
+        self._recv_seq = 0
+        self.attachment_limits = dict(DEFAULT_ATTACHMENT_LIMITS)
         if sock.family in (socket.AF_INET, socket.AF_INET6):  # small messages: no Nagle delay
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
+    def secure(self, key: bytes, role: str) -> None:
+        """From now on every message is tagged (sent) and checked (received) under ``key``;
+        ``role`` is this side (``"worker"`` or ``"coordinator"``), which fixes the direction
+        labels so a message cannot be reflected back to its sender."""
+        other = "coordinator" if role == "worker" else "worker"
+        self._key = key
+        self._send_label = f"{role}>{other}".encode()
+        self._recv_label = f"{other}>{role}".encode()
+        self.max_bytes = MAX_JSON_BYTES
+
+    def limit_attachments(self, kind: str, max_bytes: int) -> None:
+        """Accept at most ``max_bytes`` of attachments in messages of type ``kind``."""
+        self.attachment_limits[kind] = max_bytes
+
+    def _tag(
+        self, label: bytes, seq: int, header: bytes, body: bytes, blobs: Sequence[bytes]
+    ) -> bytes:
+        assert self._key is not None
+        h = hmac.new(self._key, label + struct.pack(">Q", seq) + header, hashlib.sha256)
+        h.update(body)
+        for b in blobs:
+            h.update(b)
+        return h.digest()
+
     def send(self, msg: dict[str, Any], blobs: Sequence[bytes] = ()) -> None:
-        """Send one JSON message and its attachments."""
+        """Send one JSON message and its attachments (tagged once authenticated)."""
         if blobs:
             msg = {**msg, "_blobs": [len(b) for b in blobs]}
         body = json.dumps(msg, separators=(",", ":")).encode()
+        header = _HEADER.pack(len(body))
         try:
             with self._send_lock:
-                self.sock.sendall(_HEADER.pack(len(body)) + body)
+                tag = b""
+                if self._key is not None:
+                    tag = self._tag(self._send_label, self._send_seq, header, body, blobs)
+                    self._send_seq += 1
+                self.sock.sendall(header + body)
                 for b in blobs:
                     self.sock.sendall(b)
+                if tag:
+                    self.sock.sendall(tag)
         except OSError as exc:
             raise PeerError(
                 f"control channel to {self.peer}: send failed ({exc})", device=self.peer
@@ -106,14 +169,16 @@ class Channel:
     def recv(self) -> tuple[dict[str, Any], list[bytes]]:
         """Receive one message; raises :class:`PeerError` on EOF, timeout or a malformed message."""
         try:
-            (n,) = _HEADER.unpack(_recv_exact(self.sock, _HEADER.size))
+            header = _recv_exact(self.sock, _HEADER.size)
+            (n,) = _HEADER.unpack(header)
             limit = min(self.max_bytes, MAX_JSON_BYTES)
             if n > limit:
                 raise PeerError(
                     f"control message from {self.peer} too large ({n} > {limit} bytes)",
                     device=self.peer,
                 )
-            msg = json.loads(_recv_exact(self.sock, n).decode())
+            body = _recv_exact(self.sock, n)
+            msg = json.loads(body.decode())
             if not isinstance(msg, dict) or not isinstance(msg.get("type"), str):
                 raise PeerError(f"malformed control message from {self.peer}", device=self.peer)
             sizes = msg.pop("_blobs", [])
@@ -121,11 +186,28 @@ class Channel:
                 isinstance(s, int) and 0 <= s <= MAX_BLOB_BYTES for s in sizes
             ):
                 raise PeerError(f"malformed attachment sizes from {self.peer}", device=self.peer)
-            if sizes and self.max_bytes == PRE_AUTH_MAX_BYTES:
+            if sizes and self._key is None:
                 raise PeerError(
                     f"attachment before authentication from {self.peer}", device=self.peer
                 )
+            allowed = self.attachment_limits.get(msg["type"], 0)
+            if sum(sizes) > allowed:
+                raise PeerError(
+                    f"{msg['type']!r} message from {self.peer} carries {sum(sizes)} bytes of "
+                    f"attachments (at most {allowed} accepted)",
+                    device=self.peer,
+                )
             blobs = [_recv_exact(self.sock, s) for s in sizes]
+            if self._key is not None:
+                tag = _recv_exact(self.sock, TAG_BYTES)
+                want = self._tag(self._recv_label, self._recv_seq, header, body, blobs)
+                if not hmac.compare_digest(tag, want):
+                    raise PeerError(
+                        f"control message from {self.peer} failed authentication "
+                        "(tampered, replayed or not from the token's holder)",
+                        device=self.peer,
+                    )
+                self._recv_seq += 1
         except (ConnectionError, OSError) as exc:
             raise PeerError(
                 f"control channel to {self.peer} lost ({exc})", device=self.peer
@@ -165,8 +247,13 @@ class Channel:
             return False
         try:
             body = json.dumps(msg, separators=(",", ":")).encode()
+            header = _HEADER.pack(len(body))
+            tag = b""
+            if self._key is not None:
+                tag = self._tag(self._send_label, self._send_seq, header, body, ())
+                self._send_seq += 1
             self.sock.settimeout(timeout_s)
-            self.sock.sendall(_HEADER.pack(len(body)) + body)
+            self.sock.sendall(header + body + tag)
             return True
         except OSError:
             return False
@@ -224,15 +311,17 @@ def authenticate_coordinator(chan: Channel, token: str, device: str) -> None:
     w = secrets.token_hex(NONCE_BYTES)
     chan.send({"type": "hello", "device": device, "nonce": w})
     msg, _ = chan.expect("challenge")
-    c = str(msg.get("nonce", ""))
+    c = msg.get("nonce")
+    if not isinstance(c, str) or len(c) != 2 * NONCE_BYTES:
+        raise PeerError(f"malformed challenge from {chan.peer}", device=chan.peer)
+    chan.send({"type": "proof", "mac": mac(token, "worker", c, w, device)})
+    welcome, _ = chan.expect("welcome")
     expected = mac(token, "coordinator", w, c, device)
-    if not hmac.compare_digest(expected, str(msg.get("mac", ""))):
+    if not hmac.compare_digest(expected, str(welcome.get("mac", ""))):
         raise PeerError(
             f"coordinator {chan.peer} failed authentication (wrong token)", device=chan.peer
         )
-    chan.send({"type": "proof", "mac": mac(token, "worker", c, w, device)})
-    chan.expect("welcome")
-    chan.max_bytes = MAX_JSON_BYTES
+    chan.secure(session_key(token, w, c, device), "worker")
 
 
 def authenticate_worker(chan: Channel, token: str) -> str:
@@ -246,7 +335,7 @@ def authenticate_worker(chan: Channel, token: str) -> str:
     if not isinstance(device, str) or not isinstance(w, str) or len(w) != 2 * NONCE_BYTES:
         raise PeerError(f"malformed hello from {chan.peer}", device=chan.peer)
     c = secrets.token_hex(NONCE_BYTES)
-    chan.send({"type": "challenge", "nonce": c, "mac": mac(token, "coordinator", w, c, device)})
+    chan.send({"type": "challenge", "nonce": c})
     proof, _ = chan.expect("proof")
     if not hmac.compare_digest(mac(token, "worker", c, w, device), str(proof.get("mac", ""))):
         with contextlib.suppress(PeerError):
@@ -254,8 +343,8 @@ def authenticate_worker(chan: Channel, token: str) -> str:
         raise PeerError(
             f"worker {chan.peer} claiming device {device!r} failed authentication", device=device
         )
-    chan.send({"type": "welcome"})
-    chan.max_bytes = MAX_JSON_BYTES
+    chan.send({"type": "welcome", "mac": mac(token, "coordinator", w, c, device)})
+    chan.secure(session_key(token, w, c, device), "coordinator")
     chan.peer = device
     return device
 
@@ -344,6 +433,7 @@ __all__ = [
     "mac",
     "parse_hostport",
     "read_token",
+    "session_key",
     "set_bind_address",
     "store_prefix",
 ]

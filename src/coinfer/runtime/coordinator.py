@@ -144,6 +144,7 @@ def run(
             peers = sv.accept_workers(
                 server, token, prep.names, time.time() + sv.CONNECT_TIMEOUT_S, procs, beats
             )
+            sv.limit_result_attachments(peers, sum(m.nbytes for m in prep.contracts[-1]))
             payloads = {}
             for d in prep.names:
                 # the address this worker reached us on also reaches the store (same host)

@@ -38,8 +38,10 @@ def spawn_local_workers(
     env["TORCH_CPP_LOG_LEVEL"] = "ERROR"
     procs: dict[str, subprocess.Popen[bytes]] = {}
     for d in names:
+        # the coordinator's own user chose the model: its local workers may import its code
         cmd = [sys.executable, "-m", "coinfer", "worker", "--coordinator",
-               f"{control[0]}:{control[1]}", "--device", d, "--token-file", "-"]  # fmt: skip
+               f"{control[0]}:{control[1]}", "--device", d, "--token-file", "-",
+               "--allow-model-code"]  # fmt: skip
         enter: Any = (lambda: os.nice(nice)) if nice > 0 else None
         if net is not None:
             cmd = [*cmd, "--bind", net.address(d)]

@@ -216,6 +216,7 @@ class _Epoch:
             self.server, token, self.prep.names, time.time() + sv.CONNECT_TIMEOUT_S,
             self.procs, self.beats,
         )  # fmt: skip
+        sv.limit_result_attachments(self.peers, sum(m.nbytes for m in self.prep.contracts[-1]))
         payloads = {}
         for d in self.prep.names:
             where = (

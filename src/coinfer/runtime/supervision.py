@@ -158,6 +158,19 @@ def accept_workers(
         threading.Thread(target=handshake, args=(conn, addr), daemon=True).start()
 
 
+def limit_result_attachments(peers: Mapping[str, Peer], output_bytes: int) -> None:
+    """Workers send no setups or submissions, and a result carries one micro-batch's outputs:
+    refuse anything bigger before allocating it."""
+    for p in peers.values():
+        p.chan.limit_attachments("setup", 0)
+        p.chan.limit_attachments("submit", 0)
+        p.chan.limit_attachments("result", output_bytes + RESULT_SLACK_BYTES)
+
+
+# What a safetensors blob adds to its tensors' bytes (its JSON header), at most.
+RESULT_SLACK_BYTES = 64 * 1024
+
+
 def start_beat(peer: Peer, stop: threading.Event) -> None:
     """Heartbeat one worker from the coordinator (a thread per worker, so a stopped one blocks
     only its own beat) until ``stop`` is set or its channel fails: a worker that hears nothing
@@ -462,6 +475,7 @@ __all__ = [
     "evidence_rank",
     "is_conclusive",
     "is_death",
+    "limit_result_attachments",
     "send_setups",
     "start_beat",
     "start_readers",

@@ -467,6 +467,27 @@ class _Executor:
         self.transport.flush()
 
 
+# Bytes a safetensors blob adds to its tensors' data (its JSON header), at most: a message's
+# attachments may exceed the contract's tensor bytes by this and no more.
+SAFETENSORS_SLACK = 64 * 1024
+
+
+def model_code_refused(spec: str) -> str | None:
+    """Why this worker will not import ``spec`` without ``--allow-model-code`` (``None``: a
+    built-in model, fine)."""
+    from ..zoo import ZOO
+
+    if spec in ZOO:
+        return None
+    module = spec.rpartition(":")[0]
+    if module.startswith("coinfer.") and not module.endswith(".py") and "/" not in module:
+        return None
+    return (
+        f"model {spec!r} would import code on this worker; start the worker with "
+        "--allow-model-code to allow it"
+    )
+
+
 def serve(
     coordinator: str,
     device: str,
@@ -474,14 +495,29 @@ def serve(
     *,
     bind: str = "127.0.0.1",
     connect_timeout_s: float = 30.0,
+    allow_model_code: bool = False,
 ) -> None:
     """Serve one run as ``device`` for the coordinator at ``HOST:PORT``; returns when it ends.
+
+    ``allow_model_code``: rebuild stages of any model the setup names (``module:factory`` or
+    ``file.py:factory`` imports and runs that code); without it only the built-in zoo and
+    coinfer's own modules are accepted.
 
     Raises :class:`PeerError` if the coordinator is unreachable or fails authentication.
     """
     chan = connect_coordinator(coordinator, device, token, connect_timeout_s)
     raw, blobs = wait_for_setup(chan)
     setup: Setup = expect(raw, Setup, peer=chan.peer)
+    if setup.stage is not None and not allow_model_code:
+        refused = model_code_refused(str(setup.stage.spec.get("model", "")))
+        if refused:
+            with contextlib.suppress(Exception):
+                chan.send(encode(Error(refused, device=device)))
+            raise PeerError(refused, device=device)
+    # no second setup; a session's submissions are one micro-batch of the first cut
+    chan.limit_attachments("setup", 0)
+    first_cut = sum(WireTensorSpec.from_list(m).nbytes for m in setup.contracts[0])
+    chan.limit_attachments("submit", first_cut + SAFETENSORS_SLACK if setup.stream else 0)
     processes.restore_priority()  # a standby worker, started low, is needed now
     # beat, and listen, from now on: building the stage and forming the group can take seconds,
     # and a worker (or a coordinator) stopped or stuck there must be noticed as quickly as one

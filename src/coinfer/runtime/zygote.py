@@ -155,7 +155,7 @@ def _serve_child(device: str, coordinator: str, token: str) -> None:
     try:
         from .worker import serve
 
-        serve(coordinator, device, token)
+        serve(coordinator, device, token, allow_model_code=True)  # the coordinator's own model
     except (InputError, PeerError) as exc:
         print(f"coinfer worker {device}: {exc}", file=sys.stderr)
         code = 2
