@@ -236,3 +236,40 @@ def test_without_replan_a_failure_fails_open_requests_not_the_caller():
     assert s.report.lost == errors > 0 and s.report.completed == 400 - errors
     with pytest.raises(InputError, match="closed"):
         s.submit(torch.ones(2, 64))
+
+
+@pytest.mark.integration
+def test_a_device_comes_back_and_the_stream_is_handed_over_without_a_rerun():
+    """Kill a replica, fail over, then admit it again: the new plan uses it, the stream is
+    handed over (the old epoch drains, nothing is re-run or lost) and outputs stay exact."""
+    model = _model()
+    plan = _plan(Stage(0, 1, ("a",)), Stage(2, 4, ("b", "c")))
+
+    def replan(alive):
+        rest = tuple(d for d in ("b", "c") if d in alive)
+        return _plan(Stage(0, 1, ("a",)), Stage(2, 4, rest)), None
+
+    xs = [torch.randn(2, 64) for _ in range(300)]
+    with _session(plan, replan=replan) as s:
+        futs = []
+        for i, x in enumerate(xs):
+            futs.append(s.submit(x))
+            if i == 60:
+                while sum(f.done() for f in futs) < 20:
+                    time.sleep(0.01)
+                s.inject("kill", "c")
+            if i == 180:
+                assert "c" not in s.devices
+                s.admit("c")
+            time.sleep(0.004)
+        outs = [f.result(timeout=90) for f in futs]
+        assert "c" in s.devices
+    rep = s.report
+    assert (rep.completed, rep.lost, rep.duplicated) == (300, 0, 0)
+    with torch.inference_mode():
+        assert all(torch.equal(o[0], model(x)) for o, x in zip(outs, xs, strict=True))
+    (rec,) = rep.recoveries
+    (hand,) = rep.handovers
+    assert rec.device == "c" and hand.error is None and "c" in hand.devices
+    assert hand.switched_s is not None and hand.drained_s is not None
+    assert hand.drained_s >= hand.switched_s > hand.requested_s

@@ -93,6 +93,15 @@ def _stream(
                 + f", first new result {r['first_result_after_s'] or float('nan'):.2f} s after; "
                 f"{r['rerun']} requests re-run on {', '.join(r['devices'])}"
             )
+        for h in measured["handovers"]:
+            if h["error"]:
+                typer.echo(f"hand-over ({h['reason']}) failed: {h['error']}")
+            else:
+                typer.echo(
+                    f"hand-over ({h['reason']}): new plan on {', '.join(h['devices'])} took the "
+                    f"stream {h['switched_s'] - h['requested_s']:.2f} s after the request; "
+                    "nothing re-run"
+                )
         if "throughput_after_recovery_rps" in measured:
             typer.echo(
                 f"after recovery: {measured['throughput_after_recovery_rps']:.4g} req/s measured, "
@@ -212,7 +221,8 @@ def register(app: typer.Typer) -> None:
             [],
             "--inject",
             help="kill:DEVICE@SECONDS or stop:DEVICE@SECONDS (repeatable): a fault during the "
-            "stream; the session fails over to the surviving devices.",
+            "stream, the session fails over to the surviving devices; admit:DEVICE@SECONDS "
+            "takes a device (back) in and hands the stream over to a plan with it.",
         ),
     ) -> None:
         """Run a plan for real and print measured vs simulated figures side by side.

@@ -90,15 +90,17 @@ class Fault:
     at_s: float
 
 
-_FAULT = re.compile(r"^(kill|stop):([^@\s]+)@([0-9.]+)$")
+_FAULT = re.compile(r"^(kill|stop|admit):([^@\s]+)@([0-9.]+)$")
 
 
 def parse_fault(spec: str, devices: Sequence[str]) -> Fault:
-    """``kill:DEVICE@SECONDS`` / ``stop:DEVICE@SECONDS`` -> :class:`Fault`."""
+    """``kill:DEVICE@SECONDS`` / ``stop:DEVICE@SECONDS`` / ``admit:DEVICE@SECONDS`` (take a
+    device back in: re-plan with it and hand the stream over) -> :class:`Fault`."""
     m = _FAULT.match(spec.strip())
     if not m:
         raise InputError(
-            f"--inject must look like kill:DEVICE@SECONDS or stop:DEVICE@SECONDS, got {spec!r}"
+            f"--inject must look like kill:DEVICE@SECONDS, stop:DEVICE@SECONDS or "
+            f"admit:DEVICE@SECONDS, got {spec!r}"
         )
     kind, device, at = m.groups()
     if device not in devices:
@@ -250,7 +252,10 @@ def _acquire(slots: threading.Semaphore, t0: float, duration_s: float | None) ->
 
 def _inject(session: Any, fault: Fault, say: Callable[[str], None]) -> None:
     try:
-        session.inject(fault.kind, fault.device)
+        if fault.kind == "admit":
+            session.admit(fault.device)
+        else:
+            session.inject(fault.kind, fault.device)
         say(f"injected {fault.kind} on {fault.device} at {fault.at_s:g} s")
     except InputError as exc:
         say(f"not injected: {exc}")

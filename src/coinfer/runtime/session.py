@@ -16,8 +16,19 @@ session ends the epoch (kills its workers: a gloo group does not survive a membe
 unfinished request, oldest first. Outputs are those of the unsplit model whichever epoch
 computed them (each stage is rebuilt from the same weights).
 
+Hand-over. :meth:`Session.switch` (and :meth:`Session.admit`, which re-plans with a device
+taken back in) moves the stream to another plan without stopping it and without re-running
+anything: the new epoch's workers start beside the running ones; once all are ready, requests
+not yet fed go to the new epoch, and the old one finishes what it holds, then leaves.
+
 The runtime does not plan: ``replan(alive_devices)`` comes from the caller (the CLI passes the
 planner it was asked to use), returning the new plan and the instance it was made for.
+
+Why one module: the caller's side (submit, inject, admit, close) and the three ways an epoch
+ends (close, fail-over, hand-over) all read and move the same state under one lock — the open
+requests, which epoch is current, what each epoch was fed — and each transition must leave it
+consistent for the others; the mechanics of one epoch's workers are in :mod:`.epoch`, the
+report's types in :mod:`.session_report`.
 """
 
 from __future__ import annotations
@@ -33,19 +44,19 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from ..core.plans import Plan
 from ..errors import InputError, PeerError
-from . import emulation, media, processes
 from . import supervision as sv
 from .control import check_token
-from .coordinator import _FileRendezvous, _listen, _network
-from .prepare import Prepared, prepare_run
-from .protocol import Bye, Done, End, Error, Go, Heartbeat, Ready, Result, Submit, encode
+from .epoch import Epoch, EpochFailed, await_ready
+from .prepare import prepare_run
+from .protocol import Bye, Done, End, Error, Go, Heartbeat, Ready, Result, encode
+from .session_report import Handover, Recovery, SessionReport
 from .zygote import Zygote
 
 # Requests in one cycle of a session's schedule: replicated stages pick their replica by a
@@ -59,94 +70,11 @@ FEED_AHEAD = 2
 FAILOVER_GRACE_S = 0.3
 # Epochs a session may start after failures before it gives up (each drops a device).
 MAX_RECOVERIES = 8
+# A session's worker stopped (SIGSTOP) this long has failed: half a run's grace, because here
+# the stream is waiting for it (a fixed run only has to name it).
+SESSION_STOPPED_GRACE_S = 0.5
 
 Replan = Callable[[tuple[str, ...]], tuple[Plan, Any]]
-
-
-@dataclass(frozen=True)
-class Recovery:
-    """One fail-over, on the session's clock (seconds since it started)."""
-
-    device: str
-    reason: str
-    epoch: int  # the epoch that took over
-    detected_s: float
-    resumed_s: float  # the new epoch's workers are running
-    first_result_s: float | None
-    rerun: int  # unfinished requests submitted again
-    devices: tuple[str, ...]  # the new plan's devices
-    fault_s: float | None = None  # when the fault was injected, if it was
-
-    def to_dict(self) -> dict[str, Any]:
-        since = self.fault_s if self.fault_s is not None else self.detected_s
-        return {
-            "device": self.device,
-            "reason": self.reason,
-            "epoch": self.epoch,
-            "fault_s": self.fault_s,
-            "detected_s": self.detected_s,
-            "detected_after_s": None if self.fault_s is None else self.detected_s - self.fault_s,
-            "resumed_s": self.resumed_s,
-            "first_result_s": self.first_result_s,
-            "first_result_after_s": (
-                None if self.first_result_s is None else self.first_result_s - since
-            ),
-            "rerun": self.rerun,
-            "devices": list(self.devices),
-        }
-
-
-@dataclass(frozen=True)
-class SessionReport:
-    """What a closed session did. Times are seconds since the session started."""
-
-    submitted: int
-    completed: int
-    lost: int
-    duplicated: int
-    microbatch: int
-    recoveries: tuple[Recovery, ...]
-    submit_s: tuple[float, ...]  # per completed request, in completion order
-    done_s: tuple[float, ...]
-    plan: dict[str, Any]
-    trace: list[dict[str, Any]] = field(default_factory=list)  # last epoch, most recent events
-    emulation: dict[str, dict[str, Any]] = field(default_factory=dict)
-    error: str | None = None
-
-    @property
-    def latencies_s(self) -> list[float]:
-        return [d - s for s, d in zip(self.submit_s, self.done_s, strict=True)]
-
-    def throughput_rps(self, start_s: float | None = None, end_s: float | None = None) -> float:
-        """Samples per second completed between ``start_s`` and ``end_s`` (default: from the
-        first submission to the last result)."""
-        if not self.done_s:
-            return 0.0
-        t0 = min(self.submit_s) if start_s is None else start_s
-        t1 = max(self.done_s) if end_s is None else end_s
-        n = sum(1 for t in self.done_s if t0 < t <= t1)
-        return n * self.microbatch / (t1 - t0) if t1 > t0 else 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        lat = sorted(self.latencies_s)
-
-        def pct(q: float) -> float | None:
-            return lat[min(len(lat) - 1, int(q * len(lat)))] if lat else None
-
-        return {
-            "submitted": self.submitted,
-            "completed": self.completed,
-            "lost": self.lost,
-            "duplicated": self.duplicated,
-            "microbatch": self.microbatch,
-            "throughput_rps": self.throughput_rps(),
-            "latency_p50_s": pct(0.5),
-            "latency_p95_s": pct(0.95),
-            "recoveries": [r.to_dict() for r in self.recoveries],
-            "plan": self.plan,
-            "emulation": self.emulation,
-            "error": self.error,
-        }
 
 
 @dataclass
@@ -155,108 +83,6 @@ class _Request:
     blob: bytes  # the inputs as safetensors, encoded once (re-runs send the same bytes)
     future: Future[list[torch.Tensor]]
     submit_s: float
-
-
-class _EpochFailed(Exception):
-    def __init__(self, suspects: dict[str, str], first_s: float):
-        super().__init__("; ".join(f"{d}: {w}" for d, w in suspects.items()))
-        self.suspects = suspects
-        self.first_s = first_s
-
-
-class _Epoch:
-    """One plan's workers: started, fed, watched, and ended (cleanly or by killing them)."""
-
-    def __init__(self, number: int, plan: Plan, prep: Prepared, window: int):
-        self.number = number
-        self.plan = plan
-        self.prep = prep
-        self.window = max(1, window)
-        self.run_id = secrets.token_hex(4)
-        self.procs: dict[str, Any] = {}
-        self.peers: dict[str, sv.Peer] = {}
-        self.beats = threading.Event()
-        self.events: queue.Queue[sv.Event] | None = None
-        self.to_send: deque[int] = deque()  # request ids to submit in this epoch, in order
-        self.wire: dict[int, int] = {}  # message -> request id
-        self.sent = 0  # messages submitted so far (the next message id)
-        self.received = 0
-        self.net: Any = None
-        self.server: Any = None
-        self.store: Any = None
-        self.feed: queue.Queue[tuple[int, bytes] | None] = queue.Queue()
-
-    @property
-    def source(self) -> str:
-        return self.prep.schedule.source
-
-    def start(
-        self,
-        token: str,
-        timeout_s: float,
-        netns: bool,
-        say: Callable[[str], None],
-        zygote: Zygote | None = None,
-    ) -> None:
-        """Start (fork from ``zygote``, else spawn), authenticate and set up every worker; the
-        supervisor then waits for their ``Ready`` and sends ``Go``. Raises
-        :class:`PeerError` naming a device that fails."""
-        emulation.sweep_abandoned()
-        _FileRendezvous.sweep()
-        self.net = _network(self.run_id, self.prep, netns)
-        shapes = self.net.transport_shapes(self.prep.shapes) if self.net else self.prep.shapes
-        self.server, self.store = _listen("127.0.0.1:0", self.net, timeout_s, local=True)
-        control = self.server.getsockname()[:2]
-        if zygote is not None and self.net is None:
-            self.procs = dict(zygote.spawn(self.prep.names, control))
-        else:
-            self.procs = processes.spawn_local_workers(self.prep.names, control, token, self.net)
-        say(f"epoch {self.number}: workers {', '.join(self.prep.names)} (run {self.run_id})")
-        self.peers = sv.accept_workers(
-            self.server, token, self.prep.names, time.time() + sv.CONNECT_TIMEOUT_S,
-            self.procs, self.beats,
-        )  # fmt: skip
-        sv.limit_result_attachments(self.peers, sum(m.nbytes for m in self.prep.contracts[-1]))
-        payloads = {}
-        for d in self.prep.names:
-            where = (
-                (self.store.address, 0)
-                if isinstance(self.store, _FileRendezvous)
-                else (self.peers[d].chan.sock.getsockname()[0], self.store.port)
-            )
-            setup = self.prep.setup_for(d, self.run_id, where, shapes)
-            payloads[d] = (encode(setup), list(self.prep.blobs[d]))
-        sv.send_setups(self.peers, payloads, timeout_s)
-        self.events = sv.start_readers(self.peers)
-        threading.Thread(target=self._feeder, name=f"feed e{self.number}", daemon=True).start()
-
-    def _feeder(self) -> None:
-        """Send submissions to the source on their own thread: a stopped source blocks only
-        this thread, never the supervisor that must notice it."""
-        while (item := self.feed.get()) is not None:
-            message, blob = item
-            try:
-                self.peers[self.source].chan.send(encode(Submit(message)), [blob])
-            except PeerError:
-                return  # the supervisor sees the lost channel
-
-    def stop(self, kill: bool) -> None:
-        """End the epoch; ``kill`` when it failed (its workers may be stopped or stuck)."""
-        self.feed.put(None)
-        if kill:
-            sv.abort(self.peers, self.procs)
-        self.beats.set()
-        if self.server is not None:
-            self.server.close()
-        processes.reap(self.procs)
-        if isinstance(self.store, _FileRendezvous):
-            self.store.close()
-        self.store = None
-        emulation.cleanup_stale(self.run_id)
-        media.cleanup(self.run_id)
-        if self.net is not None:
-            self.net.destroy()
-            self.net = None
 
 
 class Session:
@@ -316,7 +142,7 @@ class Session:
         self._zygote: Zygote | None = None
         # the next epoch for each device that may fail, planned and prepared ahead (see
         # _prepare_contingencies): a fail-over then starts workers at once
-        self._contingency: dict[str, tuple[Plan, _Epoch]] = {}
+        self._contingency: dict[str, tuple[Epoch, Epoch]] = {}
         self._contingency_lock = threading.Lock()
         self.say: Callable[[str], None] = log or (lambda _m: None)
         self.token = getattr(cluster, "token", None) or secrets.token_hex(32)
@@ -328,6 +154,11 @@ class Session:
         self._broken: str | None = None
         self._failed: list[str] = []
         self._recoveries: list[Recovery] = []
+        self._handovers: list[Handover] = []
+        self._handover_q: queue.Queue[tuple[Plan, Any, str, float]] = queue.Queue()
+        self._successor: tuple[threading.Thread, list[Any], str, float] | None = None
+        self._numbers = itertools.count(1)  # epoch numbers after the first
+        self._running: set[int] = set()  # successor epochs started (Go sent) before their drive
         self._faults: dict[str, float] = {}  # device -> injected at (session clock)
         self._submit_s: list[float] = []
         self._done_s: list[float] = []
@@ -335,6 +166,7 @@ class Session:
         self._lost = 0
         self._t0 = time.monotonic()
         self._epoch = self._new_epoch(0, plan, instance)
+        self._draining: list[threading.Thread] = []
         self._thread: threading.Thread | None = None
         self._started = threading.Event()
         self._start_error: BaseException | None = None
@@ -425,6 +257,25 @@ class Session:
         with contextlib.suppress(ProcessLookupError):
             os.kill(proc.pid, sig)
 
+    def switch(self, plan: Plan, instance: Any = None, reason: str = "switch") -> None:
+        """Move the stream to ``plan`` without stopping it and without re-running anything
+        (see the module docstring); returns at once, the hand-over is in the report."""
+        self._handover_q.put((plan, instance, reason, self.now()))
+
+    def admit(self, device: str) -> None:
+        """Take ``device`` (back) into the session: re-plan over the live devices and it, and
+        switch to that plan."""
+        if device not in self.cluster.device_names:
+            raise InputError(
+                f"unknown device {device!r} (devices: {', '.join(self.cluster.device_names)})"
+            )
+        if self.replan is None:
+            raise InputError("admitting a device needs a replan function")
+        self._failed = [d for d in self._failed if d != device]
+        alive = tuple(d for d in self.cluster.device_names if d not in self._failed)
+        plan, instance = self.replan(alive)
+        self.switch(plan, instance, reason=f"admit {device}")
+
     def close(self, timeout_s: float | None = None) -> SessionReport:
         """Finish every submitted request, stop the workers and return the report. Requests
         that cannot finish (no device left, or ``timeout_s`` passed) are failed and counted
@@ -452,7 +303,7 @@ class Session:
     # -- the supervisor's side -----------------------------------------------------------
     def _new_epoch(
         self, number: int, plan: Plan, instance: Any, failed: Sequence[str] = ()
-    ) -> _Epoch:
+    ) -> Epoch:
         from ..schedule.scheduler import schedule as make_schedule
 
         sched = make_schedule(plan, instance, CYCLE, self.microbatch) if instance else None
@@ -464,10 +315,10 @@ class Session:
             local_cpus=len(os.sched_getaffinity(0)), stream=True, epoch=number,
             alive=[d for d in self.cluster.device_names if d not in failed],
         )  # fmt: skip
-        return _Epoch(number, plan, prep, prep.schedule.window or 1)
+        return Epoch(number, plan, prep, prep.schedule.window or 1)
 
     def _supervise(self) -> None:
-        ep: _Epoch | None = self._epoch
+        ep: Epoch | None = self._epoch
         try:
             if not self.netns:  # namespaced workers are spawned into their namespace
                 self._zygote = Zygote(self.token)
@@ -479,16 +330,21 @@ class Session:
         try:
             while ep is not None and self._start_error is None:
                 try:
-                    self._drive(ep)
+                    nxt = self._drive(ep, ready=ep.number in self._running)
+                except EpochFailed as failure:
+                    ep = self._recover(ep, failure)
+                    continue
+                if nxt is None:
                     ep.stop(kill=False)
                     return
-                except _EpochFailed as failure:
-                    ep = self._recover(ep, failure)
+                ep = nxt  # handed over; the old epoch drains on its own thread
         finally:
+            for t in self._draining:
+                t.join(self.timeout_s)
             if self._zygote is not None:
                 self._zygote.close()
 
-    def _start_epoch(self, ep: _Epoch) -> _Epoch | None:
+    def _start_epoch(self, ep: Epoch) -> Epoch | None:
         """Start the first epoch; a device that fails while it starts is failed over like one
         that fails later (``None``: the session is broken, every request fails)."""
         try:
@@ -498,12 +354,12 @@ class Session:
             ep.stop(kill=True)
             if self.replan is None or exc.device not in ep.prep.names:
                 raise
-            return self._recover(ep, _EpochFailed({exc.device: str(exc)}, self.now()))
+            return self._recover(ep, EpochFailed({exc.device: str(exc)}, self.now()))
         except BaseException:
             ep.stop(kill=True)
             raise
 
-    def _prepare_contingencies(self, ep: _Epoch) -> None:
+    def _prepare_contingencies(self, ep: Epoch) -> None:
         """Plan and prepare, in the background as the epoch starts, the epoch that would follow
         the loss of each device of ``ep`` (planning plus preparing costs ~0.3 s for ResNet-18 —
         a sixth of the recovery budget — and needs nothing the failure tells us but which
@@ -523,17 +379,18 @@ class Session:
                 try:
                     assert self.replan is not None
                     plan, instance = self.replan(alive)
-                    nxt = self._new_epoch(ep.number + 1, plan, instance, (*failed, d))
+                    nxt = self._new_epoch(next(self._numbers), plan, instance, (*failed, d))
                 except Exception:
                     continue  # planned again (and reported) if that failure happens
                 with self._contingency_lock:
                     if self._epoch is ep:
-                        self._contingency[d] = (plan, nxt)
+                        self._contingency[d] = (ep, nxt)
 
         threading.Thread(target=work, name="contingency", daemon=True).start()
 
-    def _drive(self, ep: _Epoch) -> None:
-        """Run one epoch until the session closes (returns) or a worker fails (raises)."""
+    def _drive(self, ep: Epoch, ready: bool = False) -> Epoch | None:
+        """Run one epoch until the session closes (``None``), hands over to a successor (which
+        is returned; ``ready``: it runs already), or a worker fails (raises)."""
         from safetensors.torch import load
 
         assert ep.events is not None
@@ -541,7 +398,7 @@ class Session:
         stopped_since: dict[str, float] = {}
         suspects: dict[str, str] = {}
         first: list[float] = []
-        phase = "setup"
+        phase = "run" if ready else "setup"
         ended = False
         progress = time.monotonic()
 
@@ -564,10 +421,14 @@ class Session:
                 self.now() - first[0] >= FAILOVER_GRACE_S
                 or any(sv.is_conclusive(w) for w in suspects.values())
             ):
-                raise _EpochFailed(suspects, first[0])
+                raise EpochFailed(suspects, first[0])
             if not first and phase == "setup" and now > deadline:
                 slow = [d for d, p in peers.items() if p.ready is None]
                 note(slow[0] if slow else next(iter(peers)), "not ready within the timeout")
+            if phase == "run" and not first and not ended:
+                successor = self._handover_step(ep)
+                if successor is not None:
+                    return successor
             if phase == "run" and not first:
                 self._feed(ep)
                 flying = ep.sent - ep.received
@@ -588,8 +449,8 @@ class Session:
                             p.chan.send(encode(Bye()))
                     reports = sv.collect_reports(peers)
                     self.report = self._make_report(reports.trace, reports.emulation)
-                    return
-            sv.check_health(peers, stopped_since, time.time(), note)
+                    return None
+            sv.check_health(peers, stopped_since, time.time(), note, SESSION_STOPPED_GRACE_S)
             try:
                 dev, msg, blobs = ep.events.get(timeout=0.02)
             except queue.Empty:
@@ -625,7 +486,97 @@ class Session:
             elif isinstance(msg, Heartbeat):
                 pass
 
-    def _feed(self, ep: _Epoch) -> None:
+    def _handover_step(self, ep: Epoch) -> Epoch | None:
+        """Start a requested successor in the background; once it runs, hand the stream over
+        to it (returned) and let ``ep`` drain on a thread of its own."""
+        if self._successor is None:
+            if self._handover_q.empty() or self._closing.is_set():
+                return None
+            plan, instance, reason, asked = self._handover_q.get()
+            box: list[Any] = []
+
+            def start() -> None:
+                try:
+                    nxt = self._new_epoch(next(self._numbers), plan, instance, self._failed)
+                    nxt.start(self.token, self.timeout_s, self.netns, self.say, self._zygote)
+                    box.append(nxt)
+                    await_ready(nxt, self.timeout_s)
+                except BaseException as exc:
+                    if box:
+                        box[0].stop(kill=True)
+                    box[:] = [exc]
+
+            t = threading.Thread(target=start, name="successor", daemon=True)
+            t.start()
+            self._successor = (t, box, reason, asked)
+            return None
+        t, box, reason, asked = self._successor
+        if t.is_alive():
+            return None
+        self._successor = None
+        if not box or isinstance(box[0], BaseException):
+            why = str(box[0]) if box else "did not start"
+            self.say(f"hand-over ({reason}) failed: {why}")
+            self._handovers.append(Handover(reason, -1, asked, None, None, (), why))
+            return None
+        nxt: Epoch = box[0]
+        with self._lock:
+            nxt.to_send = ep.to_send  # not yet fed: the new epoch takes them, in order
+            ep.to_send = deque()
+            self._epoch = nxt
+        self._running.add(nxt.number)
+        for p in ep.peers.values():
+            p.chan.send(encode(End(ep.sent)))
+        index = len(self._handovers)
+        self._handovers.append(
+            Handover(reason, nxt.number, asked, self.now(), None, tuple(nxt.prep.names))
+        )
+        self.say(f"epoch {nxt.number} takes over ({reason}); epoch {ep.number} drains")
+        drain = threading.Thread(target=self._drain, args=(ep, index), daemon=True)
+        self._draining.append(drain)
+        drain.start()
+        self._prepare_contingencies(nxt)
+        return nxt
+
+    def _drain(self, ep: Epoch, index: int) -> None:
+        """Let a handed-over epoch finish its requests, then end it; if it fails meanwhile,
+        its unfinished requests go to the current epoch (first in line)."""
+        from safetensors.torch import load
+
+        assert ep.events is not None
+        deadline = time.monotonic() + self.timeout_s
+        stopped_since: dict[str, float] = {}
+        trouble: dict[str, str] = {}
+        while not all(p.done for p in ep.peers.values()):
+            sv.check_health(ep.peers, stopped_since, time.time(), trouble.setdefault)
+            if trouble or time.monotonic() > deadline:
+                ep.stop(kill=True)
+                rids = [ep.wire[m] for m in sorted(ep.wire)]
+                with self._lock:
+                    self._epoch.to_send.extendleft(reversed(rids))
+                self.say(f"epoch {ep.number} failed while draining; {len(rids)} requests moved")
+                return
+            try:
+                dev, msg, blobs = ep.events.get(timeout=0.05)
+            except queue.Empty:
+                continue
+            if isinstance(msg, Result) and msg.epoch == ep.number and msg.message in ep.wire:
+                outs = load(blobs[0])
+                self._complete(ep.wire.pop(msg.message), [outs[f"t{j}"] for j in range(len(outs))])
+                ep.received += 1
+            elif isinstance(msg, Done):
+                ep.peers[dev].done = msg
+            elif isinstance(msg, Error):
+                trouble[dev] = msg.message
+            elif isinstance(msg, tuple) and ep.peers[dev].done is None:
+                trouble[dev] = "control channel lost"
+        for p in ep.peers.values():
+            with contextlib.suppress(PeerError):
+                p.chan.send(encode(Bye()))
+        ep.stop(kill=False)
+        self._handovers[index] = _with(self._handovers[index], drained_s=self.now())
+
+    def _feed(self, ep: Epoch) -> None:
         """Forward submissions to the source, at most ``FEED_AHEAD`` windows ahead."""
         while ep.sent - ep.received < FEED_AHEAD * ep.window:
             with self._lock:
@@ -653,46 +604,61 @@ class Session:
             self._recoveries[-1] = _with(last, first_result_s=done)
         req.future.set_result(outputs)
 
-    def _resumed(self, ep: _Epoch) -> None:
+    def _resumed(self, ep: Epoch) -> None:
         if self._recoveries and self._recoveries[-1].epoch == ep.number:
             self._recoveries[-1] = _with(self._recoveries[-1], resumed_s=self.now())
 
-    def _recover(self, ep: _Epoch, failure: _EpochFailed) -> _Epoch | None:
+    def _recover(self, ep: Epoch, failure: EpochFailed) -> Epoch | None:
         """End the failed epoch and start the next over the surviving devices, re-submitting
         every unfinished request; ``None`` when that is impossible (the session is broken)."""
         ep.stop(kill=True)
         ranked = sorted(failure.suspects, key=lambda d: -sv.evidence_rank(failure.suspects[d]))
         device = ranked[0]
         reason = failure.suspects[device]
+        # no device is known to have failed (a stall, or only errors reported): start the same
+        # plan again rather than drop a device at random (bounded by MAX_RECOVERIES)
+        same = sv.evidence_rank(reason) == 0
         self.say(f"epoch {ep.number}: device {device} failed ({reason})")
         while True:
-            self._failed.append(device)
+            nxt: Epoch | None = None
+            ready: tuple[Epoch, Epoch] | None = None
+            if not same:
+                self._failed.append(device)
             alive = tuple(d for d in self.cluster.device_names if d not in self._failed)
             why = None
             if self.replan is None:
                 why = "no fail-over (no replan)"
             elif len(self._recoveries) >= MAX_RECOVERIES or not alive:
                 why = "no device left to fail over to"
-            with self._contingency_lock:
-                ready = (
-                    self._contingency.pop(device, None)
-                    if len(self._failed) == len(set(self._failed))
-                    else None
-                )
-                self._contingency = {}
-            if why is None and ready is not None and ready[1].number == ep.number + 1:
+            if same and why is None:
+                plan_now, inst_now = ep.plan, ep.prep.instance
+                same = False  # once: a failure while it restarts drops the device it names
+                try:
+                    nxt = self._new_epoch(next(self._numbers), plan_now, inst_now, self._failed)
+                except Exception as exc:
+                    why = f"restarting the plan failed: {exc}"
+            else:
+                with self._contingency_lock:
+                    ready = (
+                        self._contingency.pop(device, None)
+                        if len(self._failed) == len(set(self._failed))
+                        else None
+                    )
+                    self._contingency = {}
+            if why is None and ready is not None and ready[0] is ep:
                 nxt = ready[1]
-            elif why is None:
+            elif why is None and nxt is None:
                 assert self.replan is not None
                 try:
                     plan, instance = self.replan(alive)
-                    nxt = self._new_epoch(ep.number + 1, plan, instance, self._failed)
+                    nxt = self._new_epoch(next(self._numbers), plan, instance, self._failed)
                 except Exception as exc:
                     why = f"re-planning over {', '.join(alive)} failed: {exc}"
             if why is not None:
                 self._broken = f"device {device}: {reason}; {why}"
                 self._fail_open()
                 return None
+            assert nxt is not None
             with self._lock:
                 nxt.to_send = deque(sorted(self._pending))
                 rerun = len(nxt.to_send)
@@ -738,6 +704,7 @@ class Session:
             duplicated=self._duplicated,
             microbatch=self.microbatch,
             recoveries=tuple(self._recoveries),
+            handovers=tuple(self._handovers),
             submit_s=tuple(self._submit_s),
             done_s=tuple(self._done_s),
             plan=self._epoch.plan.to_dict(),
@@ -747,10 +714,10 @@ class Session:
         )
 
 
-def _with(rec: Recovery, **changes: Any) -> Recovery:
+def _with(rec: Any, **changes: Any) -> Any:
     from dataclasses import replace
 
     return replace(rec, **changes)
 
 
-__all__ = ["CYCLE", "Recovery", "Session", "SessionReport"]
+__all__ = ["CYCLE", "Handover", "Recovery", "Session", "SessionReport"]

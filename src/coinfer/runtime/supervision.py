@@ -312,10 +312,11 @@ def check_health(
     stopped_since: dict[str, float],
     now: float,
     note: Callable[[str, str], None],
+    stopped_grace_s: float = STOPPED_GRACE_S,
 ) -> None:
     """``note(device, what)`` for every worker (not yet done) whose process died or has been
-    stopped for :data:`STOPPED_GRACE_S`, or that has been silent for
-    :data:`HEARTBEAT_TIMEOUT_S`; ``stopped_since`` carries the stop times between calls."""
+    stopped for ``stopped_grace_s``, or that has been silent for :data:`HEARTBEAT_TIMEOUT_S`;
+    ``stopped_since`` carries the stop times between calls."""
     for d, p in peers.items():
         if p.proc is not None and p.proc.poll() is not None and p.done is None:
             code = p.proc.returncode
@@ -325,7 +326,7 @@ def check_health(
                 how = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
                 note(d, f"worker process died ({how})")
         elif p.proc is not None and p.done is None and process_stopped(p.proc):
-            if now - stopped_since.setdefault(d, now) >= STOPPED_GRACE_S:
+            if now - stopped_since.setdefault(d, now) >= stopped_grace_s:
                 note(d, "worker process stopped (SIGSTOP)")
         elif p.done is None and now - p.last_seen > HEARTBEAT_TIMEOUT_S:
             note(d, f"no heartbeat for {now - p.last_seen:.1f} s")
@@ -342,13 +343,13 @@ def evidence_rank(what: str) -> int:
     """How strongly ``what`` says its device is the one that failed: killed outright (SIGKILL)
     or stopped beats any other death (a worker that loses a peer may itself abort, SIGABRT
     from gloo), which beats silence, which beats a lost channel, which beats a report."""
-    if what.startswith("worker process stopped") or what.endswith("(killed by signal 9)"):
+    if "stopped (SIGSTOP)" in what or "killed by signal 9" in what or "code -9" in what:
         return 4
-    if what.startswith("worker process died"):
+    if "process died" in what or "exited with code" in what:
         return 3
-    if what.startswith("no heartbeat"):
+    if "no heartbeat" in what:
         return 2
-    return 1 if what.startswith("control channel lost") else 0
+    return 1 if "control channel lost" in what else 0
 
 
 def is_conclusive(what: str) -> bool:

@@ -20,6 +20,11 @@ Threads while executing (compute never waits for the wire unless a bounded queue
 
 Any failure is reported as one ``error`` message naming this device and the peer involved, then
 the process exits: the coordinator owns the decision (fail the run's open requests).
+
+Why one module: the receiver, the compute loop, the client and the relays share one executor's
+state (the unrolled action lists, the posted receives, the mailbox, the trace) and hand work to
+each other through it; what a session adds on top (cycles unrolled until an end learned late,
+submissions) is in :mod:`.streaming`.
 """
 
 from __future__ import annotations
