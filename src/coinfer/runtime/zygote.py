@@ -18,6 +18,7 @@ stdin closes (the coordinator is gone); its children then leave on the coordinat
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import os
 import signal
@@ -189,8 +190,9 @@ def main() -> None:
 
     import torch  # noqa: F401 - the point of the zygote: imported once, shared by every fork
 
-    from .. import graph, zoo  # noqa: F401
-    from . import worker  # noqa: F401
+    from . import stages, worker  # noqa: F401 - stages pulls in the zoo
+
+    importlib.import_module("coinfer.graph")  # capture/split code, as stages loads it
 
     threading.Thread(target=reaper, name="reaper", daemon=True).start()
     say({"ready": True})
