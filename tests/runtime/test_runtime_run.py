@@ -601,3 +601,28 @@ def test_local_runs_listen_on_no_public_interface():
             timeout_s=60, on_result=look)  # fmt: skip
     assert r.max_abs_error == 0.0
     assert seen == [[]]
+
+
+def test_slow_loris_handshakes_do_not_keep_real_workers_out():
+    """Thirty connections that open and then stall mid-handshake while the real workers start:
+    each stalled handshake has its own thread and a 10 s deadline, so the run starts and
+    finishes normally (exact outputs)."""
+    import re
+
+    loris: list[socket.socket] = []
+
+    def on_log(line: str) -> None:
+        m = re.search(r"control at ([\d.]+):(\d+)", line)
+        if m and not loris:
+            for _ in range(30):
+                s = socket.create_connection((m.group(1), int(m.group(2))))
+                s.sendall(b'\x00\x00\x00\x40{"type":')  # a header promising more, then nothing
+                loris.append(s)
+
+    try:
+        r = run(MLP, _cluster(), _plan(Stage(0, 1, ("a",)), Stage(2, 4, ("b",))), requests=8,
+                input_shape=(1, 64), partition="sequential", timeout_s=60, log=on_log)  # fmt: skip
+    finally:
+        for s in loris:
+            s.close()
+    assert len(loris) == 30 and r.max_abs_error == 0.0

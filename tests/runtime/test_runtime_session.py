@@ -273,3 +273,78 @@ def test_a_device_comes_back_and_the_stream_is_handed_over_without_a_rerun():
     assert rec.device == "c" and hand.error is None and "c" in hand.devices
     assert hand.switched_s is not None and hand.drained_s is not None
     assert hand.drained_s >= hand.switched_s > hand.requested_s
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process whose parent chain reaches ``pid`` (forked workers are the zygote's)."""
+    parent: dict[int, int] = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat") as f:
+                    parent[int(name)] = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+    out, frontier = [], [pid]
+    while frontier:
+        p = frontier.pop()
+        kids = [c for c, pp in parent.items() if pp == p]
+        out += kids
+        frontier += kids
+    return out
+
+
+def _alive(pids: list[int]) -> list[int]:
+    alive = []
+    for p in pids:
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] != "Z":
+                    alive.append(p)
+        except OSError:
+            continue
+    return alive
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["term", "kill"])
+def test_a_coordinator_ended_mid_stream_leaves_nothing_behind(sig):
+    """SIGTERM: the coordinator cleans up and exits 143 at once; SIGKILL: nothing can clean up
+    for it, so the zygote (its pipe closes) and the workers (the coordinator falls silent) leave
+    on their own within the silence bound. Either way no process and no store directory stays."""
+    import subprocess
+    import sys
+
+    from coinfer.runtime.liveness import COORDINATOR_SILENCE_S
+
+    coord = subprocess.Popen(
+        [sys.executable, "-m", "coinfer", "run", "tiny_cnn", "--algo", "even",
+         "--arrivals", "closed", "--duration", "60"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert coord.stderr is not None
+        for line in coord.stderr:  # "epoch 0: workers ..." once they are started
+            if "epoch 0" in line:
+                break
+        time.sleep(2.0)  # mid-stream
+        procs = _descendants(coord.pid)
+        assert len(procs) >= 5, "the session did not start its zygote and workers"
+        coord.send_signal(sig)
+        t0 = time.time()
+        if sig == signal.SIGTERM:
+            assert coord.wait(timeout=30) == 143
+        bound = 10 if sig == signal.SIGTERM else COORDINATOR_SILENCE_S + 10
+        while _alive(procs) and time.time() - t0 < bound:
+            time.sleep(0.2)
+        assert not _alive(procs), f"left behind: {_alive(procs)}"
+    finally:
+        coord.kill()
+        coord.wait()
+    import tempfile
+
+    stores = [
+        n for n in os.listdir(tempfile.gettempdir()) if n.startswith(f"coinfer-store-{coord.pid}-")
+    ]
+    if sig == signal.SIGTERM:
+        assert not stores  # cleaned up by the coordinator itself

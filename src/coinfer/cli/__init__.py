@@ -36,6 +36,9 @@ for _module in (demo_cmd, graph_cmds, cluster_cmds, plan_cmds, sim_cmds, run_cmd
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the app, reporting user errors as one line and exit code 2."""
+    from ..runtime.interrupts import exit_on_sigterm
+
+    exit_on_sigterm()  # SIGTERM runs the clean-up of a run (cgroups, namespaces, workers)
     try:
         app(args=argv, standalone_mode=True)
     except CoinferError as exc:

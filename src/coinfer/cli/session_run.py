@@ -223,8 +223,10 @@ def run_stream(
             i += 1
         for t in timers:
             t.cancel()
-    finally:
-        report = session.close()
+    except BaseException:
+        session.abort()
+        raise
+    report = session.close()
     measured = report.to_dict()
     measured["start_s"] = start_s
     # throughput after the last recovery, beside the planner's prediction for what is left

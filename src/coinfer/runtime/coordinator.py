@@ -35,6 +35,7 @@ from ..schedule.scheduler import stage_freqs
 from . import emulation, media, processes
 from . import supervision as sv
 from .control import check_token, parse_hostport
+from .interrupts import shielded
 from .ledger import Ledger
 from .prepare import Prepared, prepare_run
 from .protocol import encode
@@ -160,20 +161,23 @@ def run(
                 peers, sv.start_readers(peers), ledger, timeout_s, say, on_result
             )
         except BaseException:
-            sv.abort(peers, procs)
+            with shielded():
+                sv.abort(peers, procs)
             raise
         finally:
-            beats.set()
-            server.close()
-            processes.reap(procs)
-            if isinstance(store, _FileRendezvous):
-                store.close()
-            del store
+            with shielded():
+                beats.set()
+                server.close()
+                processes.reap(procs)
+                if isinstance(store, _FileRendezvous):
+                    store.close()
+                del store
     finally:
-        emulation.cleanup_stale(run_id)
-        media.cleanup(run_id)
-        if net is not None:
-            net.destroy()
+        with shielded():
+            emulation.cleanup_stale(run_id)
+            media.cleanup(run_id)
+            if net is not None:
+                net.destroy()
     say(f"run finished in {time.time() - t_start:.1f} s")
     return _result(prep, ledger, reports, plan, requests, microbatch, check, netns)
 

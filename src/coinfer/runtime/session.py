@@ -54,6 +54,7 @@ from ..errors import InputError, PeerError
 from . import supervision as sv
 from .control import check_token
 from .epoch import Epoch, EpochFailed, await_ready
+from .interrupts import shielded
 from .prepare import prepare_run
 from .protocol import Bye, Done, End, Error, Go, Heartbeat, Ready, Result, encode
 from .session_report import Handover, Recovery, SessionReport
@@ -151,6 +152,7 @@ class Session:
         self._pending: dict[int, _Request] = {}
         self._ids = itertools.count()
         self._closing = threading.Event()
+        self._aborting = threading.Event()
         self._broken: str | None = None
         self._failed: list[str] = []
         self._recoveries: list[Recovery] = []
@@ -177,8 +179,11 @@ class Session:
         self.start()
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: object, *_exc: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:  # Ctrl-C, SIGTERM or an error in the caller's block: stop now, clean up
+            self.abort()
 
     def now(self) -> float:
         """Seconds since the session started (the clock of its report)."""
@@ -275,6 +280,13 @@ class Session:
         alive = tuple(d for d in self.cluster.device_names if d not in self._failed)
         plan, instance = self.replan(alive)
         self.switch(plan, instance, reason=f"admit {device}")
+
+    def abort(self) -> SessionReport:
+        """Stop at once: kill the workers, fail every open request (counted as lost), clean
+        up (signals are held meanwhile, so a second Ctrl-C cannot cut the clean-up short)."""
+        with shielded():
+            self._aborting.set()
+            return self.close(timeout_s=10.0)
 
     def close(self, timeout_s: float | None = None) -> SessionReport:
         """Finish every submitted request, stop the workers and return the report. Requests
@@ -414,6 +426,9 @@ class Session:
             p.last_seen = time.time()
         deadline = time.monotonic() + self.timeout_s
         while True:
+            if self._aborting.is_set():
+                ep.stop(kill=True)
+                return None
             now = time.monotonic()
             # a dead or stopped process is conclusive: act at once; other signs (errors, a lost
             # channel) wait a moment for the evidence that names the device at fault
@@ -548,6 +563,9 @@ class Session:
         stopped_since: dict[str, float] = {}
         trouble: dict[str, str] = {}
         while not all(p.done for p in ep.peers.values()):
+            if self._aborting.is_set():
+                ep.stop(kill=True)
+                return
             sv.check_health(ep.peers, stopped_since, time.time(), trouble.setdefault)
             if trouble or time.monotonic() > deadline:
                 ep.stop(kill=True)
