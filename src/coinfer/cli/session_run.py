@@ -233,6 +233,11 @@ def run_stream(
     if report.recoveries and report.recoveries[-1].first_result_s is not None:
         after = report.recoveries[-1].first_result_s
         measured["throughput_after_recovery_rps"] = report.throughput_rps(start_s=after)
+        # and its steady state: the new plan's first 2 s (re-run backlog, warm-up) left out
+        if report.done_s and max(report.done_s) > after + 4.0:
+            measured["throughput_after_recovery_steady_rps"] = report.throughput_rps(
+                start_s=after + 2.0
+            )
         pred = evaluate(session.instance, session.plan.stages)
         measured["predicted_after_recovery_rps"] = pred.throughput_rps * microbatch
         measured["plan_after_recovery"] = session.plan.to_dict()
