@@ -348,3 +348,27 @@ def test_a_coordinator_ended_mid_stream_leaves_nothing_behind(sig):
     ]
     if sig == signal.SIGTERM:
         assert not stores  # cleaned up by the coordinator itself
+
+
+def test_report_timeline_bins_completions_and_draws_the_story(tmp_path):
+    """The session report is data the report draws: completions per second in bins, with the
+    recoveries and hand-overs marked."""
+    from coinfer.report import session_timeline
+    from coinfer.runtime.session_report import Handover, Recovery, SessionReport
+
+    done = [0.1, 0.2, 0.3, 1.2, 1.3, 2.6]
+    rep = SessionReport(
+        submitted=7, completed=6, lost=1, duplicated=0, microbatch=2,
+        recoveries=(Recovery("d3", "worker process died", 1, 0.5, 0.9, 1.2, 3, ("d0",), 0.45),),
+        handovers=(Handover("admit d3", 2, 1.8, 2.0, 2.2, ("d0", "d3")),),
+        submit_s=tuple(t - 0.05 for t in done), done_s=tuple(done), plan={},
+    )  # fmt: skip
+    data = rep.to_dict()
+    assert data["timeline"] == {"bin_s": 0.5, "rps": [12.0, 0.0, 8.0, 0.0, 0.0, 4.0]}
+    (rec,) = data["recoveries"]
+    assert rec["detected_after_s"] == pytest.approx(0.05)
+    assert rec["first_result_after_s"] == pytest.approx(0.75)
+    out = session_timeline(data, tmp_path / "t.png", title="t")
+    assert out.stat().st_size > 10_000
+    with pytest.raises(InputError, match="nothing to plot"):
+        session_timeline({"timeline": {"bin_s": 0.5, "rps": []}}, tmp_path / "x.png", title="x")

@@ -61,6 +61,7 @@ def _stream(
     model: str, cl: Any, instance: Any, the_plan: Any, flow: Any, faults: Any, requests: int,
     duration: float | None, microbatch: int, shape: Any, partition: str, max_pieces: int | None,
     timeout: float, algo: str, objective: str, netns: bool, check: bool, as_json: bool,
+    timeline: str | None = None,
 ) -> None:  # fmt: skip
     """``coinfer run`` in session mode: stream, then print (or dump) what happened."""
     from .session_run import run_stream
@@ -73,6 +74,10 @@ def _stream(
         partition=partition, max_pieces=max_pieces, timeout_s=timeout, algo=algo,
         objective=objective, netns=netns, check=check, log=log,
     )  # fmt: skip
+    if timeline is not None:
+        from ..report import session_timeline
+
+        session_timeline(measured, timeline, title=f"{model}: a live stream")
     if as_json:
         typer.echo(json.dumps({"plan": the_plan.to_dict(), "measured": measured}, indent=2))
     else:
@@ -217,6 +222,12 @@ def register(app: typer.Typer) -> None:
         duration: float | None = typer.Option(
             None, "--duration", help="Seconds to stream for (with --arrivals / --inject)."
         ),
+        timeline: str | None = typer.Option(
+            None,
+            "--timeline",
+            help="With a stream: write a PNG of throughput over time, fail-overs and hand-overs "
+            "marked.",
+        ),
         inject: list[str] = typer.Option(
             [],
             "--inject",
@@ -243,6 +254,8 @@ def register(app: typer.Typer) -> None:
             )
         if duration is not None and not (duration > 0 and math.isfinite(duration)):
             raise InputError(f"--duration must be a number of seconds > 0, got {duration}")
+        if timeline is not None and not streaming:
+            raise InputError("--timeline draws a stream: add --arrivals, --duration or --inject")
         if streaming and coordinator_bind is not None:
             raise InputError(
                 "--arrivals/--duration/--inject run local workers: drop --coordinator-bind"
@@ -263,7 +276,7 @@ def register(app: typer.Typer) -> None:
         if streaming:
             _stream(model, cl, instance, the_plan, flow, faults, requests, duration, microbatch,
                     shape, partition, max_pieces, timeout, algo, objective, netns, not no_check,
-                    as_json)  # fmt: skip
+                    as_json, timeline)  # fmt: skip
             return
         from ..schedule import scheduler
 

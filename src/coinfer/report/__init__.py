@@ -5,7 +5,14 @@ here), shared by the simulator and the runtime.
 """
 
 from ..core.trace import TraceEvent
-from .plots import gantt, latency_cdf, line_plot, resource_order, throughput_vs_devices
+from .plots import (
+    gantt,
+    latency_cdf,
+    line_plot,
+    resource_order,
+    session_timeline,
+    throughput_vs_devices,
+)
 from .tables import rows_table, schedule_table, sim_table, utilisation_table
 
 __all__ = [
@@ -16,6 +23,7 @@ __all__ = [
     "resource_order",
     "rows_table",
     "schedule_table",
+    "session_timeline",
     "sim_table",
     "throughput_vs_devices",
     "utilisation_table",

@@ -143,6 +143,50 @@ def latency_cdf(
     return _save(plt, fig, path)
 
 
+def session_timeline(report: Mapping[str, object], path: str | Path, *, title: str) -> Path:
+    """Throughput of a streaming session over time, with every fail-over (fault, detected,
+    first new result) and hand-over (requested, switched, drained) marked: ``report`` is a
+    session report's JSON form (``SessionReport.to_dict()``, or ``measured`` of ``coinfer run
+    --json`` in session mode)."""
+    plt = _pyplot()
+    tl = report.get("timeline") or {}
+    rps = list(tl.get("rps", [])) if isinstance(tl, Mapping) else []
+    if not rps:
+        raise InputError(f"{title}: the session completed nothing to plot")
+    bin_s = float(tl["bin_s"])  # type: ignore[index]
+    fig, ax = plt.subplots(figsize=(10, 3.8))
+    ax.step([i * bin_s for i in range(len(rps))], rps, where="post", color="#2b6cb0",
+            label=f"completed per second ({bin_s:g} s bins)")  # fmt: skip
+    marks = [
+        ("fault_s", "#c53030", "fault"),
+        ("detected_s", "#dd6b20", "detected"),
+        ("first_result_s", "#2f855a", "first new result"),
+    ]
+    seen: set[str] = set()
+    for rec in report.get("recoveries", []) or []:  # type: ignore[union-attr]
+        for key, colour, label in marks:
+            t = rec.get(key)
+            if t is not None:
+                ax.axvline(t, color=colour, linestyle="--", linewidth=1.2,
+                           label=None if label in seen else label)  # fmt: skip
+                seen.add(label)
+        ax.annotate(f"{rec['device']} lost", (rec["detected_s"], max(rps) * 0.95),
+                    fontsize=8, color="#c53030")  # fmt: skip
+    for h in report.get("handovers", []) or []:  # type: ignore[union-attr]
+        for key, label in (("switched_s", "hand-over"), ("drained_s", "old plan drained")):
+            t = h.get(key)
+            if t is not None:
+                ax.axvline(t, color="#6b46c1", linestyle=":" if key == "drained_s" else "-.",
+                           linewidth=1.2, label=None if label in seen else label)  # fmt: skip
+                seen.add(label)
+    ax.set_xlabel("time since the session started (s)")
+    ax.set_ylabel("samples / s")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside, not over
+    return _save(plt, fig, path)
+
+
 def line_plot(
     series: Mapping[str, Sequence[tuple[float, float]]],
     path: str | Path,

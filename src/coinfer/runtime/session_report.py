@@ -76,6 +76,16 @@ class SessionReport:
         n = sum(1 for t in self.done_s if t0 < t <= t1)
         return n * self.microbatch / (t1 - t0) if t1 > t0 else 0.0
 
+    def timeline(self, bin_s: float = 0.5) -> dict[str, Any]:
+        """Completed samples per second in bins of ``bin_s`` from the session's start (what a
+        plot of the stream draws, with the recoveries and hand-overs marked on it)."""
+        if not self.done_s:
+            return {"bin_s": bin_s, "rps": []}
+        bins = [0] * (int(max(self.done_s) / bin_s) + 1)
+        for t in self.done_s:
+            bins[int(t / bin_s)] += self.microbatch
+        return {"bin_s": bin_s, "rps": [n / bin_s for n in bins]}
+
     def to_dict(self) -> dict[str, Any]:
         lat = sorted(self.latencies_s)
 
@@ -91,6 +101,7 @@ class SessionReport:
             "throughput_rps": self.throughput_rps(),
             "latency_p50_s": pct(0.5),
             "latency_p95_s": pct(0.95),
+            "timeline": self.timeline(),
             "recoveries": [r.to_dict() for r in self.recoveries],
             "handovers": [h.to_dict() for h in self.handovers],
             "plan": self.plan,
