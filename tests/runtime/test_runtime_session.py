@@ -372,3 +372,28 @@ def test_report_timeline_bins_completions_and_draws_the_story(tmp_path):
     assert out.stat().st_size > 10_000
     with pytest.raises(InputError, match="nothing to plot"):
         session_timeline({"timeline": {"bin_s": 0.5, "rps": []}}, tmp_path / "x.png", title="x")
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGSTOP], ids=["kill", "stop"])
+def test_failure_during_the_weight_transfer_fails_over(monkeypatch, sig):
+    """A worker killed or stopped just as its setup (stage weights) is being sent is failed
+    over like any other: the session starts on the survivors and completes every request."""
+    from coinfer.runtime import epoch as epoch_mod
+
+    real = epoch_mod.sv.send_setups
+    calls: list[int] = []
+
+    def send_and_fail(peers, payloads, timeout_s):
+        if not calls:
+            os.kill(peers["c"].proc.pid, sig)
+        calls.append(len(peers))
+        return real(peers, payloads, timeout_s)
+
+    monkeypatch.setattr(epoch_mod.sv, "send_setups", send_and_fail)
+    plan = _plan(Stage(0, 1, ("a",)), Stage(2, 4, ("b", "c")))
+    with _session(plan, replan=_replan_without()) as s:
+        futs = [s.submit(torch.ones(2, 64)) for _ in range(10)]
+        assert all(f.result(timeout=60) is not None for f in futs)
+    assert [r.device for r in s.report.recoveries] == ["c"]
+    assert calls == [3, 2] and s.report.lost == 0
