@@ -176,7 +176,9 @@ def run_stream(
     replan = make_replan(instance, algo, objective)
     kept: dict[int, list[torch.Tensor]] = {}
     total = requests if requests is not None else (len(times) if times is not None else None)
-    stride = 1 if total is None or total <= MAX_CHECKED else max(1, total // MAX_CHECKED)
+    # a known count: a spread sample of MAX_CHECKED; an open-ended stream: every 8th, at most
+    # 2 x MAX_CHECKED (each kept request holds its inputs until the end)
+    stride = 8 if total is None else max(1, total // MAX_CHECKED)
     results: dict[int, list[torch.Tensor]] = {}
 
     session = Session(
@@ -212,7 +214,7 @@ def run_stream(
                 break
             xs = request_inputs(example, i, microbatch, seed)
             fut = session.submit(xs)
-            if check and i % stride == 0:
+            if check and i % stride == 0 and len(kept) < 2 * MAX_CHECKED:
                 kept[i] = xs
                 fut.add_done_callback(
                     lambda f, i=i: results.__setitem__(i, f.result()) if not f.exception() else None
@@ -231,16 +233,25 @@ def run_stream(
     measured["start_s"] = start_s
     # throughput after the last recovery, beside the planner's prediction for what is left
     if report.recoveries and report.recoveries[-1].first_result_s is not None:
-        after = report.recoveries[-1].first_result_s
-        measured["throughput_after_recovery_rps"] = report.throughput_rps(start_s=after)
+        rec = report.recoveries[-1]
+        after = rec.first_result_s
+        assert after is not None
+        # until a later hand-over, if any: that plan is another one
+        until = min(
+            (h.switched_s for h in report.handovers if h.switched_s and h.switched_s > after),
+            default=None,
+        )
+        measured["throughput_after_recovery_rps"] = report.throughput_rps(after, until)
         # and its steady state: the new plan's first 2 s (re-run backlog, warm-up) left out
-        if report.done_s and max(report.done_s) > after + 4.0:
+        end = until if until is not None else (max(report.done_s) if report.done_s else after)
+        if end > after + 4.0:
             measured["throughput_after_recovery_steady_rps"] = report.throughput_rps(
-                start_s=after + 2.0
+                after + 2.0, until
             )
-        pred = evaluate(session.instance, session.plan.stages)
+        plan_after, inst_after = session.priced(rec.epoch)
+        pred = evaluate(inst_after, plan_after.stages)
         measured["predicted_after_recovery_rps"] = pred.throughput_rps * microbatch
-        measured["plan_after_recovery"] = session.plan.to_dict()
+        measured["plan_after_recovery"] = plan_after.to_dict()
     pred0 = evaluate(instance, plan.stages)
     measured["predicted_rps"] = pred0.throughput_rps * microbatch
     threads = session.check_threads

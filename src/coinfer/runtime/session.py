@@ -144,6 +144,7 @@ class Session:
         self.depth = depth
         self.use_cgroup = use_cgroup
         self._zygote: Zygote | None = None
+        self._priced: dict[int, tuple[Plan, Any]] = {}
         # the next epoch for each device that may fail, planned and prepared ahead (see
         # _prepare_contingencies): a fail-over then starts workers at once
         self._contingency: dict[str, tuple[Epoch, Epoch]] = {}
@@ -330,7 +331,13 @@ class Session:
             local_cpus=len(os.sched_getaffinity(0)), stream=True, epoch=number,
             alive=[d for d in self.cluster.device_names if d not in failed],
         )  # fmt: skip
+        self._priced[number] = (plan, prep.instance)
         return Epoch(number, plan, prep, prep.schedule.window or 1)
+
+    def priced(self, epoch: int) -> tuple[Plan, Any]:
+        """The plan epoch ``epoch`` ran and the instance it is priced on (a report's
+        recoveries and hand-overs name their epoch)."""
+        return self._priced[epoch]
 
     def _supervise(self) -> None:
         ep: Epoch | None = self._epoch
