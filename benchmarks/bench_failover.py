@@ -67,7 +67,8 @@ def trial(
         "recoveries": m["recoveries"],
         "detected_after_s": rec["detected_after_s"] if rec else None,
         "first_result_after_s": rec["first_result_after_s"] if rec else None,
-        "rps_before": m["throughput_rps"],
+        "rps_overall": m["throughput_rps"],
+        "rps_before_fault": m.get("throughput_before_fault_rps"),
         "predicted_rps": m["predicted_rps"],
         "rps_after": m.get("throughput_after_recovery_rps"),
         "predicted_rps_after": m.get("predicted_after_recovery_rps"),
@@ -75,6 +76,8 @@ def trial(
         "checked": m["checked"],
         "seconds": time.perf_counter() - t0,
     }
+    if out["rps_before_fault"]:
+        out["before_error"] = out["rps_before_fault"] / out["predicted_rps"] - 1.0
     if out["rps_after"] and out["predicted_rps_after"]:
         out["after_error"] = out["rps_after"] / out["predicted_rps_after"] - 1.0
     if rec and rec["first_result_s"] is not None and out["predicted_rps_after"]:
@@ -125,6 +128,8 @@ def summary(results: list[dict[str, Any]]) -> dict[str, Any]:
     rec = [t["first_result_after_s"] for t in ts if t["first_result_after_s"] is not None]
     after = [abs(t["after_error"]) for t in ts if "after_error" in t]
     steady = [abs(t["after_steady_error"]) for t in ts if "after_steady_error" in t]
+    before = [t["before_error"] for t in ts if "before_error" in t]
+    after_signed = [t["after_error"] for t in ts if "after_error" in t]
     return {
         "trials": len(ts),
         "lost": sum(t["lost"] for t in ts),
@@ -139,6 +144,8 @@ def summary(results: list[dict[str, Any]]) -> dict[str, Any]:
         "steady_error_median": statistics.median(steady) if steady else None,
         "steady_within_15pct": sum(x <= 0.15 for x in steady),
         "steady_trials": len(steady),
+        "before_error_median_signed": statistics.median(before) if before else None,
+        "after_error_median_signed": statistics.median(after_signed) if after_signed else None,
         "max_abs_error": max((t["max_abs_error"] or 0.0) for t in ts) if ts else None,
     }
 
@@ -172,7 +179,9 @@ def markdown(results: list[dict[str, Any]]) -> str:
         f"planner's prediction for the survivors: |error| median {_pct(s['after_error_median'])}, "
         f"{s['after_within_15pct']}/{s['after_trials']} within 15 % (leaving out the new plan's "
         f"first 2 s: median {_pct(s['steady_error_median'])}, {s['steady_within_15pct']}/"
-        f"{s['steady_trials']}); outputs max |error| "
+        f"{s['steady_trials']}); signed median error before the fault (the full plan, from 2 s "
+        f"to the fault) {_pct(s['before_error_median_signed'])} vs after recovery "
+        f"{_pct(s['after_error_median_signed'])}; outputs max |error| "
         f"{s['max_abs_error']}.",
     ]
     return "\n".join(lines) + "\n"

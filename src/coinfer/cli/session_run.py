@@ -232,6 +232,14 @@ def run_stream(
     measured = report.to_dict()
     measured["start_s"] = start_s
     # throughput after the last recovery, beside the planner's prediction for what is left
+    if report.recoveries and report.recoveries[0].fault_s is not None:
+        # the same plan before its first fault (after 2 s of warm-up): how far the prediction
+        # was off before anything failed
+        first_fault = report.recoveries[0].fault_s
+        if first_fault > start_s + 4.0:
+            measured["throughput_before_fault_rps"] = report.throughput_rps(
+                start_s + 2.0, first_fault
+            )
     if report.recoveries and report.recoveries[-1].first_result_s is not None:
         rec = report.recoveries[-1]
         after = rec.first_result_s
