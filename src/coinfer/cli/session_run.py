@@ -195,7 +195,6 @@ def run_stream(
             t.daemon = True
             t.start()
         window = session.window
-        futures = []
         outstanding = threading.Semaphore(4 * window)
         i = 0
         while True:
@@ -221,8 +220,7 @@ def run_stream(
                 )
             if times is None:
                 fut.add_done_callback(lambda _f: outstanding.release())
-            futures.append(fut)
-            i += 1
+            i += 1  # the future is not kept: a stream of any length holds only its sample
         for t in timers:
             t.cancel()
     except BaseException:
