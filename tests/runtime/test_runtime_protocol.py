@@ -23,6 +23,7 @@ from coinfer.runtime.protocol import (
     Result,
     Setup,
     StageAssignment,
+    Stats,
     Submit,
     decode,
     encode,
@@ -78,6 +79,7 @@ def _wire(msg):
         Result(4, 1.0, 1.5),
         Result(5, 1.0, 1.5, epoch=2),
         Submit(7),
+        Stats(12.5, 1.0, 40, 0.8, 0.7, {"d1": (40, 1.2e6, 0.3)}),
         End(120),
         _setup(stream=True, cycle=12, window=3, epoch=1),
         Done(
@@ -105,6 +107,7 @@ def test_every_message_type_is_covered() -> None:
         "hb",
         "result",
         "submit",
+        "stats",
         "end",
         "done",
         "bye",

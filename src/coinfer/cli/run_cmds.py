@@ -61,7 +61,7 @@ def _stream(
     model: str, cl: Any, instance: Any, the_plan: Any, flow: Any, faults: Any, requests: int,
     duration: float | None, microbatch: int, shape: Any, partition: str, max_pieces: int | None,
     timeout: float, algo: str, objective: str, netns: bool, check: bool, as_json: bool,
-    timeline: str | None = None,
+    timeline: str | None = None, telemetry: str | None = None,
 ) -> None:  # fmt: skip
     """``coinfer run`` in session mode: stream, then print (or dump) what happened."""
     from .session_run import run_stream
@@ -72,7 +72,7 @@ def _stream(
         requests=None if duration is not None else requests // microbatch,
         duration_s=duration, faults=faults, microbatch=microbatch, input_shape=shape,
         partition=partition, max_pieces=max_pieces, timeout_s=timeout, algo=algo,
-        objective=objective, netns=netns, check=check, log=log,
+        objective=objective, netns=netns, check=check, log=log, telemetry_path=telemetry,
     )  # fmt: skip
     if timeline is not None:
         from ..report import session_timeline
@@ -228,6 +228,12 @@ def register(app: typer.Typer) -> None:
             help="With a stream: write a PNG of throughput over time, fail-overs and hand-overs "
             "marked.",
         ),
+        telemetry: str | None = typer.Option(
+            None,
+            "--telemetry",
+            help="With a stream: append each worker's per-second telemetry (compute times, "
+            "utilisation, per-link bytes and bandwidth) to this file as JSON lines.",
+        ),
         inject: list[str] = typer.Option(
             [],
             "--inject",
@@ -254,8 +260,11 @@ def register(app: typer.Typer) -> None:
             )
         if duration is not None and not (duration > 0 and math.isfinite(duration)):
             raise InputError(f"--duration must be a number of seconds > 0, got {duration}")
-        if timeline is not None and not streaming:
-            raise InputError("--timeline draws a stream: add --arrivals, --duration or --inject")
+        if (timeline is not None or telemetry is not None) and not streaming:
+            raise InputError(
+                "--timeline and --telemetry belong to a stream: add --arrivals, --duration or "
+                "--inject"
+            )
         if streaming and coordinator_bind is not None:
             raise InputError(
                 "--arrivals/--duration/--inject run local workers: drop --coordinator-bind"
@@ -276,7 +285,7 @@ def register(app: typer.Typer) -> None:
         if streaming:
             _stream(model, cl, instance, the_plan, flow, faults, requests, duration, microbatch,
                     shape, partition, max_pieces, timeout, algo, objective, netns, not no_check,
-                    as_json, timeline)  # fmt: skip
+                    as_json, timeline, telemetry)  # fmt: skip
             return
         from ..schedule import scheduler
 

@@ -161,6 +161,7 @@ def run_stream(
     check: bool,
     seed: int = 0,
     log: Callable[[str], None] | None = None,
+    telemetry_path: str | None = None,
 ) -> dict[str, Any]:
     """Stream requests through a session; returns the JSON-ready ``measured`` block."""
     from ..core.evaluate import evaluate
@@ -184,7 +185,7 @@ def run_stream(
     session = Session(
         model, cluster, plan, microbatch=microbatch, input_shape=input_shape, instance=instance,
         replan=replan, netns=netns, timeout_s=timeout_s, partition=partition,
-        max_pieces=max_pieces, log=say,
+        max_pieces=max_pieces, log=say, telemetry_path=telemetry_path,
     )  # fmt: skip
     session.start()
     try:

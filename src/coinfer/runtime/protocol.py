@@ -139,6 +139,21 @@ class Submit:
 
 
 @dataclass(frozen=True)
+class Stats:
+    """A session's live telemetry from one worker, over the ``window_s`` seconds before ``t``
+    (its clock): stage computes finished and their busy / CPU seconds, and per peer it sent to
+    the transfers finished, their bytes and link-busy seconds (``[n, bytes, busy_s]``)."""
+
+    type: ClassVar[str] = "stats"
+    t: float
+    window_s: float
+    computes: int
+    compute_busy_s: float
+    compute_cpu_s: float
+    links: dict[str, tuple[int, float, float]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class End:
     """A streaming session closes after ``messages`` micro-batches: finish them, report, wait
     for ``bye``."""
@@ -180,10 +195,12 @@ class Error:
     peer: str | None = None
 
 
-Message = Setup | Ready | Go | Heartbeat | Result | Submit | End | Done | Bye | Abort | Error
+Message = (
+    Setup | Ready | Go | Heartbeat | Result | Submit | Stats | End | Done | Bye | Abort | Error
+)
 MESSAGES: dict[str, type[Any]] = {
     cls.type: cls
-    for cls in (Setup, Ready, Go, Heartbeat, Result, Submit, End, Done, Bye, Abort, Error)
+    for cls in (Setup, Ready, Go, Heartbeat, Result, Submit, Stats, End, Done, Bye, Abort, Error)
 }
 _ADAPTERS: dict[str, TypeAdapter[Any]] = {k: TypeAdapter(v) for k, v in MESSAGES.items()}
 
@@ -242,6 +259,7 @@ __all__ = [
     "Result",
     "Setup",
     "StageAssignment",
+    "Stats",
     "Submit",
     "decode",
     "encode",

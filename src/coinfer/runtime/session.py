@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import os
 import queue
 import secrets
@@ -57,7 +58,7 @@ from .control import check_token
 from .epoch import Epoch, EpochFailed, await_ready
 from .interrupts import shielded
 from .prepare import prepare_run
-from .protocol import Bye, Done, End, Error, Go, Heartbeat, Ready, Result, encode
+from .protocol import Bye, Done, End, Error, Go, Heartbeat, Ready, Result, Stats, encode
 from .session_report import Handover, Recovery, SessionReport
 from .zygote import Zygote
 
@@ -70,6 +71,8 @@ FEED_AHEAD = 2
 # After the first failure signal, collect the others this long before naming the failed device
 # (a dying worker makes its peers report errors too). Shorter than a run's: it delays recovery.
 FAILOVER_GRACE_S = 0.3
+# Telemetry records kept in memory (the newest; a file gets all of them).
+TELEMETRY_KEEP = 10_000
 # Epochs a session may start after failures before it gives up (each drops a device).
 MAX_RECOVERIES = 8
 # Priority of the thread that prepares contingencies after a fail-over: measured, at normal
@@ -106,6 +109,9 @@ class Session:
         every open request (their futures raise :class:`PeerError`).
     timeout_s
         Bound on a stall: requests in flight and no result for this long is a failure.
+    telemetry_path
+        Append every worker's per-second telemetry here as JSON lines (compute times,
+        utilisation, per-link bytes and achieved bandwidth); also kept in :attr:`telemetry`.
 
     Usage::
 
@@ -131,6 +137,7 @@ class Session:
         max_pieces: int | None = None,
         depth: int = 2,
         use_cgroup: bool = True,
+        telemetry_path: str | None = None,
         log: Callable[[str], None] | None = None,
     ):
         self.model_spec = model_spec
@@ -145,6 +152,8 @@ class Session:
         self.depth = depth
         self.use_cgroup = use_cgroup
         self._zygote: Zygote | None = None
+        self._telemetry: deque[dict[str, Any]] = deque(maxlen=TELEMETRY_KEEP)
+        self._telemetry_file = open(telemetry_path, "a") if telemetry_path else None  # noqa: SIM115
         self._priced: dict[int, tuple[Plan, Any]] = {}
         # the next epoch for each device that may fail, planned and prepared ahead (see
         # _prepare_contingencies): a fail-over then starts workers at once
@@ -367,6 +376,8 @@ class Session:
                 t.join(self.timeout_s)
             if self._zygote is not None:
                 self._zygote.close()
+            if self._telemetry_file is not None:
+                self._telemetry_file.close()
 
     def _start_epoch(self, ep: Epoch) -> Epoch | None:
         """Start the first epoch; a device that fails while it starts is failed over like one
@@ -507,6 +518,8 @@ class Session:
                 ep.received += 1
                 progress = time.monotonic()
                 self._complete(rid, tensors)
+            elif isinstance(msg, Stats):
+                self._record_stats(ep, dev, msg)
             elif isinstance(msg, Done):
                 peer.done = msg
             elif isinstance(msg, Error):
@@ -608,6 +621,39 @@ class Session:
                 p.chan.send(encode(Bye()))
         ep.stop(kill=False)
         self._handovers[index] = _with(self._handovers[index], drained_s=self.now())
+
+    def _record_stats(self, ep: Epoch, device: str, st: Stats) -> None:
+        """One worker's telemetry interval, as a JSON-ready record (kept, and written to the
+        telemetry file as one line when the session has one)."""
+        window = max(st.window_s, 1e-9)
+        rec = {
+            "t_s": self.now(),
+            "epoch": ep.number,
+            "device": device,
+            "window_s": st.window_s,
+            "computes": st.computes,
+            "compute_ms": 1e3 * st.compute_busy_s / st.computes if st.computes else None,
+            "utilisation": st.compute_busy_s / window,
+            "cpu_s": st.compute_cpu_s,
+            "links": {
+                peer: {
+                    "transfers": n,
+                    "bytes": nbytes,
+                    "busy_s": busy,
+                    "achieved_Bps": nbytes / busy if busy > 0 else None,
+                }
+                for peer, (n, nbytes, busy) in st.links.items()
+            },
+        }
+        self._telemetry.append(rec)
+        if self._telemetry_file is not None:
+            self._telemetry_file.write(json.dumps(rec) + "\n")
+            self._telemetry_file.flush()
+
+    @property
+    def telemetry(self) -> list[dict[str, Any]]:
+        """The most recent telemetry records (one per worker per second; see ``Stats``)."""
+        return list(self._telemetry)
 
     def _feed(self, ep: Epoch) -> None:
         """Forward submissions to the source, at most ``FEED_AHEAD`` windows ahead."""

@@ -55,6 +55,7 @@ from .protocol import (
     Ready,
     Result,
     Setup,
+    Stats,
     Submit,
     encode,
     expect,
@@ -69,6 +70,8 @@ from .transport import (
     init_process_group,
 )
 
+# Seconds between a session's telemetry reports (Stats) from each worker.
+STATS_S = 1.0
 # Receives posted ahead / messages queued per peer: 2 is enough to overlap one transfer with one
 # compute on each side (double buffering); more only adds memory and queueing delay.
 DEFAULT_DEPTH = 2
@@ -446,6 +449,35 @@ class _Executor:
         except BaseException as exc:
             self.fail(exc)
 
+    def stats_since(self, t0: float, t1: float) -> Stats:
+        """What this device did in ``(t0, t1]``: the live telemetry of a session."""
+        with self._ev_lock:
+            comp = [e for e in self.events if e["kind"] == "compute" and t0 < e["end_s"] <= t1]
+        links: dict[str, list[float]] = {}
+        for ev in self.transport.events:
+            if ev.kind == "send" and t0 < ev.end_s <= t1:
+                row = links.setdefault(self.names[ev.peer], [0, 0.0, 0.0])
+                row[0] += 1
+                row[1] += ev.nbytes
+                row[2] += ev.end_s - ev.start_s
+        return Stats(
+            t1, t1 - t0, len(comp), sum(e["end_s"] - e["start_s"] for e in comp),
+            sum(e.get("cpu_s", 0.0) for e in comp),
+            {p: (int(r[0]), r[1], r[2]) for p, r in links.items()},
+        )  # fmt: skip
+
+    def _report_stats(self, stop: threading.Event) -> None:
+        """A session's telemetry: every :data:`STATS_S`, what the last interval measured."""
+        emulation.exempt_this_thread()
+        last = time.time()
+        while not stop.wait(STATS_S):
+            now = time.time()
+            try:
+                self.chan.send(encode(self.stats_since(last, now)))
+            except PeerError:
+                return
+            last = now
+
     def run(self) -> None:
         """Stage work on this thread, the client (source only) and relays beside it; then drain
         the sends. In a session, a helper left waiting on a request past the end is idle for
@@ -461,6 +493,11 @@ class _Executor:
             helpers.append(threading.Thread(target=client, name="client", daemon=True))
         for t in helpers:
             t.start()
+        stats_stop = threading.Event()
+        if self.stream:
+            threading.Thread(
+                target=self._report_stats, args=(stats_stop,), name="stats", daemon=True
+            ).start()
         self._worker()
         for t in helpers:
             while t.is_alive():
@@ -469,6 +506,7 @@ class _Executor:
                     self.end.admits(r) for r in list(self.waiting_on.values())
                 ):
                     break
+        stats_stop.set()
         self.transport.flush()
 
 
