@@ -427,3 +427,7 @@ def test_live_telemetry_measures_what_the_cost_model_assumes(tmp_path):
     # the emulated link a->b: 1000 Mbit/s and 1 ms per transfer, so achieved <= configured
     assert all(x["achieved_Bps"] <= 1000e6 / 8 for x in link)
     assert all(0 <= r["utilisation"] <= 1.05 for r in lines)
+    # and they feed the online estimate: the instance corrected by what was measured
+    est = s.estimate()
+    assert est is not None and est.device_names == ("a", "b", "c")
+    assert est.link_by_pair[("a", "b")].bandwidth_Bps != 1000e6 / 8  # the link was observed

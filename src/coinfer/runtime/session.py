@@ -51,6 +51,7 @@ from typing import Any
 
 import torch
 
+from ..core.online import OnlineEstimate
 from ..core.plans import Plan
 from ..errors import InputError, PeerError
 from . import supervision as sv
@@ -155,6 +156,7 @@ class Session:
         self._telemetry: deque[dict[str, Any]] = deque(maxlen=TELEMETRY_KEEP)
         self._telemetry_file = open(telemetry_path, "a") if telemetry_path else None  # noqa: SIM115
         self._priced: dict[int, tuple[Plan, Any]] = {}
+        self._estimates: dict[int, OnlineEstimate] = {}  # per epoch, fed by its telemetry
         # the next epoch for each device that may fail, planned and prepared ahead (see
         # _prepare_contingencies): a fail-over then starts workers at once
         self._contingency: dict[str, tuple[Epoch, Epoch]] = {}
@@ -646,9 +648,22 @@ class Session:
             },
         }
         self._telemetry.append(rec)
+        est = self._estimates.get(ep.number)
+        if est is None and ep.prep.instance is not None:
+            est = self._estimates[ep.number] = OnlineEstimate(ep.prep.instance, ep.plan.stages)
+        if est is not None:
+            est.observe(rec)
         if self._telemetry_file is not None:
             self._telemetry_file.write(json.dumps(rec) + "\n")
             self._telemetry_file.flush()
+
+    def estimate(self) -> Any:
+        """The current plan's instance corrected by the telemetry so far (an
+        :class:`~coinfer.core.online.OnlineEstimate`'s ``current()``): what a re-planner should
+        price with. The instance as given until the first report arrives."""
+        ep = self._epoch
+        est = self._estimates.get(ep.number)
+        return est.current() if est is not None else ep.prep.instance
 
     @property
     def telemetry(self) -> list[dict[str, Any]]:
