@@ -109,7 +109,7 @@ def _model():
     return model
 
 
-def _replan_without(dead_ok=("a", "b", "c")):
+def _replan_without():
     def replan(alive):
         keep = tuple(d for d in ("a", "b", "c") if d in alive)
         return _plan(Stage(0, 1, (keep[0],)), Stage(2, 4, keep[1:] or keep[:1])), None

@@ -145,18 +145,7 @@ def run(
             peers = sv.accept_workers(
                 server, token, prep.names, time.time() + sv.CONNECT_TIMEOUT_S, procs, beats
             )
-            sv.limit_result_attachments(peers, sum(m.nbytes for m in prep.contracts[-1]))
-            payloads = {}
-            for d in prep.names:
-                # the address this worker reached us on also reaches the store (same host)
-                where = (
-                    (store.address, 0)
-                    if isinstance(store, _FileRendezvous)
-                    else (peers[d].chan.sock.getsockname()[0], store.port)
-                )
-                setup = prep.setup_for(d, run_id, where, shapes)
-                payloads[d] = (encode(setup), list(prep.blobs[d]))
-            sv.send_setups(peers, payloads, timeout_s)
+            ship_setups(prep, peers, run_id, store, shapes, timeout_s)
             reports = sv.supervise(
                 peers, sv.start_readers(peers), ledger, timeout_s, say, on_result
             )
@@ -180,6 +169,29 @@ def run(
                 net.destroy()
     say(f"run finished in {time.time() - t_start:.1f} s")
     return _result(prep, ledger, reports, plan, requests, microbatch, check, netns)
+
+
+def ship_setups(
+    prep: Prepared,
+    peers: dict[str, sv.Peer],
+    run_id: str,
+    store: Any,
+    shapes: Any,
+    timeout_s: float,
+) -> None:
+    """Cap what the workers may send back, then send each its setup and blobs (in parallel);
+    a run and every epoch of a session start their workers this way."""
+    sv.limit_result_attachments(peers, sum(m.nbytes for m in prep.contracts[-1]))
+    payloads = {}
+    for d in prep.names:
+        # the address this worker reached us on also reaches the store (same host)
+        where = (
+            (store.address, 0)
+            if isinstance(store, _FileRendezvous)
+            else (peers[d].chan.sock.getsockname()[0], store.port)
+        )
+        payloads[d] = (encode(prep.setup_for(d, run_id, where, shapes)), list(prep.blobs[d]))
+    sv.send_setups(peers, payloads, timeout_s)
 
 
 def _network(run_id: str, prep: Prepared, netns: bool) -> Any:

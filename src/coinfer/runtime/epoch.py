@@ -20,7 +20,7 @@ from ..core.plans import Plan
 from ..errors import PeerError
 from . import emulation, media, processes
 from . import supervision as sv
-from .coordinator import _FileRendezvous, _listen, _network
+from .coordinator import _FileRendezvous, _listen, _network, ship_setups
 from .prepare import Prepared
 from .protocol import Go, Ready, Submit, encode
 from .zygote import Zygote
@@ -87,17 +87,7 @@ class Epoch:
             self.server, token, self.prep.names, time.time() + sv.CONNECT_TIMEOUT_S,
             self.procs, self.beats,
         )  # fmt: skip
-        sv.limit_result_attachments(self.peers, sum(m.nbytes for m in self.prep.contracts[-1]))
-        payloads = {}
-        for d in self.prep.names:
-            where = (
-                (self.store.address, 0)
-                if isinstance(self.store, _FileRendezvous)
-                else (self.peers[d].chan.sock.getsockname()[0], self.store.port)
-            )
-            setup = self.prep.setup_for(d, self.run_id, where, shapes)
-            payloads[d] = (encode(setup), list(self.prep.blobs[d]))
-        sv.send_setups(self.peers, payloads, timeout_s)
+        ship_setups(self.prep, self.peers, self.run_id, self.store, shapes, timeout_s)
         self.events = sv.start_readers(self.peers)
         threading.Thread(target=self._feeder, name=f"feed e{self.number}", daemon=True).start()
 

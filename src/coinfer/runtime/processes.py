@@ -26,13 +26,10 @@ def spawn_local_workers(
     control: tuple[str, int],
     token: str,
     net: Any = None,
-    nice: int = 0,
 ) -> dict[str, subprocess.Popen[bytes]]:
     """Start one ``coinfer worker`` process per device, talking to ``control``; each reads the
     token from a pipe on its standard input (not its environment, which other local users can
-    read through ``/proc`` for as long as the process lives). ``nice > 0`` starts them at a low
-    priority (standby workers: their start-up must not slow a running pipeline; a worker
-    restores normal priority when it gets its setup, see :func:`restore_priority`)."""
+    read through ``/proc`` for as long as the process lives)."""
     # workers' C++ warnings (gloo socket notices, peers closing on abort) are not for users
     env = {k: v for k, v in os.environ.items() if k != "COINFER_TOKEN"}
     env["TORCH_CPP_LOG_LEVEL"] = "ERROR"
@@ -42,7 +39,7 @@ def spawn_local_workers(
         cmd = [sys.executable, "-m", "coinfer", "worker", "--coordinator",
                f"{control[0]}:{control[1]}", "--device", d, "--token-file", "-",
                "--allow-model-code"]  # fmt: skip
-        enter: Any = (lambda: os.nice(nice)) if nice > 0 else None
+        enter = None
         if net is not None:
             cmd = [*cmd, "--bind", net.address(d)]
             enter = net.enter_fn(d)
@@ -67,16 +64,6 @@ def process_stopped(proc: subprocess.Popen[bytes]) -> bool:
     return bool(fields) and fields[0] in ("T", "t")
 
 
-def restore_priority() -> None:
-    """Back to normal priority (nice 0) for every thread of this process, if it was started
-    low (a standby worker that is now needed); needs root, else it stays as it is."""
-    if os.getpriority(os.PRIO_PROCESS, 0) <= 0:
-        return
-    for tid in os.listdir("/proc/self/task"):
-        with contextlib.suppress(OSError, ValueError):
-            os.setpriority(os.PRIO_PROCESS, int(tid), 0)
-
-
 # A local worker found stopped this long is declared failed (a debugger's brief stop is not).
 STOPPED_GRACE_S = 1.0
 
@@ -98,6 +85,5 @@ __all__ = [
     "STOPPED_GRACE_S",
     "process_stopped",
     "reap",
-    "restore_priority",
     "spawn_local_workers",
 ]

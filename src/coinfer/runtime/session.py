@@ -46,7 +46,7 @@ from array import array
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -59,8 +59,9 @@ from .control import check_token
 from .epoch import Epoch, EpochFailed, await_ready
 from .interrupts import shielded
 from .prepare import prepare_run
-from .protocol import Bye, Done, End, Error, Go, Heartbeat, Ready, Result, Stats, encode
+from .protocol import Done, End, Error, Go, Heartbeat, Ready, Result, Stats, encode
 from .session_report import Handover, Recovery, SessionReport
+from .stages import decode_tensors, encode_tensors
 from .zygote import Zygote
 
 # Requests in one cycle of a session's schedule: replicated stages pick their replica by a
@@ -243,8 +244,6 @@ class Session:
     def submit(self, inputs: torch.Tensor | Sequence[torch.Tensor]) -> Future[list[torch.Tensor]]:
         """Queue one request (the model's inputs, batch dimension = ``microbatch``); its future
         resolves with the outputs, in submission order."""
-        from safetensors.torch import save
-
         xs = [inputs] if isinstance(inputs, torch.Tensor) else list(inputs)
         contract = self._epoch.prep.contracts[0]
         if len(xs) != len(contract):
@@ -257,7 +256,7 @@ class Session:
         if self._broken is not None:
             fut.set_exception(PeerError(self._broken))
             return fut
-        blob = save({f"t{j}": t.contiguous() for j, t in enumerate(xs)})
+        blob = encode_tensors(xs)
         with self._lock:
             rid = next(self._ids)
             self._pending[rid] = _Request(rid, blob, fut, self.now())
@@ -431,8 +430,6 @@ class Session:
     def _drive(self, ep: Epoch, ready: bool = False) -> Epoch | None:
         """Run one epoch until the session closes (``None``), hands over to a successor (which
         is returned; ``ready``: it runs already), or a worker fails (raises)."""
-        from safetensors.torch import load
-
         assert ep.events is not None
         peers = ep.peers
         stopped_since: dict[str, float] = {}
@@ -487,9 +484,7 @@ class Session:
                             p.chan.send(encode(End(ep.sent)))
                         ended = True
                 if ended and all(p.done for p in peers.values()):
-                    for p in peers.values():
-                        with contextlib.suppress(PeerError):
-                            p.chan.send(encode(Bye()))
+                    sv.say_bye(peers)
                     reports = sv.collect_reports(peers)
                     self.report = self._make_report(reports.trace, reports.emulation)
                     return None
@@ -511,9 +506,8 @@ class Session:
                 if msg.epoch != ep.number:
                     continue  # a result of an ended epoch: its request was re-run
                 try:
-                    outs = load(blobs[0])
+                    tensors = decode_tensors(blobs[0])
                     rid = ep.wire.pop(msg.message)
-                    tensors = [outs[f"t{j}"] for j in range(len(outs))]
                 except Exception as exc:
                     note(dev, f"sent a malformed result for message {msg.message}: {exc}"[:200])
                     continue
@@ -586,8 +580,6 @@ class Session:
     def _drain(self, ep: Epoch, index: int) -> None:
         """Let a handed-over epoch finish its requests, then end it; if it fails meanwhile,
         its unfinished requests go to the current epoch (first in line)."""
-        from safetensors.torch import load
-
         assert ep.events is not None
         deadline = time.monotonic() + self.timeout_s
         stopped_since: dict[str, float] = {}
@@ -609,8 +601,7 @@ class Session:
             except queue.Empty:
                 continue
             if isinstance(msg, Result) and msg.epoch == ep.number and msg.message in ep.wire:
-                outs = load(blobs[0])
-                self._complete(ep.wire.pop(msg.message), [outs[f"t{j}"] for j in range(len(outs))])
+                self._complete(ep.wire.pop(msg.message), decode_tensors(blobs[0]))
                 ep.received += 1
             elif isinstance(msg, Done):
                 ep.peers[dev].done = msg
@@ -618,11 +609,9 @@ class Session:
                 trouble[dev] = msg.message
             elif isinstance(msg, tuple) and ep.peers[dev].done is None:
                 trouble[dev] = "control channel lost"
-        for p in ep.peers.values():
-            with contextlib.suppress(PeerError):
-                p.chan.send(encode(Bye()))
+        sv.say_bye(ep.peers)
         ep.stop(kill=False)
-        self._handovers[index] = _with(self._handovers[index], drained_s=self.now())
+        self._handovers[index] = replace(self._handovers[index], drained_s=self.now())
 
     def _record_stats(self, ep: Epoch, device: str, st: Stats) -> None:
         """One worker's telemetry interval, as a JSON-ready record (kept, and written to the
@@ -695,12 +684,12 @@ class Session:
         self._done_s.append(done)
         if self._recoveries and self._recoveries[-1].first_result_s is None:
             last = self._recoveries[-1]
-            self._recoveries[-1] = _with(last, first_result_s=done)
+            self._recoveries[-1] = replace(last, first_result_s=done)
         req.future.set_result(outputs)
 
     def _resumed(self, ep: Epoch) -> None:
         if self._recoveries and self._recoveries[-1].epoch == ep.number:
-            self._recoveries[-1] = _with(self._recoveries[-1], resumed_s=self.now())
+            self._recoveries[-1] = replace(self._recoveries[-1], resumed_s=self.now())
 
     def _recover(self, ep: Epoch, failure: EpochFailed) -> Epoch | None:
         """End the failed epoch and start the next over the surviving devices, re-submitting
@@ -806,12 +795,6 @@ class Session:
             emulation=emu,
             error=self._broken,
         )
-
-
-def _with(rec: Any, **changes: Any) -> Any:
-    from dataclasses import replace
-
-    return replace(rec, **changes)
 
 
 __all__ = ["CYCLE", "Handover", "Recovery", "Session", "SessionReport"]

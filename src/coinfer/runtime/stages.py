@@ -215,6 +215,22 @@ def cut_contracts(
     return contracts
 
 
+def encode_tensors(tensors: Sequence[torch.Tensor]) -> bytes:
+    """One message's tensors as a safetensors blob (keys ``t0, t1, ...``): a submission's
+    inputs, a result's outputs."""
+    from safetensors.torch import save
+
+    return save({f"t{j}": t.contiguous() for j, t in enumerate(tensors)})
+
+
+def decode_tensors(blob: bytes) -> list[torch.Tensor]:
+    """The inverse of :func:`encode_tensors`; ``KeyError`` if the keys are not ``t0..tn-1``."""
+    from safetensors.torch import load
+
+    data = load(blob)
+    return [data[f"t{j}"] for j in range(len(data))]
+
+
 def decode_inputs(blob: bytes) -> dict[int, list[torch.Tensor]]:
     """The source's inputs blob (safetensors keys ``m{message}_{input}``) as tensors per message."""
     from safetensors.torch import load

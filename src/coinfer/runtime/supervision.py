@@ -34,6 +34,7 @@ from .ledger import Ledger, format_ids
 from .liveness import HEARTBEAT_S
 from .processes import STOPPED_GRACE_S, process_stopped
 from .protocol import Abort, Bye, Done, Error, Go, Heartbeat, Ready, Result, decode, encode
+from .stages import decode_tensors
 
 # After the first failure signal, wait this long to collect the others (a dying worker makes its
 # peers report errors too; the grace period lets us name the one that died, not a bystander).
@@ -215,8 +216,6 @@ def supervise(
     never cut short while it makes progress. ``on_result(message, completed)`` is called as each
     micro-batch's output arrives (progress display, or acting at a known point of a run).
     """
-    from safetensors.torch import load
-
     deadline = time.time() + timeout_s
     phase = "setup"
     for p in peers.values():  # every worker has its setup now and beats from here on
@@ -267,9 +266,7 @@ def supervise(
                 say("all workers ready; running")
         elif isinstance(msg, Result):
             try:  # a result the ledger cannot take (unknown, duplicate, unreadable) is the peer's fault
-                outs = load(blobs[0])
-                ledger.complete(msg.message, msg.t_release, msg.t_done,
-                                [outs[f"t{j}"] for j in range(len(outs))])  # fmt: skip
+                ledger.complete(msg.message, msg.t_release, msg.t_done, decode_tensors(blobs[0]))
             except Exception as exc:
                 note(dev, f"sent a malformed result for message {msg.message}: {str(exc)[:120]}")
                 continue
@@ -290,10 +287,15 @@ def supervise(
         ledger.shift_times(result_peer.clock_offset)
     if first_failure_at is not None:
         raise blame(suspects, ledger)
+    say_bye(peers)
+    return collect_reports(peers)
+
+
+def say_bye(peers: Mapping[str, Peer]) -> None:
+    """Let every worker of a finished run (or epoch) exit; one already gone is fine."""
     for p in peers.values():
         with contextlib.suppress(PeerError):
             p.chan.send(encode(Bye()))
-    return collect_reports(peers)
 
 
 def blame(suspects: Mapping[str, str], ledger: Ledger) -> PeerError:
@@ -416,6 +418,7 @@ __all__ = [
     "is_conclusive",
     "is_death",
     "limit_result_attachments",
+    "say_bye",
     "send_setups",
     "start_beat",
     "start_readers",

@@ -60,7 +60,14 @@ from .protocol import (
     encode,
     expect,
 )
-from .stages import StageSpec, as_tuple, build_stage_module, decode_inputs, load_stage_weights
+from .stages import (
+    StageSpec,
+    as_tuple,
+    build_stage_module,
+    decode_inputs,
+    encode_tensors,
+    load_stage_weights,
+)
 from .streaming import STREAM_TRACE_KEEP, STREAM_WAIT_S, StreamEnd, Submissions, unrolled
 from .transport import (
     LinkShape,
@@ -230,6 +237,10 @@ class _Executor:
     # -- the work, unrolled (one pass for a run, cycle after cycle for a session) --------------
     def _actions(self, kind: str | None = None) -> Iterator[Action]:
         acts = self.actions if kind is None else [a for a in self.actions if a.kind == kind]
+        return self._unroll(acts)
+
+    def _unroll(self, acts: Sequence[Action]) -> Iterator[Action]:
+        """``acts`` for every request this run or session has (see :func:`.streaming.unrolled`)."""
         return unrolled(
             acts,
             self.cycle,
@@ -361,11 +372,8 @@ class _Executor:
 
     def _report(self, request: int, released: float, outs: Sequence[torch.Tensor]) -> None:
         """Stream one output to the coordinator (its ledger marks the request done)."""
-        from safetensors.torch import save
-
         done = time.time()
-        blob = save({f"t{j}": t.contiguous() for j, t in enumerate(outs)})
-        self.chan.send(encode(Result(request, released, done, self.epoch)), [blob])
+        self.chan.send(encode(Result(request, released, done, self.epoch)), [encode_tensors(outs)])
 
     def on_control(self, msg: Any, blobs: list[bytes]) -> None:
         """A session's ``submit`` (the source's next inputs) or ``end`` (its length)."""
@@ -404,14 +412,7 @@ class _Executor:
         collector = threading.Thread(target=collect, name="collector", daemon=True)
         collector.start()
         try:
-            sends = unrolled(
-                [a for a in self.client if a.kind == "send"],
-                self.cycle,
-                lambda a: a.request,
-                lambda a, off: replace(a, request=a.request + off),
-                self.end,
-            )
-            for a in sends:
+            for a in self._unroll([a for a in self.client if a.kind == "send"]):
                 self.waiting_on["client"] = a.request
                 xs = self.submissions.take(a.request)
                 if xs is None:
@@ -561,7 +562,6 @@ def serve(
     chan.limit_attachments("setup", 0)
     first_cut = sum(WireTensorSpec.from_list(m).nbytes for m in setup.contracts[0])
     chan.limit_attachments("submit", first_cut + SAFETENSORS_SLACK if setup.stream else 0)
-    processes.restore_priority()  # a standby worker, started low, is needed now
     # beat, and listen, from now on: building the stage and forming the group can take seconds,
     # and a worker (or a coordinator) stopped or stuck there must be noticed as quickly as one
     # stopped mid-run
