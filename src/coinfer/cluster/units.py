@@ -54,7 +54,8 @@ def parse_memory(value: int | float | str) -> int:
         known = ", ".join(u for u in _MEMORY_UNITS if u)
         raise ValueError(f"unknown size unit {unit!r} in {value!r} (known: {known})")
     nbytes = number * _MEMORY_UNITS[unit]
-    if not math.isfinite(nbytes) or nbytes <= 0:
+    # a whole number of bytes, at least one: 0.4 bytes would load as 0 and not load again
+    if not math.isfinite(nbytes) or round(nbytes) < 1:
         raise ValueError(f"size must be positive and finite, got {value!r}")
     return round(nbytes)
 
