@@ -65,3 +65,30 @@ def test_nothing_observed_is_the_instance_itself_and_bad_settings_are_refused():
     assert est.current() == inst
     with pytest.raises(InputError, match="alpha"):
         OnlineEstimate(inst, STAGES, alpha=0.0)
+
+
+def test_a_step_change_is_followed_two_samples_after_it_happened():
+    """A link losing 90 % of its bandwidth is believed after two samples, not after the many
+    a moving average would need; one such sample alone is an outlier and moves nothing."""
+    est = OnlineEstimate(_instance(), STAGES)
+    for _ in range(5):
+        est.observe(_record("a", 20.0, {"b": _link(10, 10 * 100_000, 10e6, 0.002)}))
+    est.observe(_record("a", 20.0, {"b": _link(1, 100_000, 1e6, 0.002)}))
+    assert est.link_Bps[("a", "b")] > 8e6  # one slow second: still believed fast
+    est.observe(_record("a", 20.0, {"b": _link(1, 100_000, 1e6, 0.002)}))
+    assert est.link_Bps[("a", "b")] == pytest.approx(1e6, rel=0.01)
+    # and back up again just as fast
+    for _ in range(2):
+        est.observe(_record("a", 20.0, {"b": _link(10, 10 * 100_000, 10e6, 0.002)}))
+    assert est.link_Bps[("a", "b")] == pytest.approx(10e6, rel=0.01)
+
+
+def test_messages_too_small_to_time_do_not_move_a_link():
+    """4 kB results at 10 MB/s take 0.4 ms of wire time each: per-message overheads would read
+    as a slow link, so such transfers leave the estimate alone."""
+    est = OnlineEstimate(_instance(), STAGES)
+    for _ in range(5):
+        # 20 transfers of 4 kB with 1 ms of overhead each on top of the priced time
+        busy = 20 * (0.002 + 4_000 / 10e6 + 0.001)
+        est.observe(_record("a", 20.0, {"b": {"transfers": 20, "bytes": 80_000.0, "busy_s": busy}}))
+    assert ("a", "b") not in est.link_Bps

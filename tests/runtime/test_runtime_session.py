@@ -430,4 +430,6 @@ def test_live_telemetry_measures_what_the_cost_model_assumes(tmp_path):
     # and they feed the online estimate: the instance corrected by what was measured
     est = s.estimate()
     assert est is not None and est.device_names == ("a", "b", "c")
-    assert est.link_by_pair[("a", "b")].bandwidth_Bps != 1000e6 / 8  # the link was observed
+    # the MLP's 1 kB messages take ~8 us each on a 1 Gbit/s link: too short to time, so the
+    # link is left as configured rather than read as slow from per-message overheads
+    assert est.link_by_pair[("a", "b")].bandwidth_Bps == 1000e6 / 8

@@ -61,7 +61,7 @@ def _stream(
     model: str, cl: Any, instance: Any, the_plan: Any, flow: Any, faults: Any, requests: int,
     duration: float | None, microbatch: int, shape: Any, partition: str, max_pieces: int | None,
     timeout: float, algo: str, objective: str, netns: bool, check: bool, as_json: bool,
-    timeline: str | None = None, telemetry: str | None = None,
+    timeline: str | None = None, telemetry: str | None = None, adapt: bool = False,
 ) -> None:  # fmt: skip
     """``coinfer run`` in session mode: stream, then print (or dump) what happened."""
     from .session_run import run_stream
@@ -73,6 +73,7 @@ def _stream(
         duration_s=duration, faults=faults, microbatch=microbatch, input_shape=shape,
         partition=partition, max_pieces=max_pieces, timeout_s=timeout, algo=algo,
         objective=objective, netns=netns, check=check, log=log, telemetry_path=telemetry,
+        adapt=adapt,
     )  # fmt: skip
     if timeline is not None:
         from ..report import session_timeline
@@ -97,6 +98,12 @@ def _stream(
                 + (f" {after:.2f} s after the fault" if after is not None else "")
                 + f", first new result {r['first_result_after_s'] or float('nan'):.2f} s after; "
                 f"{r['rerun']} requests re-run on {', '.join(r['devices'])}"
+            )
+        for r in measured["replans"]:
+            typer.echo(
+                f"re-plan at {r['t_s']:.1f} s ({r['trigger']}): {r['old_plan']} -> "
+                f"{r['new_plan']}, predicted {r['predicted_gain']:+.0%}"
+                + (" (hand-over failed)" if r["epoch"] < 0 else "")
             )
         for h in measured["handovers"]:
             if h["error"]:
@@ -234,6 +241,12 @@ def register(app: typer.Typer) -> None:
             help="With a stream: append each worker's per-second telemetry (compute times, "
             "utilisation, per-link bytes and bandwidth) to this file as JSON lines.",
         ),
+        adapt: bool = typer.Option(
+            False,
+            "--adapt",
+            help="With a stream: re-plan live from the workers' telemetry (links slowing, "
+            "devices loaded) and hand the stream over when the gain repays the switch.",
+        ),
         inject: list[str] = typer.Option(
             [],
             "--inject",
@@ -253,7 +266,7 @@ def register(app: typer.Typer) -> None:
         if partition not in ("graph", "sequential"):
             raise InputError(f"--partition must be graph or sequential, got {partition!r}")
         check_objective(objective)
-        streaming = arrivals is not None or duration is not None or bool(inject)
+        streaming = arrivals is not None or duration is not None or bool(inject) or adapt
         if requests < 1 or microbatch < 1 or requests % microbatch:
             raise InputError(
                 f"--requests {requests} must be a positive multiple of --microbatch {microbatch}"
@@ -285,7 +298,7 @@ def register(app: typer.Typer) -> None:
         if streaming:
             _stream(model, cl, instance, the_plan, flow, faults, requests, duration, microbatch,
                     shape, partition, max_pieces, timeout, algo, objective, netns, not no_check,
-                    as_json, timeline, telemetry)  # fmt: skip
+                    as_json, timeline, telemetry, adapt)  # fmt: skip
             return
         from ..schedule import scheduler
 

@@ -140,6 +140,36 @@ def make_replan(
     return replan
 
 
+def make_planner(algo: str, objective: str) -> Callable[[Any], tuple[Any, Any]]:
+    """A live re-planner: ``planner(believed instance) -> (plan with algo, that instance)``."""
+    from .. import plan as plan_mod
+
+    def planner(inst: Any) -> tuple[Any, Any]:
+        return plan_mod.plan(inst, algo, objective), inst
+
+    return planner
+
+
+def _after_replan(measured: dict[str, Any], report: Any, session: Any, microbatch: int) -> None:
+    """Throughput once the last live re-plan's epoch ran (its first 2 s left out), beside what
+    the planner predicted for that plan on the belief it was chosen with."""
+    from ..core.evaluate import evaluate
+
+    done = [r for r in report.replans if r.epoch >= 0]
+    if not done:
+        return
+    last = done[-1]
+    switched = next((h.switched_s for h in report.handovers if h.epoch == last.epoch), None)
+    end = max(report.done_s) if report.done_s else 0.0
+    if switched is None or end <= switched + 4.0:
+        return
+    plan_after, inst_after = session.priced(last.epoch)
+    measured["throughput_after_replan_rps"] = report.throughput_rps(switched + 2.0, end)
+    measured["predicted_after_replan_rps"] = (
+        evaluate(inst_after, plan_after.stages).throughput_rps * microbatch
+    )
+
+
 def run_stream(
     model: str,
     cluster: Any,
@@ -162,8 +192,10 @@ def run_stream(
     seed: int = 0,
     log: Callable[[str], None] | None = None,
     telemetry_path: str | None = None,
+    adapt: bool = False,
 ) -> dict[str, Any]:
-    """Stream requests through a session; returns the JSON-ready ``measured`` block."""
+    """Stream requests through a session; returns the JSON-ready ``measured`` block. With
+    ``adapt`` an :class:`~coinfer.runtime.adapt.Adapter` re-plans it live with ``algo``."""
     from ..core.evaluate import evaluate
     from ..runtime.session import Session
     from ..zoo import load_model
@@ -188,6 +220,11 @@ def run_stream(
         max_pieces=max_pieces, log=say, telemetry_path=telemetry_path,
     )  # fmt: skip
     session.start()
+    adapter = None
+    if adapt:
+        from ..runtime.adapt import Adapter
+
+        adapter = Adapter(session, make_planner(algo, objective), log=say).start()
     try:
         t0 = time.monotonic()
         start_s = session.now()
@@ -224,12 +261,20 @@ def run_stream(
             i += 1  # the future is not kept: a stream of any length holds only its sample
         for t in timers:
             t.cancel()
+        if adapter is not None:
+            adapter.stop()
     except BaseException:
+        if adapter is not None:
+            adapter.stop()
         session.abort()
         raise
     report = session.close()
     measured = report.to_dict()
     measured["start_s"] = start_s
+    if adapter is not None:
+        measured["adapt_policy"] = adapter.policy.to_dict()
+        measured["adapt_checks"] = adapter.checks[-2000:]
+        _after_replan(measured, report, session, microbatch)
     # throughput after the last recovery, beside the planner's prediction for what is left
     if report.recoveries and report.recoveries[0].fault_s is not None:
         # the same plan before its first fault (after 2 s of warm-up): how far the prediction

@@ -13,6 +13,13 @@ Why smoothed and outlier-robust: one-second samples on a shared host jump (a nei
 a garbage collection). Each new ratio enters a short window whose *median* is the sample, and
 the estimate follows those medians by an exponential moving average: a lone 10x outlier moves
 nothing, a real 2x slow-down is tracked within a few seconds.
+
+Why a jump rule as well: a moving average needs many seconds to follow a link that lost 90 % of
+its bandwidth (after one step of weight 0.4 it still believes 64 % of the old rate), and a
+controller that must act within seconds cannot wait for it. When ``JUMP_AFTER`` consecutive
+samples all lie beyond ``JUMP_RATIO`` of the estimate on the same side, the estimate jumps to
+their median and the window restarts from them: a lone outlier never jumps (it is one sample),
+a real step is followed two samples after it happened.
 """
 
 from __future__ import annotations
@@ -30,6 +37,12 @@ from .plans import Stage
 # Samples in each median window, and the weight of a new median in the moving average.
 DEFAULT_WINDOW = 5
 DEFAULT_ALPHA = 0.4
+# Transfers whose bytes took less than this each say little about the link's bandwidth (a 4 KB
+# result is mostly per-message overhead): they do not update the estimate.
+MIN_WIRE_S = 2e-3
+# A step change: this many consecutive samples beyond this factor of the estimate, same side.
+JUMP_AFTER = 2
+JUMP_RATIO = 1.5
 
 
 @dataclass
@@ -58,6 +71,14 @@ class OnlineEstimate:
     def _smooth(self, key: Any, value: float, current: float) -> float:
         window = self._samples.setdefault(key, deque(maxlen=self.window))
         window.append(value)
+        recent = list(window)[-JUMP_AFTER:]
+        if len(recent) == JUMP_AFTER and current > 0 and (
+            all(v > current * JUMP_RATIO for v in recent)
+            or all(v * JUMP_RATIO < current for v in recent)
+        ):
+            window.clear()
+            window.extend(recent)
+            return statistics.median(recent)
         return (1 - self.alpha) * current + self.alpha * statistics.median(window)
 
     def observe(self, record: Mapping[str, Any]) -> None:
@@ -80,10 +101,10 @@ class OnlineEstimate:
             n, nbytes, busy = row.get("transfers", 0), row.get("bytes", 0.0), row.get("busy_s", 0.0)
             if lk is None or lk.medium is not None or n <= 0 or nbytes <= 0:
                 continue
-            wire = busy - n * lk.latency_s  # the time the bytes themselves took
-            if wire <= 0:
-                continue
             key = (device, str(peer))
+            wire = busy - n * lk.latency_s  # the time the bytes themselves took
+            if wire < n * MIN_WIRE_S:
+                continue  # too short to tell the bandwidth from per-message overheads
             self.link_Bps[key] = self._smooth(
                 key, nbytes / wire, self.link_Bps.get(key, lk.bandwidth_Bps)
             )

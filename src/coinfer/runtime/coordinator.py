@@ -145,7 +145,10 @@ def run(
             peers = sv.accept_workers(
                 server, token, prep.names, time.time() + sv.CONNECT_TIMEOUT_S, procs, beats
             )
-            ship_setups(prep, peers, run_id, store, shapes, timeout_s)
+            origin = time.time()  # the bandwidth traces' time 0
+            ship_setups(prep, peers, run_id, store, shapes, timeout_s, origin)
+            if net is not None:
+                net.follow_traces(prep.shapes, origin)
             reports = sv.supervise(
                 peers, sv.start_readers(peers), ledger, timeout_s, say, on_result
             )
@@ -178,9 +181,12 @@ def ship_setups(
     store: Any,
     shapes: Any,
     timeout_s: float,
+    origin_unix: float | None = None,
 ) -> None:
     """Cap what the workers may send back, then send each its setup and blobs (in parallel);
-    a run and every epoch of a session start their workers this way."""
+    a run and every epoch of a session start their workers this way. Bandwidth traces start at
+    ``origin_unix`` (a session's start, so they run on across its epochs; default: now)."""
+    origin = time.time() if origin_unix is None else origin_unix
     sv.limit_result_attachments(peers, sum(m.nbytes for m in prep.contracts[-1]))
     payloads = {}
     for d in prep.names:
@@ -190,7 +196,10 @@ def ship_setups(
             if isinstance(store, _FileRendezvous)
             else (peers[d].chan.sock.getsockname()[0], store.port)
         )
-        payloads[d] = (encode(prep.setup_for(d, run_id, where, shapes)), list(prep.blobs[d]))
+        payloads[d] = (
+            encode(prep.setup_for(d, run_id, where, shapes, origin)),
+            list(prep.blobs[d]),
+        )
     sv.send_setups(peers, payloads, timeout_s)
 
 

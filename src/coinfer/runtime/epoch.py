@@ -38,8 +38,12 @@ class EpochFailed(Exception):
 class Epoch:
     """One plan's workers: started, fed, watched, and ended (cleanly or by killing them)."""
 
-    def __init__(self, number: int, plan: Plan, prep: Prepared, window: int):
+    def __init__(
+        self, number: int, plan: Plan, prep: Prepared, window: int, origin_unix: float = 0.0
+    ):
         self.number = number
+        # the session's start: bandwidth traces run on from it across epochs
+        self.origin_unix = origin_unix or time.time()
         self.plan = plan
         self.prep = prep
         self.window = max(1, window)
@@ -87,7 +91,11 @@ class Epoch:
             self.server, token, self.prep.names, time.time() + sv.CONNECT_TIMEOUT_S,
             self.procs, self.beats,
         )  # fmt: skip
-        ship_setups(self.prep, self.peers, self.run_id, self.store, shapes, timeout_s)
+        ship_setups(
+            self.prep, self.peers, self.run_id, self.store, shapes, timeout_s, self.origin_unix
+        )
+        if self.net is not None:
+            self.net.follow_traces(self.prep.shapes, self.origin_unix)
         self.events = sv.start_readers(self.peers)
         threading.Thread(target=self._feeder, name=f"feed e{self.number}", daemon=True).start()
 

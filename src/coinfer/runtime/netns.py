@@ -31,6 +31,7 @@ import os
 import secrets
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -116,6 +117,8 @@ class Testbed:
     spaces: dict[str, str] = field(default_factory=dict)
     media: list[str] = field(default_factory=list)
     destroyed: bool = False
+    _stop: threading.Event = field(default_factory=threading.Event, repr=False)
+    _medium_ifb: dict[str, str] = field(default_factory=dict, repr=False)  # medium -> its ifb
 
     @classmethod
     def create(
@@ -153,6 +156,7 @@ class Testbed:
             _tc(self.hub, "class", "add", "dev", ifb, "parent", "1:", "classid", "1:1", "htb",
                 "rate", rate, "burst", BURST, "quantum", "1514")  # fmt: skip
             ifb_of[medium] = ifb
+        self._medium_ifb = ifb_of
         for i, u in enumerate(self.names):
             outer = f"cf{self.run_id}v{i}"
             hops = [
@@ -245,6 +249,43 @@ class Testbed:
 
         return enter
 
+    def follow_traces(
+        self, shapes: Mapping[str, Mapping[str, LinkShape]], origin_unix: float
+    ) -> threading.Thread | None:
+        """Change each traced class's ``tc`` rate at its trace's breakpoints (trace time 0 =
+        ``origin_unix``), on a thread that ends with :meth:`destroy`; ``None`` if no link has
+        a trace. The kernel then shapes what the transport would emulate without namespaces."""
+        steps: list[tuple[float, str, tuple[str, ...]]] = []
+        done_media: set[str] = set()
+        for u, m in shapes.items():
+            for v, shape in m.items():
+                if shape.trace is None or u not in self.spaces or v not in self.names or u == v:
+                    continue
+                if shape.medium is not None:
+                    if shape.medium in done_media or shape.medium not in self._medium_ifb:
+                        continue
+                    done_media.add(shape.medium)
+                    where = (self.hub, "dev", self._medium_ifb[shape.medium], "classid", "1:1")
+                else:
+                    where = (self.spaces[u], "dev", "eth0", "classid", f"1:{self.names.index(v) + 1}")
+                for t, bw in zip(shape.trace.times_s, shape.trace.bandwidth_Bps, strict=True):
+                    steps.append((t, f"{max(8, int(bw * 8))}bit", where))
+        if not steps:
+            return None
+        steps.sort(key=lambda s: s[0])
+
+        def run() -> None:
+            for t, rate, (ns, *where) in steps:
+                if self._stop.wait(max(0.0, origin_unix + t - time.time())):
+                    return
+                with contextlib.suppress(InputError):  # a namespace being torn down
+                    _tc(ns, "class", "change", *where[:2], "parent", "1:", *where[2:], "htb",
+                        "rate", rate, "burst", BURST, "quantum", "1514")  # fmt: skip
+
+        th = threading.Thread(target=run, name=f"tc-traces {self.run_id}", daemon=True)
+        th.start()
+        return th
+
     @staticmethod
     def transport_shapes(
         shapes: Mapping[str, Mapping[str, LinkShape]],
@@ -278,6 +319,7 @@ class Testbed:
         if self.destroyed:
             return
         self.destroyed = True
+        self._stop.set()
         for ns in [*self.spaces.values(), self.hub]:
             with contextlib.suppress(Exception):
                 subprocess.run(["ip", "netns", "del", ns], capture_output=True)

@@ -77,14 +77,16 @@ class Prepared:
         run_id: str,
         store: tuple[str, int],
         shapes: Mapping[str, Mapping[str, LinkShape]] | None = None,
+        origin_unix: float = 0.0,
     ) -> Setup:
-        """Device's setup for a started run; ``shapes`` overrides the emulated links (netns)."""
+        """Device's setup for a started run; ``shapes`` overrides the emulated links (netns);
+        ``origin_unix`` is when the links' bandwidth traces start (the run's or session's start)."""
         links = (shapes if shapes is not None else self.shapes).get(device, {})
         return replace(
             self.setups[device],
             run_id=run_id,
             store=store,
-            links={v: s.to_dict() for v, s in links.items()},
+            links={v: replace(s, origin_unix=origin_unix).to_dict() for v, s in links.items()},
         )
 
 
@@ -176,7 +178,8 @@ def prepare_run(
     )
     stage_of = {d: k for k, st in enumerate(plan.stages) for d in st.devices}
     hops = getattr(cluster, "all_links", cluster.links)  # dedicated links + hops over media
-    links = [(lk.src, lk.dst, lk.bandwidth_Bps, lk.latency_s, lk.medium) for lk in hops]
+    trace_of = getattr(cluster, "trace", lambda _lk: None)
+    links = [(lk.src, lk.dst, lk.bandwidth_Bps, lk.latency_s, lk.medium, trace_of(lk)) for lk in hops]
     shapes = link_shapes(links, names)
     cpus = local_cpu_slots(cluster, names, local_cpus) if local_cpus else {}
     spec = StageSpec(
@@ -274,14 +277,17 @@ def link_shapes(
     links: Sequence[tuple[Any, ...]], names: Sequence[str]
 ) -> dict[str, dict[str, LinkShape]]:
     """Emulated shape of every direct hop between ``names`` (``links`` are ``(src, dst,
-    bandwidth_Bps, latency_s[, medium])``; a hop over a shared medium names it, so its time is
-    booked on the medium's clock). Multi-hop transfers are relayed hop by hop (:mod:`.relays`),
-    each hop on its own emulated link or medium, as the cost model prices them."""
+    bandwidth_Bps, latency_s[, medium[, trace]])``; a hop over a shared medium names it, so its
+    time is booked on the medium's clock; a traced hop follows its trace from the run's start).
+    Multi-hop transfers are relayed hop by hop (:mod:`.relays`), each hop on its own emulated
+    link or medium, as the cost model prices them."""
     member = set(names)
     out: dict[str, dict[str, LinkShape]] = {u: {} for u in names}
     for s, d, bw, lat, *rest in links:
         if s in member and d in member:
-            out[s][d] = LinkShape(bw, lat, rest[0] if rest else None)
+            medium = rest[0] if rest else None
+            trace = rest[1] if len(rest) > 1 else None
+            out[s][d] = LinkShape(bw, lat, medium, trace)
     return out
 
 

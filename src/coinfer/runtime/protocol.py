@@ -74,7 +74,10 @@ class Setup:
     num_stages: int
     contracts: tuple[WireContract, ...]
     actions: tuple[str, ...]
-    links: dict[str, dict[str, float | str | None]] = field(default_factory=dict)
+    # per peer: LinkShape.to_dict() (bandwidth, latency, medium, trace as (times, bytes/s))
+    links: dict[
+        str, dict[str, float | str | tuple[tuple[float, ...], tuple[float, ...]] | None]
+    ] = field(default_factory=dict)
     emulate: EmulateConfig = field(default_factory=EmulateConfig)
     use_cgroup: bool = True
     stage: StageAssignment | None = None
@@ -142,7 +145,8 @@ class Submit:
 class Stats:
     """A session's live telemetry from one worker, over the ``window_s`` seconds before ``t``
     (its clock): stage computes finished and their busy / CPU seconds, and per peer it sent to
-    the transfers finished, their bytes and link-busy seconds (``[n, bytes, busy_s]``)."""
+    the transfers finished, their bytes and link-busy seconds (``[n, bytes, busy_s]``; the
+    link's hold, not a slow receiver's back-pressure, where the transport emulates the link)."""
 
     type: ClassVar[str] = "stats"
     t: float

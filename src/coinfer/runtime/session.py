@@ -51,6 +51,7 @@ from typing import Any
 
 import torch
 
+from ..core.adapt import Replan as ReplanRecord
 from ..core.online import OnlineEstimate
 from ..core.plans import Plan
 from ..errors import InputError, PeerError
@@ -132,7 +133,7 @@ class Session:
         microbatch: int = 1,
         input_shape: Sequence[int] | None = None,
         instance: Any = None,
-        replan: Replan | None = None,
+        replan: ReplanRecord | None = None,
         netns: bool = False,
         timeout_s: float = 60.0,
         partition: str = "graph",
@@ -174,8 +175,9 @@ class Session:
         self._failed: list[str] = []
         self._recoveries: list[Recovery] = []
         self._handovers: list[Handover] = []
-        self._handover_q: queue.Queue[tuple[Plan, Any, str, float]] = queue.Queue()
-        self._successor: tuple[threading.Thread, list[Any], str, float] | None = None
+        self._handover_q: queue.Queue[tuple[Plan, Any, str, float, int]] = queue.Queue()
+        self._successor: tuple[threading.Thread, list[Any], str, float, int] | None = None
+        self._replans: list[ReplanRecord] = []
         self._numbers = itertools.count(1)  # epoch numbers after the first
         self._running: set[int] = set()  # successor epochs started (Go sent) before their drive
         self._faults: dict[str, float] = {}  # device -> injected at (session clock)
@@ -185,6 +187,7 @@ class Session:
         self._duplicated = 0
         self._lost = 0
         self._t0 = time.monotonic()
+        self._origin_unix = time.time()  # bandwidth traces' time 0, for every epoch
         self._epoch = self._new_epoch(0, plan, instance)
         self._draining: list[threading.Thread] = []
         self._thread: threading.Thread | None = None
@@ -278,10 +281,43 @@ class Session:
         with contextlib.suppress(ProcessLookupError):
             os.kill(proc.pid, sig)
 
-    def switch(self, plan: Plan, instance: Any = None, reason: str = "switch") -> None:
+    def switch(
+        self, plan: Plan, instance: Any = None, reason: str = "switch", replan: ReplanRecord | None = None
+    ) -> None:
         """Move the stream to ``plan`` without stopping it and without re-running anything
-        (see the module docstring); returns at once, the hand-over is in the report."""
-        self._handover_q.put((plan, instance, reason, self.now()))
+        (see the module docstring); returns at once, the hand-over is in the report (and
+        ``replan``, a live re-plan's record, in its ``replans`` with the epoch that took over)."""
+        index = -1
+        if replan is not None:
+            with self._lock:
+                self._replans.append(replan)
+                index = len(self._replans) - 1
+        self._handover_q.put((plan, instance, reason, self.now(), index))
+
+    @property
+    def source(self) -> str:
+        """The device that feeds the current plan (after a fail-over of the source: another)."""
+        return self._epoch.source
+
+    @property
+    def switching(self) -> bool:
+        """A hand-over is asked for or under way (its successor starting)."""
+        return self._successor is not None or not self._handover_q.empty()
+
+    @property
+    def alive(self) -> tuple[str, ...]:
+        """The cluster's devices not known to have failed."""
+        return tuple(d for d in self.cluster.device_names if d not in self._failed)
+
+    def measured(self) -> tuple[int, Any, dict[Any, float], dict[str, float]] | None:
+        """The current epoch's measurements so far: ``(epoch, the instance it is priced on,
+        link bandwidths in bytes/s by (src, dst), device scales measured/priced)``; ``None``
+        before its first telemetry."""
+        ep = self._epoch
+        est = self._estimates.get(ep.number)
+        if est is None:
+            return None
+        return ep.number, ep.prep.instance, dict(est.link_Bps), dict(est.device_scale)
 
     def admit(self, device: str) -> None:
         """Take ``device`` (back) into the session: re-plan over the live devices and it, and
@@ -344,7 +380,7 @@ class Session:
             alive=[d for d in self.cluster.device_names if d not in failed],
         )  # fmt: skip
         self._priced[number] = (plan, prep.instance)
-        return Epoch(number, plan, prep, prep.schedule.window or 1)
+        return Epoch(number, plan, prep, prep.schedule.window or 1, self._origin_unix)
 
     def priced(self, epoch: int) -> tuple[Plan, Any]:
         """The plan epoch ``epoch`` ran and the instance it is priced on (a report's
@@ -531,7 +567,7 @@ class Session:
         if self._successor is None:
             if self._handover_q.empty() or self._closing.is_set():
                 return None
-            plan, instance, reason, asked = self._handover_q.get()
+            plan, instance, reason, asked, note = self._handover_q.get()
             box: list[Any] = []
 
             def start() -> None:
@@ -547,9 +583,9 @@ class Session:
 
             t = threading.Thread(target=start, name="successor", daemon=True)
             t.start()
-            self._successor = (t, box, reason, asked)
+            self._successor = (t, box, reason, asked, note)
             return None
-        t, box, reason, asked = self._successor
+        t, box, reason, asked, note = self._successor
         if t.is_alive():
             return None
         self._successor = None
@@ -563,6 +599,8 @@ class Session:
             nxt.to_send = ep.to_send  # not yet fed: the new epoch takes them, in order
             ep.to_send = deque()
             self._epoch = nxt
+            if note >= 0:
+                self._replans[note] = replace(self._replans[note], epoch=nxt.number)
         self._running.add(nxt.number)
         for p in ep.peers.values():
             p.chan.send(encode(End(ep.sent)))
@@ -794,6 +832,7 @@ class Session:
             trace=trace,
             emulation=emu,
             error=self._broken,
+            replans=tuple(self._replans),
         )
 
 

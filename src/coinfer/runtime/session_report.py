@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..core.adapt import Replan
+
 
 @dataclass(frozen=True)
 class Recovery:
@@ -61,6 +63,7 @@ class SessionReport:
     trace: list[dict[str, Any]] = field(default_factory=list)  # last epoch, most recent events
     emulation: dict[str, dict[str, Any]] = field(default_factory=dict)
     error: str | None = None
+    replans: tuple[Replan, ...] = ()  # live re-plans (coinfer.runtime.adapt), in order
 
     @property
     def latencies_s(self) -> list[float]:
@@ -104,6 +107,7 @@ class SessionReport:
             "timeline": self.timeline(),
             "recoveries": [r.to_dict() for r in self.recoveries],
             "handovers": [h.to_dict() for h in self.handovers],
+            "replans": [r.to_dict() for r in self.replans],
             "plan": self.plan,
             "emulation": self.emulation,
             "error": self.error,
@@ -135,4 +139,4 @@ class Handover:
         }
 
 
-__all__ = ["Handover", "Recovery", "SessionReport"]
+__all__ = ["Handover", "Recovery", "Replan", "SessionReport"]

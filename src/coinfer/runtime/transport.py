@@ -36,6 +36,7 @@ import torch
 import torch.distributed as dist
 
 from ..errors import InputError, PeerError
+from .linkshape import LinkShape
 from .media import MediumClock
 
 # At most this many tensors cross one cut (the tag space of one message).
@@ -109,39 +110,6 @@ class WireTensorSpec:
 
 
 @dataclass(frozen=True, slots=True)
-class LinkShape:
-    """Emulated link from this process to one peer: ``latency_s + nbytes / bandwidth_Bps``.
-
-    ``bandwidth_Bps = None`` means unshaped (only the real transport cost). ``medium`` names
-    the shared medium the hop crosses: its time is then booked on that medium's clock.
-    """
-
-    bandwidth_Bps: float | None = None
-    latency_s: float = 0.0
-    medium: str | None = None
-
-    def delay_s(self, nbytes: int) -> float:
-        bw = 0.0 if self.bandwidth_Bps is None else nbytes / self.bandwidth_Bps
-        return self.latency_s + bw
-
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"bandwidth_Bps": self.bandwidth_Bps, "latency_s": self.latency_s}
-        if self.medium is not None:
-            out["medium"] = self.medium
-        return out
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> LinkShape:
-        bw = d.get("bandwidth_Bps")
-        medium = d.get("medium")
-        return cls(
-            None if bw is None else float(bw),
-            float(d.get("latency_s", 0.0)),
-            None if medium is None else str(medium),
-        )
-
-
-@dataclass(frozen=True, slots=True)
 class TransferEvent:
     """One finished transfer as measured by this process (wall clock, seconds since epoch)."""
 
@@ -151,6 +119,11 @@ class TransferEvent:
     start_s: float
     end_s: float
     nbytes: int
+    # how long the link itself was held: the emulated hold (latency + bytes through the link's
+    # bandwidth or trace) when the transport shapes it; ``None`` when only the wall time of the
+    # transfer is known (an unshaped or tc-shaped link) — there a receiver that is slow to take
+    # the message (back-pressure) also counts, so telemetry of tc links reads it as link time
+    hold_s: float | None = None
 
 
 def init_process_group(
@@ -263,7 +236,7 @@ class _Sender(threading.Thread):
             message, tensors = item
             nbytes = sum(t.numel() * t.element_size() for t in tensors)
             t0 = time.time()
-            delay = self.shape.delay_s(nbytes)
+            delay = self.shape.delay_s(nbytes, t0)
             if self.clock is not None:  # a shared medium: wait for our turn, then hold it
                 t0 = self.clock.reserve(delay)
                 left = t0 + delay - time.time()
@@ -288,9 +261,10 @@ class _Sender(threading.Thread):
                 )
                 self.transport._fail(self.error)
                 return
-            self.transport._record(
-                TransferEvent("send", message, self.peer, t0, time.time(), nbytes)
-            )
+            emulated = self.shape.bandwidth_Bps is not None or self.shape.trace is not None
+            end = time.time()
+            hold = delay if emulated else None
+            self.transport._record(TransferEvent("send", message, self.peer, t0, end, nbytes, hold))
             self.queue.task_done()
 
 

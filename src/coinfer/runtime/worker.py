@@ -460,7 +460,7 @@ class _Executor:
                 row = links.setdefault(self.names[ev.peer], [0, 0.0, 0.0])
                 row[0] += 1
                 row[1] += ev.nbytes
-                row[2] += ev.end_s - ev.start_s
+                row[2] += ev.end_s - ev.start_s if ev.hold_s is None else ev.hold_s
         return Stats(
             t1, t1 - t0, len(comp), sum(e["end_s"] - e["start_s"] for e in comp),
             sum(e.get("cpu_s", 0.0) for e in comp),

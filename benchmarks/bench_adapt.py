@@ -1,0 +1,326 @@
+"""Live re-planning on the testbed: a link the plan uses drops 10x, or follows a real trace.
+
+For the 4-device local testbed: calibrate the devices (``coinfer calibrate``), price ResNet-18,
+plan it with dp (throughput). Then, medians of ``--trials`` runs of each:
+
+- **drop**: the link whose 10x slow-down hurts the plan most (by the planner's own prediction)
+  falls to a tenth of its bandwidth ``--drop-at`` seconds into the session and stays there.
+  Streamed with closed-loop arrivals twice, with the same trace: the fixed plan, and
+  ``--adapt`` (live re-planning). Measured: how long after the drop the adaptive stream is back
+  to >= 80 % of what the planner predicts for the best plan on the dropped network (the first
+  moment from which 2 s of throughput reach it), and throughput after the drop, both runs.
+- **trace** (with ``--traces``): the same link follows a bandwidth trace from
+  ``examples/clusters/traces`` (values as the file gives them, in Mbit/s). Fixed plan (made on
+  the trace's mean, as ``coinfer plan`` would) vs adaptive: mean measured throughput over the
+  trace, beside the simulator's fixed plan and its oracle (the best plan for every segment of
+  the trace, known in advance; :func:`coinfer.simulate.oracle.oracle_throughput`).
+
+Results: ``benchmarks/results/adapt.json`` (after every run) and ``adapt.md``; host load at the
+start and end of each scenario.
+
+    python benchmarks/bench_adapt.py                       # drop, 3 trials
+    python benchmarks/bench_adapt.py --traces lte_uplink.csv wifi_congested.csv
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from bench_runtime_common import RESULTS, ROOT, host_load
+
+MODEL = "resnet18"
+PROFILE_OPTIONS = {"repeats": 4, "warmup": 1}
+TRACES = ROOT / "examples" / "clusters" / "traces"
+
+
+def with_trace(cluster: Any, pair: tuple[str, str], trace: Any) -> Any:
+    """``cluster`` with the directed link ``pair`` following ``trace``."""
+    return replace(cluster, traces={**dict(cluster.traces), pair: trace})
+
+
+def with_bandwidth(inst: Any, pair: tuple[str, str], bw: float) -> Any:
+    links = tuple(
+        replace(lk, bandwidth_Bps=bw) if (lk.src, lk.dst) == pair else lk
+        for lk in inst.dedicated_links
+    )
+    return replace(inst, links=links)
+
+
+def worst_link(inst: Any, plan: Any, factor: float) -> tuple[tuple[str, str], float]:
+    """The dedicated link whose bandwidth / ``factor`` makes ``plan`` slowest (predicted)."""
+    from coinfer.core.adapt import running_period_s
+
+    worst, period = None, 0.0
+    for lk in inst.dedicated_links:
+        slow = with_bandwidth(inst, (lk.src, lk.dst), lk.bandwidth_Bps / factor)
+        p = running_period_s(slow, inst, plan.stages)
+        if p > period:
+            worst, period = (lk.src, lk.dst), p
+    assert worst is not None
+    return worst, period
+
+
+def stream(cluster: Any, inst: Any, plan: Any, duration: float, adapt: bool) -> dict[str, Any]:
+    from coinfer.cli.session_run import Arrivals, run_stream
+
+    t0 = time.perf_counter()
+    m = run_stream(
+        MODEL, cluster, inst, plan, arrivals=Arrivals("closed"), requests=None,
+        duration_s=duration, faults=[], microbatch=1, input_shape=None, partition="graph",
+        max_pieces=None, timeout_s=60, algo="dp", objective="throughput", netns=False,
+        check=True, adapt=adapt,
+    )  # fmt: skip
+    m["seconds"] = time.perf_counter() - t0
+    m.pop("adapt_checks", None)
+    return m
+
+
+def rate_between(m: dict[str, Any], t0: float, t1: float) -> float:
+    """Requests/s completed in ``(t0, t1]`` of the session clock (from the 0.5 s timeline)."""
+    tl = m["timeline"]
+    b = tl["bin_s"]
+    rps = tl["rps"]
+    lo, hi = int(t0 / b), int(t1 / b)
+    xs = rps[lo:hi]
+    return sum(xs) / len(xs) if xs else 0.0
+
+
+def back_after(m: dict[str, Any], since: float, target: float, hold_s: float = 2.0) -> float | None:
+    """Seconds after ``since`` until ``hold_s`` of throughput first reach ``target`` (>=)."""
+    tl = m["timeline"]
+    b = tl["bin_s"]
+    rps = tl["rps"]
+    k = int(hold_s / b)
+    for i in range(int(since / b), len(rps) - k + 1):
+        if sum(rps[i : i + k]) / k >= target:
+            return i * b + hold_s - since
+    return None
+
+
+def drop_scenario(cluster: Any, inst: Any, plan: Any, args: Any, sink: Any) -> dict[str, Any]:
+    from coinfer.cluster.types import BandwidthTrace
+    from coinfer.core.evaluate import evaluate
+    from coinfer.plan import plan as make_plan
+
+    pair, slowed = worst_link(inst, plan, 10.0)
+    bw = inst.link_by_pair[pair].bandwidth_Bps
+    dropped = with_bandwidth(inst, pair, bw / 10)
+    best = make_plan(dropped, "dp", "throughput")
+    best_rps = evaluate(dropped, best.stages).throughput_rps
+    trace = BandwidthTrace((0.0, args.drop_at), (bw, bw / 10), origin="10x drop")
+    cl = with_trace(cluster, pair, trace)
+    res: dict[str, Any] = {
+        "scenario": "drop",
+        "link": f"{pair[0]}->{pair[1]}",
+        "bandwidth_Bps": bw,
+        "drop_at_s": args.drop_at,
+        "plan": [str(s) for s in plan.stages],
+        "predicted_rps_before": plan.predicted.throughput_rps,
+        "predicted_rps_fixed_after": 1.0 / slowed,
+        "best_plan_after": [str(s) for s in best.stages],
+        "predicted_rps_best_after": best_rps,
+        "load_start": host_load(),
+        "runs": [],
+    }
+    for i in range(args.trials):
+        for adapt in (False, True):
+            m = stream(cl, inst, plan, args.duration, adapt)
+            # the session clock starts at the trace's time 0; the drop is at drop_at
+            after = rate_between(m, args.drop_at + 4.0, args.duration)
+            run = {
+                "trial": i,
+                "adapt": adapt,
+                "completed": m["completed"],
+                "lost": m["lost"],
+                "duplicated": m["duplicated"],
+                "max_abs_error": m["max_abs_error"],
+                "rps_before_drop": rate_between(m, 4.0, args.drop_at),
+                "rps_after_drop": after,
+                "back_to_80pct_after_s": back_after(m, args.drop_at, 0.8 * best_rps),
+                "replans": m["replans"],
+                "handovers": m["handovers"],
+                "timeline": m["timeline"],
+                "seconds": m["seconds"],
+            }
+            res["runs"].append(run)
+            print(f"  drop trial {i + 1} adapt={adapt}: after {after:.1f} req/s (best plan "
+                  f"{best_rps:.1f}), back in {run['back_to_80pct_after_s']} s, "
+                  f"{len(m['replans'])} re-plans, lost {m['lost']}", flush=True)  # fmt: skip
+            sink(res)
+    res["load_end"] = host_load()
+    return res
+
+
+def trace_scenario(
+    cluster: Any, inst: Any, name: str, args: Any, sink: Any
+) -> dict[str, Any]:
+    from coinfer.cluster.traces import load_trace
+    from coinfer.plan import plan as make_plan
+    from coinfer.simulate.oracle import fixed_plan_throughput, oracle_throughput
+
+    trace = load_trace(TRACES / name)
+    plan0 = make_plan(inst, "dp", "throughput")
+    pair, _ = worst_link(inst, plan0, 10.0)
+    horizon = min(args.trace_duration, trace.times_s[-1])
+    # what a user who knew only the trace's mean would plan
+    mean_inst = with_bandwidth(inst, pair, trace.mean_Bps())
+    fixed = make_plan(mean_inst, "dp", "throughput")
+    traces = {pair: trace}
+
+    def planner(i: Any) -> Any:
+        return make_plan(i, "dp", "throughput")
+
+    sim_fixed = fixed_plan_throughput(inst, fixed, traces, horizon)
+    sim_oracle = oracle_throughput(inst, traces, horizon, planner)
+    cl = with_trace(cluster, pair, trace)
+    res: dict[str, Any] = {
+        "scenario": "trace",
+        "trace": name,
+        "link": f"{pair[0]}->{pair[1]}",
+        "horizon_s": horizon,
+        "fixed_plan": [str(s) for s in fixed.stages],
+        "sim_fixed_rps": _mean_of(sim_fixed),
+        "sim_oracle_rps": _mean_of(sim_oracle),
+        "load_start": host_load(),
+        "runs": [],
+    }
+    for i in range(args.trials):
+        for adapt in (False, True):
+            m = stream(cl, mean_inst, fixed, horizon, adapt)
+            # the trace runs from the session's creation; the stream starts a little later
+            rps = rate_between(m, m["start_s"], horizon)
+            res["runs"].append(
+                {
+                    "trial": i,
+                    "adapt": adapt,
+                    "rps": rps,
+                    "completed": m["completed"],
+                    "lost": m["lost"],
+                    "duplicated": m["duplicated"],
+                    "max_abs_error": m["max_abs_error"],
+                    "replans": m["replans"],
+                    "timeline": m["timeline"],
+                    "start_s": m["start_s"],
+                }
+            )
+            print(f"  {name} trial {i + 1} adapt={adapt}: {rps:.1f} req/s, "
+                  f"{len(m['replans'])} re-plans, lost {m['lost']}", flush=True)  # fmt: skip
+            sink(res)
+    res["load_end"] = host_load()
+    return res
+
+
+def _mean_of(x: Any) -> float:
+    """The mean throughput of an oracle/fixed result (an object with ``mean_rps`` or a float)."""
+    for key in ("mean_rps", "mean_throughput_rps", "throughput_rps"):
+        if hasattr(x, key):
+            return float(getattr(x, key))
+    return float(x)
+
+
+def _median(rows: list[dict[str, Any]], key: str, adapt: bool) -> float | None:
+    xs = [r[key] for r in rows if r["adapt"] == adapt and r.get(key) is not None]
+    return statistics.median(xs) if xs else None
+
+
+def markdown(results: list[dict[str, Any]]) -> str:
+    out = ["# Live re-planning on the local testbed (`bench_adapt.py`)", ""]
+    for r in results:
+        runs = r["runs"]
+        lost = sum(x["lost"] for x in runs)
+        dup = sum(x["duplicated"] for x in runs)
+        la, lb = r["load_start"]["loadavg_1m"], (r.get("load_end") or {}).get("loadavg_1m")
+        if r["scenario"] == "drop":
+            fixed, adapt = _median(runs, "rps_after_drop", False), _median(runs, "rps_after_drop", True)
+            back = [x["back_to_80pct_after_s"] for x in runs if x["adapt"]]
+            back_ok = [b for b in back if b is not None]
+            out += [
+                f"## 10x drop on {r['link']} at {r['drop_at_s']:g} s (medians of "
+                f"{len(back)}; load {la:.1f} -> {lb if lb is None else round(lb, 1)})",
+                "",
+                f"Plan `{' '.join(r['plan'])}`; after the drop the best plan is "
+                f"`{' '.join(r['best_plan_after'])}`, predicted {r['predicted_rps_best_after']:.1f}"
+                f" req/s (the fixed plan: {r['predicted_rps_fixed_after']:.1f}).",
+                "",
+                "| | fixed plan | adaptive |",
+                "|---|---|---|",
+                f"| req/s after the drop (measured) | {_f(fixed)} | {_f(adapt)} |",
+                f"| back to 80 % of the best plan's prediction | - | "
+                f"{_f(statistics.median(back_ok)) if back_ok else 'never'} s "
+                f"(runs: {', '.join(_f(b) for b in back)}) |",
+                f"| re-plans per run | 0 | "
+                f"{_f(statistics.median(len(x['replans']) for x in runs if x['adapt']))} |",
+                f"| lost / duplicated (all runs) | {lost} / {dup} | |",
+                "",
+            ]
+        else:
+            fixed, adapt = _median(runs, "rps", False), _median(runs, "rps", True)
+            ratio = adapt / fixed if fixed and adapt else None
+            oracle = r["sim_oracle_rps"]
+            out += [
+                f"## Trace `{r['trace']}` on {r['link']} ({r['horizon_s']:g} s; load {la:.1f} "
+                f"-> {lb if lb is None else round(lb, 1)})",
+                "",
+                "| | measured (median) | simulated |",
+                "|---|---|---|",
+                f"| fixed plan `{' '.join(r['fixed_plan'])}` | {_f(fixed)} | "
+                f"{_f(r['sim_fixed_rps'])} |",
+                f"| adaptive | {_f(adapt)} | - |",
+                f"| oracle (knows the trace) | - | {_f(oracle)} |",
+                f"| adaptive / fixed | {_f(ratio)} | |",
+                f"| adaptive / oracle | {_f(adapt / oracle if adapt and oracle else None)} | |",
+                f"| lost / duplicated (all runs) | {lost} / {dup} | |",
+                "",
+            ]
+    return "\n".join(out)
+
+
+def _f(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2f}"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--trials", type=int, default=3)
+    ap.add_argument("--duration", type=float, default=30.0, help="drop scenario, seconds")
+    ap.add_argument("--drop-at", type=float, default=10.0)
+    ap.add_argument("--traces", nargs="*", default=[])
+    ap.add_argument("--trace-duration", type=float, default=60.0)
+    ap.add_argument("--no-drop", action="store_true")
+    ap.add_argument("--out", default=str(RESULTS / "adapt.json"))
+    args = ap.parse_args()
+    from coinfer.cluster import default_local_cluster
+    from coinfer.plan import plan as make_plan
+    from coinfer.profile.costmodel import build_instance
+    from coinfer.runtime.calibrate import calibrate
+
+    cluster = default_local_cluster()
+    build_instance(MODEL, cluster, profile_options=PROFILE_OPTIONS)  # profile once (cached)
+    cal, calibrated = calibrate(MODEL, cluster, requests=24)
+    inst = build_instance(MODEL, calibrated, profile_options=PROFILE_OPTIONS)
+    plan = make_plan(inst, "dp", "throughput")
+    results: list[dict[str, Any]] = []
+
+    def save(partial: dict[str, Any] | None = None) -> None:
+        rows = results + ([partial] if partial is not None and partial not in results else [])
+        payload = {"model": MODEL, "calibration": cal.to_dict(), "results": rows}
+        Path(args.out).write_text(json.dumps(payload, indent=1))
+        Path(args.out.replace(".json", ".md")).write_text(markdown(rows))
+
+    if not args.no_drop:
+        results.append(drop_scenario(calibrated, inst, plan, args, save))
+        save()
+    for name in args.traces:
+        results.append(trace_scenario(calibrated, inst, name, args, save))
+        save()
+    print(markdown(results))
+
+
+if __name__ == "__main__":
+    main()
