@@ -9,17 +9,21 @@ plan it with dp (throughput). Then, medians of ``--trials`` runs of each:
   ``--adapt`` (live re-planning). Measured: how long after the drop the adaptive stream is back
   to >= 80 % of what the planner predicts for the best plan on the dropped network (the first
   moment from which 2 s of throughput reach it), and throughput after the drop, both runs.
-- **trace** (with ``--traces``): the same link follows a bandwidth trace from
-  ``examples/clusters/traces`` (values as the file gives them, in Mbit/s). Fixed plan (made on
-  the trace's mean, as ``coinfer plan`` would) vs adaptive: mean measured throughput over the
-  trace, beside the simulator's fixed plan and its oracle (the best plan for every segment of
-  the trace, known in advance; :func:`coinfer.simulate.oracle.oracle_throughput`).
+- **load** (with ``--load``): from ``--drop-at`` on, a competing process capped at ``--hog`` of
+  a core runs on the CPU the plan's busiest device is pinned to (with whatever else is pinned
+  there); those devices keep only the rest of the CPU, in every epoch alike.
+- **trace** (with ``--traces``): a testbed cluster file whose links follow bandwidth traces
+  (``local_testbed_step.yaml``, ``local_testbed_traces.yaml``; see
+  ``examples/clusters/traces/README.md``). Fixed plan (made on the traces' means, as
+  ``coinfer plan`` would) vs adaptive: mean measured throughput over the trace, beside the
+  simulator's fixed plan and its oracle (the best plan for every segment of the trace, known in
+  advance; :func:`coinfer.simulate.oracle.oracle_throughput`).
 
 Results: ``benchmarks/results/adapt.json`` (after every run) and ``adapt.md``; host load at the
 start and end of each scenario.
 
     python benchmarks/bench_adapt.py                       # drop, 3 trials
-    python benchmarks/bench_adapt.py --traces lte_uplink.csv wifi_congested.csv
+    python benchmarks/bench_adapt.py --traces local_testbed_step.yaml local_testbed_traces.yaml
 """
 
 from __future__ import annotations
@@ -36,7 +40,9 @@ from bench_runtime_common import RESULTS, ROOT, host_load
 
 MODEL = "resnet18"
 PROFILE_OPTIONS = {"repeats": 4, "warmup": 1}
-TRACES = ROOT / "examples" / "clusters" / "traces"
+CLUSTERS = ROOT / "examples" / "clusters"
+# seconds from a session's creation to its stream's start (workers forked and set up)
+STARTUP_S = 3.0
 
 
 def with_trace(cluster: Any, pair: tuple[str, str], trace: Any) -> Any:
@@ -157,56 +163,169 @@ def drop_scenario(cluster: Any, inst: Any, plan: Any, args: Any, sink: Any) -> d
     return res
 
 
-def trace_scenario(
-    cluster: Any, inst: Any, name: str, args: Any, sink: Any
-) -> dict[str, Any]:
-    from coinfer.cluster.traces import load_trace
+class CpuHog:
+    """Background load: a busy-looping process pinned to one CPU, capped at ``quota`` cores by
+    a cgroup (so the devices pinned to that CPU keep only the rest), from ``at_s`` to stop()."""
+
+    def __init__(self, cpu: int, quota: float, at_s: float):
+        import threading
+
+        self.cpu, self.quota = cpu, quota
+        self.proc: Any = None
+        self.group: Any = None
+        self.timer = threading.Timer(at_s, self.start)
+        self.timer.daemon = True
+
+    def arm(self) -> CpuHog:
+        self.timer.start()
+        return self
+
+    def start(self) -> None:
+        import os
+        import subprocess
+        import sys
+
+        from coinfer.profile.cgroup import create_cpu_cgroup, move_pid
+
+        self.group = create_cpu_cgroup(f"coinfer-benchhog-{os.getpid()}", self.quota,
+                                       period_us=10_000)  # fmt: skip
+        self.proc = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        os.sched_setaffinity(self.proc.pid, {self.cpu})
+        move_pid(self.group, self.proc.pid)
+
+    def stop(self) -> None:
+        from coinfer.profile.cgroup import remove_cpu_cgroup
+
+        self.timer.cancel()
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+        if self.group is not None:
+            remove_cpu_cgroup(self.group)
+
+
+def load_scenario(cluster: Any, inst: Any, plan: Any, args: Any, sink: Any) -> dict[str, Any]:
+    """A competing process takes ``--hog`` of the CPU the plan's busiest devices are pinned
+    to, ``--drop-at`` seconds in: those devices compute slower, in every epoch alike."""
+    from coinfer.core.evaluate import busy_times, evaluate
     from coinfer.plan import plan as make_plan
+    from coinfer.runtime.prepare import local_cpu_slots
+
+    names = tuple(dict.fromkeys([inst.source, *(d for st in plan.stages for d in st.devices)]))
+    cpus = local_cpu_slots(cluster, names, 2)
+    dev_busy, _ = busy_times(inst, plan.stages)
+    victim = max(dev_busy, key=dev_busy.get)
+    cpu = cpus[victim]
+    sharing = sorted(d for d, c in cpus.items() if c == cpu)
+    # what each sharing device keeps: the CPU left by the hog, split among them, capped by quota
+    left = (1.0 - args.hog) / len(sharing)
+    slowed_inst = inst
+    for d in sharing:
+        q = cluster.device(d).emulate.cpu_quota
+        factor = max(1.0, q / left)
+        pieces = tuple(
+            replace(pc, time_s={**pc.time_s, d: pc.time_s[d] * factor}) for pc in slowed_inst.pieces
+        )
+        slowed_inst = replace(slowed_inst, pieces=pieces)
+    best = make_plan(slowed_inst, "dp", "throughput")
+    res: dict[str, Any] = {
+        "scenario": "load",
+        "cpu": cpu,
+        "devices_on_it": sharing,
+        "hog_quota": args.hog,
+        "load_at_s": args.drop_at,
+        "plan": [str(s) for s in plan.stages],
+        "predicted_rps_before": plan.predicted.throughput_rps,
+        "predicted_rps_fixed_after": evaluate(slowed_inst, plan.stages).throughput_rps,
+        "best_plan_after": [str(s) for s in best.stages],
+        "predicted_rps_best_after": evaluate(slowed_inst, best.stages).throughput_rps,
+        "load_start": host_load(),
+        "runs": [],
+    }
+    for i in range(args.trials):
+        for adapt in (False, True):
+            hog = CpuHog(cpu, args.hog, args.drop_at).arm()
+            try:
+                m = stream(cluster, inst, plan, args.duration, adapt)
+            finally:
+                hog.stop()
+            after = rate_between(m, args.drop_at + 4.0, args.duration)
+            run = {
+                "trial": i,
+                "adapt": adapt,
+                "completed": m["completed"],
+                "lost": m["lost"],
+                "duplicated": m["duplicated"],
+                "max_abs_error": m["max_abs_error"],
+                "rps_before_drop": rate_between(m, 4.0, args.drop_at),
+                "rps_after_drop": after,
+                "back_to_80pct_after_s": back_after(
+                    m, args.drop_at, 0.8 * res["predicted_rps_best_after"]
+                ),
+                "replans": m["replans"],
+                "handovers": m["handovers"],
+                "timeline": m["timeline"],
+            }
+            res["runs"].append(run)
+            print(f"  load trial {i + 1} adapt={adapt}: after {after:.1f} req/s, "
+                  f"{len(m['replans'])} re-plans, lost {m['lost']}", flush=True)  # fmt: skip
+            sink(res)
+    res["load_end"] = host_load()
+    return res
+
+
+def trace_scenario(name: str, args: Any, sink: Any) -> dict[str, Any]:
+    """A cluster file whose links follow traces: fixed plan (made on the traces' means, as
+    ``coinfer plan`` would) vs adaptive, measured; the simulator's fixed plan and oracle."""
+    from coinfer.cluster import load_cluster
+    from coinfer.plan import plan as make_plan
+    from coinfer.profile.costmodel import build_instance
+    from coinfer.runtime.calibrate import calibrate
     from coinfer.simulate.oracle import fixed_plan_throughput, oracle_throughput
 
-    trace = load_trace(TRACES / name)
-    plan0 = make_plan(inst, "dp", "throughput")
-    pair, _ = worst_link(inst, plan0, 10.0)
-    horizon = min(args.trace_duration, trace.times_s[-1])
-    # what a user who knew only the trace's mean would plan
-    mean_inst = with_bandwidth(inst, pair, trace.mean_Bps())
-    fixed = make_plan(mean_inst, "dp", "throughput")
-    traces = {pair: trace}
+    cluster = load_cluster(CLUSTERS / name)
+    _cal, calibrated = calibrate(MODEL, cluster, requests=24)  # traced links keep their trace
+    inst = build_instance(MODEL, calibrated, profile_options=PROFILE_OPTIONS)
+    fixed = make_plan(inst, "dp", "throughput")
+    traces = dict(calibrated.traces)
+    horizon = min(args.trace_duration, max(t.times_s[-1] for t in traces.values()))
 
     def planner(i: Any) -> Any:
         return make_plan(i, "dp", "throughput")
 
     sim_fixed = fixed_plan_throughput(inst, fixed, traces, horizon)
     sim_oracle = oracle_throughput(inst, traces, horizon, planner)
-    cl = with_trace(cluster, pair, trace)
     res: dict[str, Any] = {
         "scenario": "trace",
-        "trace": name,
-        "link": f"{pair[0]}->{pair[1]}",
+        "cluster": name,
+        "traced": sorted({f"{k[0]}->{k[1]}" if isinstance(k, tuple) else k for k in traces}),
         "horizon_s": horizon,
         "fixed_plan": [str(s) for s in fixed.stages],
-        "sim_fixed_rps": _mean_of(sim_fixed),
-        "sim_oracle_rps": _mean_of(sim_oracle),
+        "sim_fixed_rps": sim_fixed,
+        "sim_oracle_rps": sim_oracle.mean_throughput_rps,
+        "sim_oracle_switches": sim_oracle.switches,
         "load_start": host_load(),
         "runs": [],
     }
     for i in range(args.trials):
         for adapt in (False, True):
-            m = stream(cl, mean_inst, fixed, horizon, adapt)
-            # the trace runs from the session's creation; the stream starts a little later
-            rps = rate_between(m, m["start_s"], horizon)
+            # the traces start when the session is made; its stream starts a moment later and
+            # runs to the end of the horizon
+            m = stream(calibrated, inst, fixed, horizon - STARTUP_S, adapt)
+            rps = rate_between(m, m["start_s"] + 1.0, horizon)
             res["runs"].append(
                 {
                     "trial": i,
                     "adapt": adapt,
                     "rps": rps,
+                    "start_s": m["start_s"],
                     "completed": m["completed"],
                     "lost": m["lost"],
                     "duplicated": m["duplicated"],
                     "max_abs_error": m["max_abs_error"],
                     "replans": m["replans"],
+                    "handovers": m["handovers"],
                     "timeline": m["timeline"],
-                    "start_s": m["start_s"],
                 }
             )
             print(f"  {name} trial {i + 1} adapt={adapt}: {rps:.1f} req/s, "
@@ -216,12 +335,8 @@ def trace_scenario(
     return res
 
 
-def _mean_of(x: Any) -> float:
-    """The mean throughput of an oracle/fixed result (an object with ``mean_rps`` or a float)."""
-    for key in ("mean_rps", "mean_throughput_rps", "throughput_rps"):
-        if hasattr(x, key):
-            return float(getattr(x, key))
-    return float(x)
+def _med(xs: list[float]) -> float | None:
+    return statistics.median(xs) if xs else None
 
 
 def _median(rows: list[dict[str, Any]], key: str, adapt: bool) -> float | None:
@@ -236,12 +351,21 @@ def markdown(results: list[dict[str, Any]]) -> str:
         lost = sum(x["lost"] for x in runs)
         dup = sum(x["duplicated"] for x in runs)
         la, lb = r["load_start"]["loadavg_1m"], (r.get("load_end") or {}).get("loadavg_1m")
-        if r["scenario"] == "drop":
-            fixed, adapt = _median(runs, "rps_after_drop", False), _median(runs, "rps_after_drop", True)
+        if r["scenario"] in ("drop", "load"):
+            fixed, adapt = (
+                _median(runs, "rps_after_drop", False),
+                _median(runs, "rps_after_drop", True),
+            )
             back = [x["back_to_80pct_after_s"] for x in runs if x["adapt"]]
             back_ok = [b for b in back if b is not None]
+            what = (
+                f"10x drop on {r['link']} at {r['drop_at_s']:g} s"
+                if r["scenario"] == "drop"
+                else f"a CPU hog ({r['hog_quota']:g} core) on CPU {r['cpu']} "
+                f"({', '.join(r['devices_on_it'])}) from {r['load_at_s']:g} s"
+            )
             out += [
-                f"## 10x drop on {r['link']} at {r['drop_at_s']:g} s (medians of "
+                f"## {what} (medians of "
                 f"{len(back)}; load {la:.1f} -> {lb if lb is None else round(lb, 1)})",
                 "",
                 f"Plan `{' '.join(r['plan'])}`; after the drop the best plan is "
@@ -252,10 +376,10 @@ def markdown(results: list[dict[str, Any]]) -> str:
                 "|---|---|---|",
                 f"| req/s after the drop (measured) | {_f(fixed)} | {_f(adapt)} |",
                 f"| back to 80 % of the best plan's prediction | - | "
-                f"{_f(statistics.median(back_ok)) if back_ok else 'never'} s "
+                f"{_f(_med(back_ok)) if back_ok else 'never'} s "
                 f"(runs: {', '.join(_f(b) for b in back)}) |",
                 f"| re-plans per run | 0 | "
-                f"{_f(statistics.median(len(x['replans']) for x in runs if x['adapt']))} |",
+                f"{_f(_med([len(x['replans']) for x in runs if x['adapt']]))} |",
                 f"| lost / duplicated (all runs) | {lost} / {dup} | |",
                 "",
             ]
@@ -264,7 +388,7 @@ def markdown(results: list[dict[str, Any]]) -> str:
             ratio = adapt / fixed if fixed and adapt else None
             oracle = r["sim_oracle_rps"]
             out += [
-                f"## Trace `{r['trace']}` on {r['link']} ({r['horizon_s']:g} s; load {la:.1f} "
+                f"## `{r['cluster']}`: traced {', '.join(r['traced'])} ({r['horizon_s']:g} s; load {la:.1f} "
                 f"-> {lb if lb is None else round(lb, 1)})",
                 "",
                 "| | measured (median) | simulated |",
@@ -290,9 +414,16 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=3)
     ap.add_argument("--duration", type=float, default=30.0, help="drop scenario, seconds")
     ap.add_argument("--drop-at", type=float, default=10.0)
-    ap.add_argument("--traces", nargs="*", default=[])
+    ap.add_argument(
+        "--traces",
+        nargs="*",
+        default=[],
+        help="cluster files in examples/clusters whose links follow traces",
+    )
     ap.add_argument("--trace-duration", type=float, default=60.0)
     ap.add_argument("--no-drop", action="store_true")
+    ap.add_argument("--load", action="store_true", help="also the background-load scenario")
+    ap.add_argument("--hog", type=float, default=0.7, help="the hog's share of its CPU")
     ap.add_argument("--out", default=str(RESULTS / "adapt.json"))
     args = ap.parse_args()
     from coinfer.cluster import default_local_cluster
@@ -316,8 +447,11 @@ def main() -> None:
     if not args.no_drop:
         results.append(drop_scenario(calibrated, inst, plan, args, save))
         save()
+    if args.load:
+        results.append(load_scenario(calibrated, inst, plan, args, save))
+        save()
     for name in args.traces:
-        results.append(trace_scenario(calibrated, inst, name, args, save))
+        results.append(trace_scenario(name, args, save))
         save()
     print(markdown(results))
 

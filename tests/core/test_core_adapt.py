@@ -40,7 +40,7 @@ def test_switch_exactly_when_every_condition_holds(cur, best, now, last, streak,
     expected = (
         gain >= pol.min_gain
         and horizon * (1 / best - 1 / cur) > cost / cur
-        and streak + 1 >= pol.confirm
+        and (streak + 1 >= pol.confirm or gain >= pol.sure_gain)
         and now - last >= pol.min_dwell_s
     )
     assert d.switch == expected

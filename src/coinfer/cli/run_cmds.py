@@ -238,7 +238,7 @@ def register(app: typer.Typer) -> None:
         telemetry: str | None = typer.Option(
             None,
             "--telemetry",
-            help="With a stream: append each worker's per-second telemetry (compute times, "
+            help="With a stream: append each worker's telemetry, every 0.5 s (compute times, "
             "utilisation, per-link bytes and bandwidth) to this file as JSON lines.",
         ),
         adapt: bool = typer.Option(

@@ -23,8 +23,8 @@ hand-over costs::
 with ``C`` the hand-over cost in seconds of the current plan's throughput (the new epoch's
 workers start beside the old ones on the same CPUs, and the old epoch drains what it holds).
 Hysteresis on top, so noise cannot make the stream flap: the gain must exceed ``min_gain``
-(relative), win ``confirm`` consecutive checks, and no switch comes sooner than ``min_dwell_s``
-after the previous one.
+(relative), win ``confirm`` consecutive checks (unless it is at least ``sure_gain``), and no
+switch comes sooner than ``min_dwell_s`` after the previous one.
 """
 
 from __future__ import annotations
@@ -56,16 +56,19 @@ class AdaptPolicy:
     switch_cost_s : a hand-over's cost in seconds of the current plan's throughput.
     horizon_s : how long a decision is expected to pay off (the gain is counted over it).
     min_dwell_s : no switch sooner than this after the previous one (or the session's start).
-    confirm : consecutive checks the better plan must win before the switch.
+    confirm : consecutive checks the better plan must win before the switch, unless its gain
+        is at least ``sure_gain`` (noise does not fake a 50 % gain: the belief already needs two
+        samples to believe a step, and waiting would only delay the obvious).
     forget_s : how long a measurement of something no longer measured is believed.
     """
 
-    check_s: float = 1.0
+    check_s: float = 0.5
     min_gain: float = 0.15
     switch_cost_s: float = 1.5
     horizon_s: float = 20.0
     min_dwell_s: float = 4.0
     confirm: int = 2
+    sure_gain: float = 0.5
     forget_s: float = DEFAULT_FORGET_S
 
     def __post_init__(self) -> None:
@@ -112,7 +115,7 @@ def decide(
         return Decision(
             False, f"gain {gained:.1f} req does not repay the switch ({lost:.1f} req)", gain
         )
-    if streak + 1 < policy.confirm:
+    if streak + 1 < policy.confirm and gain < policy.sure_gain:
         return Decision(False, f"gain {gain:+.0%} seen {streak + 1}/{policy.confirm} times", gain)
     if now_s - last_switch_s < policy.min_dwell_s:
         return Decision(False, f"last switch {now_s - last_switch_s:.1f} s ago", gain)

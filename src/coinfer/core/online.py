@@ -1,6 +1,6 @@
 """An online cost estimate: the instance as a running system's telemetry says it really is.
 
-A session reports, per worker and per second, its stage computes and its transfers per peer
+A session reports, per worker and every half second, its stage computes and its transfers per peer
 (``Session.telemetry``). :class:`OnlineEstimate` turns that stream into a corrected
 :class:`~coinfer.core.instance.Instance` a planner can re-plan with:
 
@@ -9,7 +9,7 @@ A session reports, per worker and per second, its stage computes and its transfe
 - each dedicated link's bandwidth is what its transfers achieved once the link's latency is taken
   out (``busy = n * latency + bytes / bandwidth``, the cost model's own transfer time).
 
-Why smoothed and outlier-robust: one-second samples on a shared host jump (a neighbour's burst,
+Why smoothed and outlier-robust: half-second samples on a shared host jump (a neighbour's burst,
 a garbage collection). Each new ratio enters a short window whose *median* is the sample, and
 the estimate follows those medians by an exponential moving average: a lone 10x outlier moves
 nothing, a real 2x slow-down is tracked within a few seconds.

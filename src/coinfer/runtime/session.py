@@ -113,7 +113,7 @@ class Session:
     timeout_s
         Bound on a stall: requests in flight and no result for this long is a failure.
     telemetry_path
-        Append every worker's per-second telemetry here as JSON lines (compute times,
+        Append every worker's telemetry (every half second) here as JSON lines (compute times,
         utilisation, per-link bytes and achieved bandwidth); also kept in :attr:`telemetry`.
 
     Usage::
@@ -694,7 +694,7 @@ class Session:
 
     @property
     def telemetry(self) -> list[dict[str, Any]]:
-        """The most recent telemetry records (one per worker per second; see ``Stats``)."""
+        """The most recent telemetry records (one per worker per half second; see ``Stats``)."""
         return list(self._telemetry)
 
     def _feed(self, ep: Epoch) -> None:
