@@ -254,7 +254,9 @@ class Replan:
 
     ``t_s`` is when it was decided (session clock), ``trigger`` what the belief saw change,
     ``predicted_gain`` the relative throughput gain the belief predicted, ``epoch`` the epoch
-    that took over (``-1`` if the hand-over failed; the session's hand-overs say when it ran).
+    that took over (``-1`` if the hand-over failed; the session's hand-overs say when it ran),
+    ``plan`` the new plan in full (``Plan.to_dict()``), so the simulator can replay the session's
+    plan timeline (:func:`coinfer.simulate.oracle.replay_plan_timeline`).
     """
 
     t_s: float
@@ -265,6 +267,7 @@ class Replan:
     new_period_s: float
     predicted_gain: float
     epoch: int = -1
+    plan: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

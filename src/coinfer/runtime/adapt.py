@@ -136,6 +136,7 @@ class Adapter:
                 old_period_s=cur_T,
                 new_period_s=new_T,
                 predicted_gain=d.gain,
+                plan=plan.to_dict(),
             )
             self.say(f"adapt: {trigger} -> {rec.new_plan} ({d.reason})")
             s.switch(plan, made_for, reason=f"adapt: {trigger}", replan=rec)
