@@ -91,6 +91,9 @@ class DeviceEntry(_Strict):
     dvfs_levels: list[float] | None = None
     dvfs_ghz: list[float] | None = None
     emulate: EmulateEntry | None = None
+    # expected failures per hour (a constant hazard); 0 = reliable. A rate rather than an MTBF
+    # so that "never fails" is the plain default 0 and rates of parts in series add up.
+    failure_rate_per_h: float = Field(default=0.0, ge=0, allow_inf_nan=False)
 
     @field_validator("memory", mode="before")
     @classmethod
@@ -125,6 +128,8 @@ class LinkEntry(_Strict):
     bandwidth_mbps: float | None = Field(default=None, gt=0)
     latency_ms: float = Field(default=0.0, ge=0)
     trace: str | None = None
+    # failures per hour; a bidirectional entry gives each direction this rate
+    failure_rate_per_h: float = Field(default=0.0, ge=0, allow_inf_nan=False)
 
 
 class MediumEntry(_Strict):
@@ -243,7 +248,16 @@ def cluster_from_dict(
                     origin, f"links[{j}]", f"duplicate link {a}->{b} (also links[{pairs[(a, b)]}])"
                 )
             pairs[(a, b)] = j
-            links.append(LinkSpec(a, b, bw, lk.latency_ms / 1000.0, trace_path))
+            links.append(
+                LinkSpec(
+                    a,
+                    b,
+                    bw,
+                    lk.latency_ms / 1000.0,
+                    trace_path,
+                    failure_rate_per_h=lk.failure_rate_per_h,
+                )
+            )
             if trace is not None:
                 traces[(a, b)] = trace
 
@@ -322,6 +336,7 @@ def _device(d: DeviceEntry, i: int, origin: str, base: Path) -> DeviceSpec:
         dvfs_levels=levels,
         emulate=None if d.emulate is None else Emulation(d.emulate.cpu_quota, d.emulate.threads),
         speed_scale=d.speed.scale,
+        failure_rate_per_h=d.failure_rate_per_h,
     )
 
 

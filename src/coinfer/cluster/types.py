@@ -68,6 +68,7 @@ class DeviceSpec:
     ``dvfs_levels`` are frequency fractions of the maximum (1.0 = f_max), sorted ascending.
     ``speed_scale`` multiplies every piece time from any of the three (``speed.scale``: a
     measured calibration, see ``coinfer calibrate``; 1.0 = as priced).
+    ``failure_rate_per_h``: expected failures per hour (0 = reliable; see docs/clusters.md).
     """
 
     name: str
@@ -82,6 +83,7 @@ class DeviceSpec:
     dvfs_levels: tuple[float, ...] = (1.0,)
     emulate: Emulation | None = None
     speed_scale: float = 1.0
+    failure_rate_per_h: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         """The YAML-schema form of this device (round-trips through the parser)."""
@@ -115,6 +117,8 @@ class DeviceSpec:
             out["dvfs_levels"] = list(self.dvfs_levels)
         if self.emulate is not None:
             out["emulate"] = self.emulate.to_dict()
+        if self.failure_rate_per_h:
+            out["failure_rate_per_h"] = self.failure_rate_per_h
         return out
 
 
@@ -124,6 +128,7 @@ class LinkSpec:
 
     ``bandwidth_Bps`` is the nominal rate (the time-weighted trace mean when only a trace was
     given); ``trace`` is the resolved path of the bandwidth trace CSV, if any.
+    ``failure_rate_per_h``: expected failures per hour of this direction (0 = reliable).
     """
 
     src: str
@@ -132,6 +137,7 @@ class LinkSpec:
     latency_s: float = 0.0
     trace: str | None = None
     medium: str | None = None
+    failure_rate_per_h: float = 0.0
 
     @property
     def pair(self) -> tuple[str, str]:
@@ -151,6 +157,8 @@ class LinkSpec:
         }
         if self.trace is not None:
             out["trace"] = self.trace
+        if self.failure_rate_per_h:
+            out["failure_rate_per_h"] = self.failure_rate_per_h
         return out
 
 

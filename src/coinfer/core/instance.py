@@ -18,6 +18,12 @@ the medium's rate; those hops are ordinary :class:`Link` objects tagged with the
 routing is unchanged and only the busy-time accounting (one resource per medium) differs
 (:mod:`.network`).
 
+Failure rates (optional, default 0 = never fails): ``Device.failure_rate_per_h`` and, for
+dedicated links, ``Instance.link_failure_per_h`` keyed by the directed pair (the Link type is
+shared with the network module and carries no rate). Only reliability-aware planning
+(:mod:`coinfer.plan.reliability`) and the failure simulator read them; every other cost is
+unchanged by them.
+
 Why one module: the dataclasses, their cross-reference checks and the JSON schema at the file
 boundary describe the same fields; kept side by side, a field added to one cannot be missed in
 the others (the round-trip tests catch what slips through).
@@ -64,6 +70,8 @@ class Device:
 
     ``dvfs_levels`` are the allowed frequencies as fractions of the maximum (1.0 = f_max); at
     level ``f`` compute time scales by ``1 / f`` and active power by the power curve.
+    ``failure_rate_per_h`` is the expected number of failures per hour of operation (0 = never
+    fails); times between failures are taken as exponential (a constant hazard).
     """
 
     name: str
@@ -73,6 +81,7 @@ class Device:
     power_transmit_w: float | None = None
     dvfs_levels: tuple[float, ...] = (1.0,)
     power_exponent: float = DEFAULT_POWER_EXPONENT
+    failure_rate_per_h: float = 0.0
 
     @property
     def has_power(self) -> bool:
@@ -98,6 +107,8 @@ class Instance:
     name: str = "instance"
     meta: Mapping[str, Any] = field(default_factory=dict, compare=False)
     media: tuple[Medium, ...] = ()
+    # failures per hour of dedicated directed links (absent pairs: 0, never fail)
+    link_failure_per_h: Mapping[tuple[str, str], float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         # ``links`` always holds every usable hop: the dedicated links as given plus the hops the
@@ -107,6 +118,11 @@ class Instance:
         check_media(self.name, media, dedicated, {d.name for d in self.devices})
         object.__setattr__(self, "media", media)
         object.__setattr__(self, "links", dedicated + medium_links(media, dedicated))
+        object.__setattr__(
+            self,
+            "link_failure_per_h",
+            {(str(u), str(v)): float(r) for (u, v), r in dict(self.link_failure_per_h).items()},
+        )
         _check_instance(self)
 
     # ----- sizes and lookups -------------------------------------------------------------
@@ -141,6 +157,17 @@ class Instance:
         for lk in self.links:
             out[lk.src].append(lk)
         return {d: tuple(v) for d, v in out.items()}
+
+    def link_failure_rate_per_h(self, src: str, dst: str) -> float:
+        """Failures per hour of the dedicated link ``src -> dst`` (0 when none is given)."""
+        return self.link_failure_per_h.get((src, dst), 0.0)
+
+    @property
+    def has_failure_rates(self) -> bool:
+        """Whether any device or link may fail (a positive ``failure_rate_per_h``)."""
+        return any(d.failure_rate_per_h > 0 for d in self.devices) or any(
+            r > 0 for r in self.link_failure_per_h.values()
+        )
 
     def cut_bytes(self, p: int) -> int:
         """``b[p]``: bytes crossing the cut after piece ``p`` (1-based; ``b[0]`` = input)."""
@@ -267,6 +294,11 @@ def surviving(inst: Instance, alive: Sequence[str], source: str | None = None) -
         links=tuple(lk for lk in inst.dedicated_links if lk.src in members and lk.dst in members),
         media=media,
         source=src,
+        link_failure_per_h={
+            pair: r
+            for pair, r in inst.link_failure_per_h.items()
+            if pair[0] in members and pair[1] in members
+        },
     )
 
 
@@ -316,6 +348,25 @@ def _check_instance(inst: Instance) -> None:
             raise InputError(f"{where}: device {d.name!r} has mem {d.mem_bytes} <= 0")
         if not d.dvfs_levels or any(not (0 < f <= 1.0) for f in d.dvfs_levels):
             raise InputError(f"{where}: device {d.name!r} dvfs_levels must be fractions in (0, 1]")
+        if not _valid_rate(d.failure_rate_per_h):
+            raise InputError(
+                f"{where}: device {d.name!r} failure_rate_per_h must be finite and >= 0 "
+                f"(got {d.failure_rate_per_h!r})"
+            )
+    pairs = {(lk.src, lk.dst) for lk in inst.dedicated_links}
+    for (u, v), r in inst.link_failure_per_h.items():
+        if (u, v) not in pairs:
+            raise InputError(
+                f"{where}: link_failure_per_h names {u}->{v}, which is not a dedicated link"
+            )
+        if not _valid_rate(r):
+            raise InputError(
+                f"{where}: link {u}->{v} failure_rate_per_h must be finite and >= 0 (got {r!r})"
+            )
+
+
+def _valid_rate(rate: float) -> bool:
+    return isinstance(rate, int | float) and math.isfinite(rate) and rate >= 0
 
 
 # ----- JSON schema at the file boundary (pydantic, extra fields forbidden) ------------------
@@ -340,6 +391,7 @@ class DeviceModel(_Strict):
     power_transmit: float | None = Field(default=None, ge=0)
     dvfs_levels: list[float] | None = None
     power_exponent: float = Field(default=DEFAULT_POWER_EXPONENT, gt=0)
+    failure_rate_per_h: float = Field(default=0.0, ge=0, allow_inf_nan=False)
 
     @field_validator("dvfs_levels")
     @classmethod
@@ -354,6 +406,7 @@ class LinkModel(_Strict):
     dst: str
     bandwidth: float = Field(gt=0)
     latency: float = Field(ge=0)
+    failure_rate_per_h: float = Field(default=0.0, ge=0, allow_inf_nan=False)
 
 
 class MediumModel(_Strict):
@@ -383,10 +436,7 @@ def instance_to_dict(inst: Instance) -> dict[str, Any]:
         ],
         "input_bytes": inst.input_bytes,
         "devices": [],
-        "links": [
-            {"src": lk.src, "dst": lk.dst, "bandwidth": lk.bandwidth_Bps, "latency": lk.latency_s}
-            for lk in inst.dedicated_links
-        ],
+        "links": [_link_to_dict(inst, lk) for lk in inst.dedicated_links],
         "source": inst.source,
     }
     if inst.media:
@@ -411,9 +461,24 @@ def instance_to_dict(inst: Instance) -> dict[str, Any]:
             dd["dvfs_levels"] = list(d.dvfs_levels)
         if d.power_exponent != DEFAULT_POWER_EXPONENT:
             dd["power_exponent"] = d.power_exponent
+        if d.failure_rate_per_h:
+            dd["failure_rate_per_h"] = d.failure_rate_per_h
         out["devices"].append(dd)
     if inst.meta:
         out["meta"] = dict(inst.meta)
+    return out
+
+
+def _link_to_dict(inst: Instance, lk: Link) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "src": lk.src,
+        "dst": lk.dst,
+        "bandwidth": lk.bandwidth_Bps,
+        "latency": lk.latency_s,
+    }
+    rate = inst.link_failure_rate_per_h(lk.src, lk.dst)
+    if rate:
+        out["failure_rate_per_h"] = rate
     return out
 
 
@@ -447,6 +512,7 @@ def _instance_from_model(m: InstanceModel, origin: str) -> Instance:
                 power_transmit_w=d.power_transmit,
                 dvfs_levels=tuple(d.dvfs_levels) if d.dvfs_levels else (1.0,),
                 power_exponent=d.power_exponent,
+                failure_rate_per_h=d.failure_rate_per_h,
             )
             for d in m.devices
         ),
@@ -455,6 +521,9 @@ def _instance_from_model(m: InstanceModel, origin: str) -> Instance:
         name=m.name or origin,
         meta=m.meta or {},
         media=tuple(Medium(md.name, tuple(md.members), md.bandwidth, md.latency) for md in m.media),
+        link_failure_per_h={
+            (lk.src, lk.dst): lk.failure_rate_per_h for lk in m.links if lk.failure_rate_per_h
+        },
     )
 
 

@@ -41,6 +41,7 @@ from .chain.split2 import Split2Options, plan_split2
 from .fused.planner import FusedOptions, plan_fused
 from .graph.mincut import MincutOptions, plan_mincut
 from .graph.route import RouteOptions, plan_route
+from .reliability import ReliabilityOptions, plan_reliable
 from .search.bayes import BayesOptions, plan_bayes
 from .search.pso import PSOOptions, plan_pso
 
@@ -222,6 +223,15 @@ PLANNERS: dict[str, PlannerInfo] = {
             needs="conv layers",
             model="replicas",
             summary="fused-layer spatial tiling with halos across devices vs NFL (S2, DeepThings)",
+        ),
+        PlannerInfo(
+            "reliable",
+            plan_reliable,
+            ReliabilityOptions,
+            exact=False,
+            objectives=frozenset({"throughput"}),
+            model="replicas",
+            summary="best expected goodput under device/link failure rates: plain, avoid, replicate (S1)",
         ),
     )
 }

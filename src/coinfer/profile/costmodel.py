@@ -91,6 +91,9 @@ class CostModel:
             name=name or f"{self.model}@{self.cluster.name}",
             meta=meta,
             media=network_of(self.cluster)[1],
+            link_failure_per_h={
+                lk.pair: lk.failure_rate_per_h for lk in self.cluster.links if lk.failure_rate_per_h
+            },
         )
 
 
@@ -110,6 +113,7 @@ def cluster_to_instance_devices(cluster: Cluster) -> tuple[Device, ...]:
             power_active_w=d.power_active_w,
             power_transmit_w=d.power_transmit_w,
             dvfs_levels=d.dvfs_levels,
+            failure_rate_per_h=d.failure_rate_per_h,
         )
         for d in cluster.devices
     )
