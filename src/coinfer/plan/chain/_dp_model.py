@@ -17,6 +17,17 @@ from .._shared import TransferTable, best_energy_freq
 INF = math.inf
 
 
+def strides(counts: list[int]) -> tuple[list[int], int]:
+    """Mixed-radix place values of used-count vectors (digit ``e`` in ``0..counts[e]``) and how
+    many vectors there are, ``prod(counts + 1)``; with every count 1 the numbers are the
+    bit masks of device subsets (see :mod:`._dp_period`)."""
+    out, size = [], 1
+    for c in counts:
+        out.append(size)
+        size *= c + 1
+    return out, size
+
+
 class ChainModel:
     """The instance as dense arrays over the usable devices (local indices ``0..n-1``).
 
@@ -65,6 +76,24 @@ class ChainModel:
         """(middle ``[k, d, e]``, start ``[e]`` from the source, end ``[d]`` to the source)."""
         ix = self.inst_idx
         return arr[:, ix][:, :, ix], arr[0, self.src, ix], arr[self.P, ix, self.src]
+
+    @property
+    def counts(self) -> list[int]:
+        """Members per unit: every unit of this model is one device (see :mod:`._dp_period`)."""
+        return [1] * self.n
+
+    def hop_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per-transfer period items (busiest hop); the middle diagonal is ``inf`` because a
+        device never feeds itself (consecutive stages on one device would be one stage)."""
+        mid, start, end = self.local(self.tt.hop_s)
+        mid = mid.copy()
+        idx = np.arange(self.n)
+        mid[:, idx, idx] = INF
+        return mid, start, end
+
+    def latency_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per-transfer one-request seconds (the latency terms)."""
+        return self.local(self.tt.total_s)
 
     def transfer_cost(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Transfer cost in the objective's unit: seconds (latency) or joules (energy)."""

@@ -2,7 +2,10 @@
 
 The relaxation (a device may be reused) is a shortest path over ``(pieces done, device)``;
 a best-first search branches on the first reused device until the optimum is reuse-free. See
-the **Latency and energy** section of :mod:`.dp`.
+the **Latency and energy** section of :mod:`.dp`. Over device classes (units with counts,
+:mod:`._dp_classes`) the same relaxation comes first, and when it overuses a class an exact DP
+over count vectors replaces the branching (:func:`least_sum_counts`): branching on which twin
+to drop would explore every permutation of identical devices.
 """
 
 from __future__ import annotations
@@ -13,8 +16,8 @@ import math
 import numpy as np
 
 from ...errors import InfeasibleError
-from .._shared import infeasible_message
-from ._dp_model import INF, ChainModel
+from .._shared import close, infeasible_message
+from ._dp_model import INF, ChainModel, strides
 
 
 def relaxed_to_go(
@@ -184,3 +187,98 @@ def _dive(scl, midl, startl, endl, hl, P, n, budget) -> list[tuple[int, int, int
         return None
 
     return rec(0, -1, 0, 0.0)
+
+
+# Budget of the exact count-vector DP (pieces x units x used-count vectors, one float each):
+# 4 million floats = 32 MB and ~0.1-0.3 s of numpy here; past it the caller settles for a
+# heuristic and reports the relaxation as a bound.
+COUNT_DP_BUDGET = 4_000_000
+
+
+def least_sum_counts(
+    sc: np.ndarray,
+    mid: np.ndarray,
+    start: np.ndarray,
+    end: np.ndarray,
+    counts: list[int],
+    budget: int = COUNT_DP_BUDGET,
+) -> tuple[list[tuple[int, int, int]] | None, bool]:
+    """Least-sum plan over units with multiplicities (device classes): unit ``e`` serves at most
+    ``counts[e]`` stages; ``mid[k, e, e]`` prices a transfer between two members of ``e``.
+
+    First the relaxation without the count limits (:func:`relaxed_to_go`); when its optimum
+    respects the counts it is optimal (the usual case: a lone request uses few devices). Else,
+    if ``P * units * prod(counts + 1)`` is within ``budget``, the exact DP over (pieces done,
+    last unit, used-count vector), vectorised over the vectors in numpy. Returns
+    ``(path, proven)``: ``(None, True)`` when no plan exists, ``(None, False)`` past the budget.
+    """
+    n, P, _ = sc.shape
+    H, G, h0 = relaxed_to_go(sc, mid, start, end, "sum")
+    if not math.isfinite(h0):
+        return None, True
+    path = _relaxed_path(sc, mid, start, H, G)
+    used = [0] * n
+    for _i, _j, e in path:
+        used[e] += 1
+    if all(u <= c for u, c in zip(used, counts, strict=True)):
+        return path, True
+    place, size = strides(counts)
+    if P * n * size > budget:
+        return None, False
+    return _count_dp(sc, mid, start, end, counts, place, size), True
+
+
+def _count_dp(sc, mid, start, end, counts, place, size) -> list[tuple[int, int, int]] | None:  # type: ignore[no-untyped-def]
+    """Exact least sum over (pieces done, last unit, used-count vector); see :func:`least_sum_counts`."""
+    n, P, _ = sc.shape
+    vec = np.arange(size)
+    room = [(vec // place[e]) % (counts[e] + 1) < counts[e] for e in range(n)]
+    V = np.full((P + 1, n, size), INF)
+    for e in range(n):
+        if math.isfinite(start[e]):
+            V[1:, e, place[e]] = start[e] + sc[e, 0, :]
+    for i in range(1, P):
+        for e in range(n):
+            row = sc[e, i, i:]
+            cnt = int(np.isfinite(row).sum())  # memory-feasible ends are a prefix
+            if cnt == 0:
+                continue
+            inn = (V[i] + mid[i][:, e][:, None]).min(axis=0)
+            shifted = np.full(size, INF)
+            k = place[e]
+            shifted[k:] = np.where(room[e][: size - k], inn[: size - k], INF)
+            if not np.isfinite(shifted).any():
+                continue
+            blk = V[i + 1 : i + cnt + 1, e]
+            np.minimum(blk, shifted[None, :] + row[:cnt, None], out=blk)
+    tot = V[P] + np.asarray(end)[:, None]
+    flat = int(np.argmin(tot))
+    if not math.isfinite(float(tot.ravel()[flat])):
+        return None
+    e, s = divmod(flat, size)
+    out = []
+    j = P - 1
+    while True:
+        v = V[j + 1, e, s]
+        prev = s - place[e]
+        found = None
+        for i in range(j, -1, -1):
+            if not math.isfinite(sc[e, i, j]):
+                break
+            if i == 0:
+                if prev == 0 and close(float(start[e] + sc[e, 0, j]), float(v)):
+                    found = (0, -1)
+                    break
+                continue
+            for d in range(n):
+                if close(float(V[i, d, prev] + mid[i, d, e] + sc[e, i, j]), float(v)):
+                    found = (i, d)
+                    break
+            if found:
+                break
+        assert found is not None, "count DP state without predecessor"
+        i, d = found
+        out.append((i, j, e))
+        if i == 0:
+            return out[::-1]
+        j, e, s = i - 1, d, prev
