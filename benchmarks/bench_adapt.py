@@ -97,16 +97,29 @@ def rate_between(m: dict[str, Any], t0: float, t1: float) -> float:
     return sum(xs) / len(xs) if xs else 0.0
 
 
-def back_after(m: dict[str, Any], since: float, target: float, hold_s: float = 2.0) -> float | None:
-    """Seconds after ``since`` until ``hold_s`` of throughput first reach ``target`` (>=)."""
+def back_at(m: dict[str, Any], since: float, target: float, hold_s: float = 2.0) -> float | None:
+    """Seconds after ``since`` at which throughput is back: the start of the first ``hold_s``
+    window (0.5 s bins) from ``since`` on whose mean reaches ``target`` — sustained, so a lone
+    good bin does not count, and not the window's end, which would add the observation time."""
     tl = m["timeline"]
     b = tl["bin_s"]
     rps = tl["rps"]
     k = int(hold_s / b)
     for i in range(int(since / b), len(rps) - k + 1):
         if sum(rps[i : i + k]) / k >= target:
-            return i * b + hold_s - since
+            return i * b - since
     return None
+
+
+def recovery(run: dict[str, Any], since: float, target: float) -> dict[str, Any]:
+    """When the adaptive run decided, switched and was back (seconds after ``since``)."""
+    rp = [x for x in run["replans"] if x["t_s"] >= since]
+    ho = [h for h in run["handovers"] if h["requested_s"] >= since and h["switched_s"]]
+    return {
+        "decided_after_s": rp[0]["t_s"] - since if rp else None,
+        "switched_after_s": ho[0]["switched_s"] - since if ho else None,
+        "back_after_s": back_at(run, since, target),
+    }
 
 
 def drop_scenario(cluster: Any, inst: Any, plan: Any, args: Any, sink: Any) -> dict[str, Any]:
@@ -148,15 +161,15 @@ def drop_scenario(cluster: Any, inst: Any, plan: Any, args: Any, sink: Any) -> d
                 "max_abs_error": m["max_abs_error"],
                 "rps_before_drop": rate_between(m, 4.0, args.drop_at),
                 "rps_after_drop": after,
-                "back_to_80pct_after_s": back_after(m, args.drop_at, 0.8 * best_rps),
                 "replans": m["replans"],
                 "handovers": m["handovers"],
                 "timeline": m["timeline"],
                 "seconds": m["seconds"],
             }
             res["runs"].append(run)
+            back = recovery(run, args.drop_at, 0.8 * best_rps)["back_after_s"]
             print(f"  drop trial {i + 1} adapt={adapt}: after {after:.1f} req/s (best plan "
-                  f"{best_rps:.1f}), back in {run['back_to_80pct_after_s']} s, "
+                  f"{best_rps:.1f}), back in {back} s, "
                   f"{len(m['replans'])} re-plans, lost {m['lost']}", flush=True)  # fmt: skip
             sink(res)
     res["load_end"] = host_load()
@@ -259,9 +272,6 @@ def load_scenario(cluster: Any, inst: Any, plan: Any, args: Any, sink: Any) -> d
                 "max_abs_error": m["max_abs_error"],
                 "rps_before_drop": rate_between(m, 4.0, args.drop_at),
                 "rps_after_drop": after,
-                "back_to_80pct_after_s": back_after(
-                    m, args.drop_at, 0.8 * res["predicted_rps_best_after"]
-                ),
                 "replans": m["replans"],
                 "handovers": m["handovers"],
                 "timeline": m["timeline"],
@@ -370,8 +380,11 @@ def markdown(results: list[dict[str, Any]]) -> str:
                 _median(runs, "rps_after_drop", False),
                 _median(runs, "rps_after_drop", True),
             )
-            back = [x["back_to_80pct_after_s"] for x in runs if x["adapt"]]
-            back_ok = [b for b in back if b is not None]
+            since = r.get("drop_at_s", r.get("load_at_s"))
+            rec = [
+                recovery(x, since, 0.8 * r["predicted_rps_best_after"]) for x in runs if x["adapt"]
+            ]
+            back = [x["back_after_s"] for x in rec]
             what = (
                 f"10x drop on {r['link']} at {r['drop_at_s']:g} s"
                 if r["scenario"] == "drop"
@@ -389,9 +402,12 @@ def markdown(results: list[dict[str, Any]]) -> str:
                 "| | fixed plan | adaptive |",
                 "|---|---|---|",
                 f"| req/s after the drop (measured) | {_f(fixed)} | {_f(adapt)} |",
-                f"| back to 80 % of the best plan's prediction | - | "
-                f"{_f(_med(back_ok)) if back_ok else 'never'} s "
-                f"(runs: {', '.join(_f(b) for b in back)}) |",
+                f"| re-plan decided (s after the change) | - | "
+                f"{_runs([x['decided_after_s'] for x in rec])} |",
+                f"| new plan takes the stream (s after) | - | "
+                f"{_runs([x['switched_after_s'] for x in rec])} |",
+                f"| back to 80 % of the best plan's prediction, 2 s sustained (s after) | never | "
+                f"{_runs(back)} |",
                 f"| re-plans per run | 0 | "
                 f"{_f(_med([len(x['replans']) for x in runs if x['adapt']]))} |",
                 f"| lost / duplicated (all runs) | {lost} / {dup} | |",
@@ -420,6 +436,13 @@ def markdown(results: list[dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
+def _runs(xs: list[float | None]) -> str:
+    """``median (run, run, run)``; a run that never got there shows as ``never``."""
+    ok = [x for x in xs if x is not None]
+    each = ", ".join("never" if x is None else f"{x:.1f}" for x in xs)
+    return f"{_f(_med(ok)) if ok else 'never'} ({each})"
+
+
 def _f(x: float | None) -> str:
     return "-" if x is None else f"{x:.2f}"
 
@@ -440,7 +463,13 @@ def main() -> None:
     ap.add_argument("--load", action="store_true", help="also the background-load scenario")
     ap.add_argument("--hog", type=float, default=0.7, help="the hog's share of its CPU")
     ap.add_argument("--out", default=str(RESULTS / "adapt.json"))
+    ap.add_argument("--render", action="store_true", help="only redraw the .md from the .json")
     args = ap.parse_args()
+    if args.render:
+        rows = json.loads(Path(args.out).read_text())["results"]
+        Path(args.out.replace(".json", ".md")).write_text(markdown(rows))
+        print(markdown(rows))
+        return
     from coinfer.cluster import default_local_cluster
     from coinfer.plan import plan as make_plan
     from coinfer.profile.costmodel import build_instance
