@@ -178,7 +178,8 @@ def drop_scenario(cluster: Any, inst: Any, plan: Any, args: Any, sink: Any) -> d
 
 class CpuHog:
     """Background load: a busy-looping process pinned to one CPU, capped at ``quota`` cores by
-    a cgroup (so the devices pinned to that CPU keep only the rest), from ``at_s`` to stop()."""
+    a cgroup of ten times the default CPU weight (so it gets its quota first and the devices
+    pinned to that CPU share the rest), from ``at_s`` to stop()."""
 
     def __init__(self, cpu: int, quota: float, at_s: float):
         import threading
@@ -200,8 +201,11 @@ class CpuHog:
 
         from coinfer.profile.cgroup import create_cpu_cgroup, move_pid
 
-        self.group = create_cpu_cgroup(f"coinfer-benchhog-{os.getpid()}", self.quota,
-                                       period_us=10_000)  # fmt: skip
+        self.group = create_cpu_cgroup(
+            f"coinfer-benchhog-{os.getpid()}", self.quota, period_us=10_000
+        )
+        # a heavy weight: the hog gets its whole quota first, the devices share what is left
+        (self.group.path / "cpu.shares").write_text("10240")
         self.proc = subprocess.Popen([sys.executable, "-c", "while True: pass"])
         os.sched_setaffinity(self.proc.pid, {self.cpu})
         move_pid(self.group, self.proc.pid)
