@@ -92,3 +92,14 @@ def test_messages_too_small_to_time_do_not_move_a_link():
         busy = 20 * (0.002 + 4_000 / 10e6 + 0.001)
         est.observe(_record("a", 20.0, {"b": {"transfers": 20, "bytes": 80_000.0, "busy_s": busy}}))
     assert ("a", "b") not in est.link_Bps
+
+
+def test_a_step_is_believed_at_its_new_level_not_the_straddling_sample():
+    """The first sample after a drop mixes both regimes (here 2.6x slower); the estimate takes
+    the level after the step (10x), not the mix."""
+    est = OnlineEstimate(_instance(), STAGES)
+    for _ in range(5):
+        est.observe(_record("a", 20.0, {"b": _link(10, 10 * 100_000, 10e6, 0.002)}))
+    est.observe(_record("a", 20.0, {"b": _link(4, 4 * 100_000, 10e6 / 2.6, 0.002)}))
+    est.observe(_record("a", 20.0, {"b": _link(1, 100_000, 1e6, 0.002)}))
+    assert est.link_Bps[("a", "b")] == pytest.approx(1e6, rel=0.01)
