@@ -118,3 +118,21 @@ def test_the_running_plan_is_priced_along_the_routes_it_runs():
     assert running == pytest.approx(0.001 + 100_000 / 2500.0)  # the direct, slow hop
     assert rerouted < 0.05 < running  # via c: two 10 ms hops, b's 40 ms of compute
     assert running_period_s(inst, inst, stages) == pytest.approx(period_s(inst, stages))
+
+
+def test_conditions_that_change_often_shorten_the_horizon():
+    from coinfer.core.adapt import MIN_HORIZON_S, persistence_s
+
+    assert persistence_s([], 50.0, 20.0) == 20.0  # nothing changed: the policy's horizon
+    assert persistence_s([10.0], 14.0, 20.0) == pytest.approx(4.0)  # one spell, 4 s so far
+    # a radio that moves every ~1.5 s: a switch must repay itself within that
+    assert persistence_s([10.0, 11.5, 13.0, 14.4, 16.0], 16.5, 20.0) == MIN_HORIZON_S
+    assert persistence_s([10.0, 13.0, 16.0, 19.0], 22.0, 20.0) == pytest.approx(3.0)
+    assert persistence_s([10.0, 40.0], 90.0, 20.0) == 20.0  # capped
+    # the same +40 % gain is worth a 1.5 s hand-over over 20 s, not over 2 s
+    pol = AdaptPolicy(switch_cost_s=1.5)
+    kw = dict(now_s=50.0, last_switch_s=0.0, current_period_s=0.14, best_period_s=0.1, streak=1)
+    assert decide(pol, **kw).switch
+    from dataclasses import replace
+
+    assert not decide(replace(pol, horizon_s=2.0), **kw).switch

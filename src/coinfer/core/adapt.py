@@ -22,6 +22,12 @@ hand-over costs::
 
 with ``C`` the hand-over cost in seconds of the current plan's throughput (the new epoch's
 workers start beside the old ones on the same CPUs, and the old epoch drains what it holds).
+``H`` is how long the network is expected to stay as it is now: :func:`persistence_s` takes the
+median time between the recent changes the running plan's predicted period went through (a link
+on a fluctuating radio changes every few seconds, a step every few tens), capped by the
+policy's ``horizon_s``. Why: on a trace that moves every second, a switch for a +40 % gain pays
+off only if that gain lasts longer than the hand-over's cost — and it does not; chasing it was
+measured to lose throughput against a fixed plan (``benchmarks/results/adapt_run1.md``).
 Hysteresis on top, so noise cannot make the stream flap: the gain must exceed ``min_gain``
 (relative), win ``confirm`` consecutive checks (unless it is at least ``sure_gain``), and no
 switch comes sooner than ``min_dwell_s`` after the previous one.
@@ -29,6 +35,8 @@ switch comes sooner than ``min_dwell_s`` after the previous one.
 
 from __future__ import annotations
 
+import itertools
+import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
@@ -84,6 +92,25 @@ class AdaptPolicy:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+# A change of the running plan's predicted period by more than this between two checks is a
+# change of conditions (for :func:`persistence_s`).
+CHANGE_RATIO = 0.2
+# The shortest horizon a switch is judged over (a hand-over takes ~1.5 s to pay back anyway).
+MIN_HORIZON_S = 2.0
+
+
+def persistence_s(change_times: Sequence[float], now_s: float, cap_s: float) -> float:
+    """How long conditions are expected to last: the median gap between the last few changes
+    (``change_times``, ascending), or the time since the only one, at least ``MIN_HORIZON_S``
+    and at most ``cap_s`` (no changes seen: ``cap_s``)."""
+    recent = list(change_times)[-6:]
+    if not recent:
+        return cap_s
+    gaps = [b - a for a, b in itertools.pairwise(recent)]
+    gaps.append(now_s - recent[-1])  # the current spell counts, as far as it has lasted
+    return max(MIN_HORIZON_S, min(cap_s, statistics.median(gaps)))
 
 
 @dataclass(frozen=True)
@@ -284,5 +311,6 @@ __all__ = [
     "Decision",
     "Replan",
     "decide",
+    "persistence_s",
     "running_period_s",
 ]

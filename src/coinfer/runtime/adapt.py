@@ -18,9 +18,19 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
-from ..core.adapt import AdaptPolicy, Belief, Decision, Replan, decide, running_period_s
+from ..core.adapt import (
+    CHANGE_RATIO,
+    AdaptPolicy,
+    Belief,
+    Decision,
+    Replan,
+    decide,
+    persistence_s,
+    running_period_s,
+)
 from ..core.evaluate import period_s
 from ..core.instance import Instance, surviving
 from ..core.plans import Plan
@@ -60,6 +70,8 @@ class Adapter:
         self.say = log or (lambda _m: None)
         self.last_switch_s = 0.0
         self.streak = 0
+        self.changes: list[float] = []  # when the running plan's predicted period jumped
+        self._last_T: float | None = None
         self.checks: list[dict[str, Any]] = []  # every check's numbers (bounded: see _note)
         self._seen_epoch = -1
         self._stop = threading.Event()
@@ -102,6 +114,7 @@ class Adapter:
             self._seen_epoch = epoch
             self.last_switch_s = max(self.last_switch_s, now)
             self.streak = 0
+            self._last_T = None  # another plan's period: not a change of conditions
         self.belief.observe(now, priced_on, links, scales)
         alive = s.alive
         believed = surviving(self.belief.instance(now), alive, s.source)
@@ -109,13 +122,17 @@ class Adapter:
         if not set(d for st in current.stages for d in st.devices) <= set(alive):
             return None  # a fail-over is replacing this plan
         cur_T = running_period_s(believed, priced_on, current.stages)
+        if self._last_T is not None and abs(cur_T - self._last_T) > CHANGE_RATIO * self._last_T:
+            self.changes = [*self.changes[-20:], now]
+        self._last_T = cur_T
+        horizon = persistence_s(self.changes, now, self.policy.horizon_s)
         plan, made_for = self.planner(believed)
         new_T = period_s(believed, plan.stages)
         if new_T >= cur_T:
             d = Decision(False, "the current plan is the best on the belief", 0.0)
         else:
             d = decide(
-                self.policy,
+                replace(self.policy, horizon_s=horizon),
                 now_s=now,
                 last_switch_s=self.last_switch_s,
                 current_period_s=cur_T,
@@ -123,7 +140,7 @@ class Adapter:
                 streak=self.streak,
             )
         self.streak = self.streak + 1 if d.gain >= self.policy.min_gain else 0
-        self._note(now, cur_T, new_T, d)
+        self._note(now, cur_T, new_T, d, horizon)
         if d.switch:
             trigger = "; ".join(self.belief.changes(now)) or "belief differs from the plan's"
             if plan.stages == current.stages:
@@ -144,7 +161,7 @@ class Adapter:
             self.streak = 0
         return d
 
-    def _note(self, now: float, cur_T: float, new_T: float, d: Decision) -> None:
+    def _note(self, now: float, cur_T: float, new_T: float, d: Decision, horizon: float) -> None:
         if len(self.checks) >= 100_000:
             del self.checks[:50_000]
         self.checks.append(
@@ -153,6 +170,7 @@ class Adapter:
                 "current_period_s": cur_T,
                 "best_period_s": new_T,
                 "gain": d.gain,
+                "horizon_s": horizon,
                 "switch": d.switch,
                 "reason": d.reason,
             }
