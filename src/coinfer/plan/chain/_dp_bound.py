@@ -76,7 +76,7 @@ from ...errors import InfeasibleError
 from .._shared import REL_EPS, best_energy_freq, infeasible_message
 from ._dp_classes import path_sum
 from ._dp_model import INF
-from ._dp_period import _PeriodSearch
+from ._dp_period import _PeriodSearch, least_feasible
 from ._dp_polish import polish_period
 from ._dp_sum import least_sum_path, relaxed_to_go
 
@@ -169,19 +169,10 @@ class _Units:
 def least_threshold(units: _Units) -> tuple[float, list[tuple[int, int, int]]] | None:
     """Least item threshold at which the unit DP finds a plan, and one such plan (or None)."""
     search = _PeriodSearch(units)
-    cands = search.candidates()
-    if len(cands) == 0 or search.reach(float(cands[-1])) is None:
+    found = least_feasible(search)
+    if found is None:
         return None
-    lo, hi = 0, len(cands) - 1
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if search.reach(float(cands[mid])) is not None:
-            hi = mid
-        else:
-            lo = mid + 1
-    T = float(cands[lo])
-    reach = search.reach(T)
-    assert reach is not None
+    T, reach = found
     return T, search.recover(T, reach)
 
 

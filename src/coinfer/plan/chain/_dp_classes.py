@@ -55,7 +55,7 @@ from ...core.instance import Instance
 from ...core.plans import Stage
 from ...errors import InfeasibleError
 from .._shared import best_energy_freq, infeasible_message
-from ._dp_model import INF
+from ._dp_model import INF, stage_tables
 from ._dp_period import _PeriodSearch
 from ._dp_polish import polish_latency
 from ._dp_sum import least_sum_counts, relaxed_to_go
@@ -245,25 +245,7 @@ class ClassModel:
             best_energy_freq(instance.device_by_name[d]) if objective == "energy" else 1.0
             for d in reps
         ]
-        P = self.P
-        mem_pref = np.zeros(P + 1)
-        mem_pref[1:] = np.cumsum([pc.mem_bytes for pc in instance.pieces])
-        mem = mem_pref[None, 1:] - mem_pref[:-1, None]
-        upper = np.triu(np.ones((P, P), dtype=bool))
-        self.time = np.full((self.n, P, P), INF)
-        self.sc = np.full((self.n, P, P), INF)
-        for e, d in enumerate(reps):
-            acc = [0.0]
-            for pc in instance.pieces:  # same accumulation order as Instance.compute_s
-                acc.append(acc[-1] + pc.time_s[d])
-            pref = np.array(acc)
-            t = (pref[None, 1:] - pref[:-1, None]) / self.freqs[e]
-            ok = upper & (mem <= instance.device_by_name[d].mem_bytes)
-            self.time[e][ok] = t[ok]
-            if objective == "energy":
-                self.sc[e][ok] = t[ok] * instance.device_by_name[d].active_power_w(self.freqs[e])
-            else:
-                self.sc[e][ok] = t[ok]
+        self.time, self.sc = stage_tables(instance, objective, reps, self.freqs)
 
     def local(self, arr: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(middle ``[k, c, e]``, start ``[e]`` from the source, end ``[d]`` to the source) over

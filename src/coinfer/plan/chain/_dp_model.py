@@ -7,6 +7,7 @@ Split from :mod:`.dp` so the latency/energy search (:mod:`._dp_sum`) and the thr
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -26,6 +27,34 @@ def strides(counts: list[int]) -> tuple[list[int], int]:
         out.append(size)
         size *= c + 1
     return out, size
+
+
+def stage_tables(
+    instance: Instance, objective: str, devices: Sequence[str], freqs: Sequence[float]
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(time, cost)`` of every stage ``i..j`` (0-based, inclusive) on each of ``devices`` at
+    its level in ``freqs``: compute seconds, and the objective's cost (seconds, or joules for
+    energy); ``inf`` where the stage does not fit in memory or ``j < i``."""
+    P = instance.num_pieces
+    mem_pref = np.zeros(P + 1)
+    mem_pref[1:] = np.cumsum([pc.mem_bytes for pc in instance.pieces])
+    mem = mem_pref[None, 1:] - mem_pref[:-1, None]  # mem[i, j] of pieces i..j
+    upper = np.triu(np.ones((P, P), dtype=bool))
+    time = np.full((len(devices), P, P), INF)
+    cost = np.full((len(devices), P, P), INF)
+    for e, d in enumerate(devices):
+        acc = [0.0]
+        for pc in instance.pieces:  # same accumulation order as Instance.compute_s
+            acc.append(acc[-1] + pc.time_s[d])
+        pref = np.array(acc)
+        t = (pref[None, 1:] - pref[:-1, None]) / freqs[e]
+        ok = upper & (mem <= instance.device_by_name[d].mem_bytes)
+        time[e][ok] = t[ok]
+        if objective == "energy":
+            cost[e][ok] = t[ok] * instance.device_by_name[d].active_power_w(freqs[e])
+        else:
+            cost[e][ok] = t[ok]
+    return time, cost
 
 
 class ChainModel:
@@ -51,26 +80,7 @@ class ChainModel:
             best_energy_freq(instance.device_by_name[d]) if objective == "energy" else 1.0
             for d in devices
         ]
-        P = self.P
-        mem_pref = np.zeros(P + 1)
-        mem_pref[1:] = np.cumsum([pc.mem_bytes for pc in instance.pieces])
-        mem = mem_pref[None, 1:] - mem_pref[:-1, None]  # mem[i, j] of pieces i..j
-        upper = np.triu(np.ones((P, P), dtype=bool))
-        self.time = np.full((self.n, P, P), INF)
-        self.sc = np.full((self.n, P, P), INF)
-        for e, d in enumerate(devices):
-            acc = [0.0]
-            for pc in instance.pieces:  # same accumulation order as Instance.compute_s
-                acc.append(acc[-1] + pc.time_s[d])
-            pref = np.array(acc)
-            t = (pref[None, 1:] - pref[:-1, None]) / self.freqs[e]
-            ok = upper & (mem <= instance.device_by_name[d].mem_bytes)
-            self.time[e][ok] = t[ok]
-            if objective == "energy":
-                pw = instance.device_by_name[d].active_power_w(self.freqs[e])
-                self.sc[e][ok] = t[ok] * pw
-            else:
-                self.sc[e][ok] = t[ok]
+        self.time, self.sc = stage_tables(instance, objective, devices, self.freqs)
 
     def local(self, arr: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(middle ``[k, d, e]``, start ``[e]`` from the source, end ``[d]`` to the source)."""

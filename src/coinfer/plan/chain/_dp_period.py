@@ -181,6 +181,27 @@ class _PeriodSearch:
             j, e, S = i - 1, dd, prev
 
 
+def least_feasible(
+    search: _PeriodSearch, cands: np.ndarray | None = None
+) -> tuple[float, list[list[int]]] | None:
+    """The least candidate threshold at which ``search`` reaches a plan, with its reach sets,
+    by binary search over the sorted candidates (``None``: no plan at any threshold)."""
+    cands = search.candidates() if cands is None else cands
+    if len(cands) == 0 or search.reach(float(cands[-1])) is None:
+        return None
+    lo, hi = 0, len(cands) - 1
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if search.reach(float(cands[mid])) is not None:
+            hi = mid
+        else:
+            lo = mid + 1
+    T = float(cands[lo])
+    reach = search.reach(T)
+    assert reach is not None
+    return T, reach
+
+
 def min_period_path(
     model,
     node_limit: int,
@@ -194,18 +215,11 @@ def min_period_path(
     unproven and ``T*`` still bounds the optimum from below."""
     search = _PeriodSearch(model)
     cands = search.candidates()
-    if len(cands) == 0 or search.reach(float(cands[-1])) is None:
+    found = least_feasible(search, cands)
+    if found is None:
         raise InfeasibleError(infeasible_message(model.instance, "dp", model.names))
-    lo, hi = 0, len(cands) - 1
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if search.reach(float(cands[mid])) is not None:
-            hi = mid
-        else:
-            lo = mid + 1
-    T = float(cands[lo])
-    reach = search.reach(T)
-    assert reach is not None
+    T, reach = found
+    lo = int(np.searchsorted(cands, T))  # T is one of the candidates
     recovered = search.recover(T, reach)
     candidates = [recovered]
     tie_broken = False
