@@ -122,6 +122,25 @@ def recovery(run: dict[str, Any], since: float, target: float) -> dict[str, Any]
     }
 
 
+def change_run(m: dict[str, Any], trial: int, adapt: bool, args: Any) -> dict[str, Any]:
+    """One stream of a drop/load scenario as a result row (the change comes at ``drop_at`` on
+    the session clock, which is also the trace's)."""
+    return {
+        "trial": trial,
+        "adapt": adapt,
+        "completed": m["completed"],
+        "lost": m["lost"],
+        "duplicated": m["duplicated"],
+        "max_abs_error": m["max_abs_error"],
+        "rps_before_drop": rate_between(m, 4.0, args.drop_at),
+        "rps_after_drop": rate_between(m, args.drop_at + 4.0, args.duration),
+        "replans": m["replans"],
+        "handovers": m["handovers"],
+        "timeline": m["timeline"],
+        "seconds": m["seconds"],
+    }
+
+
 def drop_scenario(cluster: Any, inst: Any, plan: Any, args: Any, sink: Any) -> dict[str, Any]:
     from coinfer.cluster.types import BandwidthTrace
     from coinfer.core.evaluate import evaluate
@@ -151,21 +170,8 @@ def drop_scenario(cluster: Any, inst: Any, plan: Any, args: Any, sink: Any) -> d
         for adapt in (False, True):
             m = stream(cl, inst, plan, args.duration, adapt)
             # the session clock starts at the trace's time 0; the drop is at drop_at
-            after = rate_between(m, args.drop_at + 4.0, args.duration)
-            run = {
-                "trial": i,
-                "adapt": adapt,
-                "completed": m["completed"],
-                "lost": m["lost"],
-                "duplicated": m["duplicated"],
-                "max_abs_error": m["max_abs_error"],
-                "rps_before_drop": rate_between(m, 4.0, args.drop_at),
-                "rps_after_drop": after,
-                "replans": m["replans"],
-                "handovers": m["handovers"],
-                "timeline": m["timeline"],
-                "seconds": m["seconds"],
-            }
+            run = change_run(m, i, adapt, args)
+            after = run["rps_after_drop"]
             res["runs"].append(run)
             back = recovery(run, args.drop_at, 0.8 * best_rps)["back_after_s"]
             print(f"  drop trial {i + 1} adapt={adapt}: after {after:.1f} req/s (best plan "
@@ -266,20 +272,8 @@ def load_scenario(cluster: Any, inst: Any, plan: Any, args: Any, sink: Any) -> d
                 m = stream(cluster, inst, plan, args.duration, adapt)
             finally:
                 hog.stop()
-            after = rate_between(m, args.drop_at + 4.0, args.duration)
-            run = {
-                "trial": i,
-                "adapt": adapt,
-                "completed": m["completed"],
-                "lost": m["lost"],
-                "duplicated": m["duplicated"],
-                "max_abs_error": m["max_abs_error"],
-                "rps_before_drop": rate_between(m, 4.0, args.drop_at),
-                "rps_after_drop": after,
-                "replans": m["replans"],
-                "handovers": m["handovers"],
-                "timeline": m["timeline"],
-            }
+            run = change_run(m, i, adapt, args)
+            after = run["rps_after_drop"]
             res["runs"].append(run)
             print(f"  load trial {i + 1} adapt={adapt}: after {after:.1f} req/s, "
                   f"{len(m['replans'])} re-plans, lost {m['lost']}", flush=True)  # fmt: skip
