@@ -34,6 +34,7 @@ ALLOWED: dict[str, set[str]] = {
     "simulate": {"errors", "core", "schedule"},
     "runtime": {"errors", "core", "schedule", "graph", "zoo", "cluster", "profile"},
     "report": {"errors", "core", "schedule", "simulate", "runtime"},
+    "serve": {"errors", "core", "runtime", "zoo"},
 }
 SHELL = {"cli", "demo", "__main__", "coinfer"}
 

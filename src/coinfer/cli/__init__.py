@@ -19,6 +19,7 @@ from . import (
     graph_cmds,
     plan_cmds,
     run_cmds,
+    serve_cmd,
     sim_cmds,
 )
 
@@ -30,7 +31,9 @@ app = typer.Typer(
     add_completion=False,
 )
 
-for _module in (demo_cmd, graph_cmds, cluster_cmds, plan_cmds, sim_cmds, run_cmds, calibrate_cmd):
+for _module in (
+    demo_cmd, graph_cmds, cluster_cmds, plan_cmds, sim_cmds, run_cmds, serve_cmd, calibrate_cmd,
+):  # fmt: skip
     _module.register(app)
 
 
