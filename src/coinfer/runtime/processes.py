@@ -43,7 +43,12 @@ def spawn_local_workers(
         if net is not None:
             cmd = [*cmd, "--bind", net.address(d)]
             enter = net.enter_fn(d)
-        proc = subprocess.Popen(cmd, env=env, stdin=subprocess.PIPE, preexec_fn=enter)
+        # a session of its own: a terminal's Ctrl-C reaches the process group of the command
+        # the user ran, and the coordinator, not the signal, decides how its workers end (a
+        # session finishes what it admitted first; workers exit when it goes silent)
+        proc = subprocess.Popen(
+            cmd, env=env, stdin=subprocess.PIPE, preexec_fn=enter, start_new_session=True
+        )
         assert proc.stdin is not None
         with contextlib.suppress(OSError):
             proc.stdin.write(token.encode() + b"\n")

@@ -74,9 +74,11 @@ class Zygote:
     def __init__(self, token: str):
         env = {k: v for k, v in os.environ.items() if k != "COINFER_TOKEN"}
         env["TORCH_CPP_LOG_LEVEL"] = "ERROR"
+        # its own session (and so its forks'): a terminal's Ctrl-C goes to the coordinator only,
+        # which ends the workers its own way (see processes.spawn_local_workers)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "coinfer.runtime.zygote"],
-            env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True,
         )  # fmt: skip
         assert self.proc.stdin is not None and self.proc.stdout is not None
         self.exits: dict[int, int] = {}
