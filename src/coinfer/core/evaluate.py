@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from ..errors import InfeasibleError, InputError
 from .instance import Instance, Resource
@@ -58,6 +58,21 @@ def _endpoints(
     return groups
 
 
+def transfers(instance: Instance, stages: Sequence[Stage]) -> Iterator[tuple[str, str, int, float]]:
+    """Every transfer a request of ``stages`` makes between two different devices, as
+    ``(sender, receiver, bytes, share)``: the source's input to the first stage's replicas, each
+    stage's replicas to the next's, the last stage's back to the source; ``share`` is the
+    fraction of requests taking that pair (the product of the two replicas' weights)."""
+    groups = _endpoints(instance, stages)
+    sizes = [instance.cut_bytes(st.first) for st in stages] + [instance.output_bytes]
+    for k, nbytes in enumerate(sizes):
+        (srcs, ws), (dsts, wd) = groups[k], groups[k + 1]
+        for u, wu in zip(srcs, ws, strict=True):
+            for v, wv in zip(dsts, wd, strict=True):
+                if u != v:
+                    yield u, v, nbytes, wu * wv
+
+
 def latency_s(instance: Instance, stages: Sequence[Stage]) -> float:
     """Single-request latency through an idle system (cheapest route through the replicas)."""
     # best[d] = cheapest arrival-and-compute time at the current stage's replica d
@@ -85,21 +100,15 @@ def busy_times(
         w = replica_weights(instance, st)
         for i, d in enumerate(st.devices):
             dev_busy[d] += w[i] * instance.compute_s(st.first, st.last, d, st.freq_of(i))
-    groups = _endpoints(instance, stages)
-    cut_sizes = [instance.cut_bytes(st.first) for st in stages] + [instance.output_bytes]
-    for k, nbytes in enumerate(cut_sizes):
-        (srcs, ws), (dsts, wd) = groups[k], groups[k + 1]
-        for u, wu in zip(srcs, ws, strict=True):
-            for v, wv in zip(dsts, wd, strict=True):
-                share = wu * wv
-                if share == 0.0 or u == v:
-                    continue
-                path = instance.path(u, v, nbytes)
-                if not path:
-                    link_busy[(u, v)] = math.inf
-                    continue
-                for lk in path:
-                    link_busy[lk.resource] += share * lk.transfer_s(nbytes)
+    for u, v, nbytes, share in transfers(instance, stages):
+        if share == 0.0:
+            continue
+        path = instance.path(u, v, nbytes)
+        if not path:
+            link_busy[(u, v)] = math.inf
+            continue
+        for lk in path:
+            link_busy[lk.resource] += share * lk.transfer_s(nbytes)
     return dict(dev_busy), dict(link_busy)
 
 
@@ -125,20 +134,15 @@ def energy_j(instance: Instance, stages: Sequence[Stage]) -> float | None:
             f = st.freq_of(i)
             dev = instance.device_by_name[d]
             total += w[i] * instance.compute_s(st.first, st.last, d, f) * dev.active_power_w(f)
-    groups = _endpoints(instance, stages)
-    cut_sizes = [instance.cut_bytes(st.first) for st in stages] + [instance.output_bytes]
-    for k, nbytes in enumerate(cut_sizes):
-        (srcs, ws), (dsts, wd) = groups[k], groups[k + 1]
-        for u, wu in zip(srcs, ws, strict=True):
-            for v, wv in zip(dsts, wd, strict=True):
-                if u == v or wu * wv == 0.0:
-                    continue
-                path = instance.path(u, v, nbytes)
-                if not path:  # an unreachable transfer never happens: inf J, as it is inf s
-                    return math.inf
-                for lk in path:
-                    ptx = instance.device_by_name[lk.src].power_transmit_w or 0.0
-                    total += wu * wv * lk.transfer_s(nbytes) * ptx
+    for u, v, nbytes, share in transfers(instance, stages):
+        if share == 0.0:
+            continue
+        path = instance.path(u, v, nbytes)
+        if not path:  # an unreachable transfer never happens: inf J, as it is inf s
+            return math.inf
+        for lk in path:
+            ptx = instance.device_by_name[lk.src].power_transmit_w or 0.0
+            total += share * lk.transfer_s(nbytes) * ptx
     return total
 
 

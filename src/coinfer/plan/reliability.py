@@ -90,7 +90,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from ..core.evaluate import evaluate, period_s, replica_weights
+from ..core.evaluate import evaluate, period_s, transfers
 from ..core.instance import Instance, surviving
 from ..core.plans import Objective, Plan, Stage
 from ..errors import CoinferError, InputError
@@ -215,22 +215,15 @@ def dependencies(
         else:
             replicas.update(st.devices)
     pair_ends: dict[Component, set[str]] = {}
-    groups: list[tuple[tuple[str, ...], tuple[float, ...]]] = [((instance.source,), (1.0,))]
-    groups += [(st.devices, replica_weights(instance, st)) for st in stages]
-    groups.append(((instance.source,), (1.0,)))
-    sizes = [instance.cut_bytes(st.first) for st in stages] + [instance.output_bytes]
-    for k, nbytes in enumerate(sizes):
-        (srcs, ws), (dsts, wd) = groups[k], groups[k + 1]
-        for u, wu in zip(srcs, ws, strict=True):
-            for v, wv in zip(dsts, wd, strict=True):
-                if u == v or wu * wv == 0.0:
-                    continue
-                for i, lk in enumerate(instance.path(u, v, nbytes)):
-                    if i > 0:
-                        critical.add(lk.src)  # a relay
-                    if lk.medium is None:
-                        pair = (min(lk.src, lk.dst), max(lk.src, lk.dst))
-                        pair_ends.setdefault(pair, set()).update((u, v))
+    for u, v, nbytes, share in transfers(instance, stages):
+        if share == 0.0:
+            continue
+        for i, lk in enumerate(instance.path(u, v, nbytes)):
+            if i > 0:
+                critical.add(lk.src)  # a relay
+            if lk.medium is None:
+                pair = (min(lk.src, lk.dst), max(lk.src, lk.dst))
+                pair_ends.setdefault(pair, set()).update((u, v))
     devices_critical = {c for c in critical if isinstance(c, str)}
     soft = replicas - devices_critical
     redundant: dict[Component, frozenset[str]] = {d: frozenset((d,)) for d in soft}
@@ -240,7 +233,7 @@ def dependencies(
         # and no stage loses all its devices
         if (
             lost
-            and _every_transfer_has_soft_end(pair, instance, stages, soft, sizes)
+            and _every_transfer_has_soft_end(pair, instance, stages, soft)
             and all(set(st.devices) - lost for st in stages)
         ):
             redundant[pair] = lost
@@ -250,25 +243,16 @@ def dependencies(
 
 
 def _every_transfer_has_soft_end(
-    pair: tuple[str, str],
-    instance: Instance,
-    stages: Sequence[Stage],
-    soft: set[str],
-    sizes: Sequence[int],
+    pair: tuple[str, str], instance: Instance, stages: Sequence[Stage], soft: set[str]
 ) -> bool:
-    chain = [(instance.source,), *(st.devices for st in stages), (instance.source,)]
-    for k, nbytes in enumerate(sizes):
-        for u in chain[k]:
-            for v in chain[k + 1]:
-                if u == v:
-                    continue
-                hops = {
-                    (min(lk.src, lk.dst), max(lk.src, lk.dst))
-                    for lk in instance.path(u, v, nbytes)
-                    if lk.medium is None
-                }
-                if pair in hops and u not in soft and v not in soft:
-                    return False
+    for u, v, nbytes, _share in transfers(instance, stages):
+        hops = {
+            (min(lk.src, lk.dst), max(lk.src, lk.dst))
+            for lk in instance.path(u, v, nbytes)
+            if lk.medium is None
+        }
+        if pair in hops and u not in soft and v not in soft:
+            return False
     return True
 
 

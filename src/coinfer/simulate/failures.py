@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from ..core.evaluate import evaluate, period_s
+from ..core.evaluate import evaluate, period_s, transfers
 from ..core.instance import Instance, surviving
 from ..core.plans import Plan, Stage
 from ..errors import InputError
@@ -168,19 +168,15 @@ def uses(instance: Instance, stages: Stages) -> tuple[set[Part], dict[Part, set[
     replicas: set[str] = set()
     for st in stages:
         (hard if len(st.devices) == 1 else replicas).update(st.devices)
-    chain = [(instance.source,), *(st.devices for st in stages), (instance.source,)]
-    sizes = [instance.cut_bytes(st.first) for st in stages] + [instance.output_bytes]
     crossing: list[tuple[set[Part], str, str]] = []  # (link pairs on the path, ends)
-    for k, nbytes in enumerate(sizes):
-        for u in chain[k]:
-            for v in chain[k + 1]:
-                pairs: set[Part] = set()
-                for i, lk in enumerate(instance.path(u, v, nbytes)):
-                    if i > 0:
-                        hard.add(lk.src)
-                    if lk.medium is None:
-                        pairs.add((min(lk.src, lk.dst), max(lk.src, lk.dst)))
-                crossing.append((pairs, u, v))
+    for u, v, nbytes, _share in transfers(instance, stages):
+        pairs: set[Part] = set()
+        for i, lk in enumerate(instance.path(u, v, nbytes)):
+            if i > 0:
+                hard.add(lk.src)
+            if lk.medium is None:
+                pairs.add((min(lk.src, lk.dst), max(lk.src, lk.dst)))
+        crossing.append((pairs, u, v))
     spare = replicas - hard
     soft: dict[Part, set[str]] = {d: {d} for d in spare}
     for pairs, u, v in crossing:
