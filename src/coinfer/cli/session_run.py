@@ -126,28 +126,25 @@ def request_inputs(
     return [torch.cat([s[j] for s in samples]) for j in range(len(example))]
 
 
-def make_replan(
-    instance: Any, algo: str, objective: str
-) -> Callable[[tuple[str, ...]], tuple[Any, Any]]:
-    """A ``replan(alive)`` that plans with ``algo`` over the surviving devices of ``instance``."""
-    from .. import plan as plan_mod
-    from ..core.instance import surviving
-
-    def replan(alive: tuple[str, ...]) -> tuple[Any, Any]:
-        inst = surviving(instance, alive)
-        return plan_mod.plan(inst, algo, objective), inst
-
-    return replan
-
-
 def make_planner(algo: str, objective: str) -> Callable[[Any], tuple[Any, Any]]:
-    """A live re-planner: ``planner(believed instance) -> (plan with algo, that instance)``."""
+    """``planner(instance) -> (plan with algo, that instance)``: what live re-planning calls
+    with its belief, and fail-over (:func:`make_replan`) with the survivors."""
     from .. import plan as plan_mod
 
     def planner(inst: Any) -> tuple[Any, Any]:
         return plan_mod.plan(inst, algo, objective), inst
 
     return planner
+
+
+def make_replan(
+    instance: Any, algo: str, objective: str
+) -> Callable[[tuple[str, ...]], tuple[Any, Any]]:
+    """A ``replan(alive)`` that plans with ``algo`` over the surviving devices of ``instance``."""
+    from ..core.instance import surviving
+
+    planner = make_planner(algo, objective)
+    return lambda alive: planner(surviving(instance, alive))
 
 
 def _after_replan(measured: dict[str, Any], report: Any, session: Any, microbatch: int) -> None:

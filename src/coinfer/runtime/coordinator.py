@@ -181,12 +181,11 @@ def ship_setups(
     store: Any,
     shapes: Any,
     timeout_s: float,
-    origin_unix: float | None = None,
+    origin_unix: float,
 ) -> None:
     """Cap what the workers may send back, then send each its setup and blobs (in parallel);
     a run and every epoch of a session start their workers this way. Bandwidth traces start at
-    ``origin_unix`` (a session's start, so they run on across its epochs; default: now)."""
-    origin = time.time() if origin_unix is None else origin_unix
+    ``origin_unix`` (a run's start; a session's, so they run on across its epochs)."""
     sv.limit_result_attachments(peers, sum(m.nbytes for m in prep.contracts[-1]))
     payloads = {}
     for d in prep.names:
@@ -197,7 +196,7 @@ def ship_setups(
             else (peers[d].chan.sock.getsockname()[0], store.port)
         )
         payloads[d] = (
-            encode(prep.setup_for(d, run_id, where, shapes, origin)),
+            encode(prep.setup_for(d, run_id, where, shapes, origin_unix)),
             list(prep.blobs[d]),
         )
     sv.send_setups(peers, payloads, timeout_s)

@@ -38,12 +38,10 @@ class EpochFailed(Exception):
 class Epoch:
     """One plan's workers: started, fed, watched, and ended (cleanly or by killing them)."""
 
-    def __init__(
-        self, number: int, plan: Plan, prep: Prepared, window: int, origin_unix: float = 0.0
-    ):
+    def __init__(self, number: int, plan: Plan, prep: Prepared, window: int, origin_unix: float):
         self.number = number
         # the session's start: bandwidth traces run on from it across epochs
-        self.origin_unix = origin_unix or time.time()
+        self.origin_unix = origin_unix
         self.plan = plan
         self.prep = prep
         self.window = max(1, window)

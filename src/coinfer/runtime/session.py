@@ -133,7 +133,7 @@ class Session:
         microbatch: int = 1,
         input_shape: Sequence[int] | None = None,
         instance: Any = None,
-        replan: ReplanRecord | None = None,
+        replan: Replan | None = None,
         netns: bool = False,
         timeout_s: float = 60.0,
         partition: str = "graph",
@@ -282,7 +282,11 @@ class Session:
             os.kill(proc.pid, sig)
 
     def switch(
-        self, plan: Plan, instance: Any = None, reason: str = "switch", replan: ReplanRecord | None = None
+        self,
+        plan: Plan,
+        instance: Any = None,
+        reason: str = "switch",
+        replan: ReplanRecord | None = None,
     ) -> None:
         """Move the stream to ``plan`` without stopping it and without re-running anything
         (see the module docstring); returns at once, the hand-over is in the report (and
