@@ -79,7 +79,9 @@ def register(app: typer.Typer) -> None:
         ),
         scaling: str = typer.Option(
             "off", "--scaling",
-            help="on | off. Autoscaling is not built yet: only off is accepted.",
+            help="on | off. on: replicate the key (bottleneck) stage on idle devices when the "
+            "demand exceeds the plan's capacity, and drop the replicas when it falls "
+            "(docs/serving.md).",
         ),
         input_shape: str | None = typer.Option(
             None, "--input-shape", help="Input shape with batch 1, e.g. 1,3,224,224."
@@ -110,9 +112,6 @@ def register(app: typer.Typer) -> None:
 
         if scaling not in ("on", "off"):
             raise InputError(f"--scaling must be on or off, got {scaling!r}")
-        if scaling == "on":
-            raise InputError("--scaling on is not built yet (the serving scaling policy is "
-                             "future work); use --scaling off")  # fmt: skip
         if partition not in ("graph", "sequential"):
             raise InputError(f"--partition must be graph or sequential, got {partition!r}")
         if not (timeout > 0 and math.isfinite(timeout)):
@@ -140,7 +139,7 @@ def register(app: typer.Typer) -> None:
 
                 the_plan = plan_mod.plan(instance, algo, objective)
             _serve(model, cl, instance, the_plan, options, sock, algo, objective, shape,
-                   partition, max_pieces, timeout, telemetry)  # fmt: skip
+                   partition, max_pieces, timeout, telemetry, scaling == "on")  # fmt: skip
         finally:
             sock.close()
 
@@ -148,7 +147,7 @@ def register(app: typer.Typer) -> None:
 def _serve(
     model: str, cl: Any, instance: Any, the_plan: Any, options: Any, sock: socket.socket,
     algo: str, objective: str, shape: tuple[int, ...] | None, partition: str,
-    max_pieces: int | None, timeout: float, telemetry: str | None,
+    max_pieces: int | None, timeout: float, telemetry: str | None, scaling: bool = False,
 ) -> None:  # fmt: skip
     """Start the session, serve until a stop signal, then shut everything down."""
     from ..runtime.interrupts import shielded
@@ -165,6 +164,10 @@ def _serve(
     )  # fmt: skip
     server = None
     try:
+        if scaling:
+            from ..serve.scaler import Scaler
+
+            service.scaler = Scaler(service, instance, log=say).start()
         server = make_server(create_app(service))
         typer.echo(f"plan: {the_plan}")
         extra = ", API key required" if service.options.api_key else ""
@@ -179,3 +182,15 @@ def _serve(
     signum = server.stopped_by if server is not None else None
     why = {signal.SIGINT: "SIGINT", signal.SIGTERM: "SIGTERM"}.get(signum, "shutdown")  # type: ignore[call-overload]
     typer.echo(f"stopped ({why}): {report.completed} micro-batches completed, {report.lost} lost")
+    if service.scaler is not None:
+        for ev in service.scaler.events:
+            took = ev.get("decision_to_serving_s")
+            typer.echo(
+                f"  {ev['kind']} at {ev['t_s']:.1f} s: stage {ev['stage']} "
+                f"{'+' if ev['kind'] == 'scale_out' else '-'}{ev['device']} ({ev['reason']}); "
+                + (
+                    f"serving after {took:.2f} s"
+                    if took is not None
+                    else ev["error"] or "not taken over"
+                )
+            )

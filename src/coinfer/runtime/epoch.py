@@ -14,6 +14,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from ..core.plans import Plan
@@ -23,7 +24,7 @@ from . import supervision as sv
 from .coordinator import _FileRendezvous, _listen, _network, ship_setups
 from .prepare import Prepared
 from .protocol import Go, Ready, Submit, encode
-from .zygote import Zygote
+from .zygote import Zygote, stage_key
 
 
 class EpochFailed(Exception):
@@ -89,9 +90,10 @@ class Epoch:
             self.server, token, self.prep.names, time.time() + sv.CONNECT_TIMEOUT_S,
             self.procs, self.beats,
         )  # fmt: skip
-        ship_setups(
-            self.prep, self.peers, self.run_id, self.store, shapes, timeout_s, self.origin_unix
+        prep = (
+            self.prep if zygote is None or self.net is not None else from_cache(self.prep, zygote)
         )
+        ship_setups(prep, self.peers, self.run_id, self.store, shapes, timeout_s, self.origin_unix)
         if self.net is not None:
             self.net.follow_traces(self.prep.shapes, self.origin_unix)
         self.events = sv.start_readers(self.peers)
@@ -126,6 +128,31 @@ class Epoch:
             self.net = None
 
 
+def from_cache(prep: Prepared, zygote: Zygote) -> Prepared:
+    """``prep`` with every stage the zygote has cached named by its key, its weights not sent
+    (the workers are the zygote's forks: they hold the stage already)."""
+    setups, blobs = dict(prep.setups), dict(prep.blobs)
+    for d, k in prep.stage_of.items():
+        st = setups[d].stage
+        if st is None:
+            continue
+        key = stage_key(st.spec, k)
+        if key in zygote.cached:
+            setups[d] = replace(setups[d], stage=replace(st, cache_key=key))
+            blobs[d] = blobs[d][1:]  # the weights come first
+    return replace(prep, setups=setups, blobs=blobs)
+
+
+def warm_cache(prep: Prepared, zygote: Zygote) -> int:
+    """Cache ``prep``'s stages in the zygote (those not cached yet); how many are cached."""
+    done = 0
+    for d, k in sorted(prep.stage_of.items(), key=lambda item: item[1]):
+        st = prep.setups[d].stage
+        if st is not None and prep.blobs[d]:
+            done += zygote.warm(st.spec, k, prep.blobs[d][0])
+    return done
+
+
 def await_ready(ep: Epoch, timeout_s: float) -> None:
     """Wait for every worker of a started epoch to be ``Ready``, then send ``Go`` (a successor
     epoch, started while another serves); :class:`PeerError` if one fails or is late."""
@@ -152,4 +179,4 @@ def await_ready(ep: Epoch, timeout_s: float) -> None:
         p.chan.send(encode(Go()))
 
 
-__all__ = ["Epoch", "EpochFailed", "await_ready"]
+__all__ = ["Epoch", "EpochFailed", "await_ready", "from_cache", "warm_cache"]

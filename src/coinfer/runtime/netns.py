@@ -267,7 +267,13 @@ class Testbed:
                     done_media.add(shape.medium)
                     where = (self.hub, "dev", self._medium_ifb[shape.medium], "classid", "1:1")
                 else:
-                    where = (self.spaces[u], "dev", "eth0", "classid", f"1:{self.names.index(v) + 1}")
+                    where = (
+                        self.spaces[u],
+                        "dev",
+                        "eth0",
+                        "classid",
+                        f"1:{self.names.index(v) + 1}",
+                    )
                 for t, bw in zip(shape.trace.times_s, shape.trace.bandwidth_Bps, strict=True):
                     steps.append((t, f"{max(8, int(bw * 8))}bit", where))
         if not steps:

@@ -53,10 +53,13 @@ class EmulateConfig:
 @dataclass(frozen=True)
 class StageAssignment:
     """Which stage the worker rebuilds from code: the recipe (:class:`~.stages.StageSpec` as a
-    dict) and the stage's index."""
+    dict) and the stage's index. ``cache_key``: a worker forked from the session's zygote takes
+    the stage, weights loaded, from the zygote's parameter cache under this key instead (no
+    weights follow the setup)."""
 
     spec: dict[str, Any]
     index: int
+    cache_key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -146,7 +149,9 @@ class Stats:
     """A session's live telemetry from one worker, over the ``window_s`` seconds before ``t``
     (its clock): stage computes finished and their busy / CPU seconds, and per peer it sent to
     the transfers finished, their bytes and link-busy seconds (``[n, bytes, busy_s]``; the
-    link's hold, not a slow receiver's back-pressure, where the transport emulates the link)."""
+    link's hold, not a slow receiver's back-pressure, where the transport emulates the link);
+    ``queue_s``: the seconds those computes' inputs waited, received, for the stage — over
+    ``window_s`` it is the stage's mean queue (Little's law)."""
 
     type: ClassVar[str] = "stats"
     t: float
@@ -155,6 +160,7 @@ class Stats:
     compute_busy_s: float
     compute_cpu_s: float
     links: dict[str, tuple[int, float, float]] = field(default_factory=dict)
+    queue_s: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -57,7 +57,7 @@ from ..core.plans import Plan
 from ..errors import InputError, PeerError
 from . import supervision as sv
 from .control import check_token
-from .epoch import Epoch, EpochFailed, await_ready
+from .epoch import Epoch, EpochFailed, await_ready, warm_cache
 from .interrupts import shielded
 from .prepare import prepare_run
 from .protocol import Done, End, Error, Go, Heartbeat, Ready, Result, Stats, encode
@@ -304,6 +304,24 @@ class Session:
         return self._epoch.source
 
     @property
+    def epoch(self) -> int:
+        """The current epoch's number (telemetry records carry it)."""
+        return self._epoch.number
+
+    @property
+    def parameter_cache(self) -> dict[str, int]:
+        """Stages (and their weight bytes) the zygote holds for later epochs' forks."""
+        z = self._zygote
+        return (
+            {"stages": len(z.cached), "bytes": z.cached_bytes} if z else {"stages": 0, "bytes": 0}
+        )
+
+    @property
+    def handovers(self) -> tuple[Handover, ...]:
+        """The hand-overs so far (asked, taken over, drained), as the report will list them."""
+        return tuple(self._handovers)
+
+    @property
     def switching(self) -> bool:
         """A hand-over is asked for or under way (its successor starting)."""
         return self._successor is not None or not self._handover_q.empty()
@@ -436,12 +454,11 @@ class Session:
             raise
 
     def _prepare_contingencies(self, ep: Epoch) -> None:
-        """Plan and prepare, in the background as the epoch starts, the epoch that would follow
-        the loss of each device of ``ep`` (planning plus preparing costs ~0.3 s for ResNet-18 —
-        a sixth of the recovery budget — and needs nothing the failure tells us but which
-        device it was)."""
-        if self.replan is None:
-            return
+        """In the background as the epoch starts: cache its stages in the zygote (a later epoch
+        with the same stages — a scaled replica — forks them ready), then plan and prepare the
+        epoch that would follow the loss of each device of ``ep`` (planning plus preparing costs
+        ~0.3 s for ResNet-18 — a sixth of the recovery budget — and needs nothing the failure
+        tells us but which device it was)."""
         with self._contingency_lock:
             self._contingency = {}
         devices = tuple(ep.prep.names)
@@ -451,6 +468,10 @@ class Session:
             if ep.number > 0:  # after a fail-over: the new pipeline's first seconds come first
                 with contextlib.suppress(OSError):
                     os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), CONTINGENCY_NICE)
+            if self._zygote is not None and not self.netns:
+                warm_cache(ep.prep, self._zygote)  # later epochs with these stages fork them
+            if self.replan is None:
+                return
             for d in devices:
                 if self._closing.is_set() or self._epoch is not ep:
                     return
@@ -667,6 +688,7 @@ class Session:
             "computes": st.computes,
             "compute_ms": 1e3 * st.compute_busy_s / st.computes if st.computes else None,
             "utilisation": st.compute_busy_s / window,
+            "queue": st.queue_s / window,
             "cpu_s": st.compute_cpu_s,
             "links": {
                 peer: {

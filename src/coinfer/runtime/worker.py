@@ -158,6 +158,8 @@ class _Executor:
         self.events: deque[dict[str, Any]] = deque(maxlen=keep)
         self.arrivals: deque[list[Any]] = deque(maxlen=keep)  # [src device, request, stage, time]
         self.busy_s = 0.0
+        # when each received input was ready for the compute loop (its queueing starts there)
+        self._ready_at: dict[int, float] = {}
         self._ev_lock = threading.Lock()
         self.failed = threading.Event()
 
@@ -284,6 +286,7 @@ class _Executor:
                 a, pend = posted.pop(0)
                 tensors = self._wait(pend, a.request, a.stage)
                 self._arrived(str(a.peer), a.request, a.stage)
+                self._ready_at[a.request] = time.time()
                 ready.put((a.request, tensors))
         except BaseException as exc:
             self.fail(exc)
@@ -312,6 +315,7 @@ class _Executor:
                         f"device {self.device}: got request {request}, schedule expects {a.request}"
                     )
                 t0 = time.time()
+                wait = max(t0 - self._ready_at.pop(request, t0), 0.0)
                 c0 = time.thread_time()
                 with torch.inference_mode():
                     outs = as_tuple(self.stage(*xs))
@@ -322,8 +326,9 @@ class _Executor:
                 t1 = time.time()
                 self.busy_s += t1 - t0
                 self._event(
-                    self.device, "compute", a.request, t0, t1, a.stage, cpu_s=cpu, pad_s=pad
-                )
+                    self.device, "compute", a.request, t0, t1, a.stage,
+                    cpu_s=cpu, pad_s=pad, wait_s=wait,
+                )  # fmt: skip
                 pending_out = (a.request, outs)
             elif a.kind == "send":
                 if pending_out is None or pending_out[0] != a.request:
@@ -467,6 +472,7 @@ class _Executor:
             t1, t1 - t0, len(comp), sum(e["end_s"] - e["start_s"] for e in comp),
             sum(e.get("cpu_s", 0.0) for e in comp),
             {p: (int(r[0]), r[1], r[2]) for p, r in links.items()},
+            sum(e.get("wait_s", 0.0) for e in comp),
         )  # fmt: skip
 
     def _report_stats(self, stop: threading.Event) -> None:
@@ -587,8 +593,15 @@ def serve(
         blob_iter = iter(blobs)
         stage = None
         if setup.stage is not None:
-            stage = build_stage_module(StageSpec.from_dict(setup.stage.spec), setup.stage.index)
-            load_stage_weights(stage, next(blob_iter))
+            if setup.stage.cache_key is not None:  # forked with the stage ready (zygote cache)
+                from .zygote import cached_stage
+
+                stage = cached_stage(setup.stage.cache_key)
+                if stage is None:
+                    raise PeerError(f"device {device}: stage not in the zygote's parameter cache")
+            else:
+                stage = build_stage_module(StageSpec.from_dict(setup.stage.spec), setup.stage.index)
+                load_stage_weights(stage, next(blob_iter))
             stage.eval()
             # warm-up: first-call allocations and kernel selection stay out of the timings
             inputs_meta = [WireTensorSpec.from_list(x) for x in setup.contracts[setup.stage.index]]

@@ -8,9 +8,19 @@ of each fail-over) are ``fork()`` children that start serving at once (copy-on-w
 imported modules are shared, not copied). Fork is safe here because the zygote never computes:
 no intra-op pool or gloo thread exists in it to be cut off by the fork.
 
+It is also the session's **parameter cache** (Quart's fork-based cache, S10): told to *warm* a
+stage, the zygote rebuilds it from code and loads its weights once; every later fork inherits the
+ready module, so a worker of a later epoch with the same stage (a replica added by scaling, or
+the old devices of a plan whose cuts did not change) neither rebuilds it nor receives its
+weights — its setup names the cache key instead. Building modules runs initialisation kernels;
+the zygote keeps one intra-op thread, so they run inline and still no pool exists to be cut off
+by a fork. The cache is bounded (:data:`CACHE_MAX_BYTES`); a stage that does not fit is shipped.
+
 Protocol (pipes, one JSON object per line): the coordinator writes the token as the first line
-of the zygote's stdin, then ``{"device", "coordinator"}`` per worker; the zygote answers
-``{"ready": true}`` once imported, then ``{"device", "pid"}`` per fork and ``{"exit": pid,
+of the zygote's stdin, then ``{"device", "coordinator"}`` per worker or ``{"warm": key, "spec",
+"index", "path"}`` per stage to cache (weights in a private safetensors file the coordinator
+removes after the answer); the zygote answers ``{"ready": true}`` once imported, then ``{"device",
+"pid"}`` per fork, ``{"warmed": key, "error": null | text}`` per warm, and ``{"exit": pid,
 "code": c}`` when a child ends (negative: killed by that signal). The zygote exits when its
 stdin closes (the coordinator is gone); its children then leave on the coordinator's silence.
 """
@@ -32,6 +42,27 @@ from ..errors import InputError, PeerError
 
 # Seconds the zygote may take to import everything (a loaded 2-core host: ~2 s).
 ZYGOTE_START_S = 60.0
+# Weights the parameter cache holds at most (bytes): beyond it stages are shipped as before.
+CACHE_MAX_BYTES = 2 << 30
+# Seconds a warm may take (rebuilding a large stage on a loaded host).
+WARM_TIMEOUT_S = 60.0
+
+# The zygote's parameter cache: stage modules by key, inherited by every fork (see above).
+_CACHE: dict[str, Any] = {}
+
+
+def cached_stage(key: str) -> Any:
+    """The stage module cached under ``key`` in the zygote this process was forked from."""
+    return _CACHE.get(key)
+
+
+def stage_key(spec: dict[str, Any], index: int) -> str:
+    """The cache key of stage ``index`` of ``spec`` (the recipe determines the weights: zoo
+    and factory models are built from a fixed seed, within one session from one model)."""
+    import hashlib
+
+    text = json.dumps({"spec": spec, "index": index}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
 class ForkedWorker:
@@ -84,6 +115,9 @@ class Zygote:
         self.exits: dict[int, int] = {}
         self.cond = threading.Condition()
         self._forks: list[dict[str, Any]] = []
+        self._warmed: dict[str, str | None] = {}
+        self.cached: set[str] = set()
+        self.cached_bytes = 0
         self._ready = False
         self._lock = threading.Lock()  # one fork request at a time
         self.proc.stdin.write(token.encode() + b"\n")
@@ -104,6 +138,8 @@ class Zygote:
                     self.exits[int(msg["exit"])] = int(msg["code"])
                 elif "pid" in msg:
                     self._forks.append(msg)
+                elif "warmed" in msg:
+                    self._warmed[str(msg["warmed"])] = msg.get("error")
                 self.cond.notify_all()
         with self.cond:  # the zygote is gone: so are any children it did not report
             self._ready = False
@@ -138,6 +174,46 @@ class Zygote:
                 out[d] = ForkedWorker(self, int(msg["pid"]))
         return out
 
+    def warm(self, spec: dict[str, Any], index: int, weights: bytes) -> bool:
+        """Have the zygote build stage ``index`` of ``spec`` with ``weights`` (safetensors) and
+        keep it for its forks; ``True`` once cached (``False``: over the cache's bound, or it
+        failed — workers then get the stage the usual way)."""
+        import tempfile
+
+        key = stage_key(spec, index)
+        if key in self.cached:
+            return True
+        if self.cached_bytes + len(weights) > CACHE_MAX_BYTES:
+            return False
+        assert self.proc.stdin is not None
+        shm = "/dev/shm" if os.path.isdir("/dev/shm") else None
+        fd, path = tempfile.mkstemp(prefix="coinfer-warm-", suffix=".safetensors", dir=shm)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(weights)
+            with self._lock:
+                req = {"warm": key, "spec": spec, "index": index, "path": path}
+                try:
+                    self.proc.stdin.write((json.dumps(req) + "\n").encode())
+                    self.proc.stdin.flush()
+                except OSError:
+                    return False
+                deadline = time.monotonic() + WARM_TIMEOUT_S
+                with self.cond:
+                    while key not in self._warmed:
+                        if self.proc.poll() is not None or time.monotonic() > deadline:
+                            return False
+                        self.cond.wait(0.1)
+                    error = self._warmed.pop(key)
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        if error is not None:
+            return False
+        self.cached.add(key)
+        self.cached_bytes += len(weights)
+        return True
+
     def close(self) -> None:
         with contextlib.suppress(OSError):
             if self.proc.stdin is not None:
@@ -167,6 +243,26 @@ def _serve_child(device: str, coordinator: str, token: str) -> None:
     os._exit(code)
 
 
+def _warm(req: dict[str, Any]) -> str | None:
+    """Build and cache one stage (see the module docstring); the error, or ``None``."""
+    try:
+        from safetensors.torch import load_file
+
+        from .stages import StageSpec, build_stage_module
+
+        stage = build_stage_module(StageSpec.from_dict(req["spec"]), int(req["index"]))
+        missing, unexpected = stage.load_state_dict(load_file(str(req["path"])), strict=False)
+        if missing or unexpected:
+            return (
+                f"weights do not match the stage ({len(missing)} missing, {len(unexpected)} extra)"
+            )
+        # the package's module, not this ``__main__`` copy: it is what a fork's worker imports
+        importlib.import_module("coinfer.runtime.zygote")._CACHE[str(req["warm"])] = stage.eval()
+        return None
+    except Exception as exc:  # the stage is shipped instead; the zygote keeps serving
+        return f"{type(exc).__name__}: {exc}"
+
+
 def main() -> None:
     """The zygote process (``python -m coinfer.runtime.zygote``)."""
     token = sys.stdin.readline().strip()
@@ -190,7 +286,9 @@ def main() -> None:
             code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
             say({"exit": pid, "code": code})
 
-    import torch  # noqa: F401 - the point of the zygote: imported once, shared by every fork
+    import torch  # the point of the zygote: imported once, shared by every fork
+
+    torch.set_num_threads(1)  # warming runs kernels inline: no intra-op pool (see above)
 
     from . import stages, worker  # noqa: F401 - stages pulls in the zoo
 
@@ -201,6 +299,9 @@ def main() -> None:
     for line in sys.stdin:
         try:
             req = json.loads(line)
+            if "warm" in req:
+                say({"warmed": str(req["warm"]), "error": _warm(req)})
+                continue
             device, coordinator = str(req["device"]), str(req["coordinator"])
         except (ValueError, KeyError, TypeError):
             continue

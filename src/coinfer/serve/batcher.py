@@ -169,6 +169,7 @@ class Batcher:
         self.microbatches_padded = 0
         self.padding_samples = 0
         self.samples_done = 0
+        self._offered_log: deque[tuple[float, int]] = deque()  # (time, samples) offered
         self._thread = threading.Thread(target=self._run, name="batcher", daemon=True)
         self._thread.start()
 
@@ -178,6 +179,8 @@ class Batcher:
         resolves with its outputs (batch ``n``) or raises. Raises :class:`QueueFull` or
         :class:`Unavailable` at once when the request cannot be taken."""
         n = int(inputs[0].shape[0])
+        with self._cond:
+            self._offered_log.append((self.clock(), n))
         if n > self.capacity:
             raise QueueFull(f"{n} samples exceed the queue's capacity of {self.capacity}", math.inf)
         fut: Future[list[torch.Tensor]] = Future()
@@ -219,6 +222,17 @@ class Batcher:
         (or since the first completion, when that is more recent)."""
         with self._cond:
             return self._rates_locked(self.clock())
+
+    def offered_rate(self, window_s: float) -> float:
+        """Samples/s offered (taken or refused) over the last ``window_s``: the demand, which
+        the completions cannot show once the queue is full."""
+        with self._cond:
+            now = self.clock()
+            while self._offered_log and self._offered_log[0][0] < now - max(
+                window_s, RATE_WINDOW_S
+            ):
+                self._offered_log.popleft()
+            return sum(k for t, k in self._offered_log if t >= now - window_s) / window_s
 
     def _rates_locked(self, now: float) -> tuple[float, float]:
         while self._done_log and self._done_log[0][0] < now - RATE_WINDOW_S:

@@ -10,10 +10,10 @@ utilisation), per link (achieved bandwidth); and the plan changes the server has
 Each server has its own registry (not prometheus-client's global one), so two servers in one
 process, or one per test, never share counters.
 
-Per-stage queue length is not exported: workers report what they computed and sent in each
-half second, not how many requests wait at their stage, so it cannot be derived from the
-telemetry. The queue the server owns (samples waiting for a micro-batch) and the micro-batches
-inside the pipeline are exported instead.
+Per-stage queue length: each worker reports how long the inputs of the computes it finished
+waited, received, for its stage; over the interval that is the stage's mean queue (Little's
+law), summed over the stage's replicas. Scaling events (scale-out, scale-in) are counted by kind,
+with the last decision-to-serving time.
 """
 
 from __future__ import annotations
@@ -156,11 +156,22 @@ class _Live(Collector):
         stage = GaugeMetricFamily("coinfer_stage_utilisation",
                                   "Mean utilisation of each stage's devices (last interval).",
                                   labels=["stage", "devices"])  # fmt: skip
+        queue = GaugeMetricFamily("coinfer_stage_queue",
+                                  "Mean number of received inputs waiting for each stage's "
+                                  "compute over the last interval (all replicas).",
+                                  labels=["stage", "devices"])  # fmt: skip
+        replicas = GaugeMetricFamily("coinfer_stage_replicas",
+                                     "Devices serving each stage of the running plan.",
+                                     labels=["stage"])  # fmt: skip
         for k, st in enumerate(plan.stages):
-            seen = [float(latest[d].get("utilisation") or 0.0) for d in st.devices if d in latest]
+            replicas.add_metric([str(k)], len(st.devices))
+            seen = [latest[d] for d in st.devices if d in latest]
             if seen:
-                stage.add_metric([str(k), ",".join(st.devices)], sum(seen) / len(seen))
-        yield from (util, comp, link, stage)
+                label = [str(k), ",".join(st.devices)]
+                stage.add_metric(label, sum(float(r.get("utilisation") or 0.0) for r in seen)
+                                 / len(seen))  # fmt: skip
+                queue.add_metric(label, sum(float(r.get("queue") or 0.0) for r in seen))
+        yield from (util, comp, link, stage, queue, replicas)
         yield _gauge("coinfer_plan_stages", "Stages of the running plan.", len(plan.stages))
         yield _gauge("coinfer_devices_alive", "Cluster devices not known to have failed.",
                      len(s.alive))  # fmt: skip
@@ -173,6 +184,18 @@ class _Live(Collector):
         ev.add_metric(["failover"], self.state.failovers)
         ev.add_metric(["handover"], self.state.handovers)
         yield ev
+        events = list(getattr(self.state, "scaling_events", []))
+        sc = CounterMetricFamily("coinfer_scaling_events",
+                                 "Scaling decisions by kind (scale_out, scale_in).",
+                                 labels=["kind"])  # fmt: skip
+        for kind in ("scale_out", "scale_in"):
+            sc.add_metric([kind], sum(1 for e in events if e["kind"] == kind))
+        yield sc
+        took = [e["decision_to_serving_s"] for e in events if "decision_to_serving_s" in e]
+        if took:
+            yield _gauge("coinfer_scaling_last_decision_to_serving_seconds",
+                         "Last scaling event: decision to the new plan taking requests.",
+                         took[-1])  # fmt: skip
 
 
 __all__ = ["LATENCY_BUCKETS", "OUTCOMES", "ServeMetrics", "latest_per_device"]

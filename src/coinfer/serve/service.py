@@ -93,6 +93,7 @@ class Service:
         self.failovers = 0
         self.handovers = 0
         self.closing = False
+        self.scaler: Any = None  # a serve.scaler.Scaler when --scaling on
         self.report: Any = None
         self.metrics = ServeMetrics(self)
         self._stop = threading.Event()
@@ -128,7 +129,13 @@ class Service:
             "queue_capacity_samples": self.capacity,
             "batch_wait_s": b.wait_s() if b is not None else None,
             "slo_s": self.options.slo_s,
+            "scaling": self.scaler.snapshot() if self.scaler is not None else None,
         }
+
+    @property
+    def scaling_events(self) -> list[dict[str, Any]]:
+        """The scaler's events (scale-out / scale-in, decided and taken over); none without."""
+        return list(self.scaler.events) if self.scaler is not None else []
 
     def _watch_plan(self) -> None:
         """Count plan changes: with a device lost a fail-over, without one a hand-over."""
@@ -148,6 +155,8 @@ class Service:
         if self.report is not None:
             return self.report
         self.closing = True
+        if self.scaler is not None:
+            self.scaler.stop()
         try:
             if self.batcher is not None:
                 self.batcher.close(self.options.drain_timeout_s)
