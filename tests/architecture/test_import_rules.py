@@ -35,6 +35,7 @@ ALLOWED: dict[str, set[str]] = {
     "runtime": {"errors", "core", "schedule", "graph", "zoo", "cluster", "profile"},
     "report": {"errors", "core", "schedule", "simulate", "runtime"},
     "serve": {"errors", "core", "runtime", "zoo"},
+    "llm": {"errors", "core", "zoo"},
 }
 SHELL = {"cli", "demo", "__main__", "coinfer"}
 
