@@ -22,9 +22,10 @@ from ..errors import PeerError
 from . import emulation, media, processes
 from . import supervision as sv
 from .coordinator import _FileRendezvous, _listen, _network, ship_setups
+from .param_cache import stage_key
 from .prepare import Prepared
 from .protocol import Go, Ready, Submit, encode
-from .zygote import Zygote, stage_key
+from .zygote import Zygote
 
 
 class EpochFailed(Exception):

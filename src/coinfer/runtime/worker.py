@@ -594,7 +594,7 @@ def serve(
         stage = None
         if setup.stage is not None:
             if setup.stage.cache_key is not None:  # forked with the stage ready (zygote cache)
-                from .zygote import cached_stage
+                from .param_cache import cached_stage
 
                 stage = cached_stage(setup.stage.cache_key)
                 if stage is None:

@@ -39,6 +39,7 @@ import time
 from typing import Any
 
 from ..errors import InputError, PeerError
+from .param_cache import CACHE, stage_key
 
 # Seconds the zygote may take to import everything (a loaded 2-core host: ~2 s).
 ZYGOTE_START_S = 60.0
@@ -46,23 +47,6 @@ ZYGOTE_START_S = 60.0
 CACHE_MAX_BYTES = 2 << 30
 # Seconds a warm may take (rebuilding a large stage on a loaded host).
 WARM_TIMEOUT_S = 60.0
-
-# The zygote's parameter cache: stage modules by key, inherited by every fork (see above).
-_CACHE: dict[str, Any] = {}
-
-
-def cached_stage(key: str) -> Any:
-    """The stage module cached under ``key`` in the zygote this process was forked from."""
-    return _CACHE.get(key)
-
-
-def stage_key(spec: dict[str, Any], index: int) -> str:
-    """The cache key of stage ``index`` of ``spec`` (the recipe determines the weights: zoo
-    and factory models are built from a fixed seed, within one session from one model)."""
-    import hashlib
-
-    text = json.dumps({"spec": spec, "index": index}, sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
 class ForkedWorker:
@@ -256,8 +240,7 @@ def _warm(req: dict[str, Any]) -> str | None:
             return (
                 f"weights do not match the stage ({len(missing)} missing, {len(unexpected)} extra)"
             )
-        # the package's module, not this ``__main__`` copy: it is what a fork's worker imports
-        importlib.import_module("coinfer.runtime.zygote")._CACHE[str(req["warm"])] = stage.eval()
+        CACHE[str(req["warm"])] = stage.eval()
         return None
     except Exception as exc:  # the stage is shipped instead; the zygote keeps serving
         return f"{type(exc).__name__}: {exc}"

@@ -199,6 +199,12 @@ class Batcher:
             self._cond.notify_all()
         return fut
 
+    def set_max_inflight(self, n: int) -> None:
+        """Feed up to ``n`` micro-batches into the session (its plan changed window)."""
+        with self._cond:
+            self.max_inflight = max(int(n), 1)
+            self._cond.notify_all()
+
     @property
     def queued_samples(self) -> int:
         return self._queued

@@ -138,7 +138,10 @@ class Service:
         return list(self.scaler.events) if self.scaler is not None else []
 
     def _watch_plan(self) -> None:
-        """Count plan changes: with a device lost a fail-over, without one a hand-over."""
+        """Count plan changes (with a device lost a fail-over, without one a hand-over), and
+        let the batcher feed the new plan's window."""
+        from ..runtime.session import FEED_AHEAD
+
         s = self.session
         last_plan, last_alive = s.plan, set(s.alive)
         while not self._stop.wait(WATCH_INTERVAL_S):
@@ -148,6 +151,8 @@ class Service:
                     self.failovers += 1
                 else:
                     self.handovers += 1
+                if self.batcher is not None:  # a scaled plan keeps more micro-batches busy
+                    self.batcher.set_max_inflight(FEED_AHEAD * max(int(s.window), 1))
             last_plan, last_alive = plan, alive
 
     def close(self) -> Any:
