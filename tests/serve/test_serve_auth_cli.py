@@ -58,7 +58,6 @@ def _serve(*args: str, env: dict[str, str] | None = None) -> subprocess.Complete
     ("args", "message"),
     [
         (("--host", "0.0.0.0"), "error: --host 0.0.0.0 is not a loopback address"),
-        (("--scaling", "on"), "error: --scaling on is not built yet"),
         (("--scaling", "maybe"), "error: --scaling must be on or off"),
         (("--slo-ms", "-3"), "error: --slo-ms must be a number of milliseconds > 0"),
         (("--microbatch", "0"), "error: --microbatch must be >= 1"),

@@ -111,6 +111,13 @@ def _start(tmp_path: Path, **popen: object) -> tuple[subprocess.Popen[str], str]
     if url is None:
         proc.kill()
         pytest.fail(f"the server did not start: {proc.communicate(timeout=10)[1][-2000:]}")
+    while time.monotonic() < deadline:  # the URL is printed just before uvicorn serves
+        try:
+            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
     return proc, url
 
 

@@ -1,7 +1,9 @@
 """The HTTP routes over a :class:`~.service.Service` (FastAPI).
 
 ``POST /v1/infer`` (JSON or safetensors, see :mod:`.codecs`), ``GET /healthz``, ``GET /v1/plan``
-and ``GET /metrics`` (Prometheus text). Every answer carries ``X-Request-Id`` (the client's,
+``GET /metrics`` (Prometheus text), and the live dashboard: ``GET /`` (the page),
+``/dashboard/...`` (its scripts), ``GET /v1/live`` (server-sent snapshots, :mod:`.live`) and
+``GET /v1/live.json`` (one snapshot). Every answer carries ``X-Request-Id`` (the client's,
 when it sent a sane one, else a fresh one) and every error is one JSON line
 ``{"error": "..."}`` with its status — never a traceback, never a hang:
 
@@ -12,7 +14,9 @@ when it sent a sane one, else a fresh one) and every error is one JSON line
 
 The body is read in chunks against a limit (the largest legal request; ``Content-Length`` is
 checked first but not trusted), so an oversized upload is cut off, not buffered. ``/healthz``
-needs no key (load balancers probe it); everything else does when the server has one.
+needs no key (load balancers probe it), nor does the dashboard page and its static files
+(they hold no data); everything else does when the server has one — the live routes also as
+``?key=`` (see :mod:`.auth`).
 """
 
 from __future__ import annotations
@@ -22,14 +26,16 @@ import math
 import re
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.staticfiles import StaticFiles
 
 from ..errors import PeerError
-from . import codecs
+from . import codecs, live
 from .auth import authorised
 from .batcher import QueueFull, Unavailable
 
@@ -37,6 +43,14 @@ from .batcher import QueueFull, Unavailable
 # separator characters that could split a log line or a header).
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:/+=-]{1,128}$")
 PUBLIC_PATHS = frozenset({"/healthz"})
+# The dashboard: its page and static files are public (no data in them); the live routes
+# take the key as ``?key=`` too, since a browser's EventSource cannot send headers.
+DASHBOARD_DIR = Path(__file__).parent / "dashboard"
+LIVE_PATHS = frozenset({"/v1/live", "/v1/live.json"})
+
+
+def _public(path: str) -> bool:
+    return path in PUBLIC_PATHS or path == "/" or path.startswith("/dashboard/")
 
 
 class _TooLarge(Exception):
@@ -77,7 +91,9 @@ def create_app(service: Any) -> FastAPI:
         given = request.headers.get("x-request-id", "")
         rid = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
         request.state.rid = rid
-        if request.url.path not in PUBLIC_PATHS and not authorised(request.headers, key):
+        path = request.url.path
+        query = request.query_params if path in LIVE_PATHS else None
+        if not _public(path) and not authorised(request.headers, key, query):
             if request.url.path == "/v1/infer":
                 metrics.received.inc()
                 metrics.outcome("unauthorized")
@@ -113,6 +129,26 @@ def create_app(service: Any) -> FastAPI:
 
         body = await asyncio.to_thread(metrics.render)
         return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+    history = live.History(service).start()
+
+    @app.get("/", include_in_schema=False)
+    async def dashboard() -> Response:
+        return FileResponse(DASHBOARD_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
+    app.mount("/dashboard", StaticFiles(directory=DASHBOARD_DIR), name="dashboard")
+
+    @app.get("/v1/live.json")
+    async def live_json() -> JSONResponse:
+        return JSONResponse(await asyncio.to_thread(live.snapshot, service, history))
+
+    @app.get("/v1/live")
+    async def live_stream(request: Request) -> StreamingResponse:
+        return StreamingResponse(
+            live.events(service, history, request.is_disconnected),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
 
     @app.post("/v1/infer")
     async def infer(request: Request) -> Response:
@@ -177,4 +213,4 @@ async def _infer(service: Any, request: Request) -> tuple[int, Response]:
     return 200, Response(payload, media_type=media)
 
 
-__all__ = ["PUBLIC_PATHS", "create_app"]
+__all__ = ["LIVE_PATHS", "PUBLIC_PATHS", "create_app"]

@@ -6,6 +6,11 @@ name that resolves to one — the server refuses to start without a key: an open
 let anyone on the network spend the cluster's devices. The key travels as
 ``Authorization: Bearer KEY`` or ``X-API-Key: KEY`` and is compared in constant time
 (:func:`hmac.compare_digest`), so response timing does not leak how much of a guess matched.
+
+The dashboard's live stream is the one exception to headers: a browser's ``EventSource`` cannot
+set them, so ``/v1/live`` and ``/v1/live.json`` also take ``?key=KEY`` (the app passes the
+query only for those routes; a key in a URL can end up in browser history, so nothing that
+spends the devices accepts it).
 """
 
 from __future__ import annotations
@@ -70,11 +75,16 @@ def presented_key(headers: Mapping[str, str]) -> str | None:
     return key.strip() if key else None
 
 
-def authorised(headers: Mapping[str, str], key: str | None) -> bool:
-    """``True`` when no key is set, or the request presents it (constant-time compare)."""
+def authorised(
+    headers: Mapping[str, str], key: str | None, query: Mapping[str, str] | None = None
+) -> bool:
+    """``True`` when no key is set, or the request presents it (constant-time compare): in a
+    header, or — only when the caller passes ``query`` (the live stream) — as ``?key=``."""
     if key is None:
         return True
     given = presented_key(headers)
+    if given is None and query is not None:
+        given = query.get("key") or None
     if given is None:
         return False
     return hmac.compare_digest(given.encode(), key.encode())

@@ -88,6 +88,7 @@ def make_server(app: Any, *, graceful_s: float = 30.0, log_level: str = "warning
     config = uvicorn.Config(
         app,
         lifespan="off",
+        ws="none",  # nothing serves websockets (and importing wsproto would delay the start)
         log_level=log_level,
         access_log=False,
         timeout_graceful_shutdown=int(graceful_s),
