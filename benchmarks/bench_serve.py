@@ -6,8 +6,16 @@ trace (``benchmarks/loadgen.py`` plays it; :mod:`coinfer.simulate.arrivals` draw
 against two servers, each started fresh as a subprocess in its own process group on a free
 loopback port and stopped with SIGINT afterwards:
 
-- **static**: ``--scaling off --algo dp``, the dp plan as planned;
-- **scaled**: ``--scaling on --algo dp``, the same plan, scaled out and in by the server.
+- **static**: ``--scaling off --algo dp --objective latency``, the dp plan for latency (what a
+  latency-SLO server runs; on the testbed it is ResNet-18 on d0 alone, leaving d1-d3 idle);
+- **scaled**: ``--scaling on``, the same plan, scaled out and in by the server (Quart);
+- **static_tp** (reference, not in the targets): ``--scaling off --objective throughput``, the
+  dp plan for throughput, which pipelines over all four devices all the time.
+
+Every server runs micro-batch 1 (``--microbatch``) and a queue of ``--queue-limit`` 64 samples:
+at larger micro-batches the off periods' lone requests go out padded, each costing a full
+micro-batch of compute (measured: at micro-batch 4 a burst's first second went out as 16 padded
+micro-batches, 36 of 64 slots empty).
 
 The rates are relative to the static plan's measured capacity ``C``: first a short closed loop
 against a static server (enough concurrent clients to keep the pipeline and the batcher full)
@@ -71,7 +79,8 @@ from coinfer.simulate.arrivals import ArrivalTrace, make_trace
 
 MODEL = "resnet18"
 CLUSTER = ROOT / "examples" / "clusters" / "local_testbed.yaml"
-MODES = {"static": ("--scaling", "off"), "scaled": ("--scaling", "on")}
+# mode -> (--scaling, --objective override)
+MODES = {"static": ("off", None), "scaled": ("on", None), "static_tp": ("off", "throughput")}
 TRACES = ("poisson", "bursty", "diurnal")
 # Bounds (seconds): a server's start (capture, profile, plan, fork the workers on 2 shared
 # cores), its shutdown (drain a full queue, stop every worker), a calibration.
@@ -108,10 +117,13 @@ class Server:
 
 
 def serve_command(
-    cluster: Path, mode: str, slo_ms: float | None, microbatch: int | None
+    cluster: Path, mode: str, slo_ms: float | None, args: argparse.Namespace
 ) -> list[str]:
+    scaling, objective = MODES[mode]
     cmd = [sys.executable, "-m", "coinfer", "serve", MODEL, "--cluster", str(cluster),
-           "--algo", "dp", "--port", "0", *MODES[mode]]  # fmt: skip
+           "--algo", "dp", "--objective", objective or args.objective, "--port", "0",
+           "--scaling", scaling, "--queue-limit", str(args.queue_limit)]  # fmt: skip
+    microbatch = args.microbatch
     if slo_ms is not None:
         cmd += ["--slo-ms", f"{slo_ms:g}"]
     if microbatch is not None:
@@ -262,7 +274,7 @@ def measure_capacity(
 ) -> dict[str, Any]:
     """The static plan's saturated throughput (closed loop, enough clients to fill the pipeline
     and the batcher: 2 x window + 2 micro-batches, within the queue) and unloaded latency."""
-    server = start_server(serve_command(cluster, "static", None, args.microbatch), workdir, "cap")
+    server = start_server(serve_command(cluster, "static", None, args), workdir, "cap")
     try:
         plan = httpx.get(f"{server.url}/v1/plan", timeout=10).json()
         mb, window = plan["microbatch"], plan["window"]
@@ -358,7 +370,7 @@ def one_run(
     row: dict[str, Any] = {"mode": mode, "trace": trace.name, "spec": trace.spec}
     row["load_before"] = host_load()
     try:
-        server = start_server(serve_command(cluster, mode, slo_ms, args.microbatch), workdir, tag)
+        server = start_server(serve_command(cluster, mode, slo_ms, args), workdir, tag)
     except StartError as exc:
         row.update(status="unavailable" if exc.unavailable else "error", reason=str(exc))
         row["load_after"] = host_load()
@@ -381,9 +393,58 @@ def one_run(
     row["scaling"] = scaling_events(final_plan, res.metrics)
     row["server_counts"] = server_counts(res.metrics)
     row["final_plan"] = (final_plan or {}).get("plan")
+    row["batch_wait_s"] = (final_plan or {}).get("batch_wait_s")
     row["metrics"] = res.metrics
     row["records"] = [r.to_dict() for r in res.records]
     return row
+
+
+# --- the simulator's replay ----------------------------------------------------------------
+
+
+def sim_setup(cluster: Path, args: argparse.Namespace, cap: dict[str, Any]) -> dict[str, Any]:
+    """The instance and plans the servers use (same cluster file, same planner), and the
+    per-request overhead the simulator adds: the measured unloaded latency minus the plan's
+    predicted latency (HTTP handling, encoding, the session's hops to the source)."""
+    from coinfer import plan as plan_mod
+    from coinfer.cli.run_cmds import _build_instance, _load_cluster
+    from coinfer.core.evaluate import latency_s
+
+    inst = _build_instance(MODEL, _load_cluster(str(cluster)), None, "graph", None)
+    plans = {m: plan_mod.plan(inst, "dp", MODES[m][1] or args.objective) for m in MODES}
+    overhead = max(0.0, cap["unloaded_p50_s"] - latency_s(inst, plans["static"].stages))
+    return {"instance": inst, "plans": plans, "overhead_s": overhead}
+
+
+def simulate_row(
+    sim: dict[str, Any], row: dict[str, Any], trace: ArrivalTrace, slo_ms: float,
+    args: argparse.Namespace, handover_s: float,
+) -> dict[str, Any]:  # fmt: skip
+    """Replay one run's trace in the serving simulator with the run's mode (the scaled mode
+    with the server's scaling policy and ``handover_s`` decision-to-serving delay)."""
+    from coinfer.core.scaling import ScalingPolicy
+    from coinfer.simulate.serving import ServeSimConfig, simulate_serving
+
+    cfg = ServeSimConfig(
+        microbatch=args.microbatch, queue_samples=args.queue_limit,
+        batch_wait_s=row.get("batch_wait_s") or 0.0, slo_s=slo_ms / 1e3,
+        handover_s=handover_s, overhead_s=sim["overhead_s"],
+    )  # fmt: skip
+    policy = ScalingPolicy() if MODES[row["mode"]][0] == "on" else None
+    res = simulate_serving(sim["instance"], sim["plans"][row["mode"]], trace.times, cfg, policy)
+    lat = res.latencies_s
+    good = sum(1 for x in lat if x <= slo_ms / 1e3)
+    return {
+        "completed": len(lat),
+        "rejected": len(trace.times) - len(lat),
+        "latency_mean_s": statistics.fmean(lat) if lat else None,
+        "latency_p99_s": res.summary()["p99_s"] if lat else None,
+        "goodput_rps": good / trace.duration_s if trace.duration_s > 0 else None,
+        "scale_outs": sum(1 for e in res.events if e["kind"] == "scale_out"),
+        "scale_ins": sum(1 for e in res.events if e["kind"] == "scale_in"),
+        "handover_s": handover_s,
+        "overhead_s": sim["overhead_s"],
+    }
 
 
 # --- aggregation and the table -------------------------------------------------------------
@@ -424,6 +485,8 @@ def aggregate(rows: Sequence[dict[str, Any]], trace: str, mode: str) -> dict[str
         "decision_to_serving_max_s": max(took) if took else None,
         "never_served": sum(r["scaling"].get("never_served") or 0 for r in ok),
         "clean_exits": sum(1 for r in ok if r["server_exit"]["clean"]),
+        "sim_goodput_rps": _med([(r.get("simulated") or {}).get("goodput_rps") for r in ok]),
+        "sim_latency_mean_s": _med([(r.get("simulated") or {}).get("latency_mean_s") for r in ok]),
         "load_1m": [(r["load_before"]["loadavg_1m"], r["load_after"]["loadavg_1m"]) for r in ok],
     }
 
@@ -499,6 +562,20 @@ def markdown(doc: dict[str, Any]) -> str:
             worst = doc["aggregate"][trace]["scaled"].get("decision_to_serving_max_s")
             out.append(f"| {trace} | {_f(rr.get('latency_mean'))} | {_f(rr.get('latency_p99'))} | "
                        f"{_f(rr.get('goodput'))} | {_f(worst)} |")  # fmt: skip
+    if any(doc["aggregate"][t][m].get("sim_goodput_rps") is not None
+           for t in doc["traces"] for m in doc["modes"]):  # fmt: skip
+        out += ["", "The serving simulator replaying each run (same trace, plan, queue, policy; "
+                "target: goodput within 15 %):", "",
+                "| trace | mode | goodput/s measured | simulated | error | mean ms measured | "
+                "simulated |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+        for trace in doc["traces"]:
+            for mode in doc["modes"]:
+                a = doc["aggregate"][trace][mode]
+                g, sg = a.get("goodput_rps"), a.get("sim_goodput_rps")
+                err = f"{(sg - g) / g * 100:+.1f} %" if g and sg is not None else "-"
+                out.append(f"| {trace} | {mode} | {_f(g)} | {_f(sg)} | {err} | "
+                           f"{_ms(a.get('latency_mean_s'))} | "
+                           f"{_ms(a.get('sim_latency_mean_s'))} |")  # fmt: skip
     start, end = doc["host_start"], doc.get("host_end") or {}
     at_end = _f(end.get("loadavg_1m"), 1)
     out += ["", f"Host: {start['cores']} cores; load (1 min) {start['loadavg_1m']:.1f} at the "
@@ -543,6 +620,7 @@ def run_all(args: argparse.Namespace, save: Callable[[dict[str, Any]], None]) ->
               f"{cap['unloaded_p50_s'] * 1e3:.0f} ms, SLO {doc['slo_ms']:g} ms", flush=True)  # fmt: skip
         doc["specs"] = {k: v for k, v in trace_specs(cap["capacity_rps"], args.duration, 0).items()
                         if k in args.traces}  # fmt: skip
+        sim = sim_setup(cluster, args, cap) if args.simulate else None
         doc["rows"] = []
         for run in range(args.runs):
             specs = trace_specs(cap["capacity_rps"], args.duration, run)
@@ -553,6 +631,11 @@ def run_all(args: argparse.Namespace, save: Callable[[dict[str, Any]], None]) ->
                     row = one_run(cluster, mode, trace, doc["slo_ms"], args, workdir,
                                   f"{name}-{mode}-{run}")  # fmt: skip
                     row["run"] = run
+                    if sim is not None and row["status"] == "ok":
+                        took = [t for t in row["scaling"]["decision_to_serving_s"] if t]
+                        handover = statistics.median(took) if took else args.handover_s
+                        row["simulated"] = simulate_row(sim, row, trace, doc["slo_ms"], args,
+                                                        handover)  # fmt: skip
                     doc["rows"].append(row)
                     _say(row)
                     save(finish(doc))
@@ -595,7 +678,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--capacity", type=float, default=None,
                     help="use this capacity (req/s) for the rates instead of the measured one")  # fmt: skip
     ap.add_argument("--slo-ms", type=float, default=None)
-    ap.add_argument("--microbatch", type=int, default=None, help="default: the server's")
+    ap.add_argument("--microbatch", type=int, default=1)
+    ap.add_argument("--queue-limit", type=int, default=64)
+    ap.add_argument("--objective", default="latency", help="the static and scaled plans' objective")
+    ap.add_argument(
+        "--handover-s",
+        type=float,
+        default=1.0,
+        help="simulated decision-to-serving time when a run measured none",
+    )
+    ap.add_argument("--no-simulate", dest="simulate", action="store_false",
+                    help="skip the serving simulator's replay of every run")  # fmt: skip
     ap.add_argument("--grace-s", type=float, default=loadgen.DEFAULT_GRACE_S)
     ap.add_argument("--max-requests", type=int, default=loadgen.DEFAULT_MAX_REQUESTS)
     ap.add_argument("--quick", action="store_true",
