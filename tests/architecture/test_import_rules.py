@@ -35,7 +35,7 @@ ALLOWED: dict[str, set[str]] = {
     "runtime": {"errors", "core", "schedule", "graph", "zoo", "cluster", "profile"},
     "report": {"errors", "core", "schedule", "simulate", "runtime"},
     "serve": {"errors", "core", "runtime", "zoo"},
-    "llm": {"errors", "core", "zoo"},
+    "llm": {"errors", "core", "zoo", "runtime", "cluster"},
 }
 SHELL = {"cli", "demo", "__main__", "coinfer"}
 

@@ -16,6 +16,7 @@ from . import (
     calibrate_cmd,
     cluster_cmds,
     demo_cmd,
+    generate_cmd,
     graph_cmds,
     plan_cmds,
     run_cmds,
@@ -32,7 +33,7 @@ app = typer.Typer(
 )
 
 for _module in (
-    demo_cmd, graph_cmds, cluster_cmds, plan_cmds, sim_cmds, run_cmds, serve_cmd, calibrate_cmd,
+    demo_cmd, graph_cmds, cluster_cmds, plan_cmds, sim_cmds, run_cmds, serve_cmd, calibrate_cmd, generate_cmd,
 ):  # fmt: skip
     _module.register(app)
 

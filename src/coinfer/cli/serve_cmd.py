@@ -161,6 +161,7 @@ def _serve(
         model, cl, the_plan, options, instance=instance,
         replan=make_replan(instance, algo, objective), input_shape=shape, partition=partition,
         max_pieces=max_pieces, timeout_s=timeout, telemetry_path=telemetry, log=say,
+        parameter_cache=scaling,  # replicas fork their stage ready from the zygote
     )  # fmt: skip
     server = None
     try:

@@ -11,6 +11,9 @@ dimension, and decode is one token at a time. The pieces here are in-process and
   decode rates; :mod:`.slices` — chunk boundaries that minimise the makespan;
   :mod:`.measure` — the cost coefficients measured on this machine;
 - :mod:`.split` — layer-to-device splits: capability (optimal), memory-proportional, even.
+- the runtime of ``coinfer generate``: :mod:`.planning` (a plan on a cluster file),
+  :mod:`.distributed` (the coordinator), :mod:`.worker` and :mod:`.stagejob` (one process per
+  device and what it does per job), :mod:`.runner` (prompt, reference, report).
 
 Nothing is re-exported here so that the torch-free modules (``cost``, ``slices``, ``split``)
 import without torch, like the rest of coinfer's planning side. See docs/llm.md.

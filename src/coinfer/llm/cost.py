@@ -225,6 +225,7 @@ def decode_tokens_per_s(
     context: int,
     sequences: int = 1,
     microbatches: int | None = None,
+    back_link: LinkCost | None = None,
 ) -> float:
     """Generated tokens per second of ``sequences`` sequences decoding together at ``context``.
 
@@ -234,13 +235,17 @@ def decode_tokens_per_s(
     longer of one group's trip (the sum of its resource times) and the busiest resource's
     work for all groups; ``sequences`` tokens come out per round. With one sequence this is
     ``1 / (sum of all stage and link times)``: decode of one sequence gets no pipelining.
+    ``back_link`` is the link that carries each new token (8 bytes per sequence) from the last
+    stage back to the first; it adds to the trip and is a resource of its own.
     """
     if sequences < 1:
         raise ValueError(f"sequences must be >= 1, got {sequences}")
     m = min(sequences, microbatches or len(layer_counts))
     sizes = [sequences // m + (1 if i < sequences % m else 0) for i in range(m)]
     per_group = [
-        decode_resource_times(context, layer_counts, speeds, costs, links, b) for b in sizes
+        decode_resource_times(context, layer_counts, speeds, costs, links, b)
+        + ([back_link.time_s(8 * b)] if back_link is not None else [])
+        for b in sizes
     ]
     trip = max(sum(t) for t in per_group)
     busiest = max(sum(col) for col in zip(*per_group, strict=True))

@@ -143,6 +143,7 @@ class DecoderStage:
         *,
         seq: Hashable = 0,
         last_only: bool = False,
+        head: bool = True,
     ) -> Tensor:
         """Run new tokens through this stage, appending their keys/values to the cache.
 
@@ -158,6 +159,9 @@ class DecoderStage:
             The sequence group whose cache to use (micro-batches keep separate caches).
         last_only : bool
             On the last stage, return logits of the last token only (what decoding needs).
+        head : bool
+            On the last stage, ``False`` skips the final norm and LM head and returns hidden
+            states: a prefill chunk that is not the prompt's last needs no logits.
 
         Returns
         -------
@@ -186,7 +190,7 @@ class DecoderStage:
         rope = parts.rotary(h, position_ids=pos) if parts.rotary is not None else None
         for idx in range(self.first_layer, self.last_layer):
             h = self.run_layer(idx, h, pos, mask, rope, cache)
-        if not self.is_last:
+        if not (self.is_last and head):
             return h
         if last_only:
             h = h[:, -1:]
