@@ -455,6 +455,19 @@ def _med(xs: Sequence[float | None]) -> float | None:
     return statistics.median(ok) if ok else None
 
 
+def devices_held(series: Sequence[dict[str, Any]]) -> float | None:
+    """Mean number of devices the plan held over the run: the sum of
+    ``coinfer_stage_replicas`` at each once-a-second scrape (Quart's point is to hold extra
+    devices only while a burst needs them)."""
+    counts = [
+        sum(v for k, v in m["metrics"].items() if k.startswith("coinfer_stage_replicas{"))
+        for m in series
+        if "metrics" in m
+    ]
+    counts = [c for c in counts if c > 0]
+    return statistics.fmean(counts) if counts else None
+
+
 def aggregate(rows: Sequence[dict[str, Any]], trace: str, mode: str) -> dict[str, Any]:
     """Medians over the ok runs of one (trace, mode); lost and rejected summed too."""
     mine = [r for r in rows if r["trace"] == trace and r["mode"] == mode]
@@ -485,6 +498,7 @@ def aggregate(rows: Sequence[dict[str, Any]], trace: str, mode: str) -> dict[str
         "decision_to_serving_max_s": max(took) if took else None,
         "never_served": sum(r["scaling"].get("never_served") or 0 for r in ok),
         "clean_exits": sum(1 for r in ok if r["server_exit"]["clean"]),
+        "devices_held": _med([devices_held(r.get("metrics") or []) for r in ok]),
         "sim_goodput_rps": _med([(r.get("simulated") or {}).get("goodput_rps") for r in ok]),
         "sim_latency_mean_s": _med([(r.get("simulated") or {}).get("latency_mean_s") for r in ok]),
         "load_1m": [(r["load_before"]["loadavg_1m"], r["load_after"]["loadavg_1m"]) for r in ok],
@@ -531,15 +545,15 @@ def markdown(doc: dict[str, Any]) -> str:
         "answer; lost = sent - completed - rejected - failed (summed over runs).",
         "",
         "| trace | mode | mean | p50 | p99 | goodput/s | throughput/s | rejected | lost | "
-        "scale-outs | decision→serving s | clean exits | load 1m before→after |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "devices held | scale-outs | decision→serving s | clean exits | load 1m before→after |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for trace in doc["traces"]:
         for mode in doc["modes"]:
             a = doc["aggregate"][trace][mode]
             if a["status"] != "ok":
                 label = "scaling unavailable" if a["status"] == "unavailable" else a["status"]
-                out.append(f"| {trace} | {mode} | {label}: {a.get('reason') or ''} |" + " |" * 10)
+                out.append(f"| {trace} | {mode} | {label}: {a.get('reason') or ''} |" + " |" * 11)
                 continue
             took = ", ".join(f"{t:.2f}" for t in a["decision_to_serving_s"]) or "-"
             if a["never_served"]:
@@ -548,7 +562,8 @@ def markdown(doc: dict[str, Any]) -> str:
             out.append(
                 f"| {trace} | {mode} | {_ms(a['latency_mean_s'])} | {_ms(a['latency_p50_s'])} | "
                 f"{_ms(a['latency_p99_s'])} | {_f(a['goodput_rps'])} | {_f(a['throughput_rps'])} | "
-                f"{_f(a['rejected'], 0)} | {a['lost_total']} | {_f(a['scale_outs'], 0)} | "
+                f"{_f(a['rejected'], 0)} | {a['lost_total']} | {_f(a.get('devices_held'), 2)} | "
+                f"{_f(a['scale_outs'], 0)} | "
                 f"{took} | {a['clean_exits']}/{a['runs']} | "
                 f"{loads} |"
             )

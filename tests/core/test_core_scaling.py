@@ -44,9 +44,7 @@ def test_key_stage_is_the_longest_stage_period():
         inst = _instance(seed)
         stages = (Stage(0, 1, ("a",)), Stage(2, 2, ("b", "c")), Stage(3, 3, ("d",)))
         periods = stage_periods(inst, stages)
-        assert periods[1] == pytest.approx(
-            1 / sum(1 / inst.compute_s(2, 2, d) for d in ("b", "c"))
-        )
+        assert periods[1] == pytest.approx(1 / sum(1 / inst.compute_s(2, 2, d) for d in ("b", "c")))
         assert periods[key_stage(inst, stages)] == max(periods)
 
 

@@ -18,9 +18,7 @@ from coinfer.simulate.sim import hop_time
 
 @settings(max_examples=200, deadline=None)
 @given(
-    steps=st.lists(
-        st.tuples(st.floats(0.01, 5.0), st.floats(1e3, 1e8)), min_size=1, max_size=6
-    ),
+    steps=st.lists(st.tuples(st.floats(0.01, 5.0), st.floats(1e3, 1e8)), min_size=1, max_size=6),
     nbytes=st.integers(1, 5_000_000),
     start=st.floats(0, 30),
     latency=st.floats(0, 0.01),

@@ -55,6 +55,7 @@ def test_key_stage_scales_out_under_load_and_back_in_when_it_stops():
     service = open_service(
         MLP, _cluster(), BASE, ServeOptions(microbatch=MB, queue_samples=64),
         instance=_instance(), input_shape=(1, 64), partition="sequential", timeout_s=60,
+        parameter_cache=True,
     )  # fmt: skip
     scaler = Scaler(service, _instance(), policy).start()
     service.scaler = scaler
@@ -111,4 +112,4 @@ def test_key_stage_scales_out_under_load_and_back_in_when_it_stops():
     assert out["replicas"] == [[0, "c"]] and out["decision_to_serving_s"] > 0
     assert any(h.reason.startswith("scale-out") and h.switched_s for h in report.handovers)
     # the stage was cached in the zygote, so the scaled epoch's workers got it by fork
-    assert service.session.parameter_cache["stages"] >= 1
+    assert service.session.cache_info["stages"] >= 1

@@ -73,9 +73,13 @@ class OnlineEstimate:
         window = self._samples.setdefault(key, deque(maxlen=self.window))
         window.append(value)
         recent = list(window)[-JUMP_AFTER:]
-        if len(recent) == JUMP_AFTER and current > 0 and (
-            all(v > current * JUMP_RATIO for v in recent)
-            or all(v * JUMP_RATIO < current for v in recent)
+        if (
+            len(recent) == JUMP_AFTER
+            and current > 0
+            and (
+                all(v > current * JUMP_RATIO for v in recent)
+                or all(v * JUMP_RATIO < current for v in recent)
+            )
         ):
             # the latest sample: the first one after a step usually mixes both regimes
             window.clear()

@@ -112,6 +112,10 @@ class Session:
         every open request (their futures raise :class:`PeerError`).
     timeout_s
         Bound on a stall: requests in flight and no result for this long is a failure.
+    parameter_cache
+        Keep every running epoch's stages built in the zygote, so a later epoch with the same
+        stages (a scaled replica) forks them ready (:mod:`.zygote`). Off by default: warming
+        costs the zygote ~0.2 s of CPU per stage, which a fail-over's forks would queue behind.
     telemetry_path
         Append every worker's telemetry (every half second) here as JSON lines (compute times,
         utilisation, per-link bytes and achieved bandwidth); also kept in :attr:`telemetry`.
@@ -142,8 +146,10 @@ class Session:
         use_cgroup: bool = True,
         telemetry_path: str | None = None,
         log: Callable[[str], None] | None = None,
+        parameter_cache: bool = False,
     ):
         self.model_spec = model_spec
+        self.parameter_cache = parameter_cache
         self.cluster = cluster
         self.microbatch = microbatch
         self.input_shape = input_shape
@@ -309,7 +315,7 @@ class Session:
         return self._epoch.number
 
     @property
-    def parameter_cache(self) -> dict[str, int]:
+    def cache_info(self) -> dict[str, int]:
         """Stages (and their weight bytes) the zygote holds for later epochs' forks."""
         z = self._zygote
         return (
@@ -468,7 +474,7 @@ class Session:
             if ep.number > 0:  # after a fail-over: the new pipeline's first seconds come first
                 with contextlib.suppress(OSError):
                     os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), CONTINGENCY_NICE)
-            if self._zygote is not None and not self.netns:
+            if self.parameter_cache and self._zygote is not None and not self.netns:
                 warm_cache(ep.prep, self._zygote)  # later epochs with these stages fork them
             if self.replan is None:
                 return

@@ -185,6 +185,7 @@ def open_service(
     timeout_s: float = 60.0,
     telemetry_path: str | None = None,
     log: Callable[[str], None] | None = None,
+    parameter_cache: bool = False,
 ) -> Service:
     """Start a session of ``plan`` for ``model`` and serve it (see :class:`Service`)."""
     from ..runtime.session import Session
@@ -196,6 +197,7 @@ def open_service(
         model, cluster, plan, microbatch=options.microbatch, input_shape=input_shape,
         instance=instance, replan=replan, timeout_s=timeout_s, partition=partition,
         max_pieces=max_pieces, telemetry_path=telemetry_path, log=log,
+        parameter_cache=parameter_cache,
     )  # fmt: skip
     try:
         session.start()

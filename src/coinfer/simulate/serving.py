@@ -20,8 +20,8 @@ What is modelled, after the real server (:mod:`coinfer.serve`):
   ``demand_window_s``, the backlog and the instance; a decision takes effect ``handover_s``
   later (the measured decision-to-serving time of the runtime's hand-over), after which new
   micro-batches use the new stages while those in flight finish on the old ones; no decision
-  is taken while a switch is pending or within ``settle_s`` after it (the real scaler waits for
-  the new epoch's telemetry).
+  is taken while a switch is pending, within ``settle_s`` after it or after the first request
+  (the real scaler waits for an epoch's devices to have computed that long).
 """
 
 from __future__ import annotations
@@ -155,7 +155,9 @@ def simulate_serving(
     kick = [env.event()]
     events: list[dict[str, Any]] = []
     switching = [False]
-    settled_at = [0.0]
+    # the real scaler judges a plan only once its devices have computed for settle_s: at the
+    # start that is settle_s after the first request
+    settled_at = [(times[0] if times else 0.0) + cfg.settle_s]
 
     def nudge() -> None:
         if not kick[0].triggered:
