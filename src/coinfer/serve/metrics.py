@@ -178,7 +178,8 @@ class _Live(Collector):
         ev = CounterMetricFamily(
             "coinfer_replans",
             "Plan changes seen while serving: failover (a device lost, re-planned over the "
-            "survivors) or handover (a switch to another plan without a loss).",
+            "survivors) or handover (a switch to another plan without a loss; scaling switches "
+            "are counted in coinfer_scaling_events instead).",
             labels=["reason"],
         )
         ev.add_metric(["failover"], self.state.failovers)

@@ -147,9 +147,11 @@ class Service:
         while not self._stop.wait(WATCH_INTERVAL_S):
             plan, alive = s.plan, set(s.alive)
             if plan is not last_plan:
+                hand = s.handovers
+                scaled = bool(hand) and hand[-1].reason.startswith(("scale-out #", "scale-in #"))
                 if last_alive - alive:
                     self.failovers += 1
-                else:
+                elif not scaled:  # a scaling switch is counted (and shown) as a scaling event
                     self.handovers += 1
                 if self.batcher is not None:  # a scaled plan keeps more micro-batches busy
                     self.batcher.set_max_inflight(FEED_AHEAD * max(int(s.window), 1))

@@ -98,7 +98,13 @@
   function positions(s) {
     // Pipeline order left to right (one column per stage, replicas stacked); devices the plan
     // does not use in a last column.
-    const cols = (s.plan.stages || []).map((st) => st.devices.slice());
+    // The source leads in a column of its own when it is one of several replicas: stacked with
+    // them, its links would run along the column and their labels overlap.
+    const src = s.plan.source;
+    let cols = (s.plan.stages || []).map((st) => st.devices.slice());
+    if (cols.some((col) => col.length > 1 && col.includes(src))) {
+      cols = [[src], ...cols.map((col) => col.filter((d) => d !== src))].filter((c) => c.length);
+    }
     const used = new Set(cols.flat());
     const spare = (s.devices || []).map((d) => d.name).filter((n) => !used.has(n));
     if (spare.length) cols.push(spare);
@@ -372,7 +378,7 @@
         `<td>${num(s.t_s - e.t_s, 0)} s ago</td>` +
         `<td><span class="kind ${esc(e.kind)}">${esc(kindLabel(e.kind))}</span></td>` +
         `<td>${e.stage ?? "–"}</td><td>${esc(e.device ?? "–")}</td><td>${esc(e.reason ?? "")}</td>` +
-        `<td>${e.serving_s === null || e.serving_s === undefined ? "–" : num(e.serving_s, 1) + " s"}</td></tr>`);
+        `<td>${e.decision_to_serving_s === null || e.decision_to_serving_s === undefined ? "–" : num(e.decision_to_serving_s, 2) + " s"}</td></tr>`);
       $("events").innerHTML = '<table class="events"><thead><tr><th>time</th><th></th><th>event</th>' +
         "<th>stage</th><th>device</th><th>why</th><th>serving after</th></tr></thead>" +
         `<tbody>${rows.join("")}</tbody></table>`;
