@@ -75,6 +75,8 @@ import httpx
 import loadgen
 from bench_runtime_common import RESULTS, ROOT, host_load
 
+from coinfer.runtime.processes import descendants
+from coinfer.runtime.processes import running as _alive
 from coinfer.simulate.arrivals import ArrivalTrace, make_trace
 
 MODEL = "resnet18"
@@ -178,33 +180,6 @@ def _healthy(url: str, deadline: float) -> bool:
             pass
         time.sleep(0.2)
     return False
-
-
-def descendants(pid: int) -> set[int]:
-    """Every live process below ``pid`` (from /proc; the workers run in sessions of their own,
-    so the process group alone does not find them)."""
-    parent: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            parent[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
-    found: set[int] = set()
-    frontier = {pid}
-    while frontier:
-        frontier = {p for p, pp in parent.items() if pp in frontier} - found
-        found |= frontier
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 def _kill(pids: Sequence[int]) -> None:

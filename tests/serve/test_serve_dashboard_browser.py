@@ -24,6 +24,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from coinfer.runtime.processes import descendants as _descendants
+from coinfer.runtime.processes import running as _running
+
 MLP = "coinfer.zoo.tiny:tiny_mlp"
 KEY = "dash-key-0123456789abcdef"
 DEVICES = ("a", "b", "c", "d")  # d is in the cluster but not in the plan
@@ -112,30 +115,6 @@ def browser(tmp_path):
         deadline = time.monotonic() + 15
         while any(_running(p) for p in browsers) and time.monotonic() < deadline:
             time.sleep(0.1)
-
-
-def _descendants(pid: int) -> set[int]:
-    """Live processes below ``pid`` (from /proc)."""
-    parent: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            with contextlib.suppress(OSError):
-                stat = Path(f"/proc/{entry}/stat").read_text()
-                parent[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
-    found: set[int] = set()
-    frontier = {pid}
-    while frontier:
-        frontier = {p for p, pp in parent.items() if pp in frontier} - found
-        found |= frontier
-    return found
-
-
-def _running(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 def _cluster_yaml() -> str:

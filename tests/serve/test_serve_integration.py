@@ -22,6 +22,8 @@ import torch
 from prometheus_client.parser import text_string_to_metric_families
 from safetensors.torch import load, save
 
+from coinfer.runtime.processes import descendants as _descendants
+from coinfer.runtime.processes import running as _alive
 from coinfer.zoo import load_model
 
 MLP = "coinfer.zoo.tiny:tiny_mlp"  # nn.Sequential of 5 children, input (1, 64)
@@ -53,32 +55,6 @@ PLAN = {
     "predicted": {"latency_s": 0.05, "period_s": 0.02},
     "planning_time_s": 0.0,
 }
-
-
-def _descendants(pid: int) -> set[int]:
-    """Every live process below ``pid`` (from /proc: children of children included)."""
-    parent: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            parent[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
-    found: set[int] = set()
-    frontier = {pid}
-    while frontier:
-        frontier = {p for p, pp in parent.items() if pp in frontier} - found
-        found |= frontier
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 def _reference(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:

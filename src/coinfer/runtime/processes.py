@@ -73,6 +73,37 @@ def process_stopped(proc: subprocess.Popen[bytes]) -> bool:
 STOPPED_GRACE_S = 1.0
 
 
+def descendants(pid: int) -> set[int]:
+    """Every live process below ``pid``, children of children included (from ``/proc``):
+    workers run in sessions of their own, so a process group does not find them. Used to check
+    that nothing outlives a server or a run."""
+    parent: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    stat = f.read()
+            except OSError:
+                continue
+            parent[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found: set[int] = set()
+    frontier = {pid}
+    while frontier:
+        frontier = {p for p, pp in parent.items() if pp in frontier} - found
+        found |= frontier
+    return found
+
+
+def running(pid: int) -> bool:
+    """Whether ``pid`` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
 def reap(procs: Mapping[str, subprocess.Popen[bytes]]) -> None:
     """Wait for local workers to exit (killing stragglers after :data:`EXIT_GRACE_S`)."""
     deadline = time.time() + EXIT_GRACE_S
@@ -88,7 +119,9 @@ __all__ = [
     "EXIT_AFTER_ERROR",
     "EXIT_GRACE_S",
     "STOPPED_GRACE_S",
+    "descendants",
     "process_stopped",
     "reap",
+    "running",
     "spawn_local_workers",
 ]

@@ -96,6 +96,24 @@ class _Request:
     submit_s: float
 
 
+# A worker whose setup could not be sent may be dying: how long to wait for its exit status.
+DEATH_WAIT_S = 0.5
+
+
+def _death_of(proc: Any, reason: str) -> str:
+    """``reason``, or the stronger evidence of ``proc``'s death if it ends within
+    :data:`DEATH_WAIT_S`: a lost channel alone only restarts the same plan, a dead worker is
+    failed over (measured: under load the channel breaks before the exit is reaped)."""
+    deadline = time.monotonic() + DEATH_WAIT_S
+    while proc is not None and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    if proc is None or proc.poll() is None:
+        return reason
+    code = proc.returncode
+    how = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
+    return f"worker process died ({how})"
+
+
 class Session:
     """A running pipeline that takes requests at any time (see the module docstring).
 
@@ -451,10 +469,11 @@ class Session:
             ep.start(self.token, self.timeout_s, self.netns, self.say, self._zygote)
             return ep
         except PeerError as exc:
+            why = _death_of(ep.procs.get(exc.device or ""), str(exc))
             ep.stop(kill=True)
             if self.replan is None or exc.device not in ep.prep.names:
                 raise
-            return self._recover(ep, EpochFailed({exc.device: str(exc)}, self.now()))
+            return self._recover(ep, EpochFailed({exc.device: why}, self.now()))
         except BaseException:
             ep.stop(kill=True)
             raise
