@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -113,3 +114,5 @@ def test_key_stage_scales_out_under_load_and_back_in_when_it_stops():
     assert any(h.reason.startswith("scale-out") and h.switched_s for h in report.handovers)
     # the stage was cached in the zygote, so the scaled epoch's workers got it by fork
     assert service.session.cache_info["stages"] >= 1
+    # the weights handed to the zygote went through private files, all removed
+    assert not list(Path("/dev/shm").glob("coinfer-warm-*")) if Path("/dev/shm").is_dir() else True

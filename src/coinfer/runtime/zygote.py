@@ -102,6 +102,7 @@ class Zygote:
         self._warmed: dict[str, str | None] = {}
         self.cached: set[str] = set()
         self.cached_bytes = 0
+        self._warm_files: set[str] = set()  # removed at close if a warm is cut short
         self._ready = False
         self._lock = threading.Lock()  # one fork request at a time
         self.proc.stdin.write(token.encode() + b"\n")
@@ -172,6 +173,7 @@ class Zygote:
         assert self.proc.stdin is not None
         shm = "/dev/shm" if os.path.isdir("/dev/shm") else None
         fd, path = tempfile.mkstemp(prefix="coinfer-warm-", suffix=".safetensors", dir=shm)
+        self._warm_files.add(path)
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(weights)
@@ -192,6 +194,7 @@ class Zygote:
         finally:
             with contextlib.suppress(OSError):
                 os.unlink(path)
+            self._warm_files.discard(path)
         if error is not None:
             return False
         self.cached.add(key)
@@ -199,6 +202,9 @@ class Zygote:
         return True
 
     def close(self) -> None:
+        for path in list(self._warm_files):  # a warm the session's end cut short
+            with contextlib.suppress(OSError):
+                os.unlink(path)
         with contextlib.suppress(OSError):
             if self.proc.stdin is not None:
                 self.proc.stdin.close()
