@@ -269,12 +269,20 @@ def _slices(total, token_slices, counts, speeds, costs, links, batch) -> list[in
     return list(choose_slices(total, counts, speeds, costs, links, k=k, batch=batch).sizes)
 
 
+# Bumped when the profile's method changes (2: every layer per timing, see measure.py), so a
+# cached profile of the old kind is not used.
+PROFILE_VERSION = 2
+
+
 def _cache_path(spec: str) -> Path:
     import torch
 
     root = os.environ.get("COINFER_CACHE")
     base = (Path(root) if root else Path.home() / ".cache" / "coinfer") / "llm"
-    key: dict[str, Any] = {"spec": spec, "torch": torch.__version__, "host": socket.gethostname()}
+    key: dict[str, Any] = {
+        "spec": spec, "torch": torch.__version__, "host": socket.gethostname(),
+        "profile": PROFILE_VERSION,
+    }  # fmt: skip
     path = spec.rsplit(":", 1)[0]
     if path.endswith(".py") and Path(path).exists():
         st = Path(path).resolve().stat()
