@@ -44,6 +44,13 @@ from .evaluate import period_s, validate_stages
 from .instance import Instance
 from .plans import Stage
 
+# How the signals are read, by the server's scaler and the serving simulator alike: demand is
+# averaged over DEMAND_WINDOW_S (a burst shows within a second or two, one request's jitter does
+# not); a plan is judged only once every device of it has computed for SETTLE_S (an epoch's
+# first intervals mix start-up and the old epoch's drain on the same CPUs).
+DEMAND_WINDOW_S = 2.0
+SETTLE_S = 1.0
+
 
 @dataclass(frozen=True)
 class ScalingPolicy:
@@ -293,6 +300,8 @@ def failed(state: ScalerState, t_s: float) -> None:
 
 
 __all__ = [
+    "DEMAND_WINDOW_S",
+    "SETTLE_S",
     "LoadSample",
     "ScaleAction",
     "ScalerState",

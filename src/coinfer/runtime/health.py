@@ -38,12 +38,7 @@ def check_health(
     ``stopped_since`` carries the stop times between calls."""
     for d, p in peers.items():
         if p.proc is not None and p.proc.poll() is not None and p.done is None:
-            code = p.proc.returncode
-            if code == EXIT_AFTER_ERROR:
-                note(d, f"worker exited after reporting an error (exit code {code})")
-            else:
-                how = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
-                note(d, f"worker process died ({how})")
+            note(d, exit_evidence(p.proc.returncode))
         elif p.proc is not None and p.done is None and process_stopped(p.proc):
             if now - stopped_since.setdefault(d, now) >= stopped_grace_s:
                 note(d, "worker process stopped (SIGSTOP)")
@@ -51,6 +46,14 @@ def check_health(
             note(d, f"no heartbeat for {now - p.last_seen:.1f} s")
         else:
             stopped_since.pop(d, None)
+
+
+def exit_evidence(code: int) -> str:
+    """What a worker's exit code says about it: killed, died, or exited after reporting."""
+    if code == EXIT_AFTER_ERROR:
+        return f"worker exited after reporting an error (exit code {code})"
+    how = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
+    return f"worker process died ({how})"
 
 
 def is_death(what: str) -> bool:
@@ -80,6 +83,7 @@ __all__ = [
     "HEARTBEAT_TIMEOUT_S",
     "check_health",
     "evidence_rank",
+    "exit_evidence",
     "is_conclusive",
     "is_death",
 ]

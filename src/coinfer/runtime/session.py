@@ -109,9 +109,7 @@ def _death_of(proc: Any, reason: str) -> str:
         time.sleep(0.02)
     if proc is None or proc.poll() is None:
         return reason
-    code = proc.returncode
-    how = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
-    return f"worker process died ({how})"
+    return sv.exit_evidence(proc.returncode)
 
 
 class Session:

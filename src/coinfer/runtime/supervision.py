@@ -29,7 +29,14 @@ from typing import Any
 
 from ..errors import PeerError
 from .control import HANDSHAKE_TIMEOUT_S, Channel, authenticate_worker
-from .health import HEARTBEAT_TIMEOUT_S, check_health, evidence_rank, is_conclusive, is_death
+from .health import (
+    HEARTBEAT_TIMEOUT_S,
+    check_health,
+    evidence_rank,
+    exit_evidence,
+    is_conclusive,
+    is_death,
+)
 from .ledger import Ledger, format_ids
 from .liveness import HEARTBEAT_S
 from .processes import STOPPED_GRACE_S, process_stopped
@@ -415,6 +422,7 @@ __all__ = [
     "check_health",
     "collect_reports",
     "evidence_rank",
+    "exit_evidence",
     "is_conclusive",
     "is_death",
     "limit_result_attachments",

@@ -236,16 +236,11 @@ def _serve_child(device: str, coordinator: str, token: str) -> None:
 def _warm(req: dict[str, Any]) -> str | None:
     """Build and cache one stage (see the module docstring); the error, or ``None``."""
     try:
-        from safetensors.torch import load_file
-
-        from .stages import StageSpec, build_stage_module
+        from .stages import StageSpec, build_stage_module, load_stage_weights
 
         stage = build_stage_module(StageSpec.from_dict(req["spec"]), int(req["index"]))
-        missing, unexpected = stage.load_state_dict(load_file(str(req["path"])), strict=False)
-        if missing or unexpected:
-            return (
-                f"weights do not match the stage ({len(missing)} missing, {len(unexpected)} extra)"
-            )
+        with open(str(req["path"]), "rb") as f:
+            load_stage_weights(stage, f.read())  # strict, as a worker loads shipped weights
         CACHE[str(req["warm"])] = stage.eval()
         return None
     except Exception as exc:  # the stage is shipped instead; the zygote keeps serving

@@ -25,13 +25,14 @@ from __future__ import annotations
 
 import statistics
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
 from ..core.evaluate import evaluate
 from ..core.plans import Plan
 from ..core.scaling import (
+    DEMAND_WINDOW_S,
+    SETTLE_S,
     LoadSample,
     ScaleAction,
     ScalerState,
@@ -42,21 +43,15 @@ from ..core.scaling import (
     measured_instance,
 )
 
-# Demand is averaged over this long: a burst shows within a second or two, one request's
-# jitter does not.
-DEMAND_WINDOW_S = 2.0
 # Compute times per device: the records of the last this many seconds (4 per device).
 MEASURE_WINDOW_S = 2.0
-# A new epoch is judged only once every device of its plan has reported computes for this long
-# (its first intervals mix start-up and the old epoch's drain on the same CPUs).
-SETTLE_S = 1.0
 
 
 class Scaler:
     """Scale ``service``'s key stage out and in (see the module docstring).
 
-    ``instance`` is the priced instance the plan was made for (per sample); ``clock`` is the
-    session's clock (``session.now``) so events line up with its report.
+    ``instance`` is the priced instance the plan was made for (per sample). Event times are on
+    the session's clock (``session.now()``), so they line up with its report and telemetry.
     """
 
     def __init__(
@@ -233,14 +228,4 @@ class Scaler:
         }
 
 
-def wait_idle(scaler: Scaler, timeout_s: float) -> bool:
-    """Wait until no hand-over is under way (tests and shutdown); ``True`` if idle in time."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if not scaler.service.session.switching:
-            return True
-        time.sleep(0.05)
-    return False
-
-
-__all__ = ["DEMAND_WINDOW_S", "MEASURE_WINDOW_S", "SETTLE_S", "Scaler", "wait_idle"]
+__all__ = ["MEASURE_WINDOW_S", "Scaler"]

@@ -38,10 +38,21 @@ import simpy
 from ..core.evaluate import replica_weights
 from ..core.instance import Instance
 from ..core.plans import Plan, Stage
-from ..core.scaling import LoadSample, ScalerState, ScalingPolicy, applied, decide
+from ..core.scaling import (
+    DEMAND_WINDOW_S,
+    SETTLE_S,
+    LoadSample,
+    ScalerState,
+    ScalingPolicy,
+    applied,
+    decide,
+)
 from ..errors import InputError
-from ..schedule.scheduler import default_window
+from ..schedule.scheduler import default_window, smooth_weighted_round_robin
 from .sim import hop_time
+
+# Micro-batches in one cycle of replica choices (the session's schedule cycle).
+CYCLE = 60
 
 
 @dataclass(frozen=True)
@@ -54,8 +65,8 @@ class ServeSimConfig:
     feed_ahead: int = 2
     slo_s: float | None = None
     handover_s: float = 1.0
-    settle_s: float = 1.0
-    demand_window_s: float = 2.0
+    settle_s: float = SETTLE_S
+    demand_window_s: float = DEMAND_WINDOW_S
     overhead_s: float = 0.0
 
     def __post_init__(self) -> None:
@@ -112,21 +123,22 @@ class ServeSimResult:
 
 
 class _Stages:
-    """One plan's stages with their replica choice (smooth weighted round-robin) and window."""
+    """One plan's stages with their replica choice and window: replicas take micro-batches in
+    the order the session's schedule gives them (smooth weighted round-robin over the cost
+    model's replica weights, repeating every :data:`CYCLE`)."""
 
     def __init__(self, env: simpy.Environment, instance: Instance, stages: Sequence[Stage]):
         self.stages = tuple(stages)
-        self.weights = [replica_weights(instance, st) for st in self.stages]
-        self.credit = [[0.0] * len(st.devices) for st in self.stages]
+        self.picks = [
+            smooth_weighted_round_robin(replica_weights(instance, st), CYCLE) for st in self.stages
+        ]
+        self.count = [0] * len(self.stages)
         self.window = simpy.Resource(env, capacity=max(1, default_window(instance, stages, 10**6)))
 
     def pick(self, k: int) -> str:
-        credit, weights = self.credit[k], self.weights[k]
-        for i, w in enumerate(weights):
-            credit[i] += w
-        best = max(range(len(credit)), key=lambda i: credit[i])
-        credit[best] -= 1.0
-        return self.stages[k].devices[best]
+        i = self.picks[k][self.count[k] % CYCLE]
+        self.count[k] += 1
+        return self.stages[k].devices[i]
 
 
 def simulate_serving(
