@@ -220,7 +220,9 @@ def test_stopped_link_times_out_with_peer_error():
     plan = _plan(Stage(0, 1, ("a",)), Stage(2, 4, ("b",)))
     # 1e-9 Mbit/s on every link of b: the first transfer would take years (a stopped link)
     t0 = time.time()
-    with pytest.raises(PeerError, match=r"(?i)(no progress|timed out)") as info:
+    # the stall surfaces as a timeout, or — when b's own timeout fires first and it hangs up —
+    # as a's report that b closed the connection; either way one bounded PeerError
+    with pytest.raises(PeerError, match=r"(?i)(no progress|timed out|closed by peer)") as info:
         run(
             MLP,
             _cluster(bandwidth_mbps=1e-9),
