@@ -36,6 +36,7 @@ ALLOWED: dict[str, set[str]] = {
     "report": {"errors", "core", "schedule", "simulate", "runtime"},
     "serve": {"errors", "core", "runtime", "zoo"},
     "llm": {"errors", "core", "zoo", "runtime", "cluster"},
+    "tiled": {"errors", "core", "graph", "zoo", "runtime"},
 }
 SHELL = {"cli", "demo", "__main__", "coinfer"}
 

@@ -101,3 +101,68 @@ def test_tile_geometry_and_halo_redundancy() -> None:
         assert not cover & cells
         cover |= cells
     assert cover == {(r, c) for r in range(8) for c in range(8)}
+
+
+# -- the tileable prefix of a captured model ----------------------------------------------------
+def test_fusable_prefix_stops_at_the_first_untileable_piece():
+    from coinfer.graph import capture
+    from coinfer.graph.tiled import fusable_meta, fusable_prefix
+    from coinfer.zoo import load_model
+
+    model, x = load_model("tiny_cnn")
+    g = capture(model, x)
+    prefix = fusable_prefix(g)
+    kinds = [[type(m).__name__ for m in mods] for mods in prefix]
+    # conv/BN/ReLU, conv/ReLU, conv/ReLU tile; the adaptive pool does not
+    assert kinds == [["Conv2d", "BatchNorm2d", "ReLU"], ["Conv2d", "ReLU"], ["Conv2d", "ReLU"]]
+    assert prefix[0][0] is model[0]  # the model's own modules, not copies
+    meta = fusable_meta(g)
+    assert meta["conv_input_hw"] == [32, 32]
+    assert [len(grp) for grp in meta["conv_piece_layers"]] == [3, 2, 2]
+    assert meta["conv_piece_layers"][1][0]["stride"] == [2, 2]
+
+
+def test_fusable_prefix_stops_before_a_value_read_by_a_skip():
+    from coinfer.graph import capture
+    from coinfer.graph.tiled import fusable_prefix
+
+    class Skip(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a = nn.Conv2d(3, 4, 3, padding=1)
+            self.b = nn.ReLU()
+            self.c = nn.Conv2d(4, 4, 3, padding=1)
+
+        def forward(self, x):
+            y = self.b(self.a(x))
+            return self.c(y) + y
+
+    g = capture(Skip().eval(), (torch.randn(1, 3, 8, 8),))
+    prefix = fusable_prefix(g)
+    # a and b may be tiled (b's output is one cut tensor); c's input is also read by the add
+    flat = [type(m).__name__ for mods in prefix for m in mods]
+    assert flat[:2] == ["Conv2d", "ReLU"] and "Conv2d" not in flat[2:]
+
+
+def test_no_prefix_for_a_model_without_a_4d_input():
+    from coinfer.graph import capture
+    from coinfer.graph.tiled import fusable_meta
+    from coinfer.zoo import load_model
+
+    model, x = load_model("tiny_mlp")
+    assert fusable_meta(capture(model, x)) == {}
+
+
+def test_run_tile_is_one_tile_of_run_tiled():
+    from coinfer.graph.tiled import run_tile, specs_from_modules
+
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, 1, 1), nn.ReLU(), nn.MaxPool2d(2, 2)).eval()
+    x = torch.randn(1, 3, 12, 10)
+    specs = specs_from_modules(list(net), 3)
+    sizes = output_hw(specs, (12, 10))
+    full = run_tiled(net, x, (2, 2))
+    regs = tile_regions(specs, sizes, (3, 6, 0, 2))
+    a = regs[0]
+    t = run_tile(list(net), specs, regs, x[:, :, a[0] : a[1], a[2] : a[3]])
+    assert torch.equal(t, full[:, :, 3:6, 0:2])
+    assert torch.allclose(full, net(x), atol=1e-6)

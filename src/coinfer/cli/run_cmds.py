@@ -289,12 +289,26 @@ def register(app: typer.Typer) -> None:
         cl = _load_cluster(cluster)
         faults = [parse_fault(f, cl.device_names) for f in inject]
         instance = _build_instance(model, cl, shape, partition, max_pieces)
+        from .tiled_run import is_fused, refuse_options, run_fused
+
         if plan_file is not None:
             the_plan = Plan.load(plan_file)
         else:
             from .. import plan as plan_mod
 
-            the_plan = plan_mod.plan(instance, algo, objective)
+            if algo.lower() == "fused":  # one request split spatially: latency is its objective
+                if objective != "latency" and not as_json:
+                    typer.echo("note: fused plans minimise latency (--objective latency)", err=True)
+                the_plan = plan_mod.plan(instance, "fused", "latency", link_model="links")
+            else:
+                the_plan = plan_mod.plan(instance, algo, objective)
+        if is_fused(the_plan):
+            refuse_options(streaming, netns, coordinator_bind, microbatch)
+            run_fused(
+                model, cl, instance, the_plan, requests=requests, input_shape=shape,
+                max_pieces=max_pieces, timeout=timeout, check=not no_check, as_json=as_json,
+            )  # fmt: skip
+            return
         if streaming:
             _stream(model, cl, instance, the_plan, flow, faults, requests, duration, microbatch,
                     shape, partition, max_pieces, timeout, algo, objective, netns, not no_check,

@@ -16,8 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..core.tiles import LayerKind, LayerSpec, output_hw, splits, tile_regions
+from ..core.tiles import LayerKind, LayerSpec, Region, output_hw, splits, tile_regions
 from ..errors import InputError
+from .model_graph import ModelGraph
 
 
 def _pair(v: Any) -> tuple[int, int]:
@@ -92,16 +93,50 @@ def specs_from_modules(modules: Sequence[nn.Module], in_channels: int) -> tuple[
     return tuple(specs)
 
 
+def run_tile(
+    modules: Sequence[nn.Module],
+    specs: Sequence[LayerSpec],
+    regions: Sequence[Region],
+    t: torch.Tensor,
+) -> torch.Tensor:
+    """One tile through every fused layer: ``t`` is the input ``regions[0]`` (halo included),
+    the result the output ``regions[-1]``.
+
+    At every layer the tile is padded exactly where the untiled layer would pad (zeros for
+    conv/avg-pool, ``-inf`` for max-pool) and run with padding 0, so a stitched output equals
+    the untiled forward up to float round-off in convolutions. This is all a device computing
+    tiles needs — the regions come with the tile (see :func:`coinfer.core.tiles.tile_plan`).
+    """
+    with torch.no_grad():
+        for lvl, (s, m) in enumerate(zip(specs, modules, strict=True), start=1):
+            if s.kind == "pointwise":
+                t = m(t)
+                continue
+            have, want = regions[lvl - 1], regions[lvl]
+            lo_r, hi_r = s.in_range(want[0], want[1], 0)
+            lo_c, hi_c = s.in_range(want[2], want[3], 1)
+            # F.pad order: left, right, top, bottom — what the image border clipped away
+            pad = (have[2] - lo_c, hi_c - have[3], have[0] - lo_r, hi_r - have[1])
+            fill = -math.inf if s.kind == "maxpool" else 0.0
+            if any(pad):
+                t = F.pad(t, pad, value=fill)
+            if s.kind == "conv":
+                t = F.conv2d(t, m.weight, m.bias, s.stride, 0, s.dilation, s.groups)
+            elif s.kind == "maxpool":
+                t = F.max_pool2d(t, s.kernel, s.stride, 0, s.dilation)
+            else:
+                t = F.avg_pool2d(t, s.kernel, s.stride, 0)
+    return t
+
+
 def run_tiled(
     modules: nn.Sequential | Sequence[nn.Module], x: torch.Tensor, grid: tuple[int, int]
 ) -> torch.Tensor:
     """Run ``modules`` on ``x`` tile by tile (fused through every layer) and stitch the output.
 
-    Each output tile's input region comes from :func:`tile_regions`; at every layer the tile
-    is padded exactly where the untiled layer would pad (zeros for conv/avg-pool, ``-inf`` for
-    max-pool) and run with padding 0, so the result equals the untiled forward up to float
-    round-off in convolutions. ``x`` is ``(N, C, H, W)``. Raises :class:`InputError` for
-    layers that cannot be tiled (see :func:`specs_from_modules`).
+    Each output tile's input region comes from :func:`tile_regions`, and :func:`run_tile`
+    computes it. ``x`` is ``(N, C, H, W)``. Raises :class:`InputError` for layers that cannot be
+    tiled (see :func:`specs_from_modules`).
     """
     if x.dim() != 4:
         raise InputError(f"run_tiled: input must be (N, C, H, W), got shape {tuple(x.shape)}")
@@ -113,29 +148,68 @@ def run_tiled(
     if not (1 <= gh <= H and 1 <= gw <= W):
         raise InputError(f"run_tiled: grid {grid} does not fit the {H}x{W} output")
     out = x.new_empty((x.shape[0], specs[-1].out_ch, H, W))
-    with torch.no_grad():
-        for r0, r1 in splits(H, gh):
-            for c0, c1 in splits(W, gw):
-                regs = tile_regions(specs, sizes, (r0, r1, c0, c1))
-                a = regs[0]
-                t = x[:, :, a[0] : a[1], a[2] : a[3]]
-                for lvl, (s, m) in enumerate(zip(specs, mods, strict=True), start=1):
-                    if s.kind == "pointwise":
-                        t = m(t)
-                        continue
-                    have, want = regs[lvl - 1], regs[lvl]
-                    lo_r, hi_r = s.in_range(want[0], want[1], 0)
-                    lo_c, hi_c = s.in_range(want[2], want[3], 1)
-                    # F.pad order: left, right, top, bottom — what the image border clipped away
-                    pad = (have[2] - lo_c, hi_c - have[3], have[0] - lo_r, hi_r - have[1])
-                    fill = -math.inf if s.kind == "maxpool" else 0.0
-                    if any(pad):
-                        t = F.pad(t, pad, value=fill)
-                    if s.kind == "conv":
-                        t = F.conv2d(t, m.weight, m.bias, s.stride, 0, s.dilation, s.groups)
-                    elif s.kind == "maxpool":
-                        t = F.max_pool2d(t, s.kernel, s.stride, 0, s.dilation)
-                    else:
-                        t = F.avg_pool2d(t, s.kernel, s.stride, 0)
-                out[:, :, r0:r1, c0:c1] = t
+    for r0, r1 in splits(H, gh):
+        for c0, c1 in splits(W, gw):
+            regs = tile_regions(specs, sizes, (r0, r1, c0, c1))
+            a = regs[0]
+            out[:, :, r0:r1, c0:c1] = run_tile(mods, specs, regs, x[:, :, a[0] : a[1], a[2] : a[3]])
     return out
+
+
+def fusable_prefix(graph: ModelGraph) -> list[list[nn.Module]]:
+    """The modules of each leading piece of ``graph`` that a fused block can tile, in order.
+
+    A piece qualifies when it is a straight chain of tileable modules (see
+    :func:`specs_from_modules`) fed only by the previous piece's single output (the first by
+    the model's single 4-d input) and whose intermediate values nothing else reads; the walk
+    stops at the first piece that does not. Empty when the model does not start that way.
+    The modules are the captured graph's own (the model's weights, never copies).
+    """
+    c = graph._captured
+    if c is None or len(graph.inputs) != 1 or len(graph.inputs[0].shape) != 4:
+        return []
+    modules = dict(c.gm.named_modules())
+    prev = c.input_names[0]
+    ch = int(graph.inputs[0].shape[1])
+    out: list[list[nn.Module]] = []
+    for piece in graph.pieces:
+        mods: list[nn.Module] = []
+        for name in piece.nodes:
+            node = graph.node(name)
+            path = node.target.partition(":")[2]
+            if node.op == "output" or not path or node.inputs != (prev,) or path not in modules:
+                return out
+            if len(c.users.get(prev, ())) != 1 and prev != c.input_names[0]:
+                return out  # an intermediate value read elsewhere (a skip) cannot be tiled
+            mods.append(modules[path])
+            prev = name
+        try:
+            specs = specs_from_modules(mods, ch)
+        except InputError:
+            return out
+        ch = specs[-1].out_ch
+        if len(piece.cut_tensors) != 1:
+            return out
+        out.append(mods)
+    return out
+
+
+def fusable_meta(graph: ModelGraph) -> dict[str, Any]:
+    """What the ``fused`` planner reads from an instance: the layer specs of every tileable
+    leading piece (``conv_piece_layers``) and the input's rows x cols; ``{}`` when none."""
+    prefix = fusable_prefix(graph)
+    if not prefix:
+        return {}
+    shape = graph.inputs[0].shape
+    ch, groups = int(shape[1]), []
+    for mods in prefix:
+        specs = specs_from_modules(mods, ch)
+        # lists, not tuples: the meta is JSON (an instance file round-trips it unchanged)
+        groups.append(
+            [
+                {k: list(v) if isinstance(v, tuple) else v for k, v in s.to_dict().items()}
+                for s in specs
+            ]
+        )
+        ch = specs[-1].out_ch
+    return {"conv_piece_layers": groups, "conv_input_hw": [int(shape[2]), int(shape[3])]}

@@ -105,8 +105,9 @@ def _need_two_devices(instance: Instance) -> str | None:
 def _need_conv_layers(instance: Instance) -> str | None:
     return (
         None
-        if instance.meta.get("conv_layers")
-        else "the instance carries no conv layer spec (meta 'conv_layers')"
+        if instance.meta.get("conv_layers") or instance.meta.get("conv_piece_layers")
+        else "the instance carries no conv layer spec (meta 'conv_layers'; a model's instance "
+        "has 'conv_piece_layers' when its first pieces are tileable conv/pool layers)"
     )
 
 

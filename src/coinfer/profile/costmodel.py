@@ -61,6 +61,8 @@ class CostModel:
         self, *, request_source: str | None = None, name: str | None = None
     ) -> Instance:
         """The planning problem: pieces (time, memory, cut bytes), devices, links, source."""
+        from ..graph.tiled import fusable_meta
+
         g = self.graph
         src = request_source or self.cluster.source
         if src not in self.cluster.device_names:
@@ -81,6 +83,7 @@ class CostModel:
             "cost_source": dict(self.sources),
             "cost_detail": dict(self.details),
             "piece_nodes": [[p.nodes[0], p.nodes[-1]] for p in g.pieces],
+            **fusable_meta(g),  # the tileable leading pieces, for the fused planner
         }
         return Instance(
             pieces=pieces,

@@ -189,3 +189,74 @@ def test_nfl_baseline_is_the_exact_layer_wise_optimum() -> None:
         value, stages = nfl_latency(inst)
         assert math.isclose(value, exhaustive_best(inst, "latency")[0], rel_tol=1e-9)
         assert math.isclose(latency_s(inst, stages), value, rel_tol=1e-9)
+
+
+# -- per-piece layer groups (a captured model's tileable pieces) and re-pricing -------------------
+def _grouped_instance():
+    """The VGG block as 3 pieces of 2, 2 and 1 layers (plus a last piece nothing can tile)."""
+    flops, links = _cluster()
+    layers = _vgg_block()
+    inst = conv_instance(layers, (64, 64), flops, links, "phone")
+    # merge per-layer pieces into pieces [0,1], [2,3], [4]; add a tail piece
+    from coinfer.core.instance import Instance, Piece
+
+    groups = [(0, 1), (2, 3), (4, 4)]
+    pieces = [
+        Piece(
+            f"p{i}",
+            {d: sum(inst.pieces[k].time_s[d] for k in range(a, b + 1)) for d in flops},
+            max(inst.pieces[k].mem_bytes for k in range(a, b + 1)),
+            inst.pieces[b].out_bytes,
+        )
+        for i, (a, b) in enumerate(groups)
+    ]
+    pieces.append(Piece("tail", {d: 1e6 / f for d, f in flops.items()}, 1000, 40))
+    meta = {
+        "conv_piece_layers": [[s.to_dict() for s in layers[a : b + 1]] for a, b in groups],
+        "conv_input_hw": [64, 64],
+    }
+    return Instance(tuple(pieces), inst.input_bytes, inst.devices, inst.links, "phone", meta=meta)
+
+
+def test_grouped_layers_choose_a_depth_within_the_tileable_pieces() -> None:
+    inst = _grouped_instance()
+    p = plan(inst, "fused", "latency", link_model="links")
+    check_plan(inst, p)
+    f = p.details["fused"]
+    assert f["used"] and 1 <= f["depth"] <= 3  # never the untileable tail
+    assert p.stages[0] == Stage(0, f["depth"] - 1, p.stages[0].devices)
+    assert p.stages[-1].last == inst.num_pieces - 1
+
+
+def test_price_fused_reproduces_the_planners_figure_and_orders_models() -> None:
+    from coinfer.plan.fused import price_fused
+
+    inst = _grouped_instance()
+    for model in ("serial", "links"):
+        p = plan(inst, "fused", "latency", link_model=model)
+        priced = price_fused(inst, p, model)
+        assert priced["latency_s"] == pytest.approx(p.details["fused"]["latency_s"], rel=1e-9)
+        assert priced["block_s"] == pytest.approx(p.details["fused"]["block_latency_s"], rel=1e-9)
+        # the same placement never costs more with per-device links than without overlap
+        assert (
+            price_fused(inst, p, "links")["latency_s"]
+            <= price_fused(inst, p, "serial")["latency_s"] + 1e-12
+        )
+
+
+def test_price_fused_refuses_a_layer_wise_plan() -> None:
+    from coinfer.plan.fused import price_fused
+
+    inst = _grouped_instance()
+    p = plan(inst, "dp", "latency")
+    with pytest.raises(InputError, match="not a fused plan"):
+        price_fused(inst, p)
+
+
+def test_bad_piece_groups_are_one_line_errors() -> None:
+    inst = _grouped_instance()
+    from dataclasses import replace
+
+    bad = replace(inst, meta={**inst.meta, "conv_piece_layers": [[]]})
+    with pytest.raises(InputError, match=r"conv_piece_layers\[0\]"):
+        plan(bad, "fused", "latency")

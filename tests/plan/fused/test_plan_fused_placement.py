@@ -322,3 +322,71 @@ def test_a_shared_medium_bounds_the_tile_latency_by_its_air_time() -> None:
         best, a, order = brute_force(many, model)
         assert best == pytest.approx(schedule_latency(many, a, order, model)[0])
         assert best >= many.air_bound(a) - 1e-12
+
+
+# -- the "links" model: one link per destination, what the tiled runtime does ------------------
+def _links_by_hand(costs: TileCosts, assign, order) -> float:
+    """Per device on its own: arrivals are the running sum of its sends in shipping order."""
+    best = 0.0
+    for d in range(costs.num_devices):
+        link = free = ret = 0.0
+        for t in order:
+            if assign[t] != d:
+                continue
+            link += costs.send_s[t, d]
+            free = max(link, free) + costs.comp_s[t, d]
+            ret = max(free, ret) + costs.back_s[t, d]
+        best = max(best, ret)
+    return best
+
+
+@settings(max_examples=40)
+@given(st.integers(0, 10_000), st.integers(1, 6), st.integers(2, 4))
+def test_links_model_is_each_devices_own_pipeline(seed: int, T: int, D: int) -> None:
+    costs = _random_costs(seed, T, D)
+    rng = np.random.default_rng(seed)
+    assign = tuple(int(x) for x in rng.integers(0, D, T))
+    order = tuple(int(x) for x in rng.permutation(T))
+    lat = schedule_latency(costs, assign, order, "links")[0]
+    assert lat == pytest.approx(_links_by_hand(costs, assign, order))
+    # one radio can only be slower than a link per device; no overlap at all slower still
+    assert lat <= schedule_latency(costs, assign, order, "pipelined")[0] + 1e-12
+    assert lat <= schedule_latency(costs, assign, order, "serial")[0] + 1e-12
+
+
+def test_links_model_brute_force_and_swarm_agree_on_small_cases() -> None:
+    for seed in range(4):
+        _inst, tp, costs = _case(seed, 3, (2, 2))
+        best, assign, order = brute_force(costs, "links")
+        assert schedule_latency(costs, assign, order, "links")[0] == pytest.approx(best)
+        greedy = _greedy(tp, costs, "links")
+        sol, _ = psomw_tiles(
+            [costs], [0.0], "links", np.random.default_rng(seed), particles=10, iterations=20,
+            init=[greedy],
+        )  # fmt: skip
+        assert best - 1e-12 <= sol.latency_s <= greedy.latency_s + 1e-12
+
+
+@settings(max_examples=40)
+@given(
+    st.integers(0, 10_000),
+    st.integers(1, 6),
+    st.integers(1, 4),
+    st.sampled_from(["serial", "pipelined", "links"]),
+)
+def test_timeline_ends_when_schedule_latency_says(seed: int, T: int, D: int, model: str) -> None:
+    from coinfer.plan.fused.placement import schedule_timeline
+
+    costs = _random_costs(seed, T, D)
+    rng = np.random.default_rng(seed)
+    assign = tuple(int(x) for x in rng.integers(0, D, T))
+    order = tuple(int(x) for x in rng.permutation(T))
+    bars = schedule_timeline(costs, assign, order, model)  # type: ignore[arg-type]
+    assert sorted(b["tile"] for b in bars) == list(range(T))
+    lat, fin = schedule_latency(costs, assign, order, model)  # type: ignore[arg-type]
+    assert max(b["returned"] for b in bars) == pytest.approx(lat)
+    for b in bars:
+        assert b["send_start"] <= b["arrive"] <= b["start"] <= b["end"] <= b["returned"] + 1e-12
+    for d in range(D):  # a device computes one tile at a time
+        spans = sorted((b["start"], b["end"]) for b in bars if b["device"] == d)
+        assert all(e0 <= s1 + 1e-12 for (_, e0), (s1, _) in zip(spans, spans[1:]))

@@ -25,14 +25,22 @@ tile has arrived and the device has finished its previous one (it receives the n
 computing — the overlap S2's "minimising waiting" is about); each device returns outputs over its
 own link in the order it computed them. Tiles the source keeps never touch the radio. Here the
 order matters: shipping a slow device's tiles late leaves it idle early and busy at the end.
-Both models give the reference latency (send + compute + return) for one tile on one device.
+
+``"links"``: what the tiled runtime (:mod:`coinfer.tiled`) does on point-to-point links — the
+source ships each device's tiles over **that device's own link**, in the chosen order and one
+after another on that link, while links to different devices carry tiles at the same time; as
+in ``"pipelined"``, a device computes a tile as soon as it has arrived and the device is free,
+receiving the next one meanwhile, and returns outputs over its own link. It is ``"pipelined"``
+with one radio per destination.
+
+Every model gives the reference latency (send + compute + return) for one tile on one device.
 
 Shared media: when tile transfers cross a shared medium (a Wi-Fi cell the source and helpers are
 on), they cannot overlap there, whatever the model says about links; both models then also bound
 the latency by each medium's total busy time (:attr:`TileCosts.air_s`: the send and return hops
 of every tile that cross it). Without media the bound is zero and nothing changes.
 
-Why one module: the two link models, the minimising-waiting order, the swarm and the brute-force
+Why one module: the three link models, the minimising-waiting order, the swarm and the brute-force
 reference all read the same :class:`TileCosts` table and must score a placement identically; kept
 together, the swarm's fitness and the ground truth the tests compare it with cannot drift apart.
 """
@@ -53,8 +61,8 @@ if TYPE_CHECKING:
     from ...core.instance import Instance
     from ...core.tiles import TilePlan
 
-LinkModel = Literal["serial", "pipelined"]
-LINK_MODELS = ("serial", "pipelined")
+LinkModel = Literal["serial", "pipelined", "links"]
+LINK_MODELS = ("serial", "pipelined", "links")
 
 
 @dataclass(frozen=True)
@@ -140,7 +148,8 @@ def schedule_latency(
             fin[d] += tot[t, d]
         return max(float(fin.max()), air), fin
     send, comp, back = costs.send_s, costs.comp_s, costs.back_s
-    radio = 0.0  # when the source's radio is free again
+    shared = model == "pipelined"
+    radio = [0.0] * D  # when the radio to each device is free again (all one when shared)
     free = [0.0] * D  # when each device finishes computing its latest tile
     ret = [0.0] * D  # when each device's return link has delivered its latest output
     for t in order if order is not None else range(len(assign)):
@@ -148,13 +157,73 @@ def schedule_latency(
         s = send[t, d]
         arrive = 0.0
         if s > 0.0:  # the source's own tiles skip the radio
-            radio += s
-            arrive = radio
+            r = 0 if shared else d
+            radio[r] += s
+            arrive = radio[r]
         start = arrive if arrive > free[d] else free[d]
         free[d] = start + comp[t, d]
         ret[d] = (free[d] if free[d] > ret[d] else ret[d]) + back[t, d]
     fin = np.asarray(ret)
     return max(float(fin.max()), air), fin
+
+
+def schedule_timeline(
+    costs: TileCosts,
+    assign: Sequence[int],
+    order: Sequence[int] | None = None,
+    model: LinkModel = "links",
+) -> list[dict[str, float | int]]:
+    """When each tile is shipped, computed and returned under ``model`` — the bars of a
+    predicted Gantt chart (shared media ignored). One dict per tile, in shipping order:
+    ``tile``, ``device`` (index), ``send_start``, ``arrive``, ``start``, ``end``, ``returned``;
+    the latest ``returned`` equals :func:`schedule_latency` without media."""
+    _check_model(model)
+    D = costs.num_devices
+    seq = list(order) if order is not None and model != "serial" else list(range(len(assign)))
+    radio = [0.0] * D
+    free = [0.0] * D
+    ret = [0.0] * D
+    out: list[dict[str, float | int]] = []
+    for t in seq:
+        d = assign[t]
+        s, c, b = costs.send_s[t, d], costs.comp_s[t, d], costs.back_s[t, d]
+        if model == "serial":  # receive, compute, return, one tile after another per device
+            t0 = ret[d]
+            arrive, start = t0 + s, t0 + s
+            end = start + c
+            ret[d] = free[d] = end + b
+            out.append(
+                {
+                    "tile": t,
+                    "device": d,
+                    "send_start": t0,
+                    "arrive": arrive,
+                    "start": start,
+                    "end": end,
+                    "returned": ret[d],
+                }
+            )
+            continue
+        r = 0 if model == "pipelined" else d
+        t0 = radio[r] if s > 0.0 else 0.0
+        arrive = t0 + s
+        if s > 0.0:
+            radio[r] = arrive
+        start = max(arrive, free[d])
+        free[d] = end = start + c
+        ret[d] = max(end, ret[d]) + b
+        out.append(
+            {
+                "tile": t,
+                "device": d,
+                "send_start": t0,
+                "arrive": arrive,
+                "start": start,
+                "end": end,
+                "returned": ret[d],
+            }
+        )
+    return out
 
 
 def mw_order(costs: TileCosts, assign: Sequence[int]) -> tuple[int, ...]:
@@ -247,7 +316,7 @@ BF_MAX_EVALS = 200_000
 def bf_size(costs: TileCosts, model: LinkModel) -> int:
     """How many (assignment, order) pairs :func:`brute_force` enumerates."""
     n = costs.num_devices**costs.num_tiles
-    return n * math.factorial(costs.num_tiles) if model == "pipelined" else n
+    return n * math.factorial(costs.num_tiles) if model != "serial" else n
 
 
 def brute_force(
@@ -285,7 +354,7 @@ def brute_force(
     for combo in combos:
         assign = tuple(int(x) for x in combo)
         for perm in perms:
-            lat = schedule_latency(costs, assign, perm, "pipelined")[0]
+            lat = schedule_latency(costs, assign, perm, model)[0]
             if lat < best[0]:
                 best = (lat, assign, perm)
     return best
@@ -323,9 +392,9 @@ def _evaluate(
     """Latency (with the suffix) after the MW repair of the order; the repaired order."""
     if model == "serial":
         return schedule_latency(costs, assign, None, "serial")[0] + extra, order
-    own = schedule_latency(costs, assign, order, "pipelined")[0]
+    own = schedule_latency(costs, assign, order, model)[0]
     mw = mw_order(costs, assign)
-    rep = schedule_latency(costs, assign, mw, "pipelined")[0]
+    rep = schedule_latency(costs, assign, mw, model)[0]
     return (own + extra, order) if own <= rep else (rep + extra, mw)
 
 
@@ -483,5 +552,6 @@ __all__ = [
     "mw_order",
     "psomw_tiles",
     "schedule_latency",
+    "schedule_timeline",
     "tile_costs",
 ]

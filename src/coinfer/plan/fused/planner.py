@@ -148,7 +148,8 @@ class FusedOptions:
     running layer-wise from the source. ``search`` places tiles by PSOMW (``"pso"``, seeded with
     ``seed``, ``particles`` x ``iterations``, over the ``pso_candidates`` best depth x grid
     candidates) or greedy LPT only; ``link_model`` is the cost model of the tile transfers
-    (``"serial"`` per-link, or ``"pipelined"`` one source radio + overlap, see
+    (``"serial"`` per-link, ``"pipelined"`` one source radio + overlap, or ``"links"`` one
+    link per device + overlap — what the tiled runtime does; see
     :mod:`.placement`).
     """
 
@@ -169,9 +170,29 @@ class FusedOptions:
 
 def _spec_of(
     instance: Instance, opts: FusedOptions
-) -> tuple[tuple[LayerSpec, ...], tuple[int, int]]:
+) -> tuple[list[tuple[LayerSpec, ...]], tuple[int, int], bool]:
+    """The layers of the leading pieces, grouped per piece, the input's rows x cols, and whether
+    the grouping is per piece (so the fused depth can be chosen) or one block of all pieces."""
+    P = instance.num_pieces
     layers, hw = opts.layers, opts.input_hw
-    if layers is None:
+    groups: list[tuple[LayerSpec, ...]] | None = None
+    if layers is None and instance.meta.get("conv_piece_layers"):
+        raw_groups = instance.meta["conv_piece_layers"]
+        if not isinstance(raw_groups, list) or not 1 <= len(raw_groups) <= P:
+            raise InputError(
+                f"{instance.name}: meta 'conv_piece_layers' must list 1..{P} pieces' layers"
+            )
+        groups = []
+        for p, raw in enumerate(raw_groups):
+            if not isinstance(raw, list) or not raw:
+                raise InputError(f"{instance.name}: meta.conv_piece_layers[{p}] must list layers")
+            groups.append(
+                tuple(
+                    LayerSpec.from_dict(d, f"meta.conv_piece_layers[{p}][{i}]")
+                    for i, d in enumerate(raw)
+                )
+            )
+    elif layers is None:
         raw = instance.meta.get("conv_layers")
         if not raw:
             raise InputError(
@@ -186,7 +207,12 @@ def _spec_of(
                 f"{instance.name}: fused needs meta 'conv_input_hw' = [rows, cols] (got {raw_hw!r})"
             )
         hw = (int(raw_hw[0]), int(raw_hw[1]))
-    return tuple(layers), hw
+    if groups is not None:
+        return groups, hw, True
+    assert layers is not None
+    if len(layers) == P:  # one spec layer per piece
+        return [(s,) for s in layers], hw, True
+    return [tuple(layers)], hw, False
 
 
 def nfl_latency(instance: Instance, exact_devices: int = 7) -> tuple[float, tuple[Stage, ...]]:
@@ -288,15 +314,18 @@ def plan_fused(
             f"fused: particles ({opts.particles}) and pso_candidates ({opts.pso_candidates}) must "
             f"be >= 1 and iterations ({opts.iterations}) >= 0"
         )
-    layers, hw = _spec_of(instance, opts)
+    groups, hw, per_piece = _spec_of(instance, opts)
     P = instance.num_pieces
-    per_piece = len(layers) == P  # one spec layer per piece: the fused depth can be chosen
-    depths = range(1, P + 1) if opts.search_depth and per_piece else [P]
+    # per-piece layers: the fused depth can be chosen (up to the last tileable piece)
+    if per_piece:
+        depths = range(1, len(groups) + 1) if opts.search_depth else [len(groups)]
+    else:
+        depths = [P]
     cands: list[_Cand] = []
     greedy: list[Solution] = []
     for depth in depths:
         block = sub_instance(instance, 0, depth - 1)
-        specs = layers[:depth] if per_piece else layers
+        specs = tuple(s for g in groups[:depth] for s in g) if per_piece else groups[0]
         need = block.mem_bytes(0, depth - 1)
         devices = [d.name for d in instance.devices if d.mem_bytes >= need]
         if not devices:
@@ -428,6 +457,37 @@ def plan_fused(
     }
     seed = opts.seed if opts.search == "pso" else None
     return finish(instance, "fused", objective, stages, started=started, seed=seed, details=details)
+
+
+def price_fused(instance: Instance, plan: Plan, link_model: LinkModel = "links") -> dict[str, float]:
+    """A fused plan's latency under ``link_model``: its block (same grid, assignment and
+    shipping order) plus its suffix stages through the reference model, back to the source.
+
+    This is how a plan made under one link model is priced for a runtime that behaves like
+    another (the tiled runtime does ``"links"``); returns ``block_s``, ``suffix_s``, ``latency_s``.
+    """
+    from ...core.evaluate import latency_s
+
+    _check_link_model(link_model)
+    fused = plan.details.get("fused") or {}
+    if not fused.get("used"):
+        raise InputError("price_fused: the plan is not a fused plan (details.fused.used)")
+    groups, hw, per_piece = _spec_of(instance, FusedOptions())
+    depth = int(fused["depth"])
+    specs = tuple(s for g in groups[:depth] for s in g) if per_piece else groups[0]
+    tp = tile_plan(specs, hw, (int(fused["grid"][0]), int(fused["grid"][1])))
+    devices = tuple(dict.fromkeys(str(d) for d in fused["assignment"]))
+    costs = tile_costs(sub_instance(instance, 0, depth - 1), tp, devices)
+    assign = [devices.index(str(d)) for d in fused["assignment"]]
+    block = schedule_latency(costs, assign, fused.get("order") or None, link_model)[0]
+    suffix = [Stage(st.first - depth, st.last - depth, st.devices) for st in plan.stages[1:]]
+    rest = latency_s(sub_instance(instance, depth, instance.num_pieces - 1), suffix) if suffix else 0.0
+    return {"block_s": block, "suffix_s": rest, "latency_s": block + rest}
+
+
+def _check_link_model(model: str) -> None:
+    if model not in LINK_MODELS:
+        raise InputError(f"fused: link_model {model!r} is not one of {', '.join(LINK_MODELS)}")
 
 
 def sub_instance(instance: Instance, first: int, last: int) -> Instance:
