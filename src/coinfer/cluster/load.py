@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ..errors import InputError, read_text
 from .network import check_connected, parse_media
+from .socs import SocEntry, expand_socs
 from .traces import fail as _fail
 from .traces import load_trace as load_trace
 from .traces import rate_and_trace
@@ -29,7 +30,7 @@ from .types import (
     Emulation,
     LinkSpec,
 )
-from .units import BYTES_PER_S_PER_GBPS, parse_memory
+from .units import BYTES_PER_S_PER_GBPS, DvfsError, dvfs_fractions, parse_memory
 
 # Device names become cgroup directory names, process labels and file-name parts, so keep them
 # to a portable character set.
@@ -144,7 +145,8 @@ class ClusterFile(_Strict):
     name: str
     source: str
     token: str | None = None
-    devices: list[DeviceEntry] = Field(min_length=1)
+    devices: list[DeviceEntry] = Field(default_factory=list)
+    socs: list[SocEntry] = Field(default_factory=list)
     links: list[LinkEntry] = Field(default_factory=list)
     media: list[MediumEntry] = Field(default_factory=list)
 
@@ -206,19 +208,31 @@ def cluster_from_dict(
         err = exc.errors()[0]
         raise _fail(origin, _loc_path(tuple(err["loc"])), _pydantic_message(err)) from None
     base = Path(base_dir) if base_dir is not None else Path.cwd()
+    if not spec.devices and not spec.socs:
+        raise _fail(origin, "devices", "give at least one device (under 'devices' or 'socs')")
 
-    names = [d.name for d in spec.devices]
+    plain = [d.name for d in spec.devices]
+    groups, handoffs, socs = expand_socs(spec.socs, origin)
+    # a link or the source may name a SoC: it stands for each of its core groups (links) or
+    # the group of its first core (source); see coinfer.cluster.socs
+    soc_groups = {s.name: [g.name for g in groups if g.soc == s.name] for s in socs}
+    names = plain + [g.name for g in groups]
     seen: set[str] = set()
     for i, n in enumerate(names):
-        if n in seen:
-            raise _fail(origin, f"devices[{i}].name", f"duplicate device name (got {n!r})")
+        if n in seen or n in soc_groups:
+            at = f"devices[{i}].name" if i < len(plain) else "socs"
+            raise _fail(origin, at, f"duplicate device name (got {n!r})")
         seen.add(n)
-    if spec.source not in seen:
-        raise _fail(
-            origin, "source", f"not a device (got {spec.source!r}; devices: {', '.join(names)})"
-        )
+    soc_names = [s.name for s in socs]
+    for j, n in enumerate(soc_names):
+        if n in seen or n in soc_names[:j]:
+            raise _fail(origin, f"socs[{j}].name", f"duplicate device name (got {n!r})")
+    source = next((s.source_group for s in socs if s.name == spec.source), spec.source)
+    if source not in seen:
+        shown = ", ".join(plain + list(soc_groups))
+        raise _fail(origin, "source", f"not a device (got {spec.source!r}; devices: {shown})")
 
-    devices = tuple(_device(d, i, origin, base) for i, d in enumerate(spec.devices))
+    devices = tuple(_device(d, i, origin, base) for i, d in enumerate(spec.devices)) + groups
 
     links: list[LinkSpec] = []
     traces: dict[Any, BandwidthTrace] = {}
@@ -226,11 +240,11 @@ def cluster_from_dict(
     for j, lk in enumerate(spec.links):
         for end in ("src", "dst"):
             v = getattr(lk, end)
-            if v not in seen:
+            if v not in seen and v not in soc_groups:
                 raise _fail(
                     origin,
                     f"links[{j}].{end}",
-                    f"unknown device (got {v!r}; devices: {', '.join(names)})",
+                    f"unknown device (got {v!r}; devices: {', '.join(plain + list(soc_groups))})",
                 )
         if lk.src == lk.dst:
             raise _fail(
@@ -242,6 +256,12 @@ def cluster_from_dict(
         directions = (
             [(lk.src, lk.dst), (lk.dst, lk.src)] if lk.bidirectional else [(lk.src, lk.dst)]
         )
+        directions = [
+            (a, b)
+            for u, v in directions
+            for a in soc_groups.get(u, [u])
+            for b in soc_groups.get(v, [v])
+        ]
         for a, b in directions:
             if (a, b) in pairs:
                 raise _fail(
@@ -261,18 +281,20 @@ def cluster_from_dict(
             if trace is not None:
                 traces[(a, b)] = trace
 
-    media = parse_media(spec.media, seen, names, origin, base, traces)
+    # media join plain devices only: a SoC's groups talk through its shared memory
+    media = parse_media(spec.media, set(plain), plain, origin, base, traces)
     cluster = Cluster(
         name=spec.name,
         devices=devices,
-        links=tuple(links),
-        source=spec.source,
+        links=tuple(links) + handoffs,
+        source=source,
         token=spec.token,
         traces=traces,
         origin=origin,
         media=media,
+        socs=socs,
     )
-    check_connected(origin, names, spec.source, list(cluster.all_links))
+    check_connected(origin, names, source, list(cluster.all_links))
     return cluster
 
 
@@ -303,25 +325,10 @@ def _device(d: DeviceEntry, i: int, origin: str, base: Path) -> DeviceSpec:
             else pr.mem_bandwidth_gbps * BYTES_PER_S_PER_GBPS,
             peak_gflops=pr.peak_gflops,
         )
-    if d.dvfs_ghz is not None:
-        top = max(d.dvfs_ghz)
-        levels = tuple(sorted({round(f / top, 6) for f in d.dvfs_ghz}))
-        if levels[0] <= 0:
-            raise _fail(
-                origin,
-                f"devices[{i}].dvfs_ghz",
-                f"every frequency must be at least 1e-6 of the highest (got {d.dvfs_ghz})",
-            )
-    elif d.dvfs_levels is not None:
-        levels = tuple(sorted(set(d.dvfs_levels)))
-    else:
-        levels = (1.0,)
-    if levels[-1] != 1.0:
-        raise _fail(
-            origin,
-            f"devices[{i}].dvfs_levels",
-            f"the highest level must be 1.0 (f_max) (got {list(levels)})",
-        )
+    try:
+        levels = dvfs_fractions(d.dvfs_levels, d.dvfs_ghz)
+    except DvfsError as exc:
+        raise _fail(origin, f"devices[{i}].{exc.field}", str(exc)) from None
     power = d.power or PowerEntry()
     return DeviceSpec(
         name=d.name,

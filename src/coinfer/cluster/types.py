@@ -8,6 +8,7 @@ are frozen so a cluster can be shared by planners, the simulator and the runtime
 from __future__ import annotations
 
 import bisect
+import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -49,13 +50,19 @@ class DeviceFeatures:
 
 @dataclass(frozen=True, slots=True)
 class Emulation:
-    """How the local testbed emulates this device: a cgroup CPU quota (cores) and a thread count."""
+    """How the local testbed emulates this device: a cgroup CPU quota (cores), a thread count
+    and, for a SoC's core group, the host CPUs its threads are pinned to (``None``: the runtime
+    packs one-thread devices onto CPUs itself)."""
 
     cpu_quota: float = 1.0
     threads: int = 1
+    cpus: tuple[int, ...] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"cpu_quota": self.cpu_quota, "threads": self.threads}
+        out: dict[str, Any] = {"cpu_quota": self.cpu_quota, "threads": self.threads}
+        if self.cpus is not None:
+            out["cpus"] = list(self.cpus)
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +76,8 @@ class DeviceSpec:
     ``speed_scale`` multiplies every piece time from any of the three (``speed.scale``: a
     measured calibration, see ``coinfer calibrate``; 1.0 = as priced).
     ``failure_rate_per_h``: expected failures per hour (0 = reliable; see docs/clusters.md).
+    ``soc`` and ``cores``: a core group of a multi-core SoC (``socs:`` in the file, expanded by
+    :mod:`coinfer.cluster.socs`) names its SoC and the cores it holds; empty for a plain device.
     """
 
     name: str
@@ -84,6 +93,8 @@ class DeviceSpec:
     emulate: Emulation | None = None
     speed_scale: float = 1.0
     failure_rate_per_h: float = 0.0
+    soc: str | None = None
+    cores: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """The YAML-schema form of this device (round-trips through the parser)."""
@@ -244,6 +255,20 @@ class BandwidthTrace:
             i += 1
 
 
+@dataclass(frozen=True, slots=True)
+class SocSpec:
+    """A multi-core SoC as declared (``socs:``): its name, the name of the core group where
+    requests enter when the SoC is the source, and its entry in the YAML schema as canonical
+    JSON (what :meth:`Cluster.to_dict` writes back; frozen text so the spec stays hashable)."""
+
+    name: str
+    source_group: str
+    entry_json: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(json.loads(self.entry_json))
+
+
 @dataclass(frozen=True)
 class Cluster:
     """Devices, directed links, shared media, the request source and the runtime's shared token.
@@ -264,6 +289,7 @@ class Cluster:
     )
     origin: str = field(default="<memory>", compare=False)
     media: tuple[MediumSpec, ...] = ()
+    socs: tuple[SocSpec, ...] = ()
 
     @cached_property
     def all_links(self) -> tuple[LinkSpec, ...]:
@@ -316,10 +342,35 @@ class Cluster:
         out: dict[str, Any] = {"name": self.name, "source": self.source}
         if self.token is not None:
             out["token"] = self.token
-        out["devices"] = [d.to_dict() for d in self.devices]
-        out["links"] = [lk.to_dict() for lk in self.links]
+        scaled = [d.name for d in self.devices if d.soc is not None and d.speed_scale != 1.0]
+        if scaled:
+            # a `socs:` entry has no per-group figures to write them into (coinfer calibrate)
+            raise InputError(
+                f"{self.origin}: core group {scaled[0]!r} has a calibrated speed scale, which a "
+                "'socs:' entry cannot hold yet"
+            )
+        out["devices"] = [d.to_dict() for d in self.devices if d.soc is None]
+        if self.socs:
+            out["socs"] = [s.to_dict() for s in self.socs]
+        out["links"] = self._links_to_dict()
         if self.media:
             out["media"] = [m.to_dict() for m in self.media]
+        return out
+
+    def _links_to_dict(self) -> list[dict[str, Any]]:
+        """Directed link entries; a SoC's hand-offs are left out (its entry makes them again) and
+        its groups' links to other devices fold back into one entry naming the SoC."""
+        soc_of = {d.name: d.soc for d in self.devices if d.soc is not None}
+        out: list[dict[str, Any]] = []
+        done: set[tuple[str, str]] = set()
+        for lk in self.links:
+            a, b = soc_of.get(lk.src, lk.src), soc_of.get(lk.dst, lk.dst)
+            if lk.src in soc_of and lk.dst in soc_of and a == b:
+                continue
+            if (a, b) in done:
+                continue
+            done.add((a, b))
+            out.append({**lk.to_dict(), "src": a, "dst": b})
         return out
 
     def __repr__(self) -> str:
@@ -340,4 +391,5 @@ __all__ = [
     "Emulation",
     "LinkSpec",
     "MediumSpec",
+    "SocSpec",
 ]

@@ -80,10 +80,45 @@ def format_bytes(nbytes: float) -> str:
     return f"{value:.1f} TiB"
 
 
+class DvfsError(ValueError):
+    """A bad DVFS table: ``field`` is ``dvfs_ghz`` or ``dvfs_levels``, the message says why."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field
+
+
+def dvfs_fractions(levels: list[float] | None, ghz: list[float] | None) -> tuple[float, ...]:
+    """DVFS levels as sorted fractions of f_max from ``dvfs_levels`` or ``dvfs_ghz`` (each
+    already checked positive); ``(1.0,)`` when neither is given.
+
+    Raises
+    ------
+    DvfsError
+        A frequency below 1e-6 of the highest, or levels whose highest is not 1.0.
+    """
+    if ghz is not None:
+        top = max(ghz)
+        out = tuple(sorted({round(f / top, 6) for f in ghz}))
+        if out[0] <= 0:
+            raise DvfsError(
+                "dvfs_ghz", f"every frequency must be at least 1e-6 of the highest (got {ghz})"
+            )
+    elif levels is not None:
+        out = tuple(sorted(set(levels)))
+    else:
+        out = (1.0,)
+    if out[-1] != 1.0:
+        raise DvfsError("dvfs_levels", f"the highest level must be 1.0 (f_max) (got {list(out)})")
+    return out
+
+
 __all__ = [
     "BYTES_PER_S_PER_GBPS",
     "BYTES_PER_S_PER_MBPS",
     "Bps_to_mbps",
+    "DvfsError",
+    "dvfs_fractions",
     "format_bytes",
     "mbps_to_Bps",
     "parse_memory",

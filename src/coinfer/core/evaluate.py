@@ -29,6 +29,7 @@ from collections import defaultdict
 from collections.abc import Iterator, Sequence
 
 from ..errors import InfeasibleError, InputError
+from .cores import core_conflict
 from .instance import Instance, Resource
 from .plans import Metrics, Plan, Stage
 
@@ -168,7 +169,8 @@ def validate_stages(
 ) -> None:
     """Raise :class:`InputError` for a malformed plan and :class:`InfeasibleError` for one that
     does not fit in memory. Checked: pieces covered once and in order, known devices, one stage
-    per device (unless ``allow_revisit``), DVFS levels allowed, memory per device."""
+    per device (unless ``allow_revisit``), no two stage devices holding one core (core groups of
+    a SoC, :mod:`.cores`), DVFS levels allowed, memory per device."""
     if not stages:
         raise InputError("plan has no stages")
     expect = 0
@@ -209,6 +211,9 @@ def validate_stages(
         raise InputError(
             f"plan covers pieces 0..{expect - 1} but the instance has {instance.num_pieces}"
         )
+    clash = core_conflict(instance, seen)
+    if clash is not None:
+        raise InputError(f"plan uses overlapping core groups: {clash}; a core runs one stage")
     short = [
         (need - instance.device_by_name[d].mem_bytes, d, need)
         for d, need in mem_need.items()

@@ -72,6 +72,8 @@ class Device:
     level ``f`` compute time scales by ``1 / f`` and active power by the power curve.
     ``failure_rate_per_h`` is the expected number of failures per hour of operation (0 = never
     fails); times between failures are taken as exponential (a constant hazard).
+    ``cores`` names the physical cores a *core group* of a multi-core SoC holds (empty for a
+    plain device): two stages may not run on devices whose cores overlap (:mod:`.cores`).
     """
 
     name: str
@@ -82,6 +84,7 @@ class Device:
     dvfs_levels: tuple[float, ...] = (1.0,)
     power_exponent: float = DEFAULT_POWER_EXPONENT
     failure_rate_per_h: float = 0.0
+    cores: tuple[str, ...] = ()
 
     @property
     def has_power(self) -> bool:
@@ -392,6 +395,7 @@ class DeviceModel(_Strict):
     dvfs_levels: list[float] | None = None
     power_exponent: float = Field(default=DEFAULT_POWER_EXPONENT, gt=0)
     failure_rate_per_h: float = Field(default=0.0, ge=0, allow_inf_nan=False)
+    cores: list[str] = []
 
     @field_validator("dvfs_levels")
     @classmethod
@@ -463,6 +467,8 @@ def instance_to_dict(inst: Instance) -> dict[str, Any]:
             dd["power_exponent"] = d.power_exponent
         if d.failure_rate_per_h:
             dd["failure_rate_per_h"] = d.failure_rate_per_h
+        if d.cores:
+            dd["cores"] = list(d.cores)
         out["devices"].append(dd)
     if inst.meta:
         out["meta"] = dict(inst.meta)
@@ -513,6 +519,7 @@ def _instance_from_model(m: InstanceModel, origin: str) -> Instance:
                 dvfs_levels=tuple(d.dvfs_levels) if d.dvfs_levels else (1.0,),
                 power_exponent=d.power_exponent,
                 failure_rate_per_h=d.failure_rate_per_h,
+                cores=tuple(d.cores),
             )
             for d in m.devices
         ),

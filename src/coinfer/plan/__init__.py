@@ -19,10 +19,12 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from ..core.cores import has_core_groups
 from ..core.evaluate import check_plan, evaluate, memory_bound_check
 from ..core.instance import Instance, load_instance
 from ..core.plans import Metrics, Objective, Plan, Stage, check_objective
 from ..errors import CoinferError, InputError
+from .percore import plan_core_groups
 from .registry import PLANNERS, PlannerInfo, get_planner, unmet_need
 
 
@@ -42,6 +44,8 @@ def plan(
     -------
     Plan
         With ``predicted`` equal to the reference evaluation and ``planning_time_s`` measured here.
+        On an instance with SoC core groups the planner runs once per family of disjoint groups
+        and the best plan is returned (:mod:`coinfer.plan.percore`).
 
     Raises
     ------
@@ -56,7 +60,10 @@ def plan(
     memory_bound_check(instance)
     opts = _build_options(info, options)
     t0 = time.perf_counter()
-    result = info.func(instance, obj, opts)
+    if has_core_groups(instance):  # a SoC's cores: search how many each stage gets (percore)
+        result = plan_core_groups(instance, lambda sub: info.func(sub, obj, opts), obj)
+    else:
+        result = info.func(instance, obj, opts)
     elapsed = time.perf_counter() - t0
     check_plan(instance, result)
     return result.with_timing(elapsed)

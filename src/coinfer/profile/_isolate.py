@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CoinferError
-from .cgroup import move_pid
+from .cgroup import emulation_env, move_pid
 
 # The measuring child must not hang forever (a stuck model, a deadlocked pool).
 CHILD_TIMEOUT_S = 3600.0
@@ -39,6 +39,7 @@ def run_child(
     env = dict(os.environ)
     # The child must not inherit a larger OpenMP pool than the threads we measure with.
     env["OMP_NUM_THREADS"] = str(args["threads"])
+    env = emulation_env(env)  # as the runtime's workers run (see cgroup.OMP_WAIT_POLICY)
     try:
         proc = subprocess.Popen(
             _child_command(args, out_path),

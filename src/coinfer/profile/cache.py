@@ -64,6 +64,9 @@ class ProfileKey:
             "quota": self.quota,
             "torch": self.torch,
             "max_pieces": self.max_pieces,
+            # several threads were measured with idle threads sleeping (cgroup.OMP_WAIT_POLICY);
+            # older multi-thread profiles spun and are not predictions for today's workers
+            **({"omp_wait": "passive"} if self.threads > 1 else {}),
         }
 
     @property

@@ -107,7 +107,7 @@ def cluster_to_instance_links(cluster: Cluster) -> tuple[Link, ...]:
 
 
 def cluster_to_instance_devices(cluster: Cluster) -> tuple[Device, ...]:
-    """The cluster's devices as the Instance's devices (memory, power, DVFS copied)."""
+    """The cluster's devices as the Instance's devices (memory, power, DVFS, a core group's cores)."""
     return tuple(
         Device(
             name=d.name,
@@ -117,6 +117,7 @@ def cluster_to_instance_devices(cluster: Cluster) -> tuple[Device, ...]:
             power_transmit_w=d.power_transmit_w,
             dvfs_levels=d.dvfs_levels,
             failure_rate_per_h=d.failure_rate_per_h,
+            cores=d.cores,
         )
         for d in cluster.devices
     )

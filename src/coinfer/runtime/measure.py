@@ -78,7 +78,13 @@ def measured_instance(
     times = [{d: t * f for d, f in slow.items()} for t in base]
     devices = [
         Device(
-            d.name, d.mem_bytes, d.power_idle_w, d.power_active_w, d.power_transmit_w, d.dvfs_levels
+            d.name,
+            d.mem_bytes,
+            d.power_idle_w,
+            d.power_active_w,
+            d.power_transmit_w,
+            d.dvfs_levels,
+            cores=tuple(getattr(d, "cores", ())),  # a SoC's core group keeps its rule
         )
         for d in cluster.devices
     ]

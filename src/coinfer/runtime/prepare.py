@@ -234,6 +234,7 @@ def prepare_run(
                 int(getattr(emu, "threads", 1) or 1),
                 cpus.get(d),
                 freq,
+                getattr(emu, "cpus", None),
             ),
             use_cgroup=use_cgroup,
             stage=None if k is None else StageAssignment(spec, k),
@@ -353,6 +354,7 @@ def fallback_instance(
                 power_active_w=getattr(spec, "power_active_w", None),
                 power_transmit_w=getattr(spec, "power_transmit_w", None),
                 dvfs_levels=tuple(getattr(spec, "dvfs_levels", (1.0,))),
+                cores=tuple(getattr(spec, "cores", ())),  # a SoC's core group keeps its rule
             )
         )
     links, media = network_of(cluster)
@@ -368,6 +370,9 @@ def local_cpu_slots(cluster: Any, names: Sequence[str], num_cpus: int) -> dict[s
     for d in names:
         emu = getattr(cluster.device(d), "emulate", None)
         quota = getattr(emu, "cpu_quota", None)
+        # a SoC's core group brings its own CPUs (EmulateConfig.cpus); the rest are packed
+        if getattr(emu, "cpus", None):
+            continue
         if quota is not None and int(getattr(emu, "threads", 1) or 1) == 1:
             quotas[d] = min(float(quota), 1.0)
     return emulation.pack_cpus(quotas, num_cpus)

@@ -14,6 +14,8 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ..profile.cgroup import emulation_env
+
 # Seconds a worker gets to exit after ``bye`` before it is killed.
 EXIT_GRACE_S = 5.0
 # A worker's exit code after it reported its failure (an ``error`` message naming the peer it
@@ -33,6 +35,7 @@ def spawn_local_workers(
     # workers' C++ warnings (gloo socket notices, peers closing on abort) are not for users
     env = {k: v for k, v in os.environ.items() if k != "COINFER_TOKEN"}
     env["TORCH_CPP_LOG_LEVEL"] = "ERROR"
+    env = emulation_env(env)  # multi-thread devices: idle threads must not burn the quota
     procs: dict[str, subprocess.Popen[bytes]] = {}
     for d in names:
         # the coordinator's own user chose the model: its local workers may import its code

@@ -42,12 +42,14 @@ WireContract = tuple[tuple[tuple[int, ...], str], ...]
 @dataclass(frozen=True)
 class EmulateConfig:
     """How the worker emulates its device: CPU quota (cores, already scaled by the DVFS level
-    ``freq`` the plan chose for it), intra-op threads, pinned CPU."""
+    ``freq`` the plan chose for it), intra-op threads, pinned CPU (a one-thread device packed by
+    the runtime) or CPUs (a SoC's core group: its cores' host CPUs, from the cluster file)."""
 
     cpu_quota: float | None = None
     threads: int = 1
     cpu: int | None = None
     freq: float = 1.0
+    cpus: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)

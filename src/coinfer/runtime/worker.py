@@ -316,10 +316,10 @@ class _Executor:
                     )
                 t0 = time.time()
                 wait = max(t0 - self._ready_at.pop(request, t0), 0.0)
-                c0 = time.thread_time()
+                c0 = self.emulation.compute_cpu_s()
                 with torch.inference_mode():
                     outs = as_tuple(self.stage(*xs))
-                cpu = time.thread_time() - c0
+                cpu = self.emulation.compute_cpu_s() - c0
                 pad = self.emulation.pad_s(cpu, time.time() - t0)
                 if pad > 0:
                     time.sleep(pad)  # the device's fluid rate (see Emulation.pad_s)
@@ -590,6 +590,7 @@ def serve(
         # the device's thread count before any torch work: a warm-up at the default count would
         # leave an OpenMP pool thread behind (measured: 0.3-1 s of CPU per run, outside the quota)
         torch.set_num_threads(setup.emulate.threads)
+        pool = emulation.start_intra_op_pool()  # k threads: all k go under the quota below
         blob_iter = iter(blobs)
         stage = None
         if setup.stage is not None:
@@ -620,6 +621,8 @@ def serve(
             threads=setup.emulate.threads,
             use_cgroup=setup.use_cgroup,
             cpu=setup.emulate.cpu,
+            cpus=setup.emulate.cpus,
+            pool=pool,
         )
         ex = _Executor(setup, stage, inputs, chan, emu)
         executor.append(ex)
@@ -654,7 +657,7 @@ def serve(
                 nbytes=tev.nbytes,
             )
     wall = time.time() - t0
-    helpers = emulation.helper_cpu_s()  # from the main (compute) thread: excludes itself
+    helpers = emulation.helper_cpu_s(emu.compute_cpu_s())  # all but the compute threads
     chan.send(encode(Done(tuple(ex.events), tuple(map(tuple, ex.arrivals)), busy, wall, helpers)))
     bye.wait(setup.timeout_s)
     stop.set()

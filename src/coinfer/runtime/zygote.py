@@ -39,6 +39,7 @@ import time
 from typing import Any
 
 from ..errors import InputError, PeerError
+from ..profile.cgroup import emulation_env
 from .param_cache import CACHE, stage_key
 
 # Seconds the zygote may take to import everything (a loaded 2-core host: ~2 s).
@@ -89,6 +90,7 @@ class Zygote:
     def __init__(self, token: str):
         env = {k: v for k, v in os.environ.items() if k != "COINFER_TOKEN"}
         env["TORCH_CPP_LOG_LEVEL"] = "ERROR"
+        env = emulation_env(env)  # its forks run multi-thread devices: see profile.cgroup
         # its own session (and so its forks'): a terminal's Ctrl-C goes to the coordinator only,
         # which ends the workers its own way (see processes.spawn_local_workers)
         self.proc = subprocess.Popen(
