@@ -156,3 +156,36 @@ def test_seed_reaches_seeded_planners(tmp_path: Path) -> None:
                               "--seed", "5", "--json"])  # fmt: skip
     assert res.exit_code == 0, res.output
     assert json.loads(res.output)["seed"] == 5
+
+
+def test_search_flags_are_checked_before_anything_runs(tmp_path: Path, capsys) -> None:
+    inst_file = tmp_path / "inst.json"
+    random_instance(2, 5, 2).save(inst_file)
+    base = ["plan", "--instance", str(inst_file)]
+    _fails_with_one_line([*base, "--measure"], capsys, "need --algo bayes")
+    _fails_with_one_line([*base, "--algo", "dp", "--budget", "5"], capsys, "need --algo bayes")
+    _fails_with_one_line([*base, "--algo", "bayes", "--measure"], capsys, "MODEL --cluster")
+    _fails_with_one_line([*base, "--algo", "bayes", "--budget", "0"], capsys, "--budget")
+    _fails_with_one_line(
+        ["plan", "tiny_mlp", "--cluster", "x.yaml", "--algo", "bayes", "--measure",
+         "--objective", "energy"], capsys, "energy is not measured",
+    )  # fmt: skip
+    _fails_with_one_line([*base, "--algo", "bayes", "--ei-stop", "-1"], capsys, "--ei-stop")
+    _fails_with_one_line(
+        ["plan", "tiny_mlp", "--cluster", "x.yaml", "--algo", "bayes", "--measure",
+         "--measure-seconds", "0"], capsys, "--measure-seconds",
+    )  # fmt: skip
+
+
+def test_bayes_search_log_without_measuring(tmp_path: Path) -> None:
+    """The simulated search writes the same log and plot; --budget and --ei-stop reach it."""
+    inst_file = tmp_path / "inst.json"
+    random_instance(4, 6, 3).save(inst_file)
+    log = tmp_path / "log.json"
+    res = runner.invoke(app, ["plan", "--instance", str(inst_file), "--algo", "bayes", "--budget", "9",
+                              "--ei-stop", "0", "--search-log", str(log), "--json"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    body = json.loads(log.read_text())
+    assert body["evaluations"] == 9 and len(body["search_log"]) == 9
+    assert body["answer"] == [str(s) for s in Plan.from_dict(json.loads(res.stdout)).stages]
+    assert body["measured"] is None and log.with_suffix(".png").exists()

@@ -176,3 +176,20 @@ def test_sim_table_gap_is_simulated_over_reference(sim):
     assert "+25.0%" in lat_row  # simulated is 1.25x the reference figure
     thr_row = next(ln for ln in text.splitlines() if "throughput" in ln)
     assert "+0.0%" in thr_row
+
+
+def test_search_trace_draws_the_log_and_the_gap_curves(tmp_path):
+    from coinfer.plan.search.bayes import BayesOptions, plan_bayes
+    from coinfer.report import search_trace
+    from coinfer.testing import random_adv_instance
+
+    p = plan_bayes(random_adv_instance(2, 5, 3), "latency", BayesOptions(budget=8, seed=0))
+    log = p.details["search_log"]
+    one = search_trace(log, tmp_path / "one.png", title="t", best=0.5 * log[0]["measured"])
+    two = search_trace(log, tmp_path / "two.png", title="t", curves={"bo": [(1, 9.0), (2, 1.0)]})
+    assert one.read_bytes()[:8] == two.read_bytes()[:8] == PNG_MAGIC
+    # the curves panel makes the figure twice as wide (PNG width: bytes 16..20, big-endian)
+    width = lambda path: int.from_bytes(path.read_bytes()[16:20], "big")  # noqa: E731
+    assert width(two) == 2 * width(one)
+    with pytest.raises(InputError, match="empty"):
+        search_trace([], tmp_path / "none.png", title="t")

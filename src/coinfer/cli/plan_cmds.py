@@ -58,23 +58,139 @@ def plan_cmd(
     seed: int | None = typer.Option(
         None, "--seed", help="Seed for randomised planners (ignored by the others)."
     ),
+    measure: bool = typer.Option(
+        False,
+        "--measure",
+        help="With --algo bayes and MODEL --cluster: measure each candidate plan by a short "
+        "run through one live session on the cluster's devices (hand-overs, no restarts) "
+        "and return the best measured plan. Keep the space small with --max-pieces.",
+    ),
+    budget: int | None = typer.Option(
+        None,
+        "--budget",
+        help="With --algo bayes: measurements allowed (default 12 with --measure, else 40).",
+    ),
+    ei_stop: float | None = typer.Option(
+        None,
+        "--ei-stop",
+        help="With --algo bayes: stop when no candidate is expected to improve the best by "
+        "this fraction (0 = spend the whole budget; default 0.005 with --measure, else 0).",
+    ),
+    measure_seconds: float = typer.Option(
+        1.0, "--measure-seconds", help="With --measure: seconds timed per measurement."
+    ),
+    search_log: Path | None = typer.Option(
+        None,
+        "--search-log",
+        help="With --algo bayes: write the search log (every measurement, the GP's prediction, "
+        "the incumbent) as JSON here, and its plot beside it (.png).",
+    ),
 ) -> None:
     """Plan one model on one cluster (or one instance file) and show or save the plan."""
     from ..plan import get_planner
     from ..plan import plan as run_planner
 
-    inst = load_problem(model, cluster, instance, max_pieces=max_pieces).instance
+    info = get_planner(algo)
+    _check_search_flags(
+        info.name, objective, measure, budget, ei_stop, measure_seconds, search_log, instance
+    )
+    problem = load_problem(model, cluster, instance, max_pieces=max_pieces)
+    inst = problem.instance
     if dump_instance is not None:
         _write(dump_instance, inst.to_json())
-    info = get_planner(algo)
-    extra = {"seed": seed} if seed is not None and info.seeded else {}
-    result = run_planner(inst, algo, objective, **extra)
+    extra: dict[str, Any] = {"seed": seed} if seed is not None and info.seeded else {}
+    if info.name == "bayes":
+        extra.update(_search_options(budget, ei_stop, measure))
+    if measure:
+        from ..plan.search.bayes import BayesOptions
+        from .measured_search import measured_search
+
+        assert model is not None
+        result = measured_search(
+            model, problem.cluster, inst, objective, options=BayesOptions(**extra),
+            max_pieces=max_pieces, min_time_s=measure_seconds,
+            log=None if as_json else (lambda m: typer.echo(m, err=True)),
+        )  # fmt: skip
+    else:
+        result = run_planner(inst, algo, objective, **extra)
+    if search_log is not None:
+        from .measured_search import write_search_log
+
+        how = "measured" if measure else "simulated measurements"
+        png = write_search_log(search_log, result, title=f"{inst.name}: bayes search ({how})")
+        if not as_json:
+            typer.echo(f"search log written to {search_log}, plot to {png}", err=True)
     if out is not None:
         _write(out, result.to_json())
     if as_json:
         typer.echo(result.to_json())
         return
     _print_plan(inst, result)
+    if measure:
+        _print_measured(result)
+
+
+def _check_search_flags(
+    algo: str,
+    objective: str,
+    measure: bool,
+    budget: int | None,
+    ei_stop: float | None,
+    seconds: float,
+    search_log: Path | None,
+    instance_file: Path | None,
+) -> None:
+    """The search flags belong to ``--algo bayes``; ``--measure`` needs a cluster to run on."""
+    if algo != "bayes" and (
+        measure or budget is not None or ei_stop is not None or search_log is not None
+    ):
+        raise InputError("--measure, --budget, --ei-stop and --search-log need --algo bayes")
+    if measure and instance_file is not None:
+        raise InputError("--measure runs the model on a cluster: give MODEL --cluster FILE")
+    if measure and objective == "energy":
+        raise InputError("--measure measures throughput or latency; energy is not measured")
+    if budget is not None and budget < 1:
+        raise InputError(f"--budget must be >= 1, got {budget}")
+    if ei_stop is not None and not (ei_stop >= 0 and math.isfinite(ei_stop)):
+        raise InputError(f"--ei-stop must be a fraction >= 0, got {ei_stop}")
+    if not (seconds > 0 and math.isfinite(seconds)):
+        raise InputError(f"--measure-seconds must be > 0, got {seconds}")
+
+
+# Measured searches default to a small budget (each measurement is a hand-over plus a second
+# of running, ~3 s for ResNet-18 on the local testbed) and a small initial design measured
+# once: with the cost model as the prior mean a few random plans are enough for the GP to
+# learn where the model is off.
+MEASURED_BUDGET = 12
+# ... and stop when no candidate is expected to gain 0.5 %: below what one measurement
+# resolves (repeats of a ResNet-18 plan on the testbed differ by ~1 %).
+MEASURED_EI_STOP = 0.005
+
+
+def _search_options(budget: int | None, ei_stop: float | None, measure: bool) -> dict[str, Any]:
+    """``BayesOptions`` fields from the CLI flags (unset ones keep the planner's defaults,
+    except a measured search's smaller budget, design and stopping threshold)."""
+    opts: dict[str, Any] = {}
+    if measure:
+        n = budget or MEASURED_BUDGET
+        opts.update(budget=n, init=max(1, min(3, n // 4)), repeats=1, ei_stop=MEASURED_EI_STOP)
+    elif budget is not None:
+        opts["budget"] = budget
+    if ei_stop is not None:
+        opts["ei_stop"] = ei_stop
+    return opts
+
+
+def _print_measured(result: Any) -> None:
+    det = result.details
+    m = det["measured"]
+    console = _console()
+    console.print(
+        f"measured {det['measured_mean'] * 1e3:.2f} ms (sd {det['measured_std'] * 1e3:.2f} ms) "
+        f"for the chosen plan; {det['evaluations']} measurements of {det['distinct']} of "
+        f"{det['space']} configurations, stopped by {det['stopped']}; search "
+        f"{m['search_s']:.1f} s after a {m['session_start_s']:.1f} s session start"
+    )
 
 
 def _write(path: Path, text: str) -> None:

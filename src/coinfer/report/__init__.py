@@ -10,6 +10,7 @@ from .plots import (
     latency_cdf,
     line_plot,
     resource_order,
+    search_trace,
     session_timeline,
     throughput_vs_devices,
 )
@@ -23,6 +24,7 @@ __all__ = [
     "resource_order",
     "rows_table",
     "schedule_table",
+    "search_trace",
     "session_timeline",
     "sim_table",
     "throughput_vs_devices",

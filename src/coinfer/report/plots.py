@@ -254,6 +254,80 @@ def line_plot(
     return _save(plt, fig, path)
 
 
+def search_trace(
+    log: Sequence[Mapping[str, object]],
+    path: str | Path,
+    *,
+    title: str,
+    best: float | None = None,
+    curves: Mapping[str, Sequence[tuple[float, float]]] | None = None,
+    scale: float = 1e3,
+    unit: str = "ms",
+) -> Path:
+    """A plan search's measurements: each measured value (initial design and acquisitions),
+    the GP's prediction (median and 1 sd) when it chose the configuration, the cost model's
+    figure, and the incumbent's measured mean after each measurement. ``log`` is
+    ``details["search_log"]`` of a ``bayes`` plan; ``best`` draws a reference line (e.g. the
+    best of an exhaustive measurement); ``curves`` adds a second panel of ``(measurements,
+    gap %)`` lines, one per search strategy."""
+    import math
+
+    plt = _pyplot()
+    if not log:
+        raise InputError(f"{title}: the search log is empty")
+    ncols = 2 if curves else 1
+    fig, axes = plt.subplots(1, ncols, figsize=(7.5 * ncols, 4.4), squeeze=False)
+    ax = axes[0][0]
+    xs = [int(r["index"]) for r in log]  # type: ignore[call-overload]
+    for phase, colour, label in (("init", "#718096", "measured (initial design)"),
+                                 ("acquire", "#2b6cb0", "measured (chosen by EI)")):  # fmt: skip
+        pts = [(int(r["index"]), float(r["measured"]) * scale) for r in log if r["phase"] == phase]  # type: ignore[call-overload, arg-type]
+        if pts:
+            ax.scatter([p[0] for p in pts], [p[1] for p in pts], color=colour, s=28, zorder=3,
+                       label=label)  # fmt: skip
+    gp = [r for r in log if r.get("gp_mean") is not None]
+    if gp:
+        mid = [float(r["gp_mean"]) * scale for r in gp]  # type: ignore[arg-type]
+        sd = [float(r["gp_std_log"]) for r in gp]  # type: ignore[arg-type]
+        lo = [m - m * math.exp(-s) for m, s in zip(mid, sd, strict=True)]
+        hi = [m * math.exp(s) - m for m, s in zip(mid, sd, strict=True)]
+        ax.errorbar([int(r["index"]) for r in gp], mid, yerr=[lo, hi], fmt="_", color="#dd6b20",  # type: ignore[call-overload]
+                    capsize=3, label="GP prediction (median, 1 sd)")  # fmt: skip
+    ax.scatter(xs, [float(r["model"]) * scale for r in log], marker="x", color="#a0aec0", s=20,  # type: ignore[arg-type]
+               label="cost model")  # fmt: skip
+    ax.step(xs, [float(r["incumbent_mean"]) * scale for r in log], where="post", color="#2f855a",  # type: ignore[arg-type]
+            linewidth=1.8, label="incumbent (measured mean)")  # fmt: skip
+    if best is not None:
+        ax.axhline(best * scale, color="#c53030", linestyle="--", linewidth=1.2,
+                   label="best of exhaustive measurement")  # fmt: skip
+    values = [float(r["measured"]) for r in log]  # type: ignore[arg-type]
+    if max(values) > 20 * min(values):  # plans an order of magnitude apart: log scale
+        ax.set_yscale("log")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("measurement")
+    ax.set_ylabel(f"objective ({unit})")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    if curves:
+        ax2 = axes[0][1]
+        colours = plt.get_cmap("tab10")
+        for i, (label, pts) in enumerate(curves.items()):
+            ax2.plot([p[0] for p in pts], [p[1] for p in pts], color=colours(i % 10),
+                     marker=_MARKERS[i % len(_MARKERS)], linestyle=_DASHES[i % len(_DASHES)],
+                     markersize=4, label=label)  # fmt: skip
+        ax2.axhline(3.0, color="#c53030", linestyle=":", linewidth=1.0, label="3 % target")
+        ax2.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax2.set_xlabel("measurements")
+        ax2.set_ylabel("incumbent's gap to the exhaustive best (%)")
+        ax2.set_title("median over seeds", fontsize=10)
+        ax2.grid(alpha=0.3)
+        ax2.legend(fontsize=7)
+    return _save(plt, fig, path)
+
+
 def throughput_vs_devices(
     series: Mapping[str, Sequence[tuple[int, float]]] | None,
     path: str | Path,

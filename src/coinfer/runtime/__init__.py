@@ -11,7 +11,8 @@ Modules, one job each:
   contracts and link emulation; :mod:`.control` — the authenticated JSON channel;
 - :mod:`.stages` (build one stage, ship only its weights), :mod:`.ledger` (request states),
   :mod:`.emulation` (cgroup CPU quotas, thread limits), :mod:`.netns` (namespaces + tc),
-  :mod:`.measure` (a locally measured instance).
+  :mod:`.measure` (a locally measured instance), :mod:`.measured_eval` (candidate plans
+  measured through one live session, for a measured plan search).
 
 Measured vs simulated is :mod:`coinfer.report.compare`: the runtime never consults the simulator.
 

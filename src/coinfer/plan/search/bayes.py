@@ -9,26 +9,34 @@ heteroscedastic Gaussian-process surrogate. Here:
   encoded as the ``P x D`` one-hot matrix "piece ``p`` runs on device ``d``", flattened; it
   determines the cuts (where the device changes) and the order, and two plans are close when
   most pieces sit on the same devices — the notion of similarity a kernel needs.
-- **surrogate**: scikit-learn's GP (constant x Matern-5/2 kernel) on ``log`` of the measured
-  value. Noise is *heteroscedastic*: each configuration's noise variance is estimated from its
-  own repeated measurements (sample variance of the logs, shrunk toward the pooled estimate
-  with weight ``n - 1`` vs ``PRIOR_WEIGHT``), divided by its number of measurements, and passed
-  as the per-sample ``alpha`` — configurations measured often or quietly are trusted more.
+- **surrogate** (:mod:`.surrogate`): scikit-learn's GP (constant x Matern-5/2 kernel) on
+  ``log`` of the measured value. Noise is *heteroscedastic* by default: each configuration's
+  noise variance is estimated from its own repeated measurements (shrunk toward the pooled
+  estimate), divided by its number of measurements, and passed as the per-sample ``alpha`` —
+  configurations measured often or quietly are trusted more; ``noise_model="homoscedastic"``
+  gives every configuration the pooled variance (the textbook GP, for comparison).
 - **acquisition**: expected improvement over the best posterior mean among measured configs,
   maximised over the whole space when it has at most ``enumerate_limit`` configs, otherwise
   over a random pool plus every neighbour of the incumbent (one cut moved, devices swapped,
   stages merged/split). If the best EI is a configuration already measured, it is measured
   again (that is how the noise estimates improve).
+- **stopping**: the budget is spent, or (``ei_stop > 0``) the largest expected improvement
+  falls below ``ei_stop`` — in log units, so ``0.01`` is "no candidate is expected to gain
+  1 %" — or every candidate was measured ``max_repeats`` times.
 - **answer**: the measured configuration with the lowest posterior mean; the Plan's
   ``predicted`` is the *noiseless* reference evaluation of it.
+- **search log**: one row per measurement (configuration, measured value, its mean and spread
+  so far, the GP's prediction and EI when it was chosen, the incumbent, elapsed time) in
+  ``details["search_log"]`` — what a measured search (``coinfer plan --measure``) saves and
+  plots.
 
 Heuristic; cost ``O(budget * (n^3 + pool * n))`` for ``n <= budget`` measurements. The default
 evaluator is the reference model times ``1 + noise * N(0, 1)`` (seeded), which makes the
 search reproducible and lets tests compare against the known optimum.
 
-Why one module: the plan encoding, the heteroscedastic GP surrogate, the acquisition and the search
-loop are one Bayesian optimiser; their shapes (feature vector, noise model) only make sense
-together.
+Why one module: the plan encoding, the candidate sets, the search loop with its log and the
+benchmark comparators are one Bayesian optimiser over plans; the statistics it calls are in
+:mod:`.surrogate`.
 """
 
 from __future__ import annotations
@@ -47,17 +55,9 @@ from ...core.plans import Objective, Plan, Stage, check_objective
 from ...errors import InfeasibleError, InputError
 from .._shared import Config, enumerate_configs, finish, infeasible_message
 from .pso import _neighbours, repair
+from .surrogate import NOISE_MODELS, NoiseModel, expected_improvement, fit_gp, noise_variances
 
 Evaluator = Callable[[tuple[Stage, ...]], float]
-
-# Pseudo-count of the pooled noise estimate when shrinking a configuration's own estimate:
-# with 2 measurements (1 degree of freedom) the pooled value still weighs 2/3.
-PRIOR_WEIGHT = 2.0
-# Noise floor on log-values (0.1 % relative): keeps the GP well conditioned when a custom
-# evaluator is noiseless.
-MIN_LOG_VAR = 1e-6
-# Exploration offset of expected improvement, in log units (0.1 %): a tiny bias to explore.
-EI_XI = 1e-3
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +77,10 @@ class BayesOptions:
     max_repeats : measurements per configuration at most (then EI looks elsewhere).
     refit_every : re-optimise the kernel hyper-parameters every this many steps (others reuse
         the last ones; fitting dominates the run time).
+    noise_model : ``"heteroscedastic"`` (noise per configuration) or ``"homoscedastic"`` (one
+        pooled noise level), see :mod:`.surrogate`.
+    ei_stop : stop once the largest expected improvement (log units ~ relative gain) is below
+        this; ``0`` = only the budget stops the search.
     """
 
     evaluator: Evaluator | None = None
@@ -90,6 +94,8 @@ class BayesOptions:
     prior: Literal["model", "none"] = "model"
     max_repeats: int = 4
     refit_every: int = 5
+    noise_model: NoiseModel = "heteroscedastic"
+    ei_stop: float = 0.0
 
 
 def default_evaluator(
@@ -137,10 +143,18 @@ class _Search:
     """State of one optimisation: measurements, surrogate, incumbent trace."""
 
     def __init__(
-        self, instance: Instance, objective: Objective, evaluate_fn: Evaluator, prior: str
+        self,
+        instance: Instance,
+        objective: Objective,
+        evaluate_fn: Evaluator,
+        prior: str,
+        noise_model: NoiseModel = "heteroscedastic",
     ) -> None:
         self.instance = instance
         self.prior = prior
+        self.noise_model = noise_model
+        self.started = time.perf_counter()
+        self.log: list[dict[str, Any]] = []  # one row per measurement, see log_row
         self.kernel: Any = None
         self.prior_cache: dict[Config, float] = {}
         self.enc_cache: dict[Config, np.ndarray] = {}
@@ -182,82 +196,49 @@ class _Search:
         self.meas.setdefault(cfg, []).append(y)
 
     def data(self) -> tuple[list[Config], np.ndarray, np.ndarray]:
+        """Measured configs, their mean log-values (minus the prior) and noise variances."""
         cfgs = list(self.meas)
         logs = [np.log(self.meas[c]) for c in cfgs]
-        pooled_num = sum(((lv - lv.mean()) ** 2).sum() for lv in logs)
-        pooled_df = sum(len(lv) - 1 for lv in logs)
-        pooled = pooled_num / pooled_df if pooled_df > 0 else 0.05**2  # 5 % until repeats exist
         z = np.array([lv.mean() for lv in logs]) - self.prior_mean(cfgs)
-        alpha = []
-        for lv in logs:
-            n = len(lv)
-            own = lv.var(ddof=1) if n > 1 else 0.0
-            var = ((n - 1) * own + PRIOR_WEIGHT * pooled) / (n - 1 + PRIOR_WEIGHT)
-            alpha.append(max(var, MIN_LOG_VAR) / n)
-        return cfgs, z, np.array(alpha)
+        return cfgs, z, noise_variances(logs, self.noise_model)
 
+    def log_row(
+        self,
+        cfg: Config,
+        phase: str,
+        incumbent: Config,
+        gp: tuple[float, float, float] | None = None,
+    ) -> None:
+        """Record the measurement just taken of ``cfg``. ``gp`` = (posterior mean and standard
+        deviation in log units, expected improvement) when the GP chose it; values in the
+        objective's unit (seconds, or joules). ``incumbent`` is provisional until the next
+        GP fit names the answer with this measurement included (:meth:`set_incumbent`)."""
+        vals = self.meas[cfg]
+        inc = self.meas[incumbent]
+        self.log.append(
+            {
+                "index": len(self.log) + 1,
+                "phase": phase,
+                "stages": [str(st) for st in cfg],
+                "measured": vals[-1],
+                "config_n": len(vals),
+                "config_mean": float(np.mean(vals)),
+                "config_std": float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0,
+                "model": objective_value(self.instance, cfg, self.objective),
+                "gp_mean": None if gp is None else math.exp(gp[0]),
+                "gp_std_log": None if gp is None else gp[1],
+                "ei": None if gp is None else gp[2],
+                "incumbent": [str(st) for st in incumbent],
+                "incumbent_mean": float(np.mean(inc)),
+                "elapsed_s": time.perf_counter() - self.started,
+            }
+        )
 
-def _fit(
-    instance: Instance,
-    cfgs: Sequence[Config],
-    z: np.ndarray,
-    alpha: np.ndarray,
-    seed: int,
-    kernel: Any,
-    residual: bool,
-) -> Any:
-    """Fit the GP; ``kernel`` = previous fitted kernel to reuse (no optimisation) or None.
-
-    ``residual``: ``z`` are log-residuals against the model prior (zero-mean GP, log units);
-    otherwise ``z`` are raw log-values (normalised by sklearn)."""
-    import warnings
-
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.gaussian_process import GaussianProcessRegressor
-    from sklearn.gaussian_process.kernels import ConstantKernel, Matern
-
-    X = np.array([encode(instance, c) for c in cfgs])  # few (measured) configs: no cache needed
-    if kernel is None:
-        # Length scales in feature units (see encode): moving a few pieces changes the value a
-        # lot, moving the whole plan makes it unrelated; the bounds keep the fit in that range.
-        matern = Matern(length_scale=0.5, length_scale_bounds=(0.05, 10.0), nu=2.5)
-        if residual:
-            # Residuals are log-ratios measured/model with prior mean 0 (the model is right
-            # until measurements say otherwise); amplitude 0.3 = "the model may be off by
-            # ~35 %", allowed from 0.03 (3 %) to 3 (20x), so unexplored plans stay uncertain
-            # and EI keeps exploring them even when every measured one shares one bias.
-            kernel = ConstantKernel(0.3**2, (0.03**2, 3.0**2)) * matern
-        else:
-            # y is normalised to unit variance, so the amplitude stays within (0.05, 20): lower
-            # and the GP claims certainty it cannot have after a handful of points (EI then
-            # collapses onto re-measuring).
-            kernel = ConstantKernel(1.0, (0.05, 20.0)) * matern
-        optimizer: Any = "fmin_l_bfgs_b"
-    else:
-        optimizer = None
-    scale = 1.0 if residual else max(float(z.var()), 1e-12)
-    gp = GaussianProcessRegressor(
-        kernel=kernel,
-        alpha=alpha / scale,
-        normalize_y=not residual,
-        optimizer=optimizer,
-        random_state=seed,
-    )
-    with warnings.catch_warnings():
-        # Hyper-parameters at a bound are expected early (few points); not worth a warning.
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        gp.fit(X, z)
-    return gp
-
-
-def _expected_improvement(mu: np.ndarray, sd: np.ndarray, best: float) -> np.ndarray:
-    from scipy.special import ndtr  # the normal CDF; scipy.stats costs ~1 s to import
-
-    sd = np.maximum(sd, 1e-12)
-    imp = best - mu - EI_XI
-    u = imp / sd
-    pdf = np.exp(-0.5 * u * u) / math.sqrt(2.0 * math.pi)
-    return imp * ndtr(u) + sd * pdf
+    def set_incumbent(self, incumbent: Config) -> None:
+        """The answer after the last logged measurement (the GP's, once it is refitted)."""
+        if self.log:
+            self.log[-1]["incumbent"] = [str(st) for st in incumbent]
+            self.log[-1]["incumbent_mean"] = float(np.mean(self.meas[incumbent]))
 
 
 def plan_bayes(
@@ -274,7 +255,10 @@ def plan_bayes(
     Plan whose ``predicted`` is the noiseless reference evaluation of the chosen configuration;
     ``details`` has ``evaluations`` (measurements used), ``distinct`` (configurations
     measured), ``space`` (size of the configuration space), ``trace`` (noiseless value of the
-    incumbent after each measurement) and ``measured_mean`` of the winner.
+    incumbent after each measurement), ``measured_mean`` and ``measured_std`` of the winner,
+    ``stopped`` (``"budget"``, ``"ei"`` or ``"exhausted"``), ``max_ei`` (the largest expected
+    improvement at the last acquisition step, ``None`` if there was none), ``noise_model``,
+    ``prior`` and ``search_log`` (one row per measurement, see the module docstring).
     """
     started = time.perf_counter()
     objective = check_objective(objective)
@@ -283,6 +267,12 @@ def plan_bayes(
         raise InputError(
             f"BayesOptions: budget={opts.budget}, init={opts.init}, repeats={opts.repeats} must be >= 1 "
             f"and noise={opts.noise} >= 0"
+        )
+    if not (opts.ei_stop >= 0 and math.isfinite(opts.ei_stop)):
+        raise InputError(f"BayesOptions.ei_stop={opts.ei_stop!r}; need a number >= 0")
+    if opts.noise_model not in NOISE_MODELS:
+        raise InputError(
+            f"BayesOptions.noise_model={opts.noise_model!r}; choose {' or '.join(NOISE_MODELS)}"
         )
     memory_bound_check(instance)
     rng = np.random.default_rng(opts.seed)
@@ -295,15 +285,21 @@ def plan_bayes(
             raise InfeasibleError(infeasible_message(instance, "bayes"))
     if opts.prior not in ("model", "none"):
         raise InputError(f"BayesOptions.prior={opts.prior!r}; choose 'model' or 'none'")
-    search = _Search(instance, objective, evaluator, opts.prior)
-    result = _optimise(instance, search, space, rng, opts)
-    mean = float(np.mean(search.meas[result]))
+    search = _Search(instance, objective, evaluator, opts.prior, opts.noise_model)
+    result, stopped, max_ei = _optimise(instance, search, space, rng, opts)
+    vals = search.meas[result]
     details = {
         "evaluations": sum(len(v) for v in search.meas.values()),
         "distinct": len(search.meas),
         "space": size,
         "trace": search.trace,
-        "measured_mean": mean,
+        "measured_mean": float(np.mean(vals)),
+        "measured_std": float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0,
+        "stopped": stopped,
+        "max_ei": max_ei,
+        "noise_model": opts.noise_model,
+        "prior": opts.prior,
+        "search_log": search.log,
     }
     return finish(
         instance, "bayes", objective, result, started=started, seed=opts.seed, details=details
@@ -351,10 +347,13 @@ def _optimise(
     space: list[Config] | None,
     rng: np.random.Generator,
     opts: BayesOptions,
-) -> Config:
+) -> tuple[Config, str, float | None]:
+    """The search loop; returns (answer, why it stopped, the last step's largest EI)."""
     budget = opts.budget
     used = 0
     incumbent: Config | None = None
+    stopped = "budget"
+    max_ei: float | None = None
 
     def note() -> None:
         search.trace.append(
@@ -368,21 +367,27 @@ def _optimise(
             search.measure(cfg)
             used += 1
             incumbent = min(search.meas, key=lambda c: float(np.mean(search.meas[c])))
+            search.log_row(cfg, "init", incumbent)
             note()
     step = 0
     space_X: np.ndarray | None = None
     space_prior: np.ndarray | None = None
+    residual = search.prior == "model"
     while used < budget:
         cfgs, z, alpha = search.data()
         reuse = search.kernel if step % max(1, opts.refit_every) else None
-        gp = _fit(instance, cfgs, z, alpha, opts.seed, reuse, search.prior == "model")
+        gp = fit_gp(search.features(cfgs), z, alpha, opts.seed, reuse, residual)
         search.kernel = gp.kernel_
         step += 1
         mu_seen = gp.predict(search.features(cfgs)) + search.prior_mean(cfgs)
         incumbent = cfgs[int(np.argmin(mu_seen))]
         best = float(mu_seen.min())
+        search.set_incumbent(incumbent)  # the answer had the search stopped one step earlier
         if space is not None:
             cands = space
+            if space_X is None:  # features and prior of the whole space, computed once
+                space_X, space_prior = search.features(space), search.prior_mean(space)
+            X, prior = space_X, space_prior
         else:
             cands = _draw(instance, None, rng, opts.pool)
             cands += [
@@ -391,31 +396,36 @@ def _optimise(
                 if _fits(instance, c) and _reachable(instance, c)
             ]
             cands += cfgs
-        if space is not None:
-            if space_X is None:  # features and prior of the whole space, computed once
-                space_X, space_prior = search.features(space), search.prior_mean(space)
-            X, prior = space_X, space_prior
-        else:
             X, prior = search.features(cands), search.prior_mean(cands)
         mu, sd = gp.predict(X, return_std=True)
-        ei = _expected_improvement(mu + prior, sd, best)
+        ei = expected_improvement(mu + prior, sd, best)
         for i, c in enumerate(cands):  # enough repeats: further ones add little, explore instead
             if len(search.meas.get(c, ())) >= opts.max_repeats:
                 ei[i] = -math.inf
         if not np.isfinite(ei).any():
+            stopped = "exhausted"
             break
-        search.measure(cands[int(np.argmax(ei))])
+        pick = int(np.argmax(ei))
+        max_ei = float(ei[pick])
+        if max_ei < opts.ei_stop:
+            stopped = "ei"
+            break
+        search.measure(cands[pick])
         used += 1
+        search.log_row(
+            cands[pick], "acquire", incumbent, (mu[pick] + prior[pick], sd[pick], max_ei)
+        )
         note()
     cfgs, z, alpha = search.data()
     if len(cfgs) > 1:
-        gp = _fit(instance, cfgs, z, alpha, opts.seed, search.kernel, search.prior == "model")
+        gp = fit_gp(search.features(cfgs), z, alpha, opts.seed, search.kernel, residual)
         mu_seen = gp.predict(search.features(cfgs)) + search.prior_mean(cfgs)
         incumbent = cfgs[int(np.argmin(mu_seen))]
     else:
         incumbent = cfgs[0]
     search.trace[-1] = objective_value(instance, incumbent, search.objective)
-    return incumbent
+    search.set_incumbent(incumbent)
+    return incumbent, stopped, max_ei
 
 
 # ----- comparators for the benchmark and tests ---------------------------------------------------
