@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import queue
 import socket
 import sys
 import time
@@ -55,9 +56,22 @@ def _free_port() -> int:
 
 
 def _peer_rank(
-    rank: int, world: int, port: int, model: str, cuts: tuple[int, ...], requests: int, mb: int, q
+    rank: int,
+    world: int,
+    port: int,
+    model: str,
+    cuts: tuple[int, ...],
+    requests: int,
+    mb: int,
+    q,
+    emulate: dict | None = None,
 ) -> None:
-    """One rank of the torch.distributed.pipelining baseline."""
+    """One rank of the torch.distributed.pipelining baseline.
+
+    ``emulate``: keyword arguments of ``coinfer.runtime.emulation.apply`` (device, run_id,
+    cpu_quota, threads, use_cgroup, cpu); applied after joining the group, as coinfer's worker
+    does, and released at the end (the rank's result then also carries the emulation applied).
+    """
     from torch.distributed.pipelining import PipelineStage, ScheduleGPipe
 
     from coinfer.graph import capture, split
@@ -79,51 +93,101 @@ def _peer_rank(
         "127.0.0.1", port, world_size=world, is_master=rank == 0, timeout=dt.timedelta(seconds=300)
     )
     dist.init_process_group("gloo", store=store, rank=rank, world_size=world)
-    stamps: list[float] = []
-    if rank == 0:
-        mod.register_forward_pre_hook(lambda *_: stamps.append(time.time()))
-    if rank == world - 1:
-        mod.register_forward_hook(lambda *_: stamps.append(time.time()))
-    stage = PipelineStage(mod, rank, world, torch.device("cpu"), input_args=tuple(xs))
-    sched = ScheduleGPipe(stage, n_microbatches=requests // mb)
-    batch = torch.cat([x[0] for x in make_inputs(example, requests, 1)])
-    with torch.no_grad():
-        # warm-up with the same number of micro-batches (shapes and buffers)
-        sched.step(batch) if rank == 0 else sched.step()
-        stamps.clear()
-        dist.barrier()
-        t0 = time.time()
-        sched.step(batch) if rank == 0 else sched.step()
-        dist.barrier()
-        wall = time.time() - t0
-    q.put((rank, wall, stamps))
-    dist.destroy_process_group()
+    emu = None
+    if emulate is not None:
+        from coinfer.runtime import emulation
+
+        emu = emulation.apply(**emulate)
+    try:
+        stamps: list[float] = []
+        if rank == 0:
+            mod.register_forward_pre_hook(lambda *_: stamps.append(time.time()))
+        if rank == world - 1:
+            mod.register_forward_hook(lambda *_: stamps.append(time.time()))
+        stage = PipelineStage(mod, rank, world, torch.device("cpu"), input_args=tuple(xs))
+        sched = ScheduleGPipe(stage, n_microbatches=requests // mb)
+        batch = torch.cat([x[0] for x in make_inputs(example, requests, 1)])
+        with torch.no_grad():
+            # warm-up with the same number of micro-batches (shapes and buffers)
+            sched.step(batch) if rank == 0 else sched.step()
+            stamps.clear()
+            dist.barrier()
+            t0 = time.time()
+            sched.step(batch) if rank == 0 else sched.step()
+            dist.barrier()
+            wall = time.time() - t0
+        if emu is None:
+            q.put((rank, wall, stamps))
+        else:
+            q.put((rank, wall, stamps, emu.to_dict()))
+        dist.destroy_process_group()
+    finally:
+        if emu is not None:
+            emulation.release(emu)
 
 
-def run_peer(model: str, cuts: tuple[int, ...], requests: int, mb: int) -> dict[str, float]:
+def run_peer(
+    model: str,
+    cuts: tuple[int, ...],
+    requests: int,
+    mb: int,
+    *,
+    emulate: list[dict] | None = None,
+    timeout_s: float = 1200.0,
+) -> dict:
+    """Run the peer once; ``emulate[r]``: ``emulation.apply`` keywords for rank ``r`` (the
+    caller removes leftover cgroups, e.g. ``emulation.cleanup_stale(run_id)``). Raises when a
+    rank dies or nothing arrives for ``timeout_s``; the other ranks are then terminated."""
     world = len(cuts) + 1
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
     port = _free_port()
     procs = [
-        ctx.Process(target=_peer_rank, args=(r, world, port, model, cuts, requests, mb, q))
+        ctx.Process(
+            target=_peer_rank,
+            args=(r, world, port, model, cuts, requests, mb, q),
+            kwargs={} if emulate is None else {"emulate": emulate[r]},
+        )
         for r in range(world)
     ]
     for p in procs:
         p.start()
     res = {}
-    for _ in range(world):
-        rank, wall, stamps = q.get(timeout=1200)
-        res[rank] = (wall, stamps)
-    for p in procs:
-        p.join(timeout=60)
+    emus = {}
+    try:
+        deadline = time.monotonic() + timeout_s
+        while len(res) < world:
+            try:
+                msg = q.get(timeout=2.0)
+            except queue.Empty:
+                dead = [r for r, p in enumerate(procs) if p.exitcode not in (None, 0)]
+                if dead:
+                    raise RuntimeError(f"peer rank(s) {dead} died") from None
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"peer: no result within {timeout_s:g} s") from None
+                continue
+            rank, wall, stamps = msg[:3]
+            res[rank] = (wall, stamps)
+            if len(msg) > 3:
+                emus[rank] = msg[3]
+            deadline = time.monotonic() + timeout_s
+        for p in procs:
+            p.join(timeout=60)
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+                p.join(timeout=10)
     wall = max(w for w, _ in res.values())
     ins, outs = res[0][1], res[world - 1][1]
     lat = sorted(o - i for i, o in zip(ins, outs, strict=False))
-    return {
+    out: dict = {
         "throughput_rps": requests / wall,
         "latency_p50_s": lat[len(lat) // 2] if lat else float("nan"),
     }
+    if emus:
+        out["emulation"] = [emus[r] for r in sorted(emus)]
+    return out
 
 
 def run_ours(

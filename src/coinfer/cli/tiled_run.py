@@ -24,9 +24,13 @@ def is_fused(plan: Any) -> bool:
 def refuse_options(streaming: bool, netns: bool, coordinator_bind: str | None, mb: int) -> None:
     """One line naming what a tiled run cannot do, instead of ignoring it."""
     if streaming:
-        raise InputError("a fused plan runs one request at a time: drop --arrivals/--duration/--inject/--adapt")
+        raise InputError(
+            "a fused plan runs one request at a time: drop --arrivals/--duration/--inject/--adapt"
+        )
     if netns or coordinator_bind is not None:
-        raise InputError("a fused plan runs on local workers with emulated links: drop --netns/--coordinator-bind")
+        raise InputError(
+            "a fused plan runs on local workers with emulated links: drop --netns/--coordinator-bind"
+        )
     if mb != 1:
         raise InputError("a fused plan runs batch-1 requests: drop --microbatch")
 

@@ -383,10 +383,10 @@ def test_timeline_ends_when_schedule_latency_says(seed: int, T: int, D: int, mod
     order = tuple(int(x) for x in rng.permutation(T))
     bars = schedule_timeline(costs, assign, order, model)  # type: ignore[arg-type]
     assert sorted(b["tile"] for b in bars) == list(range(T))
-    lat, fin = schedule_latency(costs, assign, order, model)  # type: ignore[arg-type]
+    lat, _fin = schedule_latency(costs, assign, order, model)  # type: ignore[arg-type]
     assert max(b["returned"] for b in bars) == pytest.approx(lat)
     for b in bars:
         assert b["send_start"] <= b["arrive"] <= b["start"] <= b["end"] <= b["returned"] + 1e-12
     for d in range(D):  # a device computes one tile at a time
         spans = sorted((b["start"], b["end"]) for b in bars if b["device"] == d)
-        assert all(e0 <= s1 + 1e-12 for (_, e0), (s1, _) in zip(spans, spans[1:]))
+        assert all(e0 <= s1 + 1e-12 for (_, e0), (s1, _) in itertools.pairwise(spans))

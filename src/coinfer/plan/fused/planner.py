@@ -459,7 +459,9 @@ def plan_fused(
     return finish(instance, "fused", objective, stages, started=started, seed=seed, details=details)
 
 
-def price_fused(instance: Instance, plan: Plan, link_model: LinkModel = "links") -> dict[str, float]:
+def price_fused(
+    instance: Instance, plan: Plan, link_model: LinkModel = "links"
+) -> dict[str, float]:
     """A fused plan's latency under ``link_model``: its block (same grid, assignment and
     shipping order) plus its suffix stages through the reference model, back to the source.
 
@@ -481,7 +483,9 @@ def price_fused(instance: Instance, plan: Plan, link_model: LinkModel = "links")
     assign = [devices.index(str(d)) for d in fused["assignment"]]
     block = schedule_latency(costs, assign, fused.get("order") or None, link_model)[0]
     suffix = [Stage(st.first - depth, st.last - depth, st.devices) for st in plan.stages[1:]]
-    rest = latency_s(sub_instance(instance, depth, instance.num_pieces - 1), suffix) if suffix else 0.0
+    rest = (
+        latency_s(sub_instance(instance, depth, instance.num_pieces - 1), suffix) if suffix else 0.0
+    )
     return {"block_s": block, "suffix_s": rest, "latency_s": block + rest}
 
 
