@@ -241,6 +241,18 @@ def _print_plan(inst: Any, result: Any) -> None:
             else f" ({'proven optimal' if result.details['exact'] else 'not proven optimal'})"
         )
     )
+    fused = result.details.get("fused") or {}
+    if fused.get("used"):  # the table above is the reference model's replica view of the block
+        from collections import Counter
+
+        tiles = Counter(fused["assignment"])
+        console.print(
+            f"fused: pieces 0-{fused['depth'] - 1} tiled {fused['grid'][0]}x{fused['grid'][1]} "
+            f"(halos +{fused['redundancy']:.0%} FLOPs), tiles "
+            + ", ".join(f"{d} x{n}" for d, n in sorted(tiles.items()))
+            + f"; tiled latency {fused['latency_s'] * 1e3:.1f} ms ({fused['link_model']} link model) "
+            f"vs {result.details['nfl_latency_s'] * 1e3:.1f} ms layer-wise; `coinfer run` runs it"
+        )
 
 
 def compare_cmd(

@@ -158,6 +158,15 @@ def test_cli_plans_fused_from_instance_file_and_refuses_plain(tmp_path) -> None:
     assert ok.exit_code == 0, ok.output
     data = json.loads(ok.stdout)
     assert data["algo"] == "fused" and "fused" in data["details"]
+    # the table shows the reference model's replica view; a line says what the tiles do
+    shown = runner.invoke(
+        app, ["plan", "--instance", str(good), "--algo", "fused", "--objective", "latency"]
+    )
+    assert shown.exit_code == 0, shown.output
+    f = data["details"]["fused"]
+    assert f["used"] and f"tiled latency {f['latency_s'] * 1e3:.1f} ms" in shown.output.replace(
+        "\n", " "
+    )
     # the real entry point (main) turns the InputError into one line and exit code 2
     no = subprocess.run(
         [

@@ -189,29 +189,18 @@ def schedule_timeline(
         s, c, b = costs.send_s[t, d], costs.comp_s[t, d], costs.back_s[t, d]
         if model == "serial":  # receive, compute, return, one tile after another per device
             t0 = ret[d]
-            arrive, start = t0 + s, t0 + s
-            end = start + c
-            ret[d] = free[d] = end + b
-            out.append(
-                {
-                    "tile": t,
-                    "device": d,
-                    "send_start": t0,
-                    "arrive": arrive,
-                    "start": start,
-                    "end": end,
-                    "returned": ret[d],
-                }
-            )
-            continue
-        r = 0 if model == "pipelined" else d
-        t0 = radio[r] if s > 0.0 else 0.0
-        arrive = t0 + s
-        if s > 0.0:
-            radio[r] = arrive
-        start = max(arrive, free[d])
-        free[d] = end = start + c
-        ret[d] = max(end, ret[d]) + b
+            arrive = start = t0 + s
+            free[d] = end = start + c
+            ret[d] = end + b
+        else:
+            r = 0 if model == "pipelined" else d
+            t0 = radio[r] if s > 0.0 else 0.0
+            arrive = t0 + s
+            if s > 0.0:
+                radio[r] = arrive
+            start = max(arrive, free[d])
+            free[d] = end = start + c
+            ret[d] = max(end, ret[d]) + b
         out.append(
             {
                 "tile": t,
