@@ -91,3 +91,25 @@ def test_every_pair_numbers_its_messages_0_1_2_across_requests(assign, suffix_de
     # input tiles leave the source in shipping order
     ins = [m.what[1] for m in msgs if m.what[0] == "in"]
     assert ins == [t for t in order if assign[t] != "a"]
+
+
+def test_pairs_are_shaped_as_priced_and_a_medium_hop_books_the_medium():
+    from coinfer.cluster import load_cluster
+    from coinfer.profile.costmodel import build_instance
+    from coinfer.tiled.runner import pair_shape
+
+    root = __import__("pathlib").Path(__file__).resolve().parents[2]
+    inst = build_instance(
+        "tiny_cnn", load_cluster(root / "examples/clusters/local_wifi.yaml"), source="analytic"
+    )
+    wire = pair_shape(inst, "d0", "d1", 10_000)  # the dedicated d0-d1 link
+    assert "medium" not in wire
+    assert wire["latency_s"] == pytest.approx(1e-3) and wire["bandwidth_Bps"] == pytest.approx(
+        125e6
+    )
+    air = pair_shape(inst, "d0", "d2", 10_000)  # over the Wi-Fi cell: its clock is booked
+    assert air["medium"] == "wifi" and air["bandwidth_Bps"] == pytest.approx(25e6)
+    x = 10_000
+    assert air["latency_s"] + x / air["bandwidth_Bps"] == pytest.approx(
+        inst.transfer_s("d0", "d2", x)
+    )

@@ -48,7 +48,8 @@ EXIT_AFTER_ERROR = 3
 class Member:
     """One worker: its device, emulation, pinned CPU, outgoing links and job-specific setup.
 
-    ``links`` maps the rank it sends to onto a :class:`~.linkshape.LinkShape` dict.
+    ``links`` maps the rank it sends to onto a :class:`~.linkshape.LinkShape` dict (one naming a
+    ``medium`` books that medium's clock, shared by the run's processes: :mod:`.media`).
     """
 
     device: str
@@ -161,10 +162,12 @@ class WorkerGroup:
                     if pipe is not None:
                         pipe.close()
         self.procs = []
+        from . import media
         from .emulation import cleanup_stale
 
         with contextlib.suppress(OSError):
             cleanup_stale(self.run_id)
+        media.cleanup(self.run_id)
         if self.tmp is not None:
             shutil.rmtree(self.tmp, ignore_errors=True)
             self.tmp = None
@@ -260,14 +263,18 @@ def join_transport(setup: Mapping[str, Any], depth: int = 4) -> Any:
     """Join the group's gloo FileStore and build the shaped point-to-point transport."""
     from .emulation import exempt_this_thread
     from .linkshape import LinkShape
+    from .media import MediumClock, clock_path
     from .transport import Transport, init_process_group
 
     timeout = float(setup["timeout_s"])
     init_process_group(setup["rank"], setup["n_stages"], "file:" + setup["store"], 0, timeout)
     links = {int(r): LinkShape.from_dict(d) for r, d in setup["links"].items()}
+    # a hop over a shared medium books the medium's one clock, shared by every member process
+    on_air = sorted({s.medium for s in links.values() if s.medium is not None})
+    clocks = {m: MediumClock(clock_path(setup["run_id"], m)) for m in on_air}
     return Transport(
         setup["rank"], setup["names"], links, depth=depth, timeout_s=timeout,
-        thread_init=exempt_this_thread,
+        thread_init=exempt_this_thread, clocks=clocks,
     )  # fmt: skip
 
 

@@ -10,7 +10,9 @@ Links: every directed pair the program uses is shaped at the figures the planner
 When the cheapest route between two devices has several hops, the pair is shaped as one link
 with the route's total latency and ``1 / sum(1 / bandwidth)`` — the store-and-forward time of an
 isolated transfer, which is what the fused cost model charges; relays are not run as separate
-hops here (they are in the pipeline runtime). Shared media are refused (not emulated here yet).
+hops here (they are in the pipeline runtime). A pair that is one hop over a shared medium books
+that medium's clock, as the pipeline's transport does (transfers over it take turns); a relayed
+route through a medium is refused.
 """
 
 from __future__ import annotations
@@ -71,9 +73,13 @@ def pair_shape(instance: Any, src: str, dst: str, nbytes: float) -> dict[str, An
     hops = instance.path(src, dst, nbytes)
     if not hops:
         raise InputError(f"no route from {src} to {dst} in {instance.name}")
+    if len(hops) == 1 and hops[0].medium is not None:  # one hop over the air: book the medium
+        h = hops[0]
+        return {"bandwidth_Bps": h.bandwidth_Bps, "latency_s": h.latency_s, "medium": h.medium}
     if any(h.medium is not None for h in hops):
         raise InputError(
-            f"{src}->{dst} crosses a shared medium: tiled runs emulate point-to-point links only"
+            f"{src}->{dst} is routed through a relay and a shared medium: a tiled run shapes a "
+            "relayed route as one link, which cannot also hold the medium"
         )
     return {
         "bandwidth_Bps": 1.0 / sum(1.0 / h.bandwidth_Bps for h in hops),
