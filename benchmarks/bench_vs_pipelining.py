@@ -24,6 +24,7 @@ import socket
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -212,6 +213,11 @@ def run_ours(
         check=check,
         timeout_s=600,
     )
+    return run_summary(r)
+
+
+def run_summary(r: Any) -> dict[str, Any]:
+    """Our side's figures from a ``RunResult``: whole-job and steady throughput, p50, check."""
     return {
         "throughput_rps": r.requests / r.wall_s,
         "steady_throughput_rps": r.throughput_rps,

@@ -37,7 +37,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_runtime_common import ROOT, balanced_cuts, host_load, median, write_results
-from bench_vs_pipelining import run_peer
+from bench_vs_pipelining import run_peer, run_summary
 
 MODELS = ("resnet50", "vgg16", "mobilenet_v2")
 CLUSTER = ROOT / "examples" / "clusters" / "local_testbed.yaml"
@@ -145,13 +145,7 @@ def run_ours(model: str, cluster: Any, instance: Any, plan: Any, requests: int) 
         instance=instance,
         schedule=sched,
     )
-    return {
-        "throughput_rps": r.requests / r.wall_s,
-        "steady_throughput_rps": r.throughput_rps,
-        "latency_p50_s": r.latency_p50_s,
-        "max_abs_error": r.max_abs_error,
-        "emulation": r.emulation_mode,
-    }
+    return run_summary(r)
 
 
 def one_model(model: str, cluster: Any, requests: int, repeats: int) -> dict:

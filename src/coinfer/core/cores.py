@@ -36,7 +36,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import replace
 
 from ..errors import InputError
-from .instance import Instance
+from .instance import Instance, media_among
 
 # In a family without the source's group, the source's piece times are multiplied so that one
 # piece there costs more than the whole model on every other device together: a plan using it
@@ -153,11 +153,7 @@ def family_instance(instance: Instance, family: Sequence[str]) -> Instance:
             out[src] = slow
         return out
 
-    media = tuple(
-        replace(m, members=tuple(d for d in m.members if d in members))
-        for m in instance.media
-        if sum(d in members for d in m.members) >= 2
-    )
+    media = media_among(instance.media, members)
     return replace(
         instance,
         pieces=tuple(replace(pc, time_s=times(dict(pc.time_s))) for pc in instance.pieces),

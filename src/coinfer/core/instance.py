@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
@@ -268,6 +268,15 @@ class Instance:
         )
 
 
+def media_among(media: Sequence[Medium], members: Container[str]) -> tuple[Medium, ...]:
+    """The media that still join two or more of ``members``, each reduced to those members."""
+    return tuple(
+        replace(m, members=tuple(d for d in m.members if d in members))
+        for m in media
+        if sum(d in members for d in m.members) >= 2
+    )
+
+
 def surviving(inst: Instance, alive: Sequence[str], source: str | None = None) -> Instance:
     """``inst`` with only the devices in ``alive``: what a planner sees after a failure.
 
@@ -282,11 +291,7 @@ def surviving(inst: Instance, alive: Sequence[str], source: str | None = None) -
     if src not in keep:
         raise InputError(f"{inst.name}: new source {src!r} is not a surviving device")
     members = set(keep)
-    media = tuple(
-        replace(m, members=tuple(d for d in m.members if d in members))
-        for m in inst.media
-        if sum(d in members for d in m.members) >= 2
-    )
+    media = media_among(inst.media, members)
     return replace(
         inst,
         pieces=tuple(

@@ -25,6 +25,7 @@ from torch import nn
 
 from .decoder import DecoderParts, load_causal_lm
 from .stage import DecoderStage
+from .stagejob import run_job
 
 
 def _drop(module: nn.Module | None) -> None:
@@ -64,19 +65,10 @@ def build(setup: dict[str, Any]) -> tuple[DecoderStage, dict[str, Any]]:
     return stage, {"weights_bytes": keep_only(parts, stage)}
 
 
-def run(
-    stage: DecoderStage, transport: Any, setup: dict[str, Any], job: dict[str, Any], emu: Any,
-    emit: Any,
-) -> dict[str, Any]:  # fmt: skip
-    from .stagejob import run_job
-
-    return run_job(stage, transport, setup, job, emu, emit)
-
-
 def main(argv: list[str] | None = None) -> int:
     from ..runtime.workgroup import worker_main
 
-    worker_main(sys.argv[1:] if argv is None else argv, build, run)
+    worker_main(sys.argv[1:] if argv is None else argv, build, run_job)
     return 0  # not reached: worker_main exits the process
 
 

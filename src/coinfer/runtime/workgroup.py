@@ -292,7 +292,7 @@ def worker_main(argv: Sequence[str], build: Build, run: Run) -> None:
     """
     import torch
 
-    from ..runtime import emulation
+    from . import emulation
 
     setup = json.loads(Path(argv[0]).read_text())
     chan = LineChannel(os.fdopen(os.dup(1), "w", buffering=1))

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from ..core.tiles import LayerSpec, Region
+from ..runtime.transport import WireTensorSpec
 from .program import TiledProgram, message_ids, messages, tile_regions_of
 
 
@@ -35,14 +36,14 @@ class TiledState:
     regions: list[tuple[Region, ...]]
     block_out: tuple[int, ...]  # (N, C, H, W) of the block's output
     stages: dict[int, nn.Module] = field(default_factory=dict)  # suffix index -> stage
-    stage_in: list[list[Any]] = field(default_factory=list)  # WireTensorSpecs per suffix input
+    # what arrives at suffix stage j (and, last, the result the source gets back)
+    stage_in: list[list[WireTensorSpec]] = field(default_factory=list)
 
 
 def build(setup: dict[str, Any]) -> tuple[TiledState, dict[str, Any]]:
     """Load and capture the model, keep this device's share (see the module docstring)."""
     from ..graph import capture, split
     from ..graph.tiled import fusable_prefix, specs_from_modules
-    from ..runtime.transport import WireTensorSpec
     from ..zoo import load_model
 
     prog = TiledProgram.from_dict(setup["program"])
@@ -74,8 +75,7 @@ def build(setup: dict[str, Any]) -> tuple[TiledState, dict[str, Any]]:
     return state, {"tiles": sum(1 for d in prog.assignment if d == me), "stages": len(hosted)}
 
 
-def _region_spec(region: Region, channels: int, batch: int) -> Any:
-    from ..runtime.transport import WireTensorSpec
+def _region_spec(region: Region, channels: int, batch: int) -> WireTensorSpec:
 
     r0, r1, c0, c1 = region
     return WireTensorSpec((batch, channels, r1 - r0, c1 - c0), "float32")
@@ -95,7 +95,6 @@ def run_job(
     and reports each request's latency (first tile out → result back). Every device reports
     its computations as ``(request, kind, index, start, end)`` in Unix seconds."""
     from ..graph.tiled import run_tile
-    from ..runtime.transport import WireTensorSpec
 
     prog = st.prog
     me = prog.devices[st.rank]

@@ -75,6 +75,7 @@ from .placement import (
     LinkModel,
     Solution,
     TileCosts,
+    _check_model,
     eft_pipelined,
     lpt_order,
     mw_order,
@@ -470,7 +471,7 @@ def price_fused(
     """
     from ...core.evaluate import latency_s
 
-    _check_link_model(link_model)
+    _check_model(link_model)
     fused = plan.details.get("fused") or {}
     if not fused.get("used"):
         raise InputError("price_fused: the plan is not a fused plan (details.fused.used)")
@@ -487,11 +488,6 @@ def price_fused(
         latency_s(sub_instance(instance, depth, instance.num_pieces - 1), suffix) if suffix else 0.0
     )
     return {"block_s": block, "suffix_s": rest, "latency_s": block + rest}
-
-
-def _check_link_model(model: str) -> None:
-    if model not in LINK_MODELS:
-        raise InputError(f"fused: link_model {model!r} is not one of {', '.join(LINK_MODELS)}")
 
 
 def sub_instance(instance: Instance, first: int, last: int) -> Instance:
