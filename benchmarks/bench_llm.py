@@ -1,14 +1,15 @@
 """Benchmark of ``coinfer generate`` (issue 13): GPT-2 small split over the 4-device testbed.
 
 Measures, with real worker processes under the testbed's CPU quotas and emulated links
-(medians of 3 runs; each run's tokens are checked against the unsplit model's greedy
+(medians of 5 runs; each run's tokens are checked against the unsplit model's greedy
 ``generate``):
 
 - time to first token of a 512-token prompt, token-sliced (``auto``) vs one chunk, on the
   pipeline over all four devices (the memory split: each device holds layers);
 - decode tokens/s of one sequence: capability vs memory-proportional vs even split;
 - aggregate decode tokens/s of 8 sequences: the capability split vs the best single device;
-- every figure beside the cost model's prediction (costs profiled at the start of the run).
+- every figure beside the cost model's prediction (costs profiled at the start of the run, the
+  runtime's per-item overhead probed right after: :mod:`coinfer.llm.overhead`).
 
 Writes ``benchmarks/results/llm.json`` and ``llm.md``. Run: ``nice -n 5 python
 benchmarks/bench_llm.py`` (about 3 minutes on 2 cores). Host load is recorded, not controlled.
@@ -25,12 +26,14 @@ import time
 from pathlib import Path
 
 import torch
+from bench_runtime_common import host_load
 
 from coinfer.cli.run_cmds import _load_cluster
 from coinfer.errors import InputError
 from coinfer.llm.cost import prefill_makespan
 from coinfer.llm.decoder import load_causal_lm
-from coinfer.llm.planning import measured_costs, plan_generation
+from coinfer.llm.overhead import with_measured_overhead
+from coinfer.llm.planning import device_speed, measured_costs, plan_generation
 from coinfer.llm.runner import generate_on, reference_tokens, start_workers
 from coinfer.llm.slices import choose_slices
 
@@ -38,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 MODEL = "gpt2"
 CLUSTER = ROOT / "examples" / "clusters" / "local_testbed.yaml"
 OUT = ROOT / "benchmarks" / "results"
-REPEATS = 3
+REPEATS = 5
 TTFT_PROMPT, DECODE_PROMPT, NEW = 512, 64, 24
 
 
@@ -50,13 +53,14 @@ def _runs(gen, ids, plan, new, ref, label):
     """REPEATS jobs on started workers; every sequence must match the reference."""
     out = []
     for _ in range(REPEATS):
-        load = os.getloadavg()[0]
+        load, steal = os.getloadavg()[0], host_load()["steal_s"]
         res = generate_on(gen, ids, plan, new)
+        stolen = host_load()["steal_s"] - steal if steal is not None else None
         same = all(row == ref for t in res.tokens for row in t.tolist())
         out.append({"ttft_s": res.ttft_s, "tokens_per_s": res.decode_tokens_per_s,
-                    "identical": same, "load1": load})  # fmt: skip
+                    "identical": same, "load1": load, "steal_s": stolen})  # fmt: skip
         print(f"  {label}: ttft {res.ttft_s:.3f} s, {res.decode_tokens_per_s or 0:.1f} tok/s, "
-              f"identical {same}, load {load:.2f}", flush=True)  # fmt: skip
+              f"identical {same}, load {load:.2f}, steal {stolen}", flush=True)  # fmt: skip
     return out
 
 
@@ -69,6 +73,35 @@ def _single_plans(parts, cl, costs, kw):
         except InputError:
             continue
     return out
+
+
+def _partitions(n: int, most: int | None = None):
+    """Every way to write ``n`` as a sum of positive parts (non-increasing)."""
+    most = n if most is None else most
+    if n == 0:
+        yield ()
+        return
+    for first in range(min(n, most), 0, -1):
+        for rest in _partitions(n - first, first):
+            yield (first, *rest)
+
+
+def pipeline_bound(costs, n_layers: int, speeds, sequences: int, context: int) -> float:
+    """An upper bound, from the cost model's own measured coefficients, on the decode rate of
+    ``sequences`` sequences on *any* multi-device arrangement over the best single device's.
+
+    A single group crossing several devices is never faster than the fastest device alone (its
+    trip adds the slower devices' times). Two or more groups — pipeline micro-batches or
+    replicas — must each run every layer and the head, so a round costs at least
+    ``min over partitions of Σ step(b)`` reference-seconds, while the devices supply at most
+    ``Σ speeds`` of them per second; the best device runs all sequences as one batch."""
+
+    def step(b: int) -> float:
+        return n_layers * costs.decode_s(context, b) + costs.embed_s(b) + costs.head_s(b)
+
+    least = min(sum(step(b) for b in part) for part in _partitions(sequences) if len(part) > 1)
+    single = max(speeds) / step(sequences)
+    return max(1.0, (sum(speeds) / least) / single)
 
 
 def _row(name, plan, runs, key, predicted):
@@ -89,12 +122,18 @@ def main() -> int:
     t0 = time.perf_counter()
     costs = measured_costs(MODEL, parts, refresh=True)
     print(f"profiled {MODEL} in {time.perf_counter() - t0:.1f} s", flush=True)
+    t0 = time.perf_counter()
+    costs, probe = with_measured_overhead(MODEL, parts, costs, cl, refresh=True)
+    print(f"per-item overhead {costs.item_overhead_s * 1e3:.2f} ms (stages "
+          f"{[round(x * 1e3, 2) for x in probe.extra_s]}) in {time.perf_counter() - t0:.1f} s",
+          flush=True)  # fmt: skip
     long_ids, short_ids = _ids(TTFT_PROMPT, parts.vocab), _ids(DECODE_PROMPT, parts.vocab)
     ref_long = reference_tokens(parts, torch.tensor([long_ids]), 1)[0].tolist()
     ref_short = reference_tokens(parts, torch.tensor([short_ids]), NEW)[0].tolist()
     kw = {"prompt_tokens": DECODE_PROMPT, "new_tokens": NEW}
     plans = {
         "capability x8": plan_generation(parts, cl, costs, sequences=8, **kw),
+        "memory x8": plan_generation(parts, cl, costs, algo="memory", sequences=8, **kw),
         "best single device x8": max(
             _single_plans(parts, cl, costs, kw), key=lambda p: p.predicted_tokens_per_s
         ),
@@ -119,7 +158,8 @@ def main() -> int:
     done: dict[tuple, object] = {}
     groups = [("capability x8", ["capability x8"]),
               ("capability x1", ["capability x1", "best single device x8"]),
-              ("memory x1", ["ttft", "memory x1"]), ("even x1", ["even x1"])]  # fmt: skip
+              ("memory x1", ["ttft", "memory x1", "memory x8"]),
+              ("even x1", ["even x1"])]  # fmt: skip
     for key, cases in groups:
         plan = plans[key]
         print(f"{key}: {dict(zip(plan.devices, plan.layer_counts, strict=True))}", flush=True)
@@ -147,16 +187,22 @@ def main() -> int:
             rows.append(_row("decode, best single device x8", single, runs, "tokens_per_s",
                              single.predicted_tokens_per_s))  # fmt: skip
     by = {r["case"]: r["measured"] for r in rows}
+    speeds = [device_speed(cl.device(d)) for d in cl.device_names]
+    bound = pipeline_bound(costs, parts.n_layers, speeds, 8, DECODE_PROMPT + NEW // 2)
     targets = {
         "TTFT sliced / one chunk <= 0.7": by["TTFT 512, sliced (auto)"] / by["TTFT 512, one chunk"],
         "1 seq capability / memory >= 1.3": by["decode, capability x1"] / by["decode, memory x1"],
         "8 seq pipeline / best single device >= 1.5": by["decode, capability x8"]
         / by["decode, best single device x8"],
+        "8 seq memory-split pipeline / best single device": by["decode, memory x8"]
+        / by["decode, best single device x8"],
+        "bound on any multi-device arrangement / best single device (cost model)": bound,
         "max |predicted / measured - 1| <= 0.15": max(abs(r["error"]) for r in rows),
         "tokens identical in every run": all(r["identical"] for r in rows),
     }
     doc = {"model": MODEL, "cluster": str(CLUSTER.relative_to(ROOT)), "repeats": REPEATS,
            "cpus": os.cpu_count(), "load_end": os.getloadavg(), "costs": dataclasses.asdict(costs),
+           "overhead_probe": probe.to_dict(),
            "rows": rows, "targets": targets}  # fmt: skip
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "llm.json").write_text(json.dumps(doc, indent=2))

@@ -3,6 +3,8 @@ longest-path oracle, decode rates, and the memory model against real caches and 
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 
 import networkx as nx
@@ -51,6 +53,76 @@ def test_formulas() -> None:
             (3 * COSTS.chunk_s(4, 0) + COSTS.head_s(1)) / 2,
         ]
     )
+
+
+TABLED = LlmCosts(
+    0, 0, 0, decode_fixed_s=1.0, decode_seq_s=0.5, decode_ctx_s=9.0,
+    head_fixed_s=1.0, head_token_s=0.25,
+    decode_batch_s=(1.0, 3.0, 2.0), head_batch_s=(2.0, 4.0),
+    decode_ctx_points=((1, 100, 1.0), (1, 300, 5.0), (4, 100, 2.0)),
+)  # fmt: skip
+
+
+def test_tables_replace_the_linear_terms() -> None:
+    """Inside a table its entry, past it the last entry plus the linear slope; the measured
+    context points replace the linear context term (decode_ctx_s = 9 is never used)."""
+    assert [TABLED.decode_s(0, b) for b in (1, 2, 3, 5)] == [1.0, 3.0, 2.0, 3.0]
+    assert [TABLED.head_s(n) for n in (0, 1, 2, 4)] == [0.0, 2.0, 4.0, 4.5]
+    # batch 1: through (0, 0), (100, 1), (300, 5), then the last slope 0.02 per token
+    assert TABLED.decode_s(50, 1) == pytest.approx(1.0 + 0.5)
+    assert TABLED.decode_s(200, 1) == pytest.approx(1.0 + 3.0)
+    assert TABLED.decode_s(400, 1) == pytest.approx(1.0 + 7.0)
+    # batch 4 at 100: its own point; batch 2: a third of the way from batch 1 to 4
+    assert TABLED.decode_s(100, 4) == pytest.approx(TABLED.decode_s(0, 4) + 2.0)
+    assert TABLED.decode_s(100, 2) == pytest.approx(3.0 + 1.0 + (2.0 - 1.0) / 3)
+    # past the largest measured batch: in proportion to the batch
+    assert TABLED.decode_s(100, 8) == pytest.approx(TABLED.decode_s(0, 8) + 4.0)
+    # JSON gives lists: the value stays the same (and hashable)
+    again = LlmCosts(**json.loads(json.dumps(dataclasses.asdict(TABLED))))
+    assert again == TABLED and hash(again) == hash(TABLED)
+
+
+@given(
+    st.lists(st.tuples(st.integers(1, 8), st.integers(1, 600), st.floats(0, 1)), max_size=6),
+    st.integers(1, 12),
+    st.integers(0, 900),
+    st.integers(0, 900),
+)
+def test_context_term_never_negative_and_grows_with_context(points, batch, p, q) -> None:
+    points = list({(b, c): (b, c, e) for b, c, e in points}.values())
+    costs = LlmCosts(0, 0, 0, 0, 0, 0, decode_ctx_points=tuple(points))
+    lo, hi = sorted((p, q))
+    assert costs.decode_s(lo, batch) >= 0
+    if not points:
+        assert costs.decode_s(hi, batch) == 0
+    # monotone when every measured curve is (extra time grows with the context)
+    by = {}
+    for b, _, e in sorted(points):
+        by.setdefault(b, []).append(e)
+    if all(es == sorted(es) for es in by.values()):
+        assert costs.decode_s(hi, batch) >= costs.decode_s(lo, batch) - 1e-12
+
+
+def test_item_overhead_is_charged_once_per_stage_and_item() -> None:
+    """Every stage pays the overhead once per chunk and per decode step, at its speed."""
+    with_w = dataclasses.replace(COSTS, item_overhead_s=0.01)
+    counts, speeds, links = [2, 3], [1.0, 0.5], [LinkCost(0, 512e3)]
+    for fn, args in (
+        (chunk_resource_times, (4, 0, True, counts, speeds)),
+        (decode_resource_times, (10, counts, speeds)),
+    ):
+        plain, charged = fn(*args, COSTS, links), fn(*args, with_w, links)
+        assert [b - a for a, b in zip(plain, charged, strict=True)] == pytest.approx(
+            [0.01, 0.0, 0.02]
+        )
+    one = decode_tokens_per_s([12], [0.6], COSTS, context=10)
+    assert 1 / decode_tokens_per_s([12], [0.6], with_w, context=10) == pytest.approx(
+        1 / one + 0.01 / 0.6
+    )
+    # two chunks: the critical path crosses each stage at least once, at most twice
+    plain = prefill_makespan([4, 4], counts, speeds, COSTS, links)
+    charged = prefill_makespan([4, 4], counts, speeds, with_w, links)
+    assert plain + 0.03 - 1e-12 <= charged <= plain + 0.06 + 1e-12
 
 
 def _oracle(chunks, layer_counts, speeds, costs, links) -> float:

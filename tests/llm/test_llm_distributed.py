@@ -206,6 +206,8 @@ def test_cli_json(cache: Path) -> None:
     assert len(doc["reference_tokens"]) == len(prompt) + 4
     assert doc["ttft_s"] > 0 and doc["tokens_per_s"] > 0
     assert doc["predicted_ttft_s"] > 0 and doc["predicted_tokens_per_s"] > 0
+    # the runtime's per-item overhead was probed on these devices and cached for the next run
+    assert doc["item_overhead_s"] >= 0 and list((cache / "llm").glob("overhead-*.json"))
     plan = doc["plan"]
     assert plan["algo"] == "even" and plan["devices"] == ["d0", "d1", "d2", "d3"]
     assert plan["layer_counts"] == [1, 1, 1, 1] and sum(plan["token_slices"]) == len(prompt)
@@ -247,10 +249,11 @@ def test_too_large_for_one_device_runs_across_the_tight_cluster(cache: Path) -> 
     assert res.stderr.strip().count("\n") == 0 and "short by" in res.stderr
     res = _coinfer(
         "generate", "gpt2", "--cluster", TIGHT, "--prompt-ids", "464,2068,7586,21831",
-        "--max-new-tokens", "3", "--json", cache=cache,
+        "--max-new-tokens", "3", "--json", "--no-calibrate", cache=cache,
     )  # fmt: skip
     assert res.returncode == 0, res.stderr
     doc = json.loads(res.stdout)
+    assert doc["item_overhead_s"] == 0  # not measured: the profile alone
     assert doc["identical"] and len(doc["plan"]["devices"]) > 1
     for m in doc["memory"]:
         assert m["weights_bytes"] + m["kv_cache_bytes"] <= m["capacity_bytes"]

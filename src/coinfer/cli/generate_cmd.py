@@ -81,6 +81,12 @@ def register(app: typer.Typer) -> None:
         timeout: float = typer.Option(
             300.0, "--timeout", help="Bound in seconds on starting the workers and on the run."
         ),
+        calibrate: bool = typer.Option(
+            True,
+            "--calibrate/--no-calibrate",
+            help="Price the runtime's per-item overhead, measured once per model and cluster "
+            "by a short generation on the devices (cached); off: the in-process profile only.",
+        ),
         as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
     ) -> None:
         """Generate greedily with MODEL split across the cluster's devices (one worker each)."""
@@ -127,6 +133,10 @@ def register(app: typer.Typer) -> None:
                 f"model's {limit} positions"
             )
         costs = measured_costs(model, parts)
+        if calibrate:
+            from ..llm.overhead import with_measured_overhead
+
+            costs, _ = with_measured_overhead(model, parts, costs, cl)
         plan = plan_generation(
             parts, cl, costs, algo=algo, prompt_tokens=len(ids), new_tokens=max_new_tokens,
             sequences=sequences, devices=names, token_slices=slices,
@@ -152,6 +162,7 @@ def register(app: typer.Typer) -> None:
         ref = reference_tokens(parts, torch.tensor([ids]), max_new_tokens)[0].tolist()
         doc = report(plan, result, gen, ref)
         doc["tokenizer"] = tokenizer
+        doc["item_overhead_s"] = costs.item_overhead_s
         if as_json:
             typer.echo(json.dumps(doc, indent=2))
             return

@@ -36,6 +36,25 @@ class LlmCosts:
     because one token per sequence is bound by reading the weights, not by arithmetic.
     Embedding: ``embed_token_s`` per token; LM head (final norm + vocabulary matmul):
     ``head_fixed_s + head_token_s`` per token.
+
+    ``decode_batch_s[b - 1]`` and ``head_batch_s[b - 1]``, when measured, replace the linear
+    terms for ``b`` sequences (decode at context 0; the context term is still added): on a
+    CPU the matrix kernels change with the row count, so a step is far from linear in the
+    batch — measured for GPT-2 small at one thread, the head took 12, 25, 38 and then 23 ms for
+    1, 2, 3 and 4 rows, and an 8-sequence step 90 ms where the linear fit said 128. Beyond the
+    table the last entry grows by the linear per-sequence coefficient.
+
+    ``decode_ctx_points`` ``(batch, context, extra_s)``, when measured, replace
+    ``batch · decode_ctx_s · p``: the extra time of a step over its context-0 time, piecewise
+    linear in the context for each measured batch (extended past the last point by its last
+    slope) and interpolated linearly between batches. Reading the KV cache is cheap while it
+    fits the CPU caches and costs ~3.5x more per token past that (GPT-2 small, one thread:
+    1.0 µs per cached token at 128 tokens, 3.4 µs at 512), so one slope cannot price both.
+
+    ``item_overhead_s`` is what every stage spends per work item (a prefill chunk or a decode
+    step) beyond the in-process profile when it runs in a worker: measured through the real
+    runtime (:mod:`.overhead`), since a stage that waits between items and is throttled by its
+    quota while computing starts each item with cold caches. Priced like compute (÷ speed).
     """
 
     layer_fixed_s: float
@@ -48,6 +67,16 @@ class LlmCosts:
     head_fixed_s: float = 0.0
     head_token_s: float = 0.0
     act_bytes_per_token: int = 0
+    decode_batch_s: tuple[float, ...] = ()
+    head_batch_s: tuple[float, ...] = ()
+    decode_ctx_points: tuple[tuple[int, int, float], ...] = ()
+    item_overhead_s: float = 0.0
+
+    def __post_init__(self) -> None:  # JSON gives lists; keep the value hashable
+        object.__setattr__(self, "decode_batch_s", tuple(float(x) for x in self.decode_batch_s))
+        object.__setattr__(self, "head_batch_s", tuple(float(x) for x in self.head_batch_s))
+        points = tuple((int(b), int(p), float(e)) for b, p, e in self.decode_ctx_points)
+        object.__setattr__(self, "decode_ctx_points", points)
 
     def chunk_s(self, c: int, p: int, batch: int = 1) -> float:
         """One layer, a prefill chunk of ``c`` tokens per sequence over ``p`` cached."""
@@ -59,13 +88,66 @@ class LlmCosts:
 
     def decode_s(self, p: int, batch: int = 1) -> float:
         """One layer, one decode step of ``batch`` sequences at context ``p``."""
-        return self.decode_fixed_s + batch * (self.decode_seq_s + self.decode_ctx_s * p)
+        if self.decode_ctx_points:
+            context = _context_extra(self.decode_ctx_points, batch, p)
+        else:
+            context = batch * self.decode_ctx_s * p
+        if self.decode_batch_s:
+            return _tabled(self.decode_batch_s, batch, self.decode_seq_s) + context
+        return self.decode_fixed_s + batch * self.decode_seq_s + context
 
     def embed_s(self, tokens: int) -> float:
         return self.embed_token_s * tokens
 
     def head_s(self, tokens: int) -> float:
-        return self.head_fixed_s + self.head_token_s * tokens if tokens > 0 else 0.0
+        if tokens <= 0:
+            return 0.0
+        if self.head_batch_s:
+            return _tabled(self.head_batch_s, tokens, self.head_token_s)
+        return self.head_fixed_s + self.head_token_s * tokens
+
+
+def _tabled(table: tuple[float, ...], n: int, slope: float) -> float:
+    """``table[n - 1]``, or past its end the last entry plus ``slope`` per extra row."""
+    if n <= len(table):
+        return table[n - 1]
+    return table[-1] + slope * (n - len(table))
+
+
+def _along(points: list[tuple[int, float]], x: float) -> float:
+    """Piecewise-linear through ``(0, 0)`` and ``points`` (sorted), past the end by the last
+    segment's slope (never negative)."""
+    xs, ys = [0, *(p for p, _ in points)], [0.0, *(e for _, e in points)]
+    for i in range(1, len(xs)):
+        if x <= xs[i] or i == len(xs) - 1:
+            slope = (ys[i] - ys[i - 1]) / (xs[i] - xs[i - 1])
+            if x > xs[i]:
+                slope = max(slope, 0.0)
+            return max(0.0, ys[i - 1] + slope * (x - xs[i - 1]))
+    return 0.0
+
+
+def _context_extra(points: tuple[tuple[int, int, float], ...], batch: int, p: int) -> float:
+    """A decode step's time over its context-0 time at ``p`` cached tokens (see
+    :class:`LlmCosts`): along the context for each measured batch, then across batches
+    (proportional to the batch outside the measured ones)."""
+    if p <= 0:
+        return 0.0
+    by_batch: dict[int, list[tuple[int, float]]] = {}
+    for b, ctx, extra in sorted(points):
+        by_batch.setdefault(b, []).append((ctx, extra))
+    batches = sorted(by_batch)
+    at = {b: _along(by_batch[b], p) for b in batches}
+    if batch <= batches[0]:
+        return at[batches[0]] * batch / batches[0]
+    if batch >= batches[-1]:
+        return at[batches[-1]] * batch / batches[-1]
+    hi = next(b for b in batches if b >= batch)
+    lo = max(b for b in batches if b < batch) if hi != batch else hi
+    if lo == hi:
+        return at[hi]
+    w = (batch - lo) / (hi - lo)
+    return at[lo] * (1 - w) + at[hi] * w
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,7 +227,7 @@ def chunk_resource_times(
     times: list[float] = []
     last = len(layer_counts) - 1
     for s, (n, v) in enumerate(zip(layer_counts, speeds, strict=True)):
-        t = n * costs.chunk_s(c, p, batch)
+        t = n * costs.chunk_s(c, p, batch) + costs.item_overhead_s
         if s == 0:
             t += costs.embed_s(c * batch)
         if s == last and final:
@@ -206,7 +288,7 @@ def decode_resource_times(
     times: list[float] = []
     last = len(layer_counts) - 1
     for s, (n, v) in enumerate(zip(layer_counts, speeds, strict=True)):
-        t = n * costs.decode_s(context, batch)
+        t = n * costs.decode_s(context, batch) + costs.item_overhead_s
         t += costs.embed_s(batch) if s == 0 else 0.0
         t += costs.head_s(batch) if s == last else 0.0
         times.append(t / v)

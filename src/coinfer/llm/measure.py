@@ -5,7 +5,9 @@ memory, thread start-up) dominates decode and small chunks, and the attention pa
 the kernel; a handful of timings of one real decoder layer, fitted to the model's three terms,
 price both regimes. Every timing is the median of a few repeats after a warm-up; the fit is
 non-negative least squares on relative error (each sample weighted by ``1 / t``), so small,
-fast calls count as much as big ones. Devices of other speeds scale these by ``1 / speed``.
+fast calls count as much as big ones. Decode steps and the head are tabled per batch instead
+(1..:data:`TABLE_BATCH` sequences): their kernels change with the row count. Devices of other
+speeds scale all of these by ``1 / speed``.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import torch
@@ -26,8 +29,16 @@ from .stage import DecoderStage, KVCache, causal_mask
 # (new tokens c, cached tokens p) for prefill; (batch, cached tokens) for decode; chosen to
 # span the regimes the fit must separate while keeping the whole profile to a few seconds.
 PREFILL_POINTS = ((8, 0), (32, 0), (128, 0), (8, 256), (32, 256), (64, 512))
-DECODE_POINTS = ((1, 0), (1, 512), (4, 0), (4, 512))
-HEAD_TOKENS = (1, 32)
+# Decode and head are also timed at every batch 1..TABLE_BATCH (the per-batch tables of
+# LlmCosts): the kernels change with the row count, so these are far from linear in the batch.
+TABLE_BATCH = 8
+# The context term is timed at two contexts for a few batches (see LlmCosts.decode_ctx_points).
+CONTEXT_BATCHES, CONTEXTS = (1, 2, 4, 8), (128, 512)
+DECODE_POINTS = (
+    *((b, 0) for b in range(1, TABLE_BATCH + 1)),
+    *((b, p) for b in CONTEXT_BATCHES for p in CONTEXTS),
+)
+HEAD_TOKENS = (*range(1, TABLE_BATCH + 1), 32)
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,39 +109,86 @@ def profile_layer_costs(
 
         return call
 
-    calls = [layer_call(1, c, p) for c, p in PREFILL_POINTS]
-    calls += [layer_call(b, 1, p) for b, p in DECODE_POINTS]
+    # Decode is timed the way a generation runs it: consecutive steps through the whole stage,
+    # the cache growing by concatenation, from a cache filled by a real prefill (one sequence's,
+    # repeated over the batch). Restoring a fixed cache before every step instead — a fresh
+    # allocation of the whole cache per layer per step — measured GPT-2 small at 8 sequences
+    # over 512 tokens at 210 ms a step where a generation takes 115.
+    # a model with few learned positions is timed at the longest context it can take
+    limit = parts.max_positions
+    points = [(b, p if limit is None else min(p, limit - repeats - 2)) for b, p in DECODE_POINTS]
+    contexts = sorted({max(p, 1) for _, p in points})
+    filled = {}
+    for p in contexts:
+        stage.reset()
+        stage.forward(torch.randint(0, parts.vocab, (1, p), generator=gen), head=False)
+        filled[p] = dict(stage.caches[0].layers)
+    stage.reset()
+
+    def decode_call(batch: int, p: int) -> Callable[[], float]:
+        tok = torch.randint(0, parts.vocab, (batch, 1), generator=gen)
+
+        def call() -> float:
+            cache = stage.caches.setdefault("decode", KVCache())
+            cache.layers = {
+                i: (k.repeat(batch, 1, 1, 1), v.repeat(batch, 1, 1, 1))
+                for i, (k, v) in filled[max(p, 1)].items()
+            }
+            stage.forward(tok, seq="decode", head=False)  # warm-up step
+            times = []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                stage.forward(tok, seq="decode", head=False)
+                times.append(time.perf_counter() - t0)
+            stage.reset("decode")
+            return statistics.median(times)
+
+        return call
+
+    calls = [partial(_median_time, layer_call(1, c, p), repeats) for c, p in PREFILL_POINTS]
+    calls += [decode_call(b, p) for b, p in points]
     # Two sweeps, the lower median of each point: a sweep disturbed by another process on a
     # shared core (or a cold thread pool) does not bend the fit.
     per_layer = len(layers)
-    sweeps = [[_median_time(call, repeats) / per_layer for call in calls] for _ in range(sweeps)]
+    sweeps = [[call() / per_layer for call in calls] for _ in range(sweeps)]
     best = [min(ts) for ts in zip(*sweeps, strict=True)]
     prefill = [(c, p, t) for (c, p), t in zip(PREFILL_POINTS, best, strict=False)]
-    decode = [
-        (b, p, t) for (b, p), t in zip(DECODE_POINTS, best[len(PREFILL_POINTS) :], strict=True)
-    ]
+    decode = [(b, p, t) for (b, p), t in zip(points, best[len(PREFILL_POINTS) :], strict=True)]
     pf, pf_err = _fit([(1.0, c, c * (p + c)) for c, p, _ in prefill], [t for *_, t in prefill])
-    dc, dc_err = _fit([(1.0, b, b * p) for b, p, _ in decode], [t for *_, t in decode])
+    # Decode: the table holds each batch at context 0, the context points what a context adds
+    # (never below 0: noise), the mean slope over them the linear fallback; the linear fit of
+    # the table only extends it past TABLE_BATCH.
+    at0 = {b: t for b, p, t in decode if p == 0}
+    ctx_points = tuple((b, p, max(0.0, t - at0[b])) for b, p, t in decode if p > 0)
+    ctx_s = statistics.mean(e / (b * p) for b, p, e in ctx_points)
+    decode_table = tuple(at0[b] for b in range(1, TABLE_BATCH + 1))
+    dc, _ = _fit([(1.0, b) for b in at0], list(at0.values()))
 
     ids = torch.randint(0, parts.vocab, (1, 128), generator=gen)
     embed_s = _median_time(lambda: parts.embed(ids), repeats) / 128
     head = []
-    for n in HEAD_TOKENS:
-        h = torch.randn(1, n, parts.hidden, generator=gen, dtype=dtype)
+    for n in HEAD_TOKENS:  # n sequences' last token each, the shape decode gives the head
+        h = torch.randn(n, 1, parts.hidden, generator=gen, dtype=dtype)
         head.append((n, _median_time(lambda h=h: parts.lm_head(parts.final_norm(h)), repeats)))
-    hd, hd_err = _fit([(1.0, n) for n, _ in head], [t for _, t in head])
+    hd, _ = _fit([(1.0, n) for n, _ in head], [t for _, t in head])
+    head_table = tuple(t for n, t in head if n <= TABLE_BATCH)
     costs = LlmCosts(
         layer_fixed_s=float(pf[0]),
         layer_token_s=float(pf[1]),
         layer_pair_s=float(pf[2]),
         decode_fixed_s=float(dc[0]),
         decode_seq_s=float(dc[1]),
-        decode_ctx_s=float(dc[2]),
+        decode_ctx_s=ctx_s,
         embed_token_s=embed_s,
         head_fixed_s=float(hd[0]),
         head_token_s=float(hd[1]),
         act_bytes_per_token=parts.act_bytes_per_token,
+        decode_batch_s=decode_table,
+        head_batch_s=head_table,
+        decode_ctx_points=ctx_points,
     )
+    dc_err = max(abs(costs.decode_s(p, b) - t) / t for b, p, t in decode)
+    hd_err = max(abs(costs.head_s(n) - t) / t for n, t in head)
     return CostProfile(
         costs=costs,
         prefill_samples=tuple(prefill),

@@ -135,7 +135,7 @@ def _capability(
         for dev in devices:
             for n in range(1, n_layers + 1):
                 for extra in (0.0, work.first_s, work.last_s, work.first_s + work.last_s):
-                    caps.add((n * work.layer_s + extra) / dev.speed)
+                    caps.add((n * work.layer_s + extra + work.item_s) / dev.speed)
         caps.update(links.values())
         for cap in _thin(sorted(c for c in caps if low[0] <= c <= high)):
             found = _dp(*args, cap * (1 + 1e-12), totals=True)
@@ -169,6 +169,7 @@ def _times(
             n * work.layer_s
             + (work.first_s if i == 0 else 0)
             + (work.last_s if i == len(used) - 1 else 0)
+            + work.item_s
         )
         out.append(t / d.speed)
     out += [links.get((a.name, b.name), math.inf) for (a, _), (b, _) in itertools.pairwise(used)]
@@ -271,7 +272,7 @@ def _slices(total, token_slices, counts, speeds, costs, links, batch) -> list[in
 
 # Bumped when the profile's method changes (2: every layer per timing, see measure.py), so a
 # cached profile of the old kind is not used.
-PROFILE_VERSION = 2
+PROFILE_VERSION = 3  # 3: per-batch decode and head tables
 
 
 def _cache_path(spec: str) -> Path:

@@ -141,6 +141,7 @@ def _least_work(
             )
             work += costs.embed_s(r * batch) if s == 0 else 0.0
             work += costs.head_s(batch) if s == len(layer_counts) - 1 else 0.0
+            work += costs.item_overhead_s  # at least one more chunk
             floor[2 * s][r] = work / v
             if s < len(layer_counts) - 1:
                 link = links[s] if links is not None else LinkCost()

@@ -42,23 +42,29 @@ class LlmDevice:
 @dataclass(frozen=True, slots=True)
 class StageWork:
     """Reference-machine seconds of one pipeline step: per layer, plus the embedding on the
-    first stage and the head on the last."""
+    first stage and the head on the last, plus ``item_s`` on every stage (the runtime's
+    per-item overhead, :attr:`LlmCosts.item_overhead_s`)."""
 
     layer_s: float
     first_s: float = 0.0
     last_s: float = 0.0
+    item_s: float = 0.0
 
     @classmethod
     def decode(cls, costs: LlmCosts, context: int, batch: int = 1) -> StageWork:
         """One decode step of ``batch`` sequences at ``context`` tokens."""
-        return cls(costs.decode_s(context, batch), costs.embed_s(batch), costs.head_s(batch))
+        return cls(
+            costs.decode_s(context, batch), costs.embed_s(batch), costs.head_s(batch),
+            costs.item_overhead_s,
+        )  # fmt: skip
 
     @classmethod
     def prefill(cls, costs: LlmCosts, tokens: int, batch: int = 1) -> StageWork:
         """A whole prompt of ``tokens`` tokens as one chunk."""
         return cls(
-            costs.chunk_s(tokens, 0, batch), costs.embed_s(tokens * batch), costs.head_s(batch)
-        )
+            costs.chunk_s(tokens, 0, batch), costs.embed_s(tokens * batch), costs.head_s(batch),
+            costs.item_overhead_s,
+        )  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +99,7 @@ def _stage(
     context: int, batch: int,
 ) -> tuple[float, int]:  # fmt: skip
     t = n * work.layer_s + (work.first_s if first else 0.0) + (work.last_s if last else 0.0)
+    t += work.item_s
     return t / dev.speed, mem.stage_bytes(n, first, last, context, batch)
 
 

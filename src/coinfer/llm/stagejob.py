@@ -110,7 +110,8 @@ def run_job(
     offsets = [0] * len(groups)
     local: dict[int, Tensor] = {}  # last token per group (one-stage pipelines)
     fwd = back = 0
-    busy = pad_total = 0.0
+    busy = pad_total = cpu_total = decode_cpu = 0.0
+    decode_items = 0
     start = time.perf_counter()
     for item in items:
         if not first:
@@ -129,6 +130,10 @@ def run_job(
             time.sleep(pad)
         busy += wall + pad
         pad_total += pad
+        cpu_total += cpu
+        if not item.prefill:
+            decode_cpu += cpu
+            decode_items += 1
         if not last:
             transport.send(rank + 1, fwd, [out], [WireTensorSpec.of(out)])
             fwd += 1
@@ -146,6 +151,9 @@ def run_job(
     return {
         "busy_s": busy,
         "pad_s": pad_total,
+        "cpu_s": cpu_total,
+        "decode_cpu_s": decode_cpu,
+        "decode_items": decode_items,
         "wall_s": time.perf_counter() - start,
         "kv_bytes": stage.kv_bytes(),
         "items": len(items),
