@@ -73,7 +73,7 @@ def _fit(rows: Sequence[Sequence[float]], t: Sequence[float]) -> tuple[np.ndarra
 
 @torch.no_grad()
 def profile_layer_costs(
-    parts: DecoderParts, *, repeats: int = 3, sweeps: int = 2, seed: int = 0
+    parts: DecoderParts, *, repeats: int = 3, sweeps: int = 3, seed: int = 0
 ) -> CostProfile:
     """Time a decoder layer (prefill chunks, decode steps), the embedding and the head of
     ``parts`` on this machine, and fit :class:`LlmCosts` to the timings.
@@ -147,11 +147,12 @@ def profile_layer_costs(
 
     calls = [partial(_median_time, layer_call(1, c, p), repeats) for c, p in PREFILL_POINTS]
     calls += [decode_call(b, p) for b, p in points]
-    # Two sweeps, the lower median of each point: a sweep disturbed by another process on a
-    # shared core (or a cold thread pool) does not bend the fit.
-    per_layer = len(layers)
+    # Several sweeps, the median of each point: the runtime meets the host in its typical
+    # state, not its best (taking the lowest of two sweeps priced 8 sequences' decode on d0 at
+    # 47.7 tokens/s where five generations measured 38-47), and one sweep disturbed by another
+    # process on a shared core does not bend the fit.
     sweeps = [[call() / per_layer for call in calls] for _ in range(sweeps)]
-    best = [min(ts) for ts in zip(*sweeps, strict=True)]
+    best = [statistics.median(ts) for ts in zip(*sweeps, strict=True)]
     prefill = [(c, p, t) for (c, p), t in zip(PREFILL_POINTS, best, strict=False)]
     decode = [(b, p, t) for (b, p), t in zip(points, best[len(PREFILL_POINTS) :], strict=True)]
     pf, pf_err = _fit([(1.0, c, c * (p + c)) for c, p, _ in prefill], [t for *_, t in prefill])

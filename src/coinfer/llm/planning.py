@@ -272,7 +272,7 @@ def _slices(total, token_slices, counts, speeds, costs, links, batch) -> list[in
 
 # Bumped when the profile's method changes (2: every layer per timing, see measure.py), so a
 # cached profile of the old kind is not used.
-PROFILE_VERSION = 3  # 3: per-batch decode and head tables
+PROFILE_VERSION = 4  # 3: per-batch decode and head tables; 4: median of 3 sweeps
 
 
 def _cache_path(spec: str) -> Path:
