@@ -151,6 +151,7 @@ def profile_layer_costs(
     # state, not its best (taking the lowest of two sweeps priced 8 sequences' decode on d0 at
     # 47.7 tokens/s where five generations measured 38-47), and one sweep disturbed by another
     # process on a shared core does not bend the fit.
+    per_layer = len(layers)
     sweeps = [[call() / per_layer for call in calls] for _ in range(sweeps)]
     best = [statistics.median(ts) for ts in zip(*sweeps, strict=True)]
     prefill = [(c, p, t) for (c, p), t in zip(PREFILL_POINTS, best, strict=False)]
