@@ -8,7 +8,9 @@ Measures, with real worker processes under the testbed's CPU quotas and emulated
   pipeline over all four devices (the memory split: each device holds layers);
 - decode tokens/s of one sequence: capability vs memory-proportional vs even split;
 - aggregate decode tokens/s of 8 sequences: the capability split vs the best single device;
-- every figure beside the cost model's prediction (costs profiled at the start of the run, the
+- every figure beside the simulator's replay of the same plan (:mod:`coinfer.llm.simulate`;
+  the memory-split 8-sequence run's timeline beside it in ``docs/img/llm_gantt.png``) and
+  the cost model's prediction (costs profiled at the start of the run, the
   runtime's per-item overhead probed right after: :mod:`coinfer.llm.overhead`).
 
 Writes ``benchmarks/results/llm.json`` and ``llm.md``. Run: ``nice -n 5 python
@@ -34,8 +36,10 @@ from coinfer.llm.cost import prefill_makespan
 from coinfer.llm.decoder import load_causal_lm
 from coinfer.llm.overhead import with_measured_overhead
 from coinfer.llm.planning import device_speed, measured_costs, plan_generation
-from coinfer.llm.runner import generate_on, reference_tokens, start_workers
+from coinfer.llm.runner import generate_on, measured_events, reference_tokens, start_workers
+from coinfer.llm.simulate import simulate_plan
 from coinfer.llm.slices import choose_slices
+from coinfer.report.plots import gantt_pair
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "gpt2"
@@ -43,6 +47,7 @@ CLUSTER = ROOT / "examples" / "clusters" / "local_testbed.yaml"
 OUT = ROOT / "benchmarks" / "results"
 REPEATS = 5
 TTFT_PROMPT, DECODE_PROMPT, NEW = 512, 64, 24
+GANTT, GANTT_CASE = ROOT / "docs" / "img" / "llm_gantt.png", "memory x8"
 
 
 def _ids(n: int, vocab: int) -> list[int]:
@@ -61,7 +66,7 @@ def _runs(gen, ids, plan, new, ref, label):
                     "identical": same, "load1": load, "steal_s": stolen})  # fmt: skip
         print(f"  {label}: ttft {res.ttft_s:.3f} s, {res.decode_tokens_per_s or 0:.1f} tok/s, "
               f"identical {same}, load {load:.2f}, steal {stolen}", flush=True)  # fmt: skip
-    return out
+    return out, res
 
 
 def _single_plans(parts, cl, costs, kw):
@@ -104,9 +109,14 @@ def pipeline_bound(costs, n_layers: int, speeds, sequences: int, context: int) -
     return max(1.0, (sum(speeds) / least) / single)
 
 
-def _row(name, plan, runs, key, predicted):
+def _simulated(plan, costs, parts, prompt, new, key):
+    sim = simulate_plan(plan, costs, prompt, new, kv_bytes=parts.kv_bytes_per_token_layer)
+    return (sim.ttft_s if key == "ttft_s" else sim.decode_tokens_per_s), sim
+
+
+def _row(name, plan, runs, key, predicted, simulated):
     med = statistics.median(r[key] for r in runs)
-    return {
+    return {"simulated": simulated, "sim_error": simulated / med - 1,
         "case": name, "devices": list(plan.devices), "layer_counts": list(plan.layer_counts),
         "slices": len(plan.slices), "sequences": sum(plan.group_sizes),
         "microbatches": list(plan.group_sizes), "metric": key,
@@ -167,25 +177,37 @@ def main() -> int:
             for case in cases:
                 if case == "ttft":
                     for label, tp in ttft_plans.items():
-                        runs = _runs(gen, long_ids, tp, 1, ref_long, f"TTFT {label}")
+                        runs, _ = _runs(gen, long_ids, tp, 1, ref_long, f"TTFT {label}")
+                        sim, _ = _simulated(tp, costs, parts, TTFT_PROMPT, 1, "ttft_s")
                         rows.append(
-                            _row(f"TTFT 512, {label}", tp, runs, "ttft_s", tp.predicted_ttft_s)
+                            _row(f"TTFT 512, {label}", tp, runs, "ttft_s", tp.predicted_ttft_s, sim)
                         )
                     continue
                 p = plans[case]
                 if (p.devices, p.layer_counts) != (plan.devices, plan.layer_counts):
                     continue  # the best single device is not the 1-sequence split: own workers
-                runs = _runs(gen, short_ids, p, NEW, ref_short, case)
+                runs, last = _runs(gen, short_ids, p, NEW, ref_short, case)
+                value, sim = _simulated(p, costs, parts, DECODE_PROMPT, NEW, "tokens_per_s")
                 rows.append(
-                    _row(f"decode, {case}", p, runs, "tokens_per_s", p.predicted_tokens_per_s)
+                    _row(
+                        f"decode, {case}", p, runs, "tokens_per_s", p.predicted_tokens_per_s, value
+                    )
                 )
+                if case == GANTT_CASE:  # the last run's timeline beside the simulated one
+                    gantt_pair(
+                        [(f"measured: {case}, {DECODE_PROMPT}-token prompt, {NEW} new tokens",
+                          measured_events(p, last, NEW)),
+                         ("simulated (same costs, same item order)", sim.events)],
+                        GANTT, devices=p.devices,
+                    )  # fmt: skip
                 done[case] = True
     single = plans["best single device x8"]
     if "best single device x8" not in done:
         with start_workers(MODEL, single, cl, timeout_s=600) as gen:
-            runs = _runs(gen, short_ids, single, NEW, ref_short, "best single device x8")
+            runs, _ = _runs(gen, short_ids, single, NEW, ref_short, "best single device x8")
+            value, _ = _simulated(single, costs, parts, DECODE_PROMPT, NEW, "tokens_per_s")
             rows.append(_row("decode, best single device x8", single, runs, "tokens_per_s",
-                             single.predicted_tokens_per_s))  # fmt: skip
+                             single.predicted_tokens_per_s, value))  # fmt: skip
     by = {r["case"]: r["measured"] for r in rows}
     speeds = [device_speed(cl.device(d)) for d in cl.device_names]
     bound = pipeline_bound(costs, parts.n_layers, speeds, 8, DECODE_PROMPT + NEW // 2)
@@ -198,6 +220,7 @@ def main() -> int:
         / by["decode, best single device x8"],
         "bound on any multi-device arrangement / best single device (cost model)": bound,
         "max |predicted / measured - 1| <= 0.15": max(abs(r["error"]) for r in rows),
+        "max |simulated / measured - 1| <= 0.15": max(abs(r["sim_error"]) for r in rows),
         "tokens identical in every run": all(r["identical"] for r in rows),
     }
     doc = {"model": MODEL, "cluster": str(CLUSTER.relative_to(ROOT)), "repeats": REPEATS,
@@ -215,8 +238,8 @@ def _markdown(doc: dict) -> str:
     lines = [
         f"# coinfer generate: {doc['model']} on {doc['cluster']} (medians of {doc['repeats']})",
         "",
-        "| case | split (layers) | chunks | micro-batches | metric | measured | predicted | error | same tokens | load (1 min) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| case | split (layers) | chunks | micro-batches | metric | measured | predicted | error | simulated | error | same tokens | load (1 min) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in doc["rows"]:
         split = ", ".join(f"{d}:{n}" for d, n in zip(r["devices"], r["layer_counts"], strict=True))
@@ -224,6 +247,7 @@ def _markdown(doc: dict) -> str:
         lines.append(
             f"| {r['case']} | {split} | {r['slices']} | {r['microbatches']} | {r['metric']} | "
             f"{r['measured']:.3f} | {r['predicted']:.3f} | {r['error'] * 100:+.0f} % | "
+            f"{r['simulated']:.3f} | {r['sim_error'] * 100:+.0f} % | "
             f"{'yes' if r['identical'] else 'NO'} | {load:.2f} |"
         )
     lines += ["", "| target | value |", "|---|---|"]

@@ -195,7 +195,7 @@ def test_cli_json(cache: Path) -> None:
     res = _coinfer(
         "generate", f"{MODELS}:tiny_plain_gpt2", "--cluster", TESTBED, "--prompt", "héllo",
         "--max-new-tokens", "4", "--sequences", "3", "--algo", "even", "--token-slices", "auto",
-        "--json", cache=cache,
+        "--json", "--gantt", str(cache / "timeline.png"), cache=cache,
     )  # fmt: skip
     assert res.returncode == 0, res.stderr
     doc = json.loads(res.stdout)
@@ -206,6 +206,11 @@ def test_cli_json(cache: Path) -> None:
     assert len(doc["reference_tokens"]) == len(prompt) + 4
     assert doc["ttft_s"] > 0 and doc["tokens_per_s"] > 0
     assert doc["predicted_ttft_s"] > 0 and doc["predicted_tokens_per_s"] > 0
+    # the simulator replayed the same plan; the measured and simulated timelines were drawn
+    sim = doc["simulated"]
+    assert sim["ttft_s"] > 0 and sim["tokens_per_s"] > 0 and len(sim["kv_bytes_end"]) == 4
+    assert sim["kv_bytes_end"] == [m["kv_cache_bytes"] for m in doc["memory"]]
+    assert Path(doc["gantt"]).stat().st_size > 10_000
     # the runtime's per-item overhead was probed on these devices and cached for the next run
     assert doc["item_overhead_s"] >= 0 and list((cache / "llm").glob("overhead-*.json"))
     plan = doc["plan"]

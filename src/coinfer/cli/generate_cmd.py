@@ -87,6 +87,12 @@ def register(app: typer.Typer) -> None:
             help="Price the runtime's per-item overhead, measured once per model and cluster "
             "by a short generation on the devices (cached); off: the in-process profile only.",
         ),
+        gantt: str | None = typer.Option(
+            None,
+            "--gantt",
+            help="Write the measured and the simulated timeline of the run, one above the "
+            "other, to this PNG.",
+        ),
         as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
     ) -> None:
         """Generate greedily with MODEL split across the cluster's devices (one worker each)."""
@@ -97,11 +103,13 @@ def register(app: typer.Typer) -> None:
         from ..llm.runner import (
             encode_prompt,
             generate_on,
+            measured_events,
             parse_prompt_ids,
             reference_tokens,
             report,
             start_workers,
         )  # fmt: skip
+        from ..llm.simulate import simulate_plan
         from .run_cmds import _load_cluster
 
         if (prompt is None) == (prompt_ids is None):
@@ -163,6 +171,20 @@ def register(app: typer.Typer) -> None:
         doc = report(plan, result, gen, ref)
         doc["tokenizer"] = tokenizer
         doc["item_overhead_s"] = costs.item_overhead_s
+        sim = simulate_plan(
+            plan, costs, len(ids), max_new_tokens, kv_bytes=parts.kv_bytes_per_token_layer
+        )
+        doc["simulated"] = sim.to_dict()
+        if gantt is not None:
+            from ..report.plots import gantt_pair
+
+            measured = measured_events(plan, result, max_new_tokens)
+            doc["gantt"] = str(
+                gantt_pair(
+                    [("measured", measured), ("simulated", sim.events)], gantt,
+                    devices=plan.devices,
+                )
+            )  # fmt: skip
         if as_json:
             typer.echo(json.dumps(doc, indent=2))
             return
@@ -171,9 +193,12 @@ def register(app: typer.Typer) -> None:
         typer.echo(
             f"ttft {doc['ttft_s'] * 1e3:.1f} ms (predicted {plan.predicted_ttft_s * 1e3:.1f}); "
             f"decode {rate if rate is None else f'{rate:.1f}'} tokens/s (predicted "
-            f"{plan.predicted_tokens_per_s:.1f}); same tokens as the unsplit model: "
+            f"{plan.predicted_tokens_per_s:.1f}, simulated "
+            f"{sim.decode_tokens_per_s or 0:.1f}); same tokens as the unsplit model: "
             f"{'yes' if doc['identical'] else 'NO'}"
         )
+        if gantt is not None:
+            typer.echo(f"measured vs simulated timeline: {doc['gantt']}")
         for m in doc["memory"]:
             typer.echo(
                 f"  {m['device']}: {m['layers']} layers, weights {m['weights_bytes'] / 2**20:.1f} MiB"

@@ -21,6 +21,7 @@ from torch import Tensor
 
 from ..errors import InputError
 from ..runtime.workgroup import Member, WorkerGroup
+from .simulate import decode_rate as _decode_rate
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,17 +127,10 @@ class DistributedGenerator(WorkerGroup):
                     on_token(g, r, ids)
             elif msg.get("done") == self._job:
                 done[rank] = msg
+        for msg in done.values():  # item spans on the job's clock (perf_counter is system-wide)
+            msg["spans"] = [[a - t0, b - t0] for a, b in msg.get("spans", [])]
         tokens = [torch.cat([g, *n], dim=1) for g, n in zip(groups, new, strict=True)]
         return RunResult(
             tokens, times[0][0], _decode_rate(times, [int(g.shape[0]) for g in groups]),
             max(ts[-1] for ts in times), [done[r] for r in range(len(self.procs))],
         )  # fmt: skip
-
-
-def _decode_rate(times: list[list[float]], batches: list[int]) -> float | None:
-    """Tokens per second after every group has its first token (all prefills done) — the
-    steady decode the cost model predicts; ``None`` when nothing came after that."""
-    start = max(ts[0] for ts in times)
-    end = max(ts[-1] for ts in times)
-    n = sum(b * sum(1 for t in ts[1:] if t > start) for ts, b in zip(times, batches, strict=True))
-    return n / (end - start) if n and end > start else None

@@ -16,9 +16,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..core.trace import TraceEvent
 from ..errors import InputError
 from .decoder import DecoderParts, full_logits
 from .distributed import DistributedGenerator, RunResult, StageSpec
+from .items import schedule
 from .planning import GenerationPlan
 
 
@@ -163,3 +165,14 @@ def report(
         "plan": plan.to_dict(),
         "memory": memory,
     }
+
+
+def measured_events(plan: GenerationPlan, result: RunResult, new_tokens: int) -> list[TraceEvent]:
+    """The run's compute bars as trace events (one per stage and item, ``request`` = the
+    sequence group), on the job's clock — to draw beside :func:`.simulate.simulate_plan`'s."""
+    items = schedule([{"slices": list(plan.slices)} for _ in plan.group_sizes], new_tokens)
+    out = []
+    for s, (name, stats) in enumerate(zip(plan.devices, result.stats, strict=True)):
+        for item, (a, b) in zip(items, stats.get("spans", []), strict=False):
+            out.append(TraceEvent(name, "compute", item.group, a, b, s))
+    return out

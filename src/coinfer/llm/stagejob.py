@@ -21,38 +21,15 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from .items import schedule
 from .stage import DecoderStage
 
 PREFETCH = 2  # receives posted ahead per incoming link
-
-
-@dataclass(frozen=True, slots=True)
-class Item:
-    """One unit of work: a prefill chunk (``step`` = chunk index) or a decode step ``≥ 1``."""
-
-    group: int
-    prefill: bool
-    step: int
-    tokens: int
-    final: bool  # produces a token (the prompt's last chunk, or a decode step)
-
-
-def schedule(groups: list[dict[str, Any]], new_tokens: int) -> list[Item]:
-    """The ordered work items of a job (the same on every stage)."""
-    items = []
-    for g, grp in enumerate(groups):
-        sizes = grp["slices"]
-        for k, c in enumerate(sizes):
-            items.append(Item(g, True, k, int(c), k == len(sizes) - 1))
-    for r in range(1, new_tokens):
-        items.extend(Item(g, False, r, 1, True) for g in range(len(groups)))
-    return items
 
 
 class _Inbox:
@@ -112,6 +89,7 @@ def run_job(
     fwd = back = 0
     busy = pad_total = cpu_total = decode_cpu = 0.0
     decode_items = 0
+    spans: list[tuple[float, float]] = []  # each item's compute, absolute perf_counter seconds
     start = time.perf_counter()
     for item in items:
         if not first:
@@ -129,6 +107,7 @@ def run_job(
         if pad > 0:
             time.sleep(pad)
         busy += wall + pad
+        spans.append((t0, t0 + wall + pad))
         pad_total += pad
         cpu_total += cpu
         if not item.prefill:
@@ -157,4 +136,5 @@ def run_job(
         "wall_s": time.perf_counter() - start,
         "kv_bytes": stage.kv_bytes(),
         "items": len(items),
+        "spans": spans,
     }

@@ -7,6 +7,7 @@ here), shared by the simulator and the runtime.
 from ..core.trace import TraceEvent
 from .plots import (
     gantt,
+    gantt_pair,
     latency_cdf,
     line_plot,
     resource_order,
@@ -19,6 +20,7 @@ from .tables import rows_table, schedule_table, sim_table, utilisation_table
 __all__ = [
     "TraceEvent",
     "gantt",
+    "gantt_pair",
     "latency_cdf",
     "line_plot",
     "resource_order",

@@ -71,21 +71,49 @@ def gantt(
     time axis ``until_s`` seconds after the first event (long runs are unreadable otherwise). Works
     for simulated and measured traces.
     """
-    if not events:
+    return gantt_pair([(title, events)], path, devices=devices, until_s=until_s)
+
+
+def gantt_pair(
+    charts: Sequence[tuple[str, Sequence[TraceEvent]]],
+    path: str | Path,
+    *,
+    devices: Sequence[str] | None = None,
+    until_s: float | None = None,
+) -> Path:
+    """Several Gantt charts (``(title, events)``) stacked on one time axis — a measured and a
+    simulated run of the same plan, where they disagree shows at a glance. Each chart's time
+    starts at its own first event; rows are the union of the charts' resources."""
+    if not charts or any(not events for _, events in charts):
         raise InputError("gantt: no events to draw")
     plt = _pyplot()
-    t0 = min(e.start_s for e in events)  # the chart starts at the first event
-    shown = [e for e in events if until_s is None or e.start_s - t0 <= until_s]
-    rows = resource_order(shown, devices)
-    y = {r: i for i, r in enumerate(rows)}
-    t1 = max(e.end_s for e in shown)
-    if until_s is not None:
-        t1 = min(t1, t0 + until_s)
-    span = max(t1 - t0, 1e-12)
+    windows = []
+    for _, events in charts:
+        t0 = min(e.start_s for e in events)  # each chart starts at its first event
+        shown = [e for e in events if until_s is None or e.start_s - t0 <= until_s]
+        t1 = max(e.end_s for e in shown)
+        windows.append((t0, shown, min(t1, t0 + until_s) if until_s is not None else t1))
+    rows = resource_order([e for _, shown, _ in windows for e in shown], devices)
+    span = max(max(t1 - t0 for t0, _, t1 in windows), 1e-12)
     scale, unit = (1e3, "ms") if span < 2.0 else (1.0, "s")
-    cmap = plt.get_cmap("tab20")
     height = max(MIN_GANTT_HEIGHT_IN, ROW_HEIGHT_IN * len(rows) + 1.2)
-    fig, ax = plt.subplots(figsize=(GANTT_WIDTH_IN, height))
+    fig, axes = plt.subplots(
+        len(charts), 1, figsize=(GANTT_WIDTH_IN, height * len(charts)), sharex=True, squeeze=False
+    )
+    for ax, (title, _), (t0, shown, _) in zip(axes[:, 0], charts, windows, strict=True):
+        _draw_bars(plt, ax, shown, {r: i for i, r in enumerate(rows)}, t0, span, scale)
+        ax.set_yticks(range(len(rows)))
+        ax.set_yticklabels(rows)
+        ax.invert_yaxis()
+        ax.set_xlim(0, span * scale)
+        ax.set_title(title, fontsize=10)
+        ax.grid(axis="x", alpha=0.3)
+    axes[-1, 0].set_xlabel(f"time ({unit}) — bar label = request; hatched = link transfer")
+    return _save(plt, fig, path)
+
+
+def _draw_bars(plt, ax, shown, y, t0, span, scale) -> None:  # type: ignore[no-untyped-def]
+    cmap = plt.get_cmap("tab20")
     for e in shown:
         colour = cmap(e.request % PALETTE_SIZE)
         # clip to the shown window so cropped bars (and their labels) stay inside the axes
@@ -110,14 +138,6 @@ def gantt(
                 va="center",
                 fontsize=7,
             )
-    ax.set_yticks(range(len(rows)))
-    ax.set_yticklabels(rows)
-    ax.invert_yaxis()
-    ax.set_xlim(0, span * scale)
-    ax.set_xlabel(f"time ({unit}) — bar label = request; hatched = link transfer")
-    ax.set_title(title, fontsize=10)
-    ax.grid(axis="x", alpha=0.3)
-    return _save(plt, fig, path)
 
 
 def latency_cdf(
