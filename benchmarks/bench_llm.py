@@ -134,13 +134,14 @@ def main() -> int:
     print(f"profiled {MODEL} in {time.perf_counter() - t0:.1f} s", flush=True)
     t0 = time.perf_counter()
     costs, probe = with_measured_overhead(MODEL, parts, costs, cl, refresh=True)
-    print(f"per-item overhead {costs.item_overhead_s * 1e3:.2f} ms (stages "
-          f"{[round(x * 1e3, 2) for x in probe.extra_s]}) in {time.perf_counter() - t0:.1f} s",
+    scales = probe.speed_scales
+    print(f"per-item overhead {costs.item_overhead_s * 1e3:.2f} ms, device scales "
+          f"{ {d: round(x, 2) for d, x in scales.items()} } in {time.perf_counter() - t0:.1f} s",
           flush=True)  # fmt: skip
     long_ids, short_ids = _ids(TTFT_PROMPT, parts.vocab), _ids(DECODE_PROMPT, parts.vocab)
     ref_long = reference_tokens(parts, torch.tensor([long_ids]), 1)[0].tolist()
     ref_short = reference_tokens(parts, torch.tensor([short_ids]), NEW)[0].tolist()
-    kw = {"prompt_tokens": DECODE_PROMPT, "new_tokens": NEW}
+    kw = {"prompt_tokens": DECODE_PROMPT, "new_tokens": NEW, "speed_scales": scales}
     plans = {
         "capability x8": plan_generation(parts, cl, costs, sequences=8, **kw),
         "memory x8": plan_generation(parts, cl, costs, algo="memory", sequences=8, **kw),
@@ -153,7 +154,10 @@ def main() -> int:
     }
     # time to first token of one 512-token sequence on the pipeline over all four devices
     # (the memory split: every device holds layers); slicing is independent of the split
-    pipe = plan_generation(parts, cl, costs, algo="memory", prompt_tokens=TTFT_PROMPT, new_tokens=1)
+    pipe = plan_generation(
+        parts, cl, costs, algo="memory", prompt_tokens=TTFT_PROMPT, new_tokens=1,
+        speed_scales=scales,
+    )  # fmt: skip
     ttft_plans = {}
     for label, sl in (("one chunk", [TTFT_PROMPT]), ("sliced (auto)", None)):
         if sl is None:
@@ -209,7 +213,7 @@ def main() -> int:
             rows.append(_row("decode, best single device x8", single, runs, "tokens_per_s",
                              single.predicted_tokens_per_s, value))  # fmt: skip
     by = {r["case"]: r["measured"] for r in rows}
-    speeds = [device_speed(cl.device(d)) for d in cl.device_names]
+    speeds = [device_speed(cl.device(d)) / scales.get(d, 1.0) for d in cl.device_names]
     bound = pipeline_bound(costs, parts.n_layers, speeds, 8, DECODE_PROMPT + NEW // 2)
     targets = {
         "TTFT sliced / one chunk <= 0.7": by["TTFT 512, sliced (auto)"] / by["TTFT 512, one chunk"],
@@ -225,7 +229,7 @@ def main() -> int:
     }
     doc = {"model": MODEL, "cluster": str(CLUSTER.relative_to(ROOT)), "repeats": REPEATS,
            "cpus": os.cpu_count(), "load_end": os.getloadavg(), "costs": dataclasses.asdict(costs),
-           "overhead_probe": probe.to_dict(),
+           "overhead_probe": probe.to_dict(), "speed_scales": scales,
            "rows": rows, "targets": targets}  # fmt: skip
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "llm.json").write_text(json.dumps(doc, indent=2))

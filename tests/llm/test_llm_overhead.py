@@ -5,6 +5,7 @@ worker processes (cached, then read back)."""
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import pytest
@@ -12,8 +13,11 @@ import pytest
 from coinfer.errors import InputError
 from coinfer.llm.cost import LlmCosts, decode_tokens_per_s
 from coinfer.llm.overhead import (
+    SCALE_RANGE,
+    OverheadProbe,
     overhead_from_stats,
     priced_decode_step_s,
+    priced_prefill_s,
     with_measured_overhead,
 )
 
@@ -36,30 +40,38 @@ def test_priced_step_is_the_mean_over_the_generation() -> None:
         priced_decode_step_s(COSTS, 2, False, False, 10, 1)
 
 
-def test_overhead_is_the_median_extra_cpu_per_step() -> None:
+def test_scale_and_overhead_are_recovered_from_two_item_sizes() -> None:
+    """Stats made from known per-device scales and overheads give them back exactly."""
+    costs = dataclasses.replace(COSTS, layer_fixed_s=5e-3, layer_token_s=1e-3)
     counts, prompt, new = [2, 1, 1], 10, 5
-    priced = [
-        priced_decode_step_s(COSTS, n, s == 0, s == 2, prompt, new) for s, n in enumerate(counts)
-    ]
-    extra = [0.002, 0.0025, 0.009]  # the last stage (head, low quota) pays the most
-    stats = [
-        {"decode_cpu_s": (p + e) * 4, "decode_items": 4} for p, e in zip(priced, extra, strict=True)
-    ]
-    probe = overhead_from_stats(COSTS, ["a", "b", "c"], counts, stats, prompt, new)
+    scales, ws = [1.0, 1.3, 2.0], [0.002, 0.0025, 0.004]
+    stats = []
+    for s, n in enumerate(counts):
+        first, last = s == 0, s == 2
+        pre = priced_prefill_s(costs, n, first, last, prompt)
+        dec = priced_decode_step_s(costs, n, first, last, prompt, new)
+        d_meas = scales[s] * dec + ws[s]
+        p_meas = scales[s] * pre + ws[s]
+        # two jobs pooled: one prefill item and 4 decode items each
+        stats.append({"cpu_s": 2 * (p_meas + 4 * d_meas), "items": 10,
+                      "decode_cpu_s": 8 * d_meas, "decode_items": 8})  # fmt: skip
+    probe = overhead_from_stats(costs, ["a", "b", "c"], counts, stats, prompt, new)
+    assert probe.scales == pytest.approx(tuple(scales))
     assert probe.item_overhead_s == pytest.approx(0.0025)
-    assert probe.extra_s == pytest.approx(tuple(extra))
-    assert probe.devices == ("a", "b", "c")
-    # a measured step faster than priced never gives a negative overhead
-    fast = [{"decode_cpu_s": p * 0.5 * 4, "decode_items": 4} for p in priced]
-    assert (
-        overhead_from_stats(COSTS, ["a", "b", "c"], counts, fast, prompt, new).item_overhead_s == 0
-    )
+    assert probe.speed_scales == pytest.approx({"a": 1.0, "b": 1.3, "c": 2.0})
     # an overhead already in the costs is not subtracted twice
-    charged = dataclasses.replace(COSTS, item_overhead_s=0.1)
+    charged = dataclasses.replace(costs, item_overhead_s=0.1)
     again = overhead_from_stats(charged, ["a", "b", "c"], counts, stats, prompt, new)
     assert again.item_overhead_s == pytest.approx(0.0025)
+    # the round trip through the cache's JSON keeps the value
+    assert OverheadProbe.from_dict(json.loads(json.dumps(probe.to_dict()))) == probe
+    # a wild fit is clamped; a negative overhead is never charged
+    wild = [dict(st, decode_cpu_s=st["decode_cpu_s"] * 0.01) for st in stats]
+    clamped = overhead_from_stats(costs, ["a", "b", "c"], counts, wild, prompt, new)
+    assert all(SCALE_RANGE[0] <= x <= SCALE_RANGE[1] for x in clamped.scales)
+    assert clamped.item_overhead_s >= 0
     with pytest.raises(InputError, match="on b ran no decode step"):
-        overhead_from_stats(COSTS, ["a", "b", "c"], counts, [stats[0], {}, stats[2]], 10, 5)
+        overhead_from_stats(costs, ["a", "b", "c"], counts, [stats[0], {}, stats[2]], 10, 5)
 
 
 @pytest.mark.integration
@@ -79,7 +91,8 @@ def test_a_real_probe_measures_and_caches(tmp_path, monkeypatch) -> None:
     cl = _load_cluster(str(cluster))
     costs = measured_costs(spec, parts)
     charged, probe = with_measured_overhead(spec, parts, costs, cl)
-    assert probe.devices == ("d0", "d1") and all(m > 0 for m in probe.measured_s)
+    assert probe.devices == ("d0", "d1") and all(m > 0 for m in probe.decode_measured_s)
+    assert all(SCALE_RANGE[0] <= x <= SCALE_RANGE[1] for x in probe.scales)
     assert charged.item_overhead_s == probe.item_overhead_s >= 0
     assert len(list((tmp_path / "llm").glob("overhead-*.json"))) == 1
     one = decode_tokens_per_s([2], [0.6], costs, context=20)

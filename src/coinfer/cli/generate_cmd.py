@@ -84,8 +84,9 @@ def register(app: typer.Typer) -> None:
         calibrate: bool = typer.Option(
             True,
             "--calibrate/--no-calibrate",
-            help="Price the runtime's per-item overhead, measured once per model and cluster "
-            "by a short generation on the devices (cached); off: the in-process profile only.",
+            help="Price the runtime's per-item overhead and each device's measured slow-down, "
+            "probed once per model and cluster by short generations on the devices (cached); "
+            "off: the in-process profile only.",
         ),
         gantt: str | None = typer.Option(
             None,
@@ -141,13 +142,15 @@ def register(app: typer.Typer) -> None:
                 f"model's {limit} positions"
             )
         costs = measured_costs(model, parts)
+        scales: dict[str, float] = {}
         if calibrate:
             from ..llm.overhead import with_measured_overhead
 
-            costs, _ = with_measured_overhead(model, parts, costs, cl)
+            costs, probe = with_measured_overhead(model, parts, costs, cl)
+            scales = probe.speed_scales
         plan = plan_generation(
             parts, cl, costs, algo=algo, prompt_tokens=len(ids), new_tokens=max_new_tokens,
-            sequences=sequences, devices=names, token_slices=slices,
+            sequences=sequences, devices=names, token_slices=slices, speed_scales=scales,
         )  # fmt: skip
         if not as_json:
             typer.echo(
@@ -171,6 +174,7 @@ def register(app: typer.Typer) -> None:
         doc = report(plan, result, gen, ref)
         doc["tokenizer"] = tokenizer
         doc["item_overhead_s"] = costs.item_overhead_s
+        doc["speed_scales"] = scales
         sim = simulate_plan(
             plan, costs, len(ids), max_new_tokens, kv_bytes=parts.kv_bytes_per_token_layer
         )

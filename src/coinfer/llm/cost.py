@@ -117,7 +117,11 @@ def _tabled(table: tuple[float, ...], n: int, slope: float) -> float:
 def _along(points: list[tuple[int, float]], x: float) -> float:
     """Piecewise-linear through ``(0, 0)`` and ``points`` (sorted), past the end by the last
     segment's slope (never negative)."""
-    xs, ys = [0, *(p for p, _ in points)], [0.0, *(e for _, e in points)]
+    xs, ys = [0], [0.0]
+    for p, e in points:  # a repeated context (a clamped measurement) keeps its first value
+        if p > xs[-1]:
+            xs.append(p)
+            ys.append(e)
     for i in range(1, len(xs)):
         if x <= xs[i] or i == len(xs) - 1:
             slope = (ys[i] - ys[i - 1]) / (xs[i] - xs[i - 1])

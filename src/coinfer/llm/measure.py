@@ -116,7 +116,11 @@ def profile_layer_costs(
     # over 512 tokens at 210 ms a step where a generation takes 115.
     # a model with few learned positions is timed at the longest context it can take
     limit = parts.max_positions
-    points = [(b, p if limit is None else min(p, limit - repeats - 2)) for b, p in DECODE_POINTS]
+    points = list(
+        dict.fromkeys(
+            (b, p if limit is None else min(p, limit - repeats - 2)) for b, p in DECODE_POINTS
+        )
+    )
     contexts = sorted({max(p, 1) for _, p in points})
     filled = {}
     for p in contexts:

@@ -1,14 +1,24 @@
-"""The runtime's per-item overhead of a stage, measured through real workers.
+"""The runtime's own costs, measured through real workers: per item and per device.
 
-Why: the cost coefficients (:mod:`.measure`) are timed in one process, step after step. In a
-generation each stage is a worker that waits between items (the other stages are computing)
-and, on the testbed, is throttled by its CPU quota while it computes; it starts every item with
-cold caches. On GPT-2 small a stage's decode step took ~2.6 ms more CPU in a worker than in
-the profile, *whatever its size* (1 layer + head, 3 layers, 5 layers, all 12): an additive
-cost per item, not a factor, and at one sequence it is 20–30 % of a 4-stage pipeline's token
-time. So it is measured once per model, host and cluster — a short even-split generation over
-the cluster's devices, each stage's compute-thread CPU per decode step against the priced
-step — and priced as :attr:`LlmCosts.item_overhead_s` on every stage and item.
+Why: the cost coefficients (:mod:`.measure`) are timed in one process, step after step, at full
+speed. In a generation each stage is a worker that waits between items (the other stages are
+computing) and, on the testbed, is throttled by its CPU quota while it computes. Two effects
+were measured on GPT-2 small, both in the compute thread's CPU time:
+
+- **per item**: every stage spent ~2–3 ms more CPU per decode step than the profile, whatever
+  its size (1 layer + head, 3, 5 or 12 layers), also without quotas — a stage starts each item
+  with cold caches. Additive, so priced as :attr:`LlmCosts.item_overhead_s` on every stage and
+  item (at one sequence it is 15–20 % of a 4-stage pipeline's token time);
+- **per device**: a long item (a 512-token prompt chunk) took as much CPU as priced on d0
+  (0.6 core) but 10–20 % more on d1 (0.4) and 10–45 % more on d2 (0.3) and d3 (0.2): a low quota
+  cuts the computation into short slices (3 ms of every 10 ms on d2) and each slice resumes
+  with caches other threads used meanwhile. Multiplicative, so priced as a per-device factor on
+  the device's speed (as ``coinfer calibrate`` does for CNN stages).
+
+The probe separates them: an even split over the cluster's devices runs short generations; per
+stage, its prefill item (one long chunk) and its decode steps (short items) give two equations
+``measured = scale × priced + w`` in the stage's scale and overhead. The overhead is the median
+over the stages, each device's scale its own. Measured once per model, host and cluster, cached.
 
 The arithmetic is pure (:func:`overhead_from_stats`); :func:`probe_overhead` starts workers.
 """
@@ -28,29 +38,55 @@ from typing import Any
 from ..errors import InputError
 from .cost import LlmCosts
 
-# The probe's generation: a prompt and length like a chat turn's; the first job warms the
-# workers up and is not counted (the later ones ran 0.5–2 ms slower per step than the first).
-PROBE_PROMPT, PROBE_NEW, PROBE_JOBS = 64, 24, 3
+# The probe's generation: a prompt long enough that its one chunk dominates a stage's prefill
+# item, then 24 decode steps; the first job warms the workers up and is not counted (the later
+# ones ran 0.5–2 ms slower per step than the first).
+PROBE_PROMPT, PROBE_NEW, PROBE_JOBS = 128, 24, 3
+# A device's fitted scale is kept within these (a noisy probe must not wreck a plan).
+SCALE_RANGE = (0.5, 3.0)
 # Bumped when the probe's method changes, so an older cached figure is not used.
-PROBE_VERSION = 2
+PROBE_VERSION = 3
 
 
 @dataclass(frozen=True, slots=True)
 class OverheadProbe:
-    """Per stage of the probe: its device, the priced and measured CPU seconds per decode step
-    and their difference; ``item_overhead_s`` is the median difference (never below 0)."""
+    """Per stage of the probe: its device, the priced and measured CPU seconds of its prefill
+    item and of a decode step, and the fitted ``scale`` (measured = scale × priced + overhead);
+    ``item_overhead_s`` is the median of the stages' overheads (never below 0)."""
 
     devices: tuple[str, ...]
-    priced_s: tuple[float, ...]
-    measured_s: tuple[float, ...]
+    prefill_priced_s: tuple[float, ...]
+    prefill_measured_s: tuple[float, ...]
+    decode_priced_s: tuple[float, ...]
+    decode_measured_s: tuple[float, ...]
+    scales: tuple[float, ...]
     item_overhead_s: float
 
     @property
-    def extra_s(self) -> tuple[float, ...]:
-        return tuple(m - p for m, p in zip(self.measured_s, self.priced_s, strict=True))
+    def speed_scales(self) -> dict[str, float]:
+        """Device -> factor its time is multiplied by (its speed divided by)."""
+        return dict(zip(self.devices, self.scales, strict=True))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any]) -> OverheadProbe:
+        def value(x: Any) -> Any:
+            return tuple(x) if isinstance(x, list) else x
+
+        return cls(**{f.name: value(doc[f.name]) for f in dataclasses.fields(cls)})
+
+
+def priced_prefill_s(
+    costs: LlmCosts, layers: int, first: bool, last: bool, prompt: int, batch: int = 1
+) -> float:
+    """Reference seconds of one stage's prefill item: the whole prompt as one chunk (the head
+    on its last token on the last stage), without the per-item overhead."""
+    t = layers * costs.chunk_s(prompt, 0, batch)
+    t += costs.embed_s(prompt * batch) if first else 0.0
+    t += costs.head_s(batch) if last else 0.0
+    return t
 
 
 def priced_decode_step_s(
@@ -79,20 +115,37 @@ def overhead_from_stats(
     prompt: int,
     new: int,
 ) -> OverheadProbe:
-    """Each stage's compute-thread CPU per decode step (from the workers' statistics) against
-    the priced step; the overhead is the median of the differences over the stages."""
+    """Fit each stage's ``scale`` and overhead ``w`` from its compute-thread CPU (the workers'
+    statistics, one prompt chunk per job): the prefill item and the mean decode step each give
+    ``measured = scale × priced + w``. The overhead is the median ``w`` over the stages; a stage
+    whose two items price alike (no leverage) keeps scale 1."""
     base = dataclasses.replace(costs, item_overhead_s=0.0)
     n = len(devices)
-    priced, measured = [], []
+    pp, pm, dp, dm, scales, ws = [], [], [], [], [], []
     for s, (layers, st) in enumerate(zip(layer_counts, stats, strict=True)):
-        if not st.get("decode_items"):
+        decode_items = int(st.get("decode_items", 0))
+        prefill_items = int(st.get("items", 0)) - decode_items
+        if decode_items < 1 or prefill_items < 1:
             raise InputError(f"the overhead probe's stage on {devices[s]} ran no decode step")
-        priced.append(priced_decode_step_s(base, layers, s == 0, s == n - 1, prompt, new))
-        measured.append(float(st["decode_cpu_s"]) / int(st["decode_items"]))
-    extra = [m - p for m, p in zip(measured, priced, strict=True)]
+        first, last = s == 0, s == n - 1
+        p_priced = priced_prefill_s(base, layers, first, last, prompt)
+        d_priced = priced_decode_step_s(base, layers, first, last, prompt, new)
+        p_meas = (float(st["cpu_s"]) - float(st["decode_cpu_s"])) / prefill_items
+        d_meas = float(st["decode_cpu_s"]) / decode_items
+        scale = 1.0
+        if p_priced > 2 * d_priced:
+            scale = (p_meas - d_meas) / (p_priced - d_priced)
+            scale = min(max(scale, SCALE_RANGE[0]), SCALE_RANGE[1])
+        pp.append(p_priced)
+        pm.append(p_meas)
+        dp.append(d_priced)
+        dm.append(d_meas)
+        scales.append(scale)
+        ws.append(d_meas - scale * d_priced)
     return OverheadProbe(
-        tuple(devices), tuple(priced), tuple(measured), max(0.0, statistics.median(extra))
-    )
+        tuple(devices), tuple(pp), tuple(pm), tuple(dp), tuple(dm), tuple(scales),
+        max(0.0, statistics.median(ws)),
+    )  # fmt: skip
 
 
 def probe_overhead(spec: str, parts: Any, costs: LlmCosts, cluster: Any) -> OverheadProbe:
@@ -119,15 +172,16 @@ def probe_overhead(spec: str, parts: Any, costs: LlmCosts, cluster: Any) -> Over
     assert plan is not None
     gen = torch.Generator().manual_seed(PROBE_PROMPT)
     ids = torch.randint(0, parts.vocab, (prompt,), generator=gen).tolist()
-    pooled: list[dict[str, Any]] = [{"decode_cpu_s": 0.0, "decode_items": 0} for _ in plan.devices]
+    keys = ("cpu_s", "items", "decode_cpu_s", "decode_items")
+    pooled: list[dict[str, Any]] = [dict.fromkeys(keys, 0.0) for _ in plan.devices]
     with start_workers(spec, plan, cluster) as workers:
         for job in range(PROBE_JOBS):
             result = generate_on(workers, ids, plan, PROBE_NEW)
             if job == 0 and PROBE_JOBS > 1:
                 continue
             for total, st in zip(pooled, result.stats, strict=True):
-                total["decode_cpu_s"] += float(st.get("decode_cpu_s", 0.0))
-                total["decode_items"] += int(st.get("decode_items", 0))
+                for k in keys:
+                    total[k] += st.get(k, 0.0)
     return overhead_from_stats(
         base, list(plan.devices), list(plan.layer_counts), pooled, prompt, PROBE_NEW
     )
@@ -156,17 +210,14 @@ def _cache_path(spec: str, cluster: Any) -> Path:
 def with_measured_overhead(
     spec: str, parts: Any, costs: LlmCosts, cluster: Any, *, refresh: bool = False
 ) -> tuple[LlmCosts, OverheadProbe]:
-    """``costs`` with the per-item overhead measured on ``cluster`` (cached per model spec,
-    host, torch and profile version and the cluster's devices, in ``$COINFER_CACHE/llm``)."""
+    """``costs`` with the per-item overhead measured on ``cluster``, and the probe (its
+    ``speed_scales`` go to :func:`.planning.plan_generation`); cached per model spec, host,
+    torch and profile version and the cluster's devices, in ``$COINFER_CACHE/llm``."""
     path = _cache_path(spec, cluster)
     probe = None
     if not refresh and path.exists():
         try:
-            doc = json.loads(path.read_text())
-            probe = OverheadProbe(
-                tuple(doc["devices"]), tuple(doc["priced_s"]), tuple(doc["measured_s"]),
-                float(doc["item_overhead_s"]),
-            )  # fmt: skip
+            probe = OverheadProbe.from_dict(json.loads(path.read_text()))
         except (ValueError, TypeError, KeyError, OSError):
             probe = None
     if probe is None:

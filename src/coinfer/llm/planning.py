@@ -25,7 +25,7 @@ import json
 import math
 import os
 import socket
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -86,13 +86,20 @@ def device_speed(dev: Any) -> float:
     return float(min(emu.cpu_quota, emu.threads))
 
 
-def llm_devices(cluster: Any, names: Sequence[str] | None = None) -> list[LlmDevice]:
-    """The cluster's devices (all, or ``names`` in that order) as the split sees them."""
+def llm_devices(
+    cluster: Any, names: Sequence[str] | None = None, scales: Mapping[str, float] | None = None
+) -> list[LlmDevice]:
+    """The cluster's devices (all, or ``names`` in that order) as the split sees them; a
+    measured ``scales[name]`` (:mod:`.overhead`) divides the device's speed."""
     chosen = list(names) if names else list(cluster.device_names)
     if len(set(chosen)) != len(chosen):
         raise InputError(f"devices {chosen}: each device may appear once")
+    scales = scales or {}
     return [
-        LlmDevice(n, device_speed(cluster.device(n)), cluster.device(n).mem_bytes) for n in chosen
+        LlmDevice(
+            n, device_speed(cluster.device(n)) / scales.get(n, 1.0), cluster.device(n).mem_bytes
+        )
+        for n in chosen
     ]
 
 
@@ -207,15 +214,16 @@ def best_microbatches(
 def plan_generation(
     parts: Any, cluster: Any, costs: LlmCosts, *, algo: str = "capability", prompt_tokens: int,
     new_tokens: int, sequences: int = 1, devices: Sequence[str] | None = None,
-    token_slices: int | str | None = None,
+    token_slices: int | str | None = None, speed_scales: Mapping[str, float] | None = None,
 ) -> GenerationPlan:  # fmt: skip
     """The plan of ``sequences`` copies of a ``prompt_tokens`` prompt generating ``new_tokens``
-    on ``cluster`` (``parts`` may be a meta-device model: only sizes are read)."""
+    on ``cluster`` (``parts`` may be a meta-device model: only sizes are read; ``speed_scales``:
+    measured per-device factors, see :func:`llm_devices`)."""
     if algo not in ALGOS:
         raise InputError(f"unknown --algo {algo!r}: use one of {', '.join(ALGOS)}")
     if sequences < 1 or prompt_tokens < 1 or new_tokens < 1:
         raise InputError("prompt, new tokens and sequences must each be >= 1")
-    devs = llm_devices(cluster, devices)
+    devs = llm_devices(cluster, devices, speed_scales)
     mem = MemoryModel.of(parts)
     mem_context, context = prompt_tokens + new_tokens, prompt_tokens + new_tokens // 2
     kw = {"context": mem_context, "batch": sequences}
