@@ -15,6 +15,7 @@ from coinfer.llm.cost import LlmCosts, decode_tokens_per_s
 from coinfer.llm.overhead import (
     SCALE_RANGE,
     OverheadProbe,
+    combine,
     overhead_from_stats,
     priced_decode_step_s,
     priced_prefill_s,
@@ -72,6 +73,10 @@ def test_scale_and_overhead_are_recovered_from_two_item_sizes() -> None:
     assert clamped.item_overhead_s >= 0
     with pytest.raises(InputError, match="on b ran no decode step"):
         overhead_from_stats(costs, ["a", "b", "c"], counts, [stats[0], {}, stats[2]], 10, 5)
+    # jobs combine by their medians: one disturbed job does not move the result
+    disturbed = dataclasses.replace(probe, scales=(1.8, 1.3, 2.0), item_overhead_s=0.02)
+    both = combine([probe, disturbed, probe])
+    assert both.scales == probe.scales and both.item_overhead_s == probe.item_overhead_s
 
 
 @pytest.mark.integration

@@ -31,6 +31,7 @@ import json
 import os
 import socket
 import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,13 +40,14 @@ from ..errors import InputError
 from .cost import LlmCosts
 
 # The probe's generation: a prompt long enough that its one chunk dominates a stage's prefill
-# item, then 24 decode steps; the first job warms the workers up and is not counted (the later
-# ones ran 0.5–2 ms slower per step than the first).
-PROBE_PROMPT, PROBE_NEW, PROBE_JOBS = 128, 24, 3
+# item, then 16 decode steps; the first job warms the workers up and is not counted (the later
+# ones ran 0.5–2 ms slower per step than the first); each other job is fitted on its own and
+# the median taken.
+PROBE_PROMPT, PROBE_NEW, PROBE_JOBS = 128, 16, 5
 # A device's fitted scale is kept within these (a noisy probe must not wreck a plan).
 SCALE_RANGE = (0.5, 3.0)
 # Bumped when the probe's method changes, so an older cached figure is not used.
-PROBE_VERSION = 3
+PROBE_VERSION = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,7 +152,8 @@ def overhead_from_stats(
 
 def probe_overhead(spec: str, parts: Any, costs: LlmCosts, cluster: Any) -> OverheadProbe:
     """Run the probe: an even split over the cluster's devices, :data:`PROBE_JOBS` short
-    generations on the same workers (the first warms them up; the others are pooled)."""
+    generations on the same workers (the first warms them up; the others are fitted one by one
+    and combined by :func:`combine`)."""
     import torch
 
     from .planning import plan_generation
@@ -172,19 +175,35 @@ def probe_overhead(spec: str, parts: Any, costs: LlmCosts, cluster: Any) -> Over
     assert plan is not None
     gen = torch.Generator().manual_seed(PROBE_PROMPT)
     ids = torch.randint(0, parts.vocab, (prompt,), generator=gen).tolist()
-    keys = ("cpu_s", "items", "decode_cpu_s", "decode_items")
-    pooled: list[dict[str, Any]] = [dict.fromkeys(keys, 0.0) for _ in plan.devices]
+    fits = []
     with start_workers(spec, plan, cluster) as workers:
         for job in range(PROBE_JOBS):
             result = generate_on(workers, ids, plan, PROBE_NEW)
-            if job == 0 and PROBE_JOBS > 1:
-                continue
-            for total, st in zip(pooled, result.stats, strict=True):
-                for k in keys:
-                    total[k] += st.get(k, 0.0)
-    return overhead_from_stats(
-        base, list(plan.devices), list(plan.layer_counts), pooled, prompt, PROBE_NEW
-    )
+            if job > 0 or PROBE_JOBS == 1:
+                layers = list(plan.layer_counts)
+                fit = overhead_from_stats(
+                    base, list(plan.devices), layers, result.stats, prompt, PROBE_NEW
+                )
+                fits.append(fit)
+    return combine(fits)
+
+
+def combine(fits: Sequence[OverheadProbe]) -> OverheadProbe:
+    """Several jobs' fits of the same plan as one: the median of every figure (a job disturbed
+    by the shared host — one measured a fast device 18 % slow — does not set the scale)."""
+    if not fits:
+        raise ValueError("no probe job to combine")
+
+    def med(name: str) -> tuple[float, ...]:
+        return tuple(
+            statistics.median(col) for col in zip(*(getattr(f, name) for f in fits), strict=True)
+        )
+
+    return OverheadProbe(
+        fits[0].devices, med("prefill_priced_s"), med("prefill_measured_s"),
+        med("decode_priced_s"), med("decode_measured_s"), med("scales"),
+        statistics.median(f.item_overhead_s for f in fits),
+    )  # fmt: skip
 
 
 def _cache_path(spec: str, cluster: Any) -> Path:
