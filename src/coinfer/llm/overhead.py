@@ -26,10 +26,8 @@ The arithmetic is pure (:func:`overhead_from_stats`); :func:`probe_overhead` sta
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
-import socket
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -207,23 +205,10 @@ def combine(fits: Sequence[OverheadProbe]) -> OverheadProbe:
 
 
 def _cache_path(spec: str, cluster: Any) -> Path:
-    import torch
+    from .planning import cache_path, llm_devices
 
-    from .planning import PROFILE_VERSION, llm_devices
-
-    root = os.environ.get("COINFER_CACHE")
-    base = (Path(root) if root else Path.home() / ".cache" / "coinfer") / "llm"
     devices = [(d.name, d.speed, d.mem_bytes) for d in llm_devices(cluster)]
-    key = {
-        "spec": spec, "torch": torch.__version__, "host": socket.gethostname(),
-        "profile": PROFILE_VERSION, "probe": PROBE_VERSION, "devices": devices,
-    }  # fmt: skip
-    path = spec.rsplit(":", 1)[0]
-    if path.endswith(".py") and Path(path).exists():
-        st = Path(path).resolve().stat()
-        key.update(file=str(Path(path).resolve()), mtime=st.st_mtime_ns, size=st.st_size)
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
-    return base / f"overhead-{digest}.json"
+    return cache_path(spec, "overhead", probe=PROBE_VERSION, devices=devices)
 
 
 def with_measured_overhead(

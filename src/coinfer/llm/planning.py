@@ -283,27 +283,30 @@ def _slices(total, token_slices, counts, speeds, costs, links, batch) -> list[in
 PROFILE_VERSION = 4  # 3: per-batch decode and head tables; 4: median of 3 sweeps
 
 
-def _cache_path(spec: str) -> Path:
+def cache_path(spec: str, kind: str, **extra: Any) -> Path:
+    """``$COINFER_CACHE/llm/{kind}-{digest}.json`` for measurements of model ``spec`` on this
+    host: the digest covers the spec, torch and profile version, a factory file's identity and
+    ``extra`` (what else the figure depends on), so any change measures anew."""
     import torch
 
     root = os.environ.get("COINFER_CACHE")
     base = (Path(root) if root else Path.home() / ".cache" / "coinfer") / "llm"
     key: dict[str, Any] = {
         "spec": spec, "torch": torch.__version__, "host": socket.gethostname(),
-        "profile": PROFILE_VERSION,
+        "profile": PROFILE_VERSION, **extra,
     }  # fmt: skip
     path = spec.rsplit(":", 1)[0]
     if path.endswith(".py") and Path(path).exists():
         st = Path(path).resolve().stat()
         key.update(file=str(Path(path).resolve()), mtime=st.st_mtime_ns, size=st.st_size)
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
-    return base / f"costs-{digest}.json"
+    return base / f"{kind}-{digest}.json"
 
 
 def measured_costs(spec: str, parts: Any, *, refresh: bool = False) -> LlmCosts:
     """:func:`.measure.profile_layer_costs` of the model at one thread (the devices' thread
     count), cached on disk per model spec, host and torch version (``$COINFER_CACHE/llm``)."""
-    path = _cache_path(spec)
+    path = cache_path(spec, "costs")
     if not refresh and path.exists():
         try:
             return LlmCosts(**json.loads(path.read_text()))
