@@ -26,9 +26,10 @@ import torch
 from coinfer.errors import PeerError
 from coinfer.llm.cost import LlmCosts
 from coinfer.llm.decoder import load_causal_lm
-from coinfer.llm.distributed import DistributedGenerator, StageSpec, _decode_rate
+from coinfer.llm.distributed import DistributedGenerator, StageSpec
 from coinfer.llm.pipeline import build_stages, generate
 from coinfer.llm.planning import group_sizes, plan_generation
+from coinfer.llm.simulate import decode_rate
 from coinfer.runtime.emulation import CGROUP_CPU_ROOT
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -173,8 +174,8 @@ def test_groups_and_decode_rate() -> None:
     assert group_sizes(8, 4) == [2, 2, 2, 2] and group_sizes(3, 4) == [1, 1, 1]
     assert group_sizes(5, 2) == [3, 2] and group_sizes(1, 1) == [1]
     # two groups of batch 2: tokens after both first tokens (t = 1.0) count, over 1.0 .. 2.0
-    assert _decode_rate([[0.5, 1.5, 2.0], [1.0, 1.6, 1.9]], [2, 2]) == pytest.approx(8 / 1.0)
-    assert _decode_rate([[0.5]], [1]) is None
+    assert decode_rate([[0.5, 1.5, 2.0], [1.0, 1.6, 1.9]], [2, 2]) == pytest.approx(8 / 1.0)
+    assert decode_rate([[0.5]], [1]) is None
 
 
 def _coinfer(*args: str, cache: Path) -> subprocess.CompletedProcess[str]:

@@ -16,7 +16,7 @@ from coinfer.llm.cost import (
     prefill_makespan,
 )
 from coinfer.llm.items import schedule
-from coinfer.llm.simulate import GroupSpec, decode_rate, simulate_generation
+from coinfer.llm.simulate import GroupSpec, simulate_generation
 
 # no context term: every decode step of a group costs the same, as the closed form assumes
 FLAT = LlmCosts(
@@ -113,11 +113,6 @@ def test_kv_bytes_grow_with_every_item() -> None:
         # at the end: (prompt + new - 1) tokens for each of the 3 sequences
         assert held[-1] == layers * 10 * 3 * (6 + 5 - 1)
     assert len(sim.kv_bytes[0]) == len(schedule([{"slices": [4, 2]}] * 2, 5))
-
-
-def test_decode_rate_counts_after_every_first_token() -> None:
-    assert decode_rate([[0.5, 1.5, 2.0], [1.0, 1.6, 1.9]], [2, 2]) == pytest.approx(8.0)
-    assert decode_rate([[0.5]], [1]) is None
 
 
 def test_bad_shapes_are_refused() -> None:

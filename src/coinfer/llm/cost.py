@@ -146,10 +146,10 @@ def _context_extra(points: tuple[tuple[int, int, float], ...], batch: int, p: in
         return at[batches[0]] * batch / batches[0]
     if batch >= batches[-1]:
         return at[batches[-1]] * batch / batches[-1]
-    hi = next(b for b in batches if b >= batch)
-    lo = max(b for b in batches if b < batch) if hi != batch else hi
-    if lo == hi:
-        return at[hi]
+    if batch in at:
+        return at[batch]
+    hi = next(b for b in batches if b > batch)
+    lo = max(b for b in batches if b < batch)
     w = (batch - lo) / (hi - lo)
     return at[lo] * (1 - w) + at[hi] * w
 
@@ -205,6 +205,21 @@ class MemoryModel:
         return n_layers * self.per_layer_bytes(context, batch) + extra
 
 
+def stage_item_s(
+    costs: LlmCosts, layers: int, *, first: bool, last: bool, tokens: int, cached: int,
+    batch: int = 1, prefill: bool = True, head: bool = True,
+) -> float:  # fmt: skip
+    """Reference seconds of one work item on one stage: ``layers`` decoder layers on ``tokens``
+    new tokens per sequence over ``cached`` (a prefill chunk; a decode step when ``prefill`` is
+    False), the embedding on the first stage, the head on the last when the item makes a token
+    (``head``), and the runtime's per-item overhead. Every price of a stage's item is this."""
+    per_layer = costs.chunk_s(tokens, cached, batch) if prefill else costs.decode_s(cached, batch)
+    t = layers * per_layer + costs.item_overhead_s
+    t += costs.embed_s(tokens * batch) if first else 0.0
+    t += costs.head_s(batch) if last and head else 0.0
+    return t
+
+
 def _check(layer_counts: Sequence[int], speeds: Sequence[float], links: Sequence[LinkCost] | None):
     if len(layer_counts) != len(speeds) or not layer_counts:
         raise ValueError("one speed per stage is needed (and at least one stage)")
@@ -231,11 +246,9 @@ def chunk_resource_times(
     times: list[float] = []
     last = len(layer_counts) - 1
     for s, (n, v) in enumerate(zip(layer_counts, speeds, strict=True)):
-        t = n * costs.chunk_s(c, p, batch) + costs.item_overhead_s
-        if s == 0:
-            t += costs.embed_s(c * batch)
-        if s == last and final:
-            t += costs.head_s(batch)
+        t = stage_item_s(
+            costs, n, first=s == 0, last=s == last, tokens=c, cached=p, batch=batch, head=final
+        )
         times.append(t / v)
         if s < last:
             link = links[s] if links is not None else LinkCost()
@@ -292,9 +305,10 @@ def decode_resource_times(
     times: list[float] = []
     last = len(layer_counts) - 1
     for s, (n, v) in enumerate(zip(layer_counts, speeds, strict=True)):
-        t = n * costs.decode_s(context, batch) + costs.item_overhead_s
-        t += costs.embed_s(batch) if s == 0 else 0.0
-        t += costs.head_s(batch) if s == last else 0.0
+        t = stage_item_s(
+            costs, n, first=s == 0, last=s == last, tokens=1, cached=context, batch=batch,
+            prefill=False,
+        )  # fmt: skip
         times.append(t / v)
         if s < last:
             link = links[s] if links is not None else LinkCost()

@@ -21,7 +21,7 @@ from torch import Tensor
 
 from ..errors import InputError
 from ..runtime.workgroup import Member, WorkerGroup
-from .simulate import decode_rate as _decode_rate
+from .simulate import decode_rate
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +131,6 @@ class DistributedGenerator(WorkerGroup):
             msg["spans"] = [[a - t0, b - t0] for a, b in msg.get("spans", [])]
         tokens = [torch.cat([g, *n], dim=1) for g, n in zip(groups, new, strict=True)]
         return RunResult(
-            tokens, times[0][0], _decode_rate(times, [int(g.shape[0]) for g in groups]),
+            tokens, times[0][0], decode_rate(times, [int(g.shape[0]) for g in groups]),
             max(ts[-1] for ts in times), [done[r] for r in range(len(self.procs))],
         )  # fmt: skip

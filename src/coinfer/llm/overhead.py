@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
-from .cost import LlmCosts
+from .cost import LlmCosts, stage_item_s
 
 # The probe's generation: a prompt long enough that its one chunk dominates a stage's prefill
 # item, then 16 decode steps; the first job warms the workers up and is not counted (the later
@@ -83,10 +83,8 @@ def priced_prefill_s(
 ) -> float:
     """Reference seconds of one stage's prefill item: the whole prompt as one chunk (the head
     on its last token on the last stage), without the per-item overhead."""
-    t = layers * costs.chunk_s(prompt, 0, batch)
-    t += costs.embed_s(prompt * batch) if first else 0.0
-    t += costs.head_s(batch) if last else 0.0
-    return t
+    item = stage_item_s(costs, layers, first=first, last=last, tokens=prompt, cached=0, batch=batch)
+    return item - costs.item_overhead_s
 
 
 def priced_decode_step_s(
@@ -98,13 +96,9 @@ def priced_decode_step_s(
     steps = range(1, new)
     if not steps:
         raise ValueError("a generation of one token has no decode step")
-    total = 0.0
-    for r in steps:
-        t = layers * costs.decode_s(prompt + r - 1, batch)
-        t += costs.embed_s(batch) if first else 0.0
-        t += costs.head_s(batch) if last else 0.0
-        total += t
-    return total / len(steps)
+    kw = {"first": first, "last": last, "tokens": 1, "batch": batch, "prefill": False}
+    total = sum(stage_item_s(costs, layers, cached=prompt + r - 1, **kw) for r in steps)
+    return total / len(steps) - costs.item_overhead_s
 
 
 def overhead_from_stats(

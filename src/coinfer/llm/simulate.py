@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from ..core.trace import TraceEvent, link_name
-from .cost import LinkCost, LlmCosts
+from .cost import LinkCost, LlmCosts, stage_item_s
 from .items import schedule
 
 TOKEN_BYTES = 8  # one int64 token id per sequence, last stage -> first
@@ -112,12 +112,10 @@ def simulate_generation(
                 ready = 0.0
             else:
                 ready = token_back[(item.group, item.step - 1)]
-            work = layer_counts[s] * (
-                costs.chunk_s(c, p, b) if item.prefill else costs.decode_s(p, b)
-            )
-            work += costs.item_overhead_s
-            work += costs.embed_s(c * b) if s == 0 else 0.0
-            work += costs.head_s(b) if s == n - 1 and item.final else 0.0
+            work = stage_item_s(
+                costs, layer_counts[s], first=s == 0, last=s == n - 1, tokens=c, cached=p,
+                batch=b, prefill=item.prefill, head=item.final,
+            )  # fmt: skip
             start = max(stage_free[s], ready)
             end = start + work / speeds[s]
             stage_free[s] = end

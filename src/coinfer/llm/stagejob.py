@@ -87,7 +87,7 @@ def run_job(
     offsets = [0] * len(groups)
     local: dict[int, Tensor] = {}  # last token per group (one-stage pipelines)
     fwd = back = 0
-    busy = pad_total = cpu_total = decode_cpu = 0.0
+    pad_total = cpu_total = decode_cpu = 0.0
     decode_items = 0
     spans: list[tuple[float, float]] = []  # each item's compute, absolute perf_counter seconds
     start = time.perf_counter()
@@ -106,7 +106,6 @@ def run_job(
         pad = emu.pad_s(cpu, wall) if emu is not None else 0.0
         if pad > 0:
             time.sleep(pad)
-        busy += wall + pad
         spans.append((t0, t0 + wall + pad))
         pad_total += pad
         cpu_total += cpu
@@ -128,7 +127,7 @@ def run_job(
     if transport is not None:
         transport.flush()
     return {
-        "busy_s": busy,
+        "busy_s": sum(b - a for a, b in spans),
         "pad_s": pad_total,
         "cpu_s": cpu_total,
         "decode_cpu_s": decode_cpu,

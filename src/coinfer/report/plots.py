@@ -100,8 +100,9 @@ def gantt_pair(
     fig, axes = plt.subplots(
         len(charts), 1, figsize=(GANTT_WIDTH_IN, height * len(charts)), sharex=True, squeeze=False
     )
+    y = {r: i for i, r in enumerate(rows)}
     for ax, (title, _), (t0, shown, _) in zip(axes[:, 0], charts, windows, strict=True):
-        _draw_bars(plt, ax, shown, {r: i for i, r in enumerate(rows)}, t0, span, scale)
+        _draw_bars(plt, ax, shown, y, t0, span, scale)
         ax.set_yticks(range(len(rows)))
         ax.set_yticklabels(rows)
         ax.invert_yaxis()
