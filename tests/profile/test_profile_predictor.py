@@ -17,6 +17,7 @@ from coinfer.profile.features import (
     effective_cores,
     feature_matrix,
     op_family,
+    touched_param_bytes,
 )
 from coinfer.profile.predictor import (
     PREDICTOR_VERSION,
@@ -55,6 +56,29 @@ def test_feature_matrix_layout_and_missing_device_values():
     assert effective_cores(DeviceFeatures(threads=1, quota=0.25)) == 0.25
     assert effective_cores(DeviceFeatures(threads=2, quota=4.0)) == 2.0
     assert device_vector(DeviceFeatures(freq_ghz=1.5))[4] == 1.5
+
+
+def test_context_columns_describe_the_previous_node():
+    conv = {"op": "conv2d", "flops": 10**6, "param_bytes": 0, "in_bytes": 4, "out_bytes": 4000,
+            "shape": [1, 10, 10, 10], "in_shape": [1, 1, 10, 10], "n_inputs": 1}  # fmt: skip
+    view = {**conv, "op": "view", "flops": 0, "out_bytes": 400}
+    dev = host_features(2, 0.5)
+    X = feature_matrix([conv, view, view], [dev] * 3)
+    col = {name: X[:, i] for i, name in enumerate(FEATURE_NAMES)}
+    # the first node has no predecessor; the second follows the conv, the third a view
+    assert list(col["prev_computes"]) == [0.0, 1.0, 0.0]
+    assert list(col["prev_log_flops"]) == pytest.approx([0.0, math.log1p(10**6), 0.0])
+    assert list(col["prev_log_out_bytes"]) == pytest.approx(
+        [0.0, math.log1p(4000), math.log1p(400)]
+    )
+    assert feature_matrix([], []).shape == (0, len(FEATURE_NAMES))
+
+
+def test_an_embedding_reads_only_the_rows_it_gathers():
+    table = {"op": "embedding", "param_bytes": 154_000_000, "out_bytes": 49_152}
+    assert touched_param_bytes(table) == 49_152
+    assert touched_param_bytes({**table, "op": "linear"}) == 154_000_000
+    assert touched_param_bytes({**table, "out_bytes": 10**9}) == 154_000_000
 
 
 # ----- a synthetic world with a known law: t = (flops / 2 GFLOP/s + 20 us) / c_eff ---------------
@@ -196,3 +220,34 @@ def test_packaged_predictor_predicts_sensible_times():
     assert slow.total_s > 2 * fast.total_s
     # within an order of magnitude of a plausible single-core figure (0.6 GFLOPs at 1-30 GFLOP/s)
     assert 0.3 * graph.total_flops / 30e9 < fast.total_s < 3 * graph.total_flops / 1e9
+
+
+def test_bench_cross_validation_leaves_each_model_out(synthetic, monkeypatch):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    import bench_predictor as bench
+
+    train, _, _ = synthetic
+    seen: list[list[str]] = []
+    from coinfer.profile import predictor as mod
+
+    original = mod.train_predictor
+
+    def spy(profiles, **kw):
+        seen.append(sorted({p["model"] for p in profiles}))
+        return original(profiles, **kw)
+
+    # cross_validate imports train_predictor when it runs, so it gets the spy
+    monkeypatch.setattr(mod, "train_predictor", spy)
+    cv = bench.cross_validate(train, {"max_iter": 50})
+    models = sorted({p["model"] for p in train})
+    assert seen == [[m for m in models if m != left] for left in models]
+    assert set(cv) == {"all", "1", "2"}
+    assert cv["all"]["pieces"]["n"] == sum(len(p["pieces"]) for p in train)
+    assert cv["all"]["pieces"]["mape"] < 15  # the synthetic law transfers across models
+    # pieces are priced as the stage factor times the sum of their nodes
+    prof = train[0]
+    sums = bench._piece_sums(prof, np.ones(len(prof["nodes"])), 0.5)
+    assert list(sums) == [0.5 * len(pc["nodes"]) for pc in prof["pieces"]]
