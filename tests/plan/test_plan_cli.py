@@ -36,7 +36,7 @@ def test_plan_json_for_every_example(example: str, tmp_path: Path) -> None:
     )
     assert res.exit_code == 0, res.output
     printed = json.loads(res.output)
-    assert printed["algo"] == "dp" and printed["objective"] == "throughput"
+    assert printed["algo"] == "pico" and printed["objective"] == "throughput"  # the default
     assert set(printed) >= {"algo", "objective", "stages", "predicted", "planning_time_s"}
     saved = Plan.load(out)
     assert saved.to_dict()["stages"] == printed["stages"]

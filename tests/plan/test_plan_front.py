@@ -16,12 +16,14 @@ from coinfer.plan.registry import ALL, DEFAULT_ALIAS, NEEDS, PlannerInfo, unmet_
 from coinfer.testing import random_instance
 
 
-def test_default_alias_is_dp_and_names_are_case_insensitive() -> None:
-    assert DEFAULT_ALIAS == "dp"
-    assert get_planner("default") is PLANNERS["dp"]
+def test_default_alias_is_pico_and_names_are_case_insensitive() -> None:
+    assert DEFAULT_ALIAS == "pico"
+    assert get_planner("default") is PLANNERS["pico"]
     assert get_planner(" DP ") is PLANNERS["dp"]
     inst = random_instance(1, 5, 3)
-    assert plan(inst).algo == "dp"
+    assert plan(inst).algo == "pico"
+    # pico starts from dp's exact plan: the default is never predicted worse than dp
+    assert plan(inst).predicted.period_s <= plan(inst, "dp").predicted.period_s * (1 + 1e-9)
 
 
 def test_unknown_planner_lists_valid_names() -> None:

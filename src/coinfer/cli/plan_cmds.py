@@ -44,7 +44,7 @@ def plan_cmd(
     cluster: Path | None = typer.Option(None, "--cluster", help=_CLUSTER_HELP),
     instance: Path | None = typer.Option(None, "--instance", help=_INSTANCE_HELP),
     algo: str = typer.Option(
-        "default", "--algo", help="Planner name (see `coinfer compare`); default = dp."
+        "default", "--algo", help="Planner name (see `coinfer compare`); default = pico."
     ),
     objective: str = typer.Option("throughput", "--objective", help=_OBJECTIVE_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print the plan as JSON."),

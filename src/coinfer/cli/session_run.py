@@ -126,13 +126,21 @@ def request_inputs(
     return [torch.cat([s[j] for s in samples]) for j in range(len(example))]
 
 
-def make_planner(algo: str, objective: str) -> Callable[[Any], tuple[Any, Any]]:
+def make_planner(
+    algo: str, objective: str, *, live: bool = False
+) -> Callable[[Any], tuple[Any, Any]]:
     """``planner(instance) -> (plan with algo, that instance)``: what live re-planning calls
-    with its belief, and fail-over (:func:`make_replan`) with the survivors."""
+    with its belief (``live``), and fail-over (:func:`make_replan`) with the survivors.
+
+    A live planner runs twice a second, so ``default`` means the fast exact dp there
+    (:data:`~coinfer.plan.registry.REPLAN_DEFAULT`), not the slower default that adds replicas."""
     from .. import plan as plan_mod
+    from ..plan.registry import REPLAN_DEFAULT
+
+    name = REPLAN_DEFAULT if live and algo.strip().lower() == "default" else algo
 
     def planner(inst: Any) -> tuple[Any, Any]:
-        return plan_mod.plan(inst, algo, objective), inst
+        return plan_mod.plan(inst, name, objective), inst
 
     return planner
 
@@ -221,7 +229,7 @@ def run_stream(
     if adapt:
         from ..runtime.adapt import Adapter
 
-        adapter = Adapter(session, make_planner(algo, objective), log=say).start()
+        adapter = Adapter(session, make_planner(algo, objective, live=True), log=say).start()
     try:
         t0 = time.monotonic()
         start_s = session.now()

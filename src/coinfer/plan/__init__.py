@@ -36,7 +36,7 @@ def plan(
     Parameters
     ----------
     instance : the planning problem (pieces, devices, links, source).
-    algo : a registry name (case-insensitive); ``"default"`` is the exact DP planner.
+    algo : a registry name (case-insensitive); ``"default"`` is pico (dp's exact plan plus replicas where they pay).
     objective : ``"latency"``, ``"throughput"`` (minimise the period) or ``"energy"``.
     **options : fields of the planner's options dataclass (e.g. ``seed=3`` for seeded ones).
 
