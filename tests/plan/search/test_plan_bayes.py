@@ -158,3 +158,23 @@ def test_unreachable_plans_are_not_candidates() -> None:
     check_plan(inst, p)
     assert p.stages[0].devices == ("a",) and math.isfinite(p.predicted.latency_s)
     assert p.details["distinct"] == 1  # the single reachable plan
+
+
+def test_a_search_over_overlapping_core_groups_never_measures_a_conflicting_plan() -> None:
+    """On a whole SoC instance (every core group a device, as a measured search sees it) two
+    stages may not hold one core: the runtime refuses such a plan, so the search must not ask."""
+    from tests.core.test_core_cores import soc_instance
+
+    from coinfer.core.cores import core_conflict
+
+    inst = soc_instance(big=2, little=3)
+    asked = []
+
+    def measure(cfg):
+        asked.append(cfg)
+        assert core_conflict(inst, (d for st in cfg for d in st.devices)) is None, cfg
+        return objective_value(inst, cfg, "throughput")
+
+    plan = plan_bayes(inst, "throughput", BayesOptions(evaluator=measure, budget=15, seed=2))
+    assert len(asked) >= 10
+    assert core_conflict(inst, (d for st in plan.stages for d in st.devices)) is None

@@ -49,6 +49,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from ...core.cores import core_conflict
 from ...core.evaluate import memory_bound_check, objective_value
 from ...core.instance import Instance
 from ...core.plans import Objective, Plan, Stage, check_objective
@@ -325,7 +326,12 @@ def _draw(
 
 
 def _reachable(instance: Instance, cfg: Config) -> bool:
-    """Every hop of the plan has a route (else no measurement can exist: not a candidate)."""
+    """Every hop of the plan has a route and no two stages share a core of a SoC (else no
+    measurement can exist: not a candidate). Why the core check here: a measured search runs on
+    the whole instance, where two core groups may overlap (``soc.little0-2`` and
+    ``soc.little0``); the runtime rightly refuses such a plan, and the search must never ask."""
+    if core_conflict(instance, (d for st in cfg for d in st.devices)) is not None:
+        return False
     prev = instance.source
     for st in cfg:
         if math.isinf(instance.transfer_s(prev, st.devices[0], instance.cut_bytes(st.first))):
