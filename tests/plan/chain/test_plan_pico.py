@@ -236,3 +236,17 @@ def test_search_scorer_equals_reference_period() -> None:
             assert math.isclose(sc.period(plan), period_s(inst, stages), rel_tol=1e-9)
             compared += 1
     assert compared >= 100
+
+
+def test_a_device_priced_out_of_the_work_is_never_a_replica() -> None:
+    """A SoC family's outside source is timed at millions of seconds: its ~1e-8 of rate must not
+    buy it a replica (it would hold a worker, a route and, on a SoC, a core that clashes)."""
+    times = [{"src": 1e7, "a": 0.01, "b": 0.02} for _ in range(3)]
+    devs = [Device("src", 1 << 30), Device("a", 1 << 30), Device("b", 1 << 30)]
+    names = [d.name for d in devs]
+    links = [Link(u, v, 1e9, 1e-5) for u in names for v in names if u != v]
+    inst = make_instance(times, [100] * 3, [100] * 3, 100, devs, links, "src")
+    got = plan_pico(inst, "throughput")
+    assert all("src" not in st.devices for st in got.stages), got.stages
+    # the two real devices still share the work (data parallel beats a pipeline here)
+    assert {d for st in got.stages for d in st.devices} == {"a", "b"}

@@ -44,13 +44,19 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from ...core.evaluate import period_s
+from ...core.evaluate import period_s, replica_weights
 from ...core.instance import Instance
 from ...core.plans import Objective, Plan, Stage
 from .._shared import REL_EPS, TransferTable, finish
 from ._pico_search import replica_shares, search_from_starts
 from .brute import count_candidates
 from .dp import DPOptions, plan_dp
+
+
+# A replica serving less than this share of its stage's requests is dropped from the plan (see
+# ``_without_idle_replicas``); far below any speed ratio between real devices (1e-6 = a replica a
+# million times slower than its stage's others).
+MIN_REPLICA_SHARE = 1e-6
 
 
 @dataclass(frozen=True)
@@ -122,8 +128,34 @@ def plan_pico(instance: Instance, objective: Objective, options: PicoOptions | N
         details["method"] = "greedy"
         details["exact"] = False
         details["seed"] = opts.seed
+    stages = _without_idle_replicas(instance, stages)
     details["replicated_stages"] = sum(len(s.devices) > 1 for s in stages)
     return finish(instance, "pico", objective, stages, details=details)
+
+
+def _without_idle_replicas(instance: Instance, stages: tuple[Stage, ...]) -> tuple[Stage, ...]:
+    """Each replicated stage without the replicas that would serve less than
+    :data:`MIN_REPLICA_SHARE` of its requests.
+
+    Why: a device priced out of the work (a SoC family's outside source, timed at millions of
+    seconds) still adds its ~1e-8 of rate, so the search may "improve" a plan by adding it — a
+    replica that never gets a request in practice but holds a core, a worker and a route (on a
+    SoC it even clashes with the core group beside it). Dropping it changes the period by less
+    than the share it would have served."""
+    out = []
+    for st in stages:
+        if len(st.devices) > 1:
+            w = replica_weights(instance, st)
+            keep = [i for i, x in enumerate(w) if x >= MIN_REPLICA_SHARE]
+            if len(keep) < len(st.devices):
+                st = Stage(
+                    st.first,
+                    st.last,
+                    tuple(st.devices[i] for i in keep),
+                    None if st.freqs is None else tuple(st.freqs[i] for i in keep),
+                )
+        out.append(st)
+    return tuple(out)
 
 
 def _branch_and_bound(
