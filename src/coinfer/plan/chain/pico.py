@@ -52,7 +52,6 @@ from ._pico_search import replica_shares, search_from_starts
 from .brute import count_candidates
 from .dp import DPOptions, plan_dp
 
-
 # A replica serving less than this share of its stage's requests is dropped from the plan (see
 # ``_without_idle_replicas``); far below any speed ratio between real devices (1e-6 = a replica a
 # million times slower than its stage's others).
