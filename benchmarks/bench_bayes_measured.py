@@ -35,12 +35,14 @@ import math
 import statistics
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from bench_runtime_common import RESULTS, ROOT, host_load
 
 CLUSTER = ROOT / "examples" / "clusters" / "local_testbed.yaml"
+SOC_CLUSTER = ROOT / "examples" / "clusters" / "biglittle_testbed.yaml"
 MODEL = "resnet18"
 # Within this of the exhaustive best counts as found (the issue's target).
 TARGET_GAP = 0.03
@@ -86,7 +88,9 @@ def search(
             seen[key(space[int(i)])] = evaluate(space[int(i)])
             incumbents.append(min(seen, key=seen.__getitem__))
         return {"answer": incumbents[-1], "incumbents": incumbents, "evaluations": len(picks)}
-    bo = BayesOptions(seed=seed, budget=budget, init=INIT, repeats=1, evaluator=evaluate, **opts)
+    bo = BayesOptions(
+        seed=seed, budget=budget, init=INIT, repeats=1, evaluator=evaluate, candidates=space, **opts
+    )
     plan = plan_bayes(inst, "throughput", bo)
     log = plan.details["search_log"]
     return {
@@ -100,21 +104,24 @@ def search(
 
 def exhaustive(
     cluster: Any, inst: Any, space: list[Any], repeats: int, seconds: float, max_pieces: int
-) -> tuple[dict[Key, list[float]], float]:
-    """Every configuration measured ``repeats`` times in one session: values per config and
-    the seconds it took."""
+) -> tuple[dict[Key, list[float]], dict[Key, list[float]], float]:
+    """Every configuration measured ``repeats`` times in one session: values per config, each
+    value's within-measurement relative standard error, and the seconds it took."""
     from coinfer.cli.measured_search import live_evaluator
 
     table: dict[Key, list[float]] = {key(c): [] for c in space}
+    sems: dict[Key, list[float]] = {key(c): [] for c in space}
     rng = np.random.default_rng(12345)
     t0 = time.perf_counter()
     with live_evaluator(MODEL, cluster, inst, "throughput", max_pieces=max_pieces,
                         min_time_s=seconds) as (ev, _):  # fmt: skip
         for r in range(repeats):
             for n, i in enumerate(rng.permutation(len(space))):
-                table[key(space[int(i)])].append(ev(space[int(i)]))
+                got = ev.sample(space[int(i)])
+                table[key(space[int(i)])].append(got.value)
+                sems[key(space[int(i)])].append(got.rel_sem)
                 print(f"  exhaustive round {r + 1}/{repeats}: {n + 1}/{len(space)}", flush=True)
-    return table, time.perf_counter() - t0
+    return table, sems, time.perf_counter() - t0
 
 
 def live_search(
@@ -128,7 +135,7 @@ def live_search(
     with live_evaluator(MODEL, cluster, inst, "throughput", max_pieces=max_pieces,
                         min_time_s=seconds, seed=seed) as (ev, start_s):  # fmt: skip
         t1 = time.perf_counter()
-        out = search(strategy, seed, inst, space, budget, ev)
+        out = search(strategy, seed, inst, space, budget, ev.sample)
         out["search_s"] = time.perf_counter() - t1
         out["measurements"] = [r.to_dict() for r in ev.records]
     out["session_start_s"] = start_s
@@ -136,13 +143,19 @@ def live_search(
     return out
 
 
-def replay_evaluator(table: dict[Key, list[float]], seed: int) -> Callable[[Any], float]:
-    """A measurement drawn from the recorded repeats of the configuration."""
+def replay_evaluator(
+    table: dict[Key, list[float]], sems: dict[Key, list[float]], seed: int
+) -> Callable[[Any], Any]:
+    """A measurement drawn from the recorded repeats of the configuration (with its own
+    within-measurement error, as the live evaluator reports it)."""
+    from coinfer.core.plans import Sample
+
     rng = np.random.default_rng(10_000 + seed)
 
-    def measure(cfg: Any) -> float:
+    def measure(cfg: Any) -> Sample:
         vals = table[key(cfg)]
-        return vals[int(rng.integers(len(vals)))]
+        i = int(rng.integers(len(vals)))
+        return Sample(vals[i], sems[key(cfg)][i])
 
     return measure
 
@@ -181,15 +194,20 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
 def markdown(res: dict[str, Any]) -> str:
     s = res["setup"]
     lines = [
-        f"# Measured Bayesian plan search: {MODEL} on the local testbed"
+        f"# Measured Bayesian plan search: {MODEL} on {s['cluster']}"
         + (" (quick mode)" if s["quick"] else ""),
         "",
-        f"{s['space']} configurations ({s['pieces']} pieces x 4 devices), each measured "
+        f"{s['space']} configurations ({s['pieces']} pieces, {s['space_note']}), each measured "
         f"{s['repeats']}x exhaustively in {res['exhaustive']['seconds']:.0f} s; exhaustive best "
         f"{' | '.join(res['exhaustive']['best'])} at {res['exhaustive']['best_period_s'] * 1e3:.2f} ms "
         f"(median relative spread of repeats {res['exhaustive']['rel_spread_median']:.1%}). "
-        f"The cost model's own best (dp) measures {res['exhaustive']['model_choice_gap']:+.1%} "
-        f"from it. Budget {s['budget']} measurements ({s['budget'] / s['space']:.0%} of the "
+        + (
+            f"The cost model's own best (dp) measures {res['exhaustive']['model_choice_gap']:+.1%} "
+            "from it. "
+            if res["exhaustive"]["model_choice_gap"] is not None
+            else "The cost model's own best (dp) is outside this space. "
+        )
+        + f"Budget {s['budget']} measurements ({s['budget'] / s['space']:.0%} of the "
         f"space); target: within {TARGET_GAP:.0%}.",
         "",
         "| strategy | mode | runs | gap median | gap max | within 3 % | measurements | to stay within 3 % (median) | search s (median) | total s incl. session start (max) |",
@@ -221,6 +239,18 @@ def main() -> None:
     ap.add_argument("--replay-seeds", type=int, default=None, help="default 50")
     ap.add_argument("--budget-frac", type=float, default=0.2)
     ap.add_argument("--seconds", type=float, default=None, help="timed per measurement (1.0)")
+    ap.add_argument(
+        "--soc", action="store_true",
+        help="the emulated big.LITTLE SoC (biglittle_testbed.yaml): stages on core groups, one "
+        "plan per class equal up to renaming cores (Flexi-BOPI's space: cuts x core counts)",
+    )  # fmt: skip
+    ap.add_argument(
+        "--max-stages", type=int, default=None, help="keep plans of <= this many stages"
+    )
+    ap.add_argument(
+        "--table-from", type=Path, default=None,
+        help="reuse the exhaustive table of an earlier run's JSON (same space) instead of measuring",
+    )  # fmt: skip
     args = ap.parse_args()
     q = args.quick
     pieces = args.max_pieces or (2 if q else 3)
@@ -228,43 +258,70 @@ def main() -> None:
     seeds = args.seeds or (1 if q else 3)
     replay_seeds = args.replay_seeds or (10 if q else 50)
     seconds = args.seconds or (0.5 if q else 1.0)
-    suffix = "_quick" if q else ""
+    suffix = ("_soc" if args.soc else "") + ("_quick" if q else "")
+    cluster_file = SOC_CLUSTER if args.soc else CLUSTER
 
     from coinfer.cluster import load_cluster
     from coinfer.core.evaluate import objective_value
     from coinfer.plan import plan as make_plan
     from coinfer.plan._shared import enumerate_configs
+    from coinfer.plan.search.bayes import _reachable, config_class, distinct_up_to_cores
     from coinfer.profile.costmodel import build_instance
     from coinfer.report.plots import search_trace
 
     load_start = host_load()
-    cluster = load_cluster(CLUSTER)
+    cluster = load_cluster(cluster_file)
     inst = build_instance(MODEL, cluster, max_pieces=pieces)
     space = [
-        c for c in enumerate_configs(inst) if math.isfinite(objective_value(inst, c, "throughput"))
-    ]
+        c
+        for c in enumerate_configs(inst)
+        if math.isfinite(objective_value(inst, c, "throughput")) and _reachable(inst, c)
+        and (args.max_stages is None or len(c) <= args.max_stages)
+    ]  # fmt: skip
+    space = distinct_up_to_cores(inst, space, "throughput")
+    space_note = (
+        "stages on core groups, one plan per core-count class" if args.soc
+        else f"{len(inst.devices)} devices, one per stage"
+    ) + (f", <= {args.max_stages} stages" if args.max_stages else "")  # fmt: skip
     budget = max(INIT + 1, int(args.budget_frac * len(space)))
     print(
         f"{MODEL}: {inst.num_pieces} pieces, {len(space)} configurations, budget {budget}",
         flush=True,
     )
 
-    table, ex_s = exhaustive(cluster, inst, space, repeats, seconds, pieces)
+    if args.table_from is not None:
+        old = json.loads(args.table_from.read_text())["exhaustive"]
+        table = {tuple(r["stages"]): r["values_s"] for r in old["table"]}
+        sems = {
+            tuple(r["stages"]): r.get("rel_sems", [0.0] * len(r["values_s"])) for r in old["table"]
+        }
+        ex_s = old["seconds"]
+        if set(table) != {key(c) for c in space}:
+            raise SystemExit(f"{args.table_from}: its table is not this space")
+    else:
+        table, sems, ex_s = exhaustive(cluster, inst, space, repeats, seconds, pieces)
+        (RESULTS / f"bayes_measured{suffix}_table.json").write_text(json.dumps(
+            {"exhaustive": {"seconds": ex_s, "table": [
+                {"stages": list(k), "values_s": table[k], "rel_sems": sems[k]} for k in table]}}
+        ))  # fmt: skip
     medians = {k: statistics.median(v) for k, v in table.items()}
     best_key = min(medians, key=medians.__getitem__)
     best = medians[best_key]
     spreads = [statistics.stdev(v) / statistics.fmean(v) for v in table.values() if len(v) > 1]
-    model_key = key(make_plan(inst, "dp", "throughput").stages)
+    dp_class = config_class(inst, make_plan(inst, "dp", "throughput").stages)
+    # dp's plan, or its twin up to core names in the space (dp may pick more stages than kept)
+    model_key = next((key(c) for c in space if config_class(inst, c) == dp_class), None)
     res: dict[str, Any] = {
-        "setup": {"model": MODEL, "cluster": str(CLUSTER.relative_to(ROOT)), "pieces": inst.num_pieces,
-                  "space": len(space), "repeats": repeats, "seeds": seeds, "replay_seeds": replay_seeds,
+        "setup": {"model": MODEL, "cluster": str(cluster_file.relative_to(ROOT)), "pieces": inst.num_pieces,
+                  "space": len(space), "space_note": space_note, "max_stages": args.max_stages, "repeats": repeats, "seeds": seeds, "replay_seeds": replay_seeds,
                   "budget": budget, "seconds_per_measurement": seconds, "init": INIT, "quick": q},
         "load_start": load_start,
         "exhaustive": {
             "seconds": ex_s, "best": list(best_key), "best_period_s": best,
             "rel_spread_median": statistics.median(spreads) if spreads else 0.0,
-            "model_choice": list(model_key), "model_choice_gap": medians[model_key] / best - 1,
-            "table": [{"stages": list(k), "values_s": v, "median_s": medians[k],
+            "model_choice": list(model_key or []),
+            "model_choice_gap": None if model_key is None else medians[model_key] / best - 1,
+            "table": [{"stages": list(k), "values_s": v, "rel_sems": sems[k], "median_s": medians[k],
                        "model_s": objective_value(inst, c, "throughput")}
                       for c in space for k, v in [(key(c), table[key(c)])]],
         },
@@ -279,7 +336,9 @@ def main() -> None:
                     print(f"  live {name} seed {seed}", flush=True)
                     run = live_search(name, seed, cluster, inst, space, budget, seconds, pieces)
                 else:
-                    run = search(name, seed, inst, space, budget, replay_evaluator(table, seed))
+                    run = search(
+                        name, seed, inst, space, budget, replay_evaluator(table, sems, seed)
+                    )
                 score(run, medians, best, budget)
                 runs[name].append(run)
         res[mode] = {
@@ -306,7 +365,9 @@ def main() -> None:
     }  # fmt: skip
     first = res["live"]["runs"]["bo_prior"][0]["search_log"]
     png = (
-        (RESULTS / "bayes_search_quick.png") if q else (ROOT / "docs" / "img" / "bayes_search.png")
+        (RESULTS / f"bayes_search{suffix}.png")
+        if q
+        else (ROOT / "docs" / "img" / f"bayes_search{suffix}.png")
     )
     search_trace(first, png, title=f"{MODEL}: measured bayes search (bo_prior, seed 0)", best=best,
                  curves=curves)  # fmt: skip

@@ -98,7 +98,7 @@ def measured_search(
         min_time_s=min_time_s, timeout_s=timeout_s, seed=options.seed, log=log,
     ) as (ev, start_s):  # fmt: skip
         t1 = time.perf_counter()
-        result = plan_bayes(instance, objective, replace(options, evaluator=ev))  # type: ignore[arg-type]
+        result = plan_bayes(instance, objective, replace(options, evaluator=ev.sample))
         search_s = time.perf_counter() - t1
     report = ev.session.report
     details = dict(result.details)

@@ -67,6 +67,20 @@ def core_conflict(instance: Instance, devices: Iterable[str]) -> str | None:
     return None
 
 
+def core_signature(instance: Instance, device: str) -> tuple[str, ...]:
+    """What a device is up to renaming cores of one type: the sorted core types it holds
+    (``("soc.big", "soc.big")`` for ``soc.big0-1``; the core's name without its index), or
+    ``(device,)`` for a plain device, which has no interchangeable twin here.
+
+    Why: a searcher that measures plans needs to measure ``soc.little0-1`` and
+    ``soc.little2-3`` only once — the same two LITTLE cores up to their names — and the
+    cost model prices them alike (within its measurement noise)."""
+    dev = instance.device_by_name.get(device)
+    if dev is None or not dev.cores:
+        return (device,)
+    return tuple(sorted(c.rstrip("0123456789") for c in dev.cores))
+
+
 def _components(groups: Sequence[tuple[str, frozenset[str]]]) -> list[list[int]]:
     """Indices of ``groups`` split into connected components of the overlap relation."""
     parent = list(range(len(groups)))

@@ -18,7 +18,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal, NamedTuple, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -26,6 +26,19 @@ from ..errors import InputError, parse_json, read_text
 
 Objective = Literal["latency", "throughput", "energy"]
 OBJECTIVES: tuple[str, ...] = get_args(Objective)
+
+
+class Sample(NamedTuple):
+    """One noisy measurement of an objective: its ``value`` and the relative standard error of
+    that value as estimated *within* the measurement (``0.0`` = not estimated).
+
+    Why a measurer reports it: a search that measures each candidate once cannot learn from
+    repeats how noisy each candidate is, but a measurement made of many timed results can say
+    how steady they were (a stage on a throttled core jitters more than one on a big core).
+    """
+
+    value: float
+    rel_sem: float = 0.0
 
 
 def check_objective(objective: str) -> Objective:

@@ -42,7 +42,7 @@ from typing import Any
 import torch
 
 from ..core.evaluate import evaluate
-from ..core.plans import Objective, Plan, Stage
+from ..core.plans import Objective, Plan, Sample, Stage
 from ..errors import InputError, PeerError
 from .session import Session
 
@@ -52,6 +52,27 @@ from .session import Session
 OUTSTANDING_PER_WINDOW = 2
 # How often the caller polls the session while a hand-over is under way (seconds).
 POLL_S = 0.01
+
+
+# Contiguous batches the timed results are cut into to estimate a measurement's own noise.
+NOISE_BATCHES = 4
+
+
+def batch_rel_sem(values: Sequence[float], batches: int = NOISE_BATCHES) -> float:
+    """Relative standard error of the mean of ``values`` by batch means: cut them into
+    ``batches`` contiguous runs, and the spread of the runs' means over ``sqrt(batches)``, over
+    the mean. ``0.0`` with fewer than two values per batch.
+
+    Why batches and not every value: a pipeline's inter-completion gaps are correlated (a slow
+    result is followed by a quick one as the queue behind it drains), so the spread of single
+    gaps overstates the noise of their mean; means of runs of them are nearly independent."""
+    k = min(batches, len(values) // 2)
+    if k < 2:
+        return 0.0
+    size = len(values) // k
+    means = [statistics.fmean(values[i * size : (i + 1) * size]) for i in range(k)]
+    mean = statistics.fmean(means)
+    return statistics.stdev(means) / math.sqrt(k) / mean if mean > 0 else 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +87,7 @@ class Measurement:
     switch_s: float  # hand-over to this plan (0 when it was already running)
     epoch: int
     started_s: float  # on the session's clock
+    rel_sem: float = 0.0  # relative standard error within the measurement (batch means)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -77,6 +99,7 @@ class Measurement:
             "switch_s": self.switch_s,
             "epoch": self.epoch,
             "started_s": self.started_s,
+            "rel_sem": self.rel_sem,
         }
 
 
@@ -128,6 +151,11 @@ class MeasuredEvaluator:
             raise InputError(f"MeasuredEvaluator: min_time_s={self.min_time_s} must be >= 0")
 
     def __call__(self, stages: Sequence[Stage]) -> float:
+        return self.sample(stages).value
+
+    def sample(self, stages: Sequence[Stage]) -> Sample:
+        """Measure ``stages`` once: the value and its within-measurement relative standard
+        error (what a heteroscedastic search's noise model uses; see :func:`batch_rel_sem`)."""
         stages = tuple(stages)
         started = self.session.now()
         switch_s = self._switch_to(stages)
@@ -144,18 +172,18 @@ class MeasuredEvaluator:
             # likeliest answer — so its first figure is run once and thrown away.
             self._closed_loop(outstanding, warm, per_request=latency)
             self._settled = True
-        value, n, wall = self._closed_loop(outstanding, warm, per_request=latency)
+        value, n, wall, rel_sem = self._closed_loop(outstanding, warm, per_request=latency)
         rec = Measurement(
             tuple(str(s) for s in stages), value, n, warm, wall, switch_s,
-            self.session.epoch, started,
+            self.session.epoch, started, rel_sem,
         )  # fmt: skip
         self.records.append(rec)
         if self.log is not None:
             self.log(
                 f"measured {' | '.join(rec.stages)}: {value * 1e3:.2f} ms "
-                f"({n} requests in {wall:.2f} s, hand-over {switch_s:.2f} s)"
+                f"(±{rel_sem:.1%}, {n} requests in {wall:.2f} s, hand-over {switch_s:.2f} s)"
             )
-        return value
+        return Sample(value, rel_sem)
 
     # -- one measurement -------------------------------------------------------------------
     def _switch_to(self, stages: tuple[Stage, ...]) -> float:
@@ -184,9 +212,10 @@ class MeasuredEvaluator:
 
     def _closed_loop(
         self, outstanding: int, warmup: int, per_request: bool = False
-    ) -> tuple[float, int, float]:
+    ) -> tuple[float, int, float, float]:
         """Keep ``outstanding`` requests in flight until ``warmup`` results and the timed
-        ones are done; returns (value, results timed, wall seconds timed). ``per_request``:
+        ones are done; returns (value, results timed, wall seconds timed, relative standard
+        error of the value from :func:`batch_rel_sem`). ``per_request``:
         the value is the mean submit-to-result time, else wall time / results timed (timed
         from the last warm-up result, so ``warmup >= 1``)."""
         slots = threading.Semaphore(outstanding)
@@ -234,8 +263,13 @@ class MeasuredEvaluator:
             n = end - warmup
             wall = done_at[end - 1] - done_at[warmup - 1]
             if per_request:
-                return statistics.fmean(latency[warmup:end]), n, wall
-            return wall / n, n, wall
+                lat = latency[warmup:end]
+                return statistics.fmean(lat), n, wall, batch_rel_sem(lat)
+            gaps = [
+                b - a
+                for a, b in zip(done_at[warmup - 1 : end - 1], done_at[warmup:end], strict=True)
+            ]
+            return wall / n, n, wall, batch_rel_sem(gaps)
 
     def _timed_end(self, done_at: Sequence[float], warmup: int) -> int | None:
         """Index just past the result that completes the measurement (at least

@@ -42,25 +42,54 @@ EI_XI = 1e-3
 # Pooled log-variance assumed until some configuration was measured twice: a guess of 5 %
 # relative noise (the default evaluator's), replaced by the data as soon as repeats exist.
 DEFAULT_LOG_VAR = 0.05**2
+# A configuration's within-measurement noise may scale the pooled variance by at most this
+# factor either way: a handful of timed results can make one batch-means estimate wild.
+MAX_NOISE_SHAPE = 10.0
 
 
-def noise_variances(logs: Sequence[np.ndarray], model: NoiseModel) -> np.ndarray:
+def noise_variances(
+    logs: Sequence[np.ndarray], model: NoiseModel, within: Sequence[float] | None = None
+) -> np.ndarray:
     """Per configuration, the noise variance of its mean log-measurement (the GP's ``alpha``).
 
-    ``logs[i]`` are configuration ``i``'s measurements, in log units."""
+    ``logs[i]`` are configuration ``i``'s measurements, in log units; ``within[i]`` (optional)
+    the mean squared relative standard error its measurer reported from inside each
+    measurement (``0`` = none reported).
+
+    Heteroscedastic: the shrinkage target of configuration ``i`` is the pooled variance scaled
+    by its *noise shape* — its ``within`` over the median ``within`` of the configurations
+    that have one (1 without). Why scale rather than use ``within`` directly: repeats on a
+    shared host also drift between measurements, which no single measurement sees, so the
+    level comes from the repeats and only the ratio between configurations from inside them —
+    which a search that measures most configurations once can still learn."""
     pooled_num = sum(float(((lv - lv.mean()) ** 2).sum()) for lv in logs)
     pooled_df = sum(len(lv) - 1 for lv in logs)
     pooled = pooled_num / pooled_df if pooled_df > 0 else DEFAULT_LOG_VAR
+    shapes = _noise_shapes(within, len(logs))
     alpha = []
-    for lv in logs:
+    for lv, shape in zip(logs, shapes, strict=True):
         n = len(lv)
         if model == "homoscedastic":
             var = pooled
         else:
             own = float(lv.var(ddof=1)) if n > 1 else 0.0
-            var = ((n - 1) * own + PRIOR_WEIGHT * pooled) / (n - 1 + PRIOR_WEIGHT)
+            var = ((n - 1) * own + PRIOR_WEIGHT * pooled * shape) / (n - 1 + PRIOR_WEIGHT)
         alpha.append(max(var, MIN_LOG_VAR) / n)
     return np.array(alpha)
+
+
+def _noise_shapes(within: Sequence[float] | None, n: int) -> list[float]:
+    """``within`` over its median among the positive entries, clipped to
+    [1 / MAX_NOISE_SHAPE, MAX_NOISE_SHAPE]; 1 where unknown."""
+    if within is None:
+        return [1.0] * n
+    known = [w for w in within if w > 0]
+    if not known:
+        return [1.0] * n
+    mid = float(np.median(known))
+    return [
+        min(MAX_NOISE_SHAPE, max(1 / MAX_NOISE_SHAPE, w / mid)) if w > 0 else 1.0 for w in within
+    ]
 
 
 def fit_gp(
