@@ -11,6 +11,7 @@ run through one live session (``coinfer.runtime.measured_eval``), the objective 
    seeds each, every search in its own fresh session (its start-up counted in the total):
    ``bo_prior`` (heteroscedastic GP, cost model as prior mean — the issue's method),
    ``bo_noprior`` (heteroscedastic, no prior), ``bo_homo`` (homoscedastic, model prior),
+   ``bo_homo_noprior`` (homoscedastic, no prior: ``bo_noprior``'s textbook twin),
    ``random`` (distinct random configurations measured once, best measured wins) and
    ``bo_prior_stop`` (``bo_prior`` with the CLI's expected-improvement stop, 0.5 %). Each
    answer is scored by its exhaustive median: gap = median(answer) / median(best) - 1.
@@ -55,6 +56,7 @@ STRATEGIES: dict[str, dict[str, Any] | None] = {
     "bo_prior": {"prior": "model", "noise_model": "heteroscedastic"},
     "bo_noprior": {"prior": "none", "noise_model": "heteroscedastic"},
     "bo_homo": {"prior": "model", "noise_model": "homoscedastic"},
+    "bo_homo_noprior": {"prior": "none", "noise_model": "homoscedastic"},
     "random": None,
     "bo_prior_stop": {"prior": "model", "noise_model": "heteroscedastic", "ei_stop": EI_STOP},
 }
@@ -213,7 +215,7 @@ def markdown(res: dict[str, Any]) -> str:
         "| strategy | mode | runs | gap median | gap max | within 3 % | measurements | to stay within 3 % (median) | search s (median) | total s incl. session start (max) |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for mode in ("live", "replay"):
+    for mode in [m for m in ("live", "replay") if m in res]:
         for name, summ in res[mode]["summary"].items():
             to = summ["evals_to_target_median"]
             lines.append(
@@ -247,6 +249,7 @@ def main() -> None:
     ap.add_argument(
         "--max-stages", type=int, default=None, help="keep plans of <= this many stages"
     )
+    ap.add_argument("--no-live", action="store_true", help="replay only (with --table-from)")
     ap.add_argument(
         "--table-from", type=Path, default=None,
         help="reuse the exhaustive table of an earlier run's JSON (same space) instead of measuring",
@@ -290,7 +293,8 @@ def main() -> None:
     )
 
     if args.table_from is not None:
-        old = json.loads(args.table_from.read_text())["exhaustive"]
+        earlier = json.loads(args.table_from.read_text())
+        old = earlier["exhaustive"]
         table = {tuple(r["stages"]): r["values_s"] for r in old["table"]}
         sems = {
             tuple(r["stages"]): r.get("rel_sems", [0.0] * len(r["values_s"])) for r in old["table"]
@@ -327,7 +331,7 @@ def main() -> None:
         },
     }  # fmt: skip
 
-    for mode in ("live", "replay"):
+    for mode in ("replay",) if args.no_live else ("live", "replay"):
         runs: dict[str, list[dict[str, Any]]] = {}
         for name in STRATEGIES:
             runs[name] = []
@@ -354,6 +358,12 @@ def main() -> None:
         f"{b if b is not None else 'never (within the budget)'} without; gap at the budget "
         f"{rp['bo_prior']['gap_median']:+.1%} vs {rp['bo_noprior']['gap_median']:+.1%}."
     )
+    if args.no_live:
+        if args.table_from is None or "live" not in earlier:
+            raise SystemExit(
+                "--no-live needs --table-from an earlier full run (its live searches are kept)"
+            )
+        res["live"] = earlier["live"]
     res["load_end"] = host_load()
     out = RESULTS / f"bayes_measured{suffix}.json"
     out.write_text(json.dumps(res, indent=1, default=list))

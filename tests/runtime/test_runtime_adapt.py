@@ -150,3 +150,76 @@ def test_under_netns_the_tc_rate_follows_the_trace(tmp_path):
     before, after = rate(first + 0.5, 9.8), rate(11.0, 14.5)
     assert 0.5 * 38 <= before <= 1.2 * 38, (before, after)
     assert 0.6 * 7.6 <= after <= 1.2 * 7.6, (before, after)
+
+
+def _ring_cluster(tmp_path):
+    """a -> b -> c -> a carry a 3-stage plan's traffic; the reverse links carry none, and
+    a -> c follows a trace that falls from 50 to 5 Mbit/s at DROP_AT_S."""
+    from coinfer.cluster import cluster_from_yaml
+
+    (tmp_path / "ac.csv").write_text(f"time_s,bandwidth_mbps\n0,50\n{DROP_AT_S},5\n")
+    rows = "\n".join(
+        f"  - {{name: {d}, speed: {{gflops: 10}}, memory: 1GiB, "
+        "emulate: {cpu_quota: 1.0, threads: 1}}"
+        for d in "abc"
+    )
+    one_way = "bidirectional: false, latency_ms: 1"
+    links = [
+        f"  - {{src: a, dst: b, bandwidth_mbps: 100, {one_way}}}",
+        f"  - {{src: b, dst: c, bandwidth_mbps: 100, {one_way}}}",
+        f"  - {{src: c, dst: a, bandwidth_mbps: 100, {one_way}}}",
+        f"  - {{src: b, dst: a, bandwidth_mbps: 100, {one_way}}}",
+        f"  - {{src: c, dst: b, bandwidth_mbps: 100, {one_way}}}",
+        f"  - {{src: a, dst: c, trace: ac.csv, {one_way}}}",
+    ]
+    text = f"name: ring\nsource: a\ndevices:\n{rows}\nlinks:\n" + "\n".join(links) + "\n"
+    return cluster_from_yaml(text, base_dir=tmp_path)
+
+
+def _ring_instance():
+    times = [{"a": 0.001, "b": 0.001, "c": 0.001}] * 5
+    out = [1024, 1024, 1024, 1024, 80]
+    devices = [Device(d, 1 << 30) for d in "abc"]
+    links = [Link(u, v, 12.5e6, 0.001) for u, v in ("ab", "bc", "ca", "ba", "cb")] + [
+        Link("a", "c", 6.25e6, 0.001)
+    ]
+    return make_instance(times, [0] * 5, out, 512, devices, links, "a")
+
+
+RING = _plan(Stage(0, 1, ("a",)), Stage(2, 3, ("b",)), Stage(4, 4, ("c",)))
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("probe_s", [0.0, 0.5])
+def test_probes_measure_the_links_the_stream_leaves_idle(tmp_path, probe_s):
+    torch.manual_seed(0)
+    model, _ = load_model(MLP, (1, 64))
+    xs = [torch.randn(2, 64) for _ in range(16)]
+    s = Session(MLP, _ring_cluster(tmp_path), RING, microbatch=2, input_shape=(1, 64),
+                instance=_ring_instance(), partition="sequential", timeout_s=60,
+                probe_s=probe_s)  # fmt: skip
+    seen: dict[float, dict] = {}
+    with s:
+        futs = []
+        while s.now() < DROP_AT_S + 3.0:
+            futs.append(s.submit(xs[len(futs) % len(xs)]))
+            if len(futs) > 6:
+                futs[-6].result(timeout=60)
+            got = s.measured()
+            if got is not None:
+                seen[s.now()] = got[2]
+        outs = [f.result(timeout=60) for f in futs]
+    rep = s.report
+    assert rep is not None and (rep.lost, rep.duplicated) == (0, 0)
+    with torch.inference_mode():
+        for i, out in enumerate(outs):
+            assert torch.equal(out[0], model(xs[i % len(xs)]))
+    before = [bw[("a", "c")] for t, bw in seen.items() if 1.5 < t < DROP_AT_S and ("a", "c") in bw]
+    after = [bw[("a", "c")] for t, bw in seen.items() if t > DROP_AT_S + 2.0 and ("a", "c") in bw]
+    if probe_s == 0:  # no traffic on a -> c: nothing measured it
+        assert not before and not after
+        return
+    # the probes track the idle link's trace: 50 Mbit/s, then 5 after the drop
+    assert before and after
+    assert 0.8 * 6.25e6 < before[-1] < 1.2 * 6.25e6
+    assert 0.8 * 0.625e6 < after[-1] < 1.2 * 0.625e6

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -15,7 +16,7 @@ from coinfer.core.evaluate import evaluate, period_s
 from coinfer.core.instance import Device, Link, make_instance
 from coinfer.core.plans import Metrics, Plan, Stage
 from coinfer.errors import InputError
-from coinfer.runtime.measured_eval import MeasuredEvaluator
+from coinfer.runtime.measured_eval import MeasuredEvaluator, batch_rel_sem
 from coinfer.runtime.session import Session
 
 MLP = "coinfer.zoo.tiny:tiny_mlp"  # nn.Sequential of 5 children, input (1, 64)
@@ -86,6 +87,9 @@ def test_measured_periods_rank_plans_and_handovers_lose_nothing() -> None:
     assert [r.switch_s > 0 for r in recs] == [False, True, True, True]
     assert len({r.epoch for r in recs}) == 4 and all(r.requests >= 8 for r in recs)
     assert all(r.wall_s >= 0.3 for r in recs)
+    # each measurement's own noise: estimated (>= 8 timed results, 4 batches) and small next
+    # to the 10x gap between the plans
+    assert all(0 < r.rel_sem < 0.5 for r in recs)
     per = {tuple(row["stages"]): row for row in ev.summary()}
     assert per[tuple(str(x) for x in A_ONLY)]["n"] == 2 and len(per) == 3
     with pytest.raises(InputError, match="energy"):
@@ -115,3 +119,11 @@ def test_plan_measure_cli_finds_a_fast_plan_and_writes_the_log(tmp_path: Path) -
     ]
     assert body["answer"] == [str(st) for st in Plan.from_dict(plan).stages]
     assert log.with_suffix(".png").stat().st_size > 10_000
+
+
+def test_batch_rel_sem_by_hand() -> None:
+    assert batch_rel_sem([0.02] * 12) == 0.0
+    assert batch_rel_sem([1.0, 2.0, 3.0]) == 0.0  # under two values per batch: not estimated
+    # batches of two: means 1, 3, 1, 3 -> sd 1.1547, / sqrt(4), / mean 2
+    got = batch_rel_sem([1, 1, 3, 3, 1, 1, 3, 3])
+    assert got == pytest.approx(np.std([1, 3, 1, 3], ddof=1) / 2 / 2)

@@ -81,3 +81,18 @@ def test_two_process_transfer_with_latency():
     del store
     assert res["recv"] is True
     assert res["sent"] >= 3 * 0.05  # each message held the emulated link for its latency
+
+
+def test_a_probe_holds_an_emulated_link_and_is_logged_not_sent():
+    from coinfer.runtime.transport import PROBE_BYTES, PROBE_MESSAGE, LinkShape, Transport
+
+    shape = LinkShape(bandwidth_Bps=50e6, latency_s=0.002)
+    t = Transport(0, ("a", "b", "c"), {1: shape, 2: LinkShape()}, timeout_s=5.0)
+    assert t.probe(1) is True
+    assert t.probe(2) is False  # unshaped: only real traffic measures it
+    assert t.probe(7) is False  # no link at all
+    t.flush()  # no process group exists: a probe never touches the wire
+    (ev,) = t.events
+    assert (ev.kind, ev.message, ev.peer, ev.nbytes) == ("send", PROBE_MESSAGE, 1, PROBE_BYTES)
+    assert ev.hold_s == pytest.approx(0.002 + PROBE_BYTES / 50e6)
+    assert ev.end_s - ev.start_s >= 0.9 * ev.hold_s  # the link was really held that long

@@ -341,3 +341,27 @@ def test_replay_routes_each_plan_on_the_network_it_was_planned_for():
     assert as_priced.mean_throughput_rps > 10 * nominal.mean_throughput_rps
     with pytest.raises(InputError, match="route_on"):
         replay_plan_timeline(inst, traces, [(0.0, p)], 10.0, route_on="best")
+
+
+def test_replay_routed_at_switches_takes_a_reroute_to_the_same_stages():
+    """A live controller re-plans to the *same stages* to route around a link that fell: with
+    ``route_on="switch"`` that entry is a switch onto the routes of its time."""
+    devs = [Device(n, 10**9) for n in "abc"]
+    links = [Link(u, v, 10e6, 0.001) for u in "abc" for v in "abc" if u != v]
+    inst = make_instance([{"a": 1.0, "b": 0.01, "c": 1.0}], [1], [1000], 100_000, devs, links, "a")
+    traces = {("a", "b"): [(0.0, 10e6), (5.0, 0.1e6)]}  # a->b falls 100x at 5 s
+    p = dp(inst)
+    assert p.stages[0].devices == ("b",)
+    stay = replay_plan_timeline(inst, traces, [(0.0, p)], 20.0, route_on="switch")
+    rerouted = replay_plan_timeline(inst, traces, [(0.0, p), (6.0, p)], 20.0, route_on="switch")
+    assert [iv["start_s"] for iv in rerouted.intervals] == [0.0, 6.0]
+    # after 6 s the inputs go a->c->b at 10 MB/s instead of crawling over a->b
+    assert rerouted.mean_throughput_rps > 2 * stay.mean_throughput_rps
+    same = replay_plan_timeline(inst, traces, [(0.0, p), (6.0, p)], 20.0)  # routed on inst
+    assert len(same.intervals) == 1 and same.mean_throughput_rps == stay_on_instance(
+        inst, p, traces
+    )
+
+
+def stay_on_instance(inst, p, traces):
+    return fixed_plan_throughput(inst, p, traces, 20.0)

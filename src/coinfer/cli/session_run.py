@@ -219,10 +219,13 @@ def run_stream(
     stride = 8 if total is None else max(1, total // MAX_CHECKED)
     results: dict[int, list[torch.Tensor]] = {}
 
+    from ..runtime.adapt import PROBE_S
+
     session = Session(
         model, cluster, plan, microbatch=microbatch, input_shape=input_shape, instance=instance,
         replan=replan, netns=netns, timeout_s=timeout_s, partition=partition,
         max_pieces=max_pieces, log=say, telemetry_path=telemetry_path,
+        probe_s=PROBE_S if adapt else 0.0,
     )  # fmt: skip
     session.start()
     adapter = None

@@ -38,6 +38,13 @@ from .session import Session
 
 Planner = Callable[[Instance], "tuple[Plan, Instance]"]
 
+# An adapting session's workers probe the emulated links they leave idle this often (seconds):
+# the belief then sees a link the plan left recover, and a link a new route would take degrade,
+# within about a second instead of only after routing traffic over it (Session ``probe_s``).
+# Measured on the step trace (docs/RESULTS.md): without probes the first re-route after d3's
+# links fell took two more of its slow links it had no figure for, and a second re-plan 6 s later.
+PROBE_S = 1.0
+
 
 class Adapter:
     """Re-plans ``session`` from its telemetry (see the module docstring).
@@ -177,4 +184,4 @@ class Adapter:
         )
 
 
-__all__ = ["AdaptPolicy", "Adapter"]
+__all__ = ["PROBE_S", "AdaptPolicy", "Adapter"]

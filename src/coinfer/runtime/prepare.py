@@ -117,6 +117,7 @@ def prepare_run(
     stream: bool = False,
     epoch: int = 0,
     alive: Sequence[str] | None = None,
+    probe_s: float = 0.0,
 ) -> Prepared:
     """Decide the whole run (see module docstring); ``local_cpus`` (workers spawned on this
     machine) pins single-thread quota'd workers to CPUs, ``None`` leaves placement to the OS.
@@ -125,7 +126,8 @@ def prepare_run(
     ``requests / microbatch`` messages are one *cycle* of work that the workers repeat, and no
     inputs are made (they are submitted while the session runs). ``alive`` (after a failure)
     restricts the structural instance made when ``instance`` is ``None`` to the surviving
-    devices, so the source moves off a dead one.
+    devices, so the source moves off a dead one. ``probe_s > 0`` (a session only) has every
+    worker probe the emulated links it leaves idle that often (:meth:`Transport.probe`).
 
     Raises
     ------
@@ -245,6 +247,7 @@ def prepare_run(
             cycle=messages if stream else 0,
             window=schedule.window or 0,
             epoch=epoch,
+            probe_s=probe_s if stream else 0.0,
         )
         blobs[d] = (() if k is None else (weights[k],)) + (
             (_input_blob(msg_inputs),) if d == source and not stream else ()

@@ -98,6 +98,9 @@ class Setup:
     cycle: int = 0
     window: int = 0
     epoch: int = 0
+    # a session: probe every emulated link this device sends nothing big over, this often
+    # (seconds; 0 = never), so its telemetry covers the links the stream has left (transport)
+    probe_s: float = 0.0
 
     @property
     def is_source(self) -> bool:

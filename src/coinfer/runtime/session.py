@@ -36,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import math
 import os
 import queue
 import secrets
@@ -135,6 +136,11 @@ class Session:
     telemetry_path
         Append every worker's telemetry (every half second) here as JSON lines (compute times,
         utilisation, per-link bytes and achieved bandwidth); also kept in :attr:`telemetry`.
+    probe_s
+        Every this many seconds each worker probes the emulated links it sends (almost)
+        nothing over (0 = never), so the telemetry — and a controller re-planning on it —
+        also sees links the plan does not use: whether a link it left has recovered, or one it
+        would route through has degraded too (:meth:`~.transport.Transport.probe`).
 
     Usage::
 
@@ -163,7 +169,13 @@ class Session:
         telemetry_path: str | None = None,
         log: Callable[[str], None] | None = None,
         parameter_cache: bool = False,
+        probe_s: float = 0.0,
     ):
+        if not (probe_s >= 0 and math.isfinite(probe_s)):
+            raise InputError(
+                f"probe interval must be a finite number of seconds >= 0, got {probe_s!r}"
+            )
+        self.probe_s = probe_s
         self.model_spec = model_spec
         self.parameter_cache = parameter_cache
         self.cluster = cluster
@@ -422,6 +434,7 @@ class Session:
             depth=self.depth, timeout_s=self.timeout_s, use_cgroup=self.use_cgroup,
             local_cpus=len(os.sched_getaffinity(0)), stream=True, epoch=number,
             alive=[d for d in self.cluster.device_names if d not in failed],
+            probe_s=self.probe_s,
         )  # fmt: skip
         self._priced[number] = (plan, prep.instance)
         return Epoch(number, plan, prep, prep.schedule.window or 1, self._origin_unix)

@@ -18,6 +18,16 @@ raw ``isend``/``irecv`` this module adds what a pipeline needs:
 - **bounded waits**: every wait has a timeout, and a failure becomes a :class:`PeerError`
   naming the peer device.
 
+- **link probes** (:meth:`Transport.probe`): a live session's controller must see a link the
+  stream has left (a slow link it routed around may have recovered, a link it would route
+  through may have degraded too); a probe holds the emulated link for ``PROBE_BYTES`` exactly as
+  a message would, in that peer's sender queue (so it waits behind real traffic and delays what
+  comes after it), and is logged as a send of message :data:`PROBE_MESSAGE` (-1, no data
+  message's id) — the telemetry
+  then measures the link as it measures data. Only emulated links are probed: the transfer time
+  of such a link *is* its emulated hold, and no bytes cross the process boundary for a probe (no
+  receiver has to expect one); a ``tc``-shaped link is measured by its traffic alone.
+
 Tags: message ``m`` (a micro-batch id) with tensors ``0..k-1`` uses tags ``m * TAGS_PER_MESSAGE + j``.
 """
 
@@ -41,6 +51,11 @@ from .media import MediumClock
 
 # At most this many tensors cross one cut (the tag space of one message).
 TAGS_PER_MESSAGE = 64
+# A probe's message id in the transfer log (data ids are >= 0) and its size: big enough that its bytes take
+# longer than the telemetry's floor (2 ms, core.online.MIN_WIRE_S) on a 1 Gbit/s link, small
+# enough to hold a 20 Mbit/s link for ~0.1 s.
+PROBE_MESSAGE = -1
+PROBE_BYTES = 256 * 1024
 # Sleeps shorter than this are skipped: time.sleep overshoots by ~0.1 ms here, so emulating a
 # 20 µs delay would cost more than it models.
 _MIN_SLEEP_S = 50e-6
@@ -223,7 +238,8 @@ class _Sender(threading.Thread):
         self.shape = shape
         self.clock = clock
         self.timeout_s = timeout_s
-        self.queue: queue.Queue[tuple[int, list[torch.Tensor]] | None] = queue.Queue(maxsize=depth)
+        # (message, tensors), or (PROBE_MESSAGE, bytes) for a probe; None ends the thread
+        self.queue: queue.Queue[tuple[int, Any] | None] = queue.Queue(maxsize=depth)
         self.error: PeerError | None = None
 
     def run(self) -> None:
@@ -234,7 +250,8 @@ class _Sender(threading.Thread):
             if item is None:
                 return
             message, tensors = item
-            nbytes = sum(t.numel() * t.element_size() for t in tensors)
+            probe = message == PROBE_MESSAGE
+            nbytes = tensors if probe else sum(t.numel() * t.element_size() for t in tensors)
             t0 = time.time()
             delay = self.shape.delay_s(nbytes, t0)
             if self.clock is not None:  # a shared medium: wait for our turn, then hold it
@@ -244,6 +261,12 @@ class _Sender(threading.Thread):
                     time.sleep(left)
             elif delay >= _MIN_SLEEP_S:
                 time.sleep(delay)
+            if probe:  # the hold is the probe: nothing goes on the wire (module docstring)
+                self.transport._record(
+                    TransferEvent("send", message, self.peer, t0, time.time(), nbytes, delay)
+                )
+                self.queue.task_done()
+                continue
             try:
                 works = [
                     dist.isend(t, dst=self.peer, tag=message * TAGS_PER_MESSAGE + j)
@@ -368,14 +391,7 @@ class Transport:
             )
         for j, (t, m) in enumerate(zip(tensors, metas, strict=True)):
             m.check(t, f"message {message} tensor {j} to {self.peer_name(peer)}")
-        with self._lock:  # the compute loop and relay threads may send to the same peer
-            sender = self._senders.get(peer)
-            if sender is None:
-                shape = self.links.get(peer, LinkShape())
-                clock = None if shape.medium is None else self.clocks[shape.medium]
-                sender = _Sender(self, peer, shape, self.depth, self.timeout_s, clock)
-                sender.start()
-                self._senders[peer] = sender
+        sender = self._sender(peer)
         payload = [t.contiguous() for t in tensors]
         deadline = time.time() + self.timeout_s
         while True:
@@ -390,6 +406,32 @@ class Transport:
                         f"send queue to {self.peer_name(peer)} stuck for {self.timeout_s:.0f} s",
                         device=self.peer_name(peer),
                     ) from None
+
+    def _sender(self, peer: int) -> _Sender:
+        with self._lock:  # the compute loop and relay threads may send to the same peer
+            sender = self._senders.get(peer)
+            if sender is None:
+                shape = self.links.get(peer, LinkShape())
+                clock = None if shape.medium is None else self.clocks[shape.medium]
+                sender = _Sender(self, peer, shape, self.depth, self.timeout_s, clock)
+                sender.start()
+                self._senders[peer] = sender
+            return sender
+
+    def probe(self, peer: int, nbytes: int = PROBE_BYTES) -> bool:
+        """Queue a probe of the link to ``peer`` (module docstring); ``False`` (nothing
+        queued) when the link is not emulated, or its queue is full — then real traffic
+        measures it anyway, and a probe must never make the stream wait."""
+        shape = self.links.get(peer)
+        if self._error is not None or shape is None:
+            return False
+        if shape.bandwidth_Bps is None and shape.trace is None:
+            return False
+        try:
+            self._sender(peer).queue.put_nowait((PROBE_MESSAGE, int(nbytes)))
+        except queue.Full:
+            return False
+        return True
 
     def post_recv(self, peer: int, message: int, metas: Sequence[WireTensorSpec]) -> PendingRecv:
         """Post the receives of one message now (buffers pre-allocated from ``metas``)."""
@@ -413,6 +455,8 @@ class Transport:
 
 
 __all__ = [
+    "PROBE_BYTES",
+    "PROBE_MESSAGE",
     "LinkShape",
     "PendingRecv",
     "TransferEvent",

@@ -70,6 +70,8 @@ from .stages import (
 )
 from .streaming import STREAM_TRACE_KEEP, STREAM_WAIT_S, StreamEnd, Submissions, unrolled
 from .transport import (
+    PROBE_BYTES,
+    PROBE_MESSAGE,
     LinkShape,
     PendingRecv,
     Transport,
@@ -128,6 +130,7 @@ class _Executor:
         self.cycle = setup.cycle if setup.stream else 0
         self.window = max(1, setup.window)
         self.epoch = setup.epoch
+        self.probe_s = setup.probe_s if setup.stream else 0.0
         self.end = StreamEnd()
         self.submissions = Submissions(self.contracts[0], self.end)
         self.wait_s = STREAM_WAIT_S if setup.stream else self.timeout_s
@@ -487,6 +490,22 @@ class _Executor:
                 return
             last = now
 
+    def _probe_links(self, stop: threading.Event, every_s: float) -> None:
+        """A session's link probes: every ``every_s``, each emulated link that carried less
+        than a probe's bytes since the last round gets one (:meth:`Transport.probe`)."""
+        emulation.exempt_this_thread()
+        last = time.time()
+        while not stop.wait(every_s):
+            now = time.time()
+            sent: dict[int, int] = {}
+            for ev in self.transport.events:
+                if ev.kind == "send" and ev.end_s > last:
+                    sent[ev.peer] = sent.get(ev.peer, 0) + ev.nbytes
+            for peer in self.transport.links:
+                if peer != self.rank and sent.get(peer, 0) < PROBE_BYTES:
+                    self.transport.probe(peer)
+            last = now
+
     def run(self) -> None:
         """Stage work on this thread, the client (source only) and relays beside it; then drain
         the sends. In a session, a helper left waiting on a request past the end is idle for
@@ -507,6 +526,11 @@ class _Executor:
             threading.Thread(
                 target=self._report_stats, args=(stats_stop,), name="stats", daemon=True
             ).start()
+            if self.probe_s > 0:
+                threading.Thread(
+                    target=self._probe_links, args=(stats_stop, self.probe_s), name="probes",
+                    daemon=True,
+                ).start()  # fmt: skip
         self._worker()
         for t in helpers:
             while t.is_alive():
@@ -645,7 +669,7 @@ def serve(
         ex.fail(exc)
     busy = ex.busy_s
     for tev in ex.transport.events:  # link busy intervals, as measured by the sender
-        if tev.kind == "send":
+        if tev.kind == "send" and tev.message != PROBE_MESSAGE:  # probes are telemetry only
             request, stage = divmod(tev.message, ex.num_stages + 2)
             ex._event(
                 f"{device}->{ex.names[tev.peer]}",

@@ -525,15 +525,18 @@ def replay_plan_timeline(
     """Replay ``(t_s, plan)`` switches through the simulator under the traces.
 
     The first entry must start at t <= 0 (it is taken to start at 0); entries at or after the
-    horizon are ignored, and an entry whose stages equal the plan in use is not a switch. Each
-    interval runs its plan from an empty pipeline after ``switch_pause_s`` (none for the first),
-    exactly as :func:`fixed_plan_throughput` runs one plan, so a timeline of one plan gives the
+    horizon are ignored, and (``route_on="instance"``) an entry whose stages equal the plan in
+    use is not a switch. Each interval runs its plan from an empty pipeline after
+    ``switch_pause_s`` (none for the first), exactly as :func:`fixed_plan_throughput` runs one plan, so a timeline of one plan gives the
     same figure. Throughput over time: completions per ``bin_s`` bin, divided by ``bin_s``.
 
     ``route_on`` says which network each plan's transfers are routed on (DESIGN.md: a transfer
     takes the route its plan was priced on): ``"instance"``, the given one for every plan (as
     :func:`fixed_plan_throughput`); ``"switch"``, the network at the plan's switch time
-    (:func:`instance_at`), i.e. a re-plan priced with exact knowledge of the bandwidths then.
+    (:func:`instance_at`), i.e. a re-plan priced with exact knowledge of the bandwidths then —
+    there an entry with the stages in use is kept as a switch: a live controller re-plans to
+    the same stages to take new routes (``"(same stages, new routes)"``), and those routes are
+    the network's at that time.
     """
     if route_on not in ("instance", "switch"):
         raise InputError(f"route_on must be 'instance' or 'switch', got {route_on!r}")
@@ -554,6 +557,8 @@ def replay_plan_timeline(
     if any(b < a for a, b in itertools.pairwise(times)):
         raise InputError("plan timeline times must be non-decreasing")
     norm = _normalise(traces, instance)
+    # routed at each switch: the same stages later are new routes (a live re-route), a switch
+    rerouted = route_on == "switch"
     # merge: drop entries past the horizon and re-statements of the plan in use
     kept: list[tuple[float, Plan]] = []
     for t, plan in zip(times, (p for _, p in timeline), strict=True):
@@ -562,12 +567,12 @@ def replay_plan_timeline(
             break
         if kept and t == kept[-1][0]:
             kept[-1] = (t, plan)  # two plans at one instant: the later one stands
-        elif not kept or _stages_key(plan) != _stages_key(kept[-1][1]):
+        elif not kept or rerouted or _stages_key(plan) != _stages_key(kept[-1][1]):
             kept.append((t, plan))
     # a same-instant overwrite may have made two neighbours equal: merge again
     merged: list[tuple[float, Plan]] = []
     for t, plan in kept:
-        if not merged or _stages_key(plan) != _stages_key(merged[-1][1]):
+        if not merged or rerouted or _stages_key(plan) != _stages_key(merged[-1][1]):
             merged.append((t, plan))
     done: list[float] = []
     intervals: list[dict[str, Any]] = []
