@@ -29,17 +29,23 @@ def _instance():
     streak=st.integers(0, 4),
     cost=st.floats(0, 5),
     horizon=st.floats(0.5, 60),
+    settling=st.booleans(),
+    settle=st.booleans(),
 )
-def test_switch_exactly_when_every_condition_holds(cur, best, now, last, streak, cost, horizon):
+def test_switch_exactly_when_every_condition_holds(
+    cur, best, now, last, streak, cost, horizon, settling, settle
+):
     """The rule is the conjunction the docs state: enough relative gain, gained requests over
-    the horizon beat the requests a hand-over loses, confirmed, and not too soon."""
-    pol = AdaptPolicy(switch_cost_s=cost, horizon_s=horizon)
+    the horizon beat the requests a hand-over loses, a settled belief, confirmed, and not too
+    soon."""
+    pol = AdaptPolicy(switch_cost_s=cost, horizon_s=horizon, settle=settle)
     d = decide(pol, now_s=now, last_switch_s=last, current_period_s=cur, best_period_s=best,
-               streak=streak)  # fmt: skip
+               streak=streak, settling=settling)  # fmt: skip
     gain = cur / best - 1
     expected = (
         gain >= pol.min_gain
         and horizon * (1 / best - 1 / cur) > cost / cur
+        and not (settling and settle)
         and (streak + 1 >= pol.confirm or gain >= pol.sure_gain)
         and now - last >= pol.min_dwell_s
     )
@@ -63,11 +69,13 @@ def test_belief_applies_measurements_then_forgets_them():
     assert now.compute_s(0, 0, "b") == pytest.approx(0.040)
     assert now.compute_s(0, 0, "c") == pytest.approx(0.020)  # never measured
     assert b.changes(2.0) == ["link a->b 10.0x slower", "device b 2.0x slower"]
+    assert b.changed(2.0) == {("link", "a", "b"), ("device", "b")}
     # 5 s without a fresh sample: believed as the base again (the plan may try it again)
     later = b.instance(6.5)
     assert later.link_by_pair[("a", "b")].bandwidth_Bps == 10e6
     assert later.compute_s(0, 0, "b") == pytest.approx(0.020)
     assert b.changes(6.5) == []
+    assert b.changed(6.5) == frozenset()
 
 
 def test_a_link_still_bad_when_tried_again_is_remembered_longer():

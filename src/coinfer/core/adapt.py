@@ -71,6 +71,12 @@ class AdaptPolicy:
         is at least ``sure_gain`` (noise does not fake a 50 % gain: the belief already needs two
         samples to believe a step, and waiting would only delay the obvious).
     forget_s : how long a measurement of something no longer measured is believed.
+    settle : no switch in a check where the set of links and devices believed changed differs
+        from the previous check's. Why: one event (a radio fading, a device's links stepping
+        down) reaches the belief over a check or two — the plan's own links first, the probed
+        idle ones half a second later — and a re-plan made on the first half of the news routes
+        over links already known a moment later to be slow (measured on the step trace: the
+        first re-route took two slow links, and a second hand-over followed 6 s later).
     """
 
     check_s: float = 0.5
@@ -81,6 +87,7 @@ class AdaptPolicy:
     confirm: int = 2
     sure_gain: float = 0.5
     forget_s: float = DEFAULT_FORGET_S
+    settle: bool = True
 
     def __post_init__(self) -> None:
         if not (self.check_s > 0 and self.min_gain >= 0 and self.switch_cost_s >= 0):
@@ -130,9 +137,11 @@ def decide(
     current_period_s: float,
     best_period_s: float,
     streak: int,
+    settling: bool = False,
 ) -> Decision:
     """Apply the switching rule (module docstring) to one check. ``streak`` counts the
-    consecutive checks before this one in which the candidate won."""
+    consecutive checks before this one in which the candidate won; ``settling``: what is
+    believed changed differs from the previous check's (see ``AdaptPolicy.settle``)."""
     if not best_period_s > 0:
         return Decision(False, "candidate has no finite period", 0.0)
     cur = current_period_s if current_period_s > 0 else float("inf")
@@ -145,6 +154,8 @@ def decide(
         return Decision(
             False, f"gain {gained:.1f} req does not repay the switch ({lost:.1f} req)", gain
         )
+    if settling and policy.settle:
+        return Decision(False, f"gain {gain:+.0%}, but the belief is still changing", gain)
     if streak + 1 < policy.confirm and gain < policy.sure_gain:
         return Decision(False, f"gain {gain:+.0%} seen {streak + 1}/{policy.confirm} times", gain)
     if now_s - last_switch_s < policy.min_dwell_s:
@@ -218,6 +229,21 @@ class Belief:
             for lk in self.base.dedicated_links
         )
         return replace(self.base, pieces=pieces, links=links)
+
+    def changed(self, t_s: float) -> frozenset[tuple[str, ...]]:
+        """The links ``("link", u, v)`` and devices ``("device", d)`` :meth:`changes` lists."""
+        out: set[tuple[str, ...]] = set()
+        base_links = self.base.link_by_pair
+        for (u, v), e in self.links.items():
+            r = base_links[(u, v)].bandwidth_Bps / e.value
+            if t_s - e.at_s <= e.forget_s and (r > DEGRADED_RATIO or r * DEGRADED_RATIO < 1):
+                out.add(("link", u, v))
+        for d, e in self.devices.items():
+            if t_s - e.at_s <= e.forget_s and (
+                e.value > DEGRADED_RATIO or e.value * DEGRADED_RATIO < 1
+            ):
+                out.add(("device", d))
+        return frozenset(out)
 
     def changes(self, t_s: float) -> list[str]:
         """What is believed to differ from the base by more than ``DEGRADED_RATIO``, e.g.

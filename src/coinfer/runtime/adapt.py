@@ -40,10 +40,12 @@ Planner = Callable[[Instance], "tuple[Plan, Instance]"]
 
 # An adapting session's workers probe the emulated links they leave idle this often (seconds):
 # the belief then sees a link the plan left recover, and a link a new route would take degrade,
-# within about a second instead of only after routing traffic over it (Session ``probe_s``).
-# Measured on the step trace (docs/RESULTS.md): without probes the first re-route after d3's
-# links fell took two more of its slow links it had no figure for, and a second re-plan 6 s later.
-PROBE_S = 1.0
+# as soon as it sees the links the plan uses change instead of only after routing traffic over
+# it (Session ``probe_s``). Why the telemetry's own interval (worker.STATS_S): the estimate
+# believes a step after two consecutive samples, so a probe every other interval would take
+# twice as long to be believed as the stream's own links, and the first re-plan after a change
+# would still route over links it has no figure for.
+PROBE_S = 0.5
 
 
 class Adapter:
@@ -81,6 +83,7 @@ class Adapter:
         self._last_T: float | None = None
         self.checks: list[dict[str, Any]] = []  # every check's numbers (bounded: see _note)
         self._seen_epoch = -1
+        self._believed_changed: frozenset[tuple[str, ...]] = frozenset()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -123,6 +126,8 @@ class Adapter:
             self.streak = 0
             self._last_T = None  # another plan's period: not a change of conditions
         self.belief.observe(now, priced_on, links, scales)
+        changed = self.belief.changed(now)
+        settling, self._believed_changed = changed != self._believed_changed, changed
         alive = s.alive
         believed = surviving(self.belief.instance(now), alive, s.source)
         current = s.plan
@@ -145,6 +150,7 @@ class Adapter:
                 current_period_s=cur_T,
                 best_period_s=new_T,
                 streak=self.streak,
+                settling=settling,
             )
         self.streak = self.streak + 1 if d.gain >= self.policy.min_gain else 0
         self._note(now, cur_T, new_T, d, horizon)

@@ -498,8 +498,8 @@ class _Executor:
         while not stop.wait(every_s):
             now = time.time()
             sent: dict[int, int] = {}
-            for ev in self.transport.events:
-                if ev.kind == "send" and ev.end_s > last:
+            for ev in self.transport.events:  # the stream's own traffic (not the probes)
+                if ev.kind == "send" and ev.end_s > last and ev.message != PROBE_MESSAGE:
                     sent[ev.peer] = sent.get(ev.peer, 0) + ev.nbytes
             for peer in self.transport.links:
                 if peer != self.rank and sent.get(peer, 0) < PROBE_BYTES:
