@@ -10,8 +10,10 @@ plan no longer uses, which no telemetry can refresh. Why those measurements expi
 was slow when the plan left it may have recovered, and a plan that never uses it again never
 learns so. After ``forget_s`` without a fresh sample an entry reverts to its base value, so the
 planner may try the link again; if it is still degraded when next measured, its memory doubles
-(up to ``MAX_FORGET_S``), so a persistently bad link is not re-tried every few seconds. This is
-exploration by optimism, not probing: nothing is sent over a link no plan uses.
+(up to ``MAX_FORGET_S``), so a persistently bad link is not re-tried every few seconds. An
+adapting session also probes the emulated links its plan leaves idle (``Session(probe_s=...)``),
+which keeps their entries fresh; forgetting is exploration by optimism for what no probe reaches
+(``tc``-shaped links, devices outside the plan).
 
 **Switching rule** (:class:`AdaptPolicy`, :func:`decide`). With ``T_cur`` and ``T_new`` the
 predicted periods (seconds per request) of the current plan and of the planner's best plan on
