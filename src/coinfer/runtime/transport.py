@@ -29,6 +29,11 @@ raw ``isend``/``irecv`` this module adds what a pipeline needs:
   receiver has to expect one); a ``tc``-shaped link is measured by its traffic alone.
 
 Tags: message ``m`` (a micro-batch id) with tensors ``0..k-1`` uses tags ``m * TAGS_PER_MESSAGE + j``.
+
+Why one module: the contracts checked before a send, the per-peer sender threads that shape and
+send (or hold for a probe), the posted receives and the transfer log are one object's state —
+a peer's queue, its link shape, the first failure — and every caller (worker, LLM stages, tiled
+jobs) uses them together; the link's shape itself is data shared more widely (:mod:`.linkshape`).
 """
 
 from __future__ import annotations
