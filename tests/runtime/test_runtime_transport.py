@@ -83,13 +83,18 @@ def test_two_process_transfer_with_latency():
     assert res["sent"] >= 3 * 0.05  # each message held the emulated link for its latency
 
 
-def test_a_probe_holds_an_emulated_link_and_is_logged_not_sent():
+def test_a_probe_holds_an_emulated_link_and_is_logged_not_sent(tmp_path):
+    from coinfer.runtime.media import MediumClock
     from coinfer.runtime.transport import PROBE_BYTES, PROBE_MESSAGE, LinkShape, Transport
 
     shape = LinkShape(bandwidth_Bps=50e6, latency_s=0.002)
-    t = Transport(0, ("a", "b", "c"), {1: shape, 2: LinkShape()}, timeout_s=5.0)
+    air = LinkShape(bandwidth_Bps=50e6, latency_s=0.002, medium="wifi")
+    clock = MediumClock(str(tmp_path / "wifi.clock"))
+    t = Transport(0, ("a", "b", "c", "d"), {1: shape, 2: LinkShape(), 3: air},
+                  timeout_s=5.0, clocks={"wifi": clock})  # fmt: skip
     assert t.probe(1) is True
     assert t.probe(2) is False  # unshaped: only real traffic measures it
+    assert t.probe(3) is False  # a shared medium's airtime is not spent on probes
     assert t.probe(7) is False  # no link at all
     t.flush()  # no process group exists: a probe never touches the wire
     (ev,) = t.events

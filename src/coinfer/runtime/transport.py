@@ -23,10 +23,12 @@ raw ``isend``/``irecv`` this module adds what a pipeline needs:
   through may have degraded too); a probe holds the emulated link for ``PROBE_BYTES`` exactly as
   a message would, in that peer's sender queue (so it waits behind real traffic and delays what
   comes after it), and is logged as a send of message :data:`PROBE_MESSAGE` (-1, no data
-  message's id) — the telemetry
-  then measures the link as it measures data. Only emulated links are probed: the transfer time
-  of such a link *is* its emulated hold, and no bytes cross the process boundary for a probe (no
-  receiver has to expect one); a ``tc``-shaped link is measured by its traffic alone.
+  message's id), so the telemetry measures the link as it measures data. Only emulated
+  dedicated links are probed: the transfer time of such a link *is* its emulated hold, and no
+  bytes cross the process boundary for a probe (no receiver has to expect one); a ``tc``-shaped
+  link is measured by its traffic alone, and a hop over a shared medium is not probed (every
+  idle hop's probe would take airtime from all of them, and the online estimate does not
+  re-estimate media).
 
 Tags: message ``m`` (a micro-batch id) with tensors ``0..k-1`` uses tags ``m * TAGS_PER_MESSAGE + j``.
 
@@ -425,10 +427,10 @@ class Transport:
 
     def probe(self, peer: int, nbytes: int = PROBE_BYTES) -> bool:
         """Queue a probe of the link to ``peer`` (module docstring); ``False`` (nothing
-        queued) when the link is not emulated, or its queue is full — then real traffic
-        measures it anyway, and a probe must never make the stream wait."""
+        queued) when the link is not an emulated dedicated one, or its queue is full — then
+        real traffic measures it anyway, and a probe must never make the stream wait."""
         shape = self.links.get(peer)
-        if self._error is not None or shape is None:
+        if self._error is not None or shape is None or shape.medium is not None:
             return False
         if shape.bandwidth_Bps is None and shape.trace is None:
             return False
