@@ -219,7 +219,7 @@ def run_stream(
     stride = 8 if total is None else max(1, total // MAX_CHECKED)
     results: dict[int, list[torch.Tensor]] = {}
 
-    from ..runtime.adapt import PROBE_S
+    from ..runtime.adapt import PROBE_S, Adapter
 
     session = Session(
         model, cluster, plan, microbatch=microbatch, input_shape=input_shape, instance=instance,
@@ -230,8 +230,6 @@ def run_stream(
     session.start()
     adapter = None
     if adapt:
-        from ..runtime.adapt import Adapter
-
         adapter = Adapter(session, make_planner(algo, objective, live=True), log=say).start()
     try:
         t0 = time.monotonic()

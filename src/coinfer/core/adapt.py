@@ -232,38 +232,30 @@ class Belief:
         )
         return replace(self.base, pieces=pieces, links=links)
 
+    def _degraded(self, t_s: float) -> list[tuple[tuple[str, ...], float]]:
+        """Every believed entry beyond ``DEGRADED_RATIO`` of the base, either way, as
+        ``(("link", u, v) or ("device", d), slow-down ratio)``, links then devices, sorted."""
+        base_links = self.base.link_by_pair
+        live = [
+            (("link", u, v), base_links[(u, v)].bandwidth_Bps / e.value)
+            for (u, v), e in sorted(self.links.items())
+            if t_s - e.at_s <= e.forget_s
+        ] + [
+            (("device", d), e.value)
+            for d, e in sorted(self.devices.items())
+            if t_s - e.at_s <= e.forget_s
+        ]
+        return [(k, r) for k, r in live if r > DEGRADED_RATIO or r * DEGRADED_RATIO < 1]
+
     def changed(self, t_s: float) -> frozenset[tuple[str, ...]]:
         """The links ``("link", u, v)`` and devices ``("device", d)`` :meth:`changes` lists."""
-        out: set[tuple[str, ...]] = set()
-        base_links = self.base.link_by_pair
-        for (u, v), e in self.links.items():
-            r = base_links[(u, v)].bandwidth_Bps / e.value
-            if t_s - e.at_s <= e.forget_s and (r > DEGRADED_RATIO or r * DEGRADED_RATIO < 1):
-                out.add(("link", u, v))
-        for d, e in self.devices.items():
-            if t_s - e.at_s <= e.forget_s and (
-                e.value > DEGRADED_RATIO or e.value * DEGRADED_RATIO < 1
-            ):
-                out.add(("device", d))
-        return frozenset(out)
+        return frozenset(k for k, _ in self._degraded(t_s))
 
     def changes(self, t_s: float) -> list[str]:
         """What is believed to differ from the base by more than ``DEGRADED_RATIO``, e.g.
         ``["link a->b 10.0x slower", "device x 2.1x slower"]`` (a re-plan's trigger)."""
-        out = []
-        base_links = self.base.link_by_pair
-        for (u, v), e in sorted(self.links.items()):
-            if t_s - e.at_s > e.forget_s:
-                continue
-            r = base_links[(u, v)].bandwidth_Bps / e.value
-            if r > DEGRADED_RATIO or r * DEGRADED_RATIO < 1:
-                out.append(f"link {u}->{v} {_ratio_text(r)}")
-        for d, e in sorted(self.devices.items()):
-            if t_s - e.at_s <= e.forget_s and (
-                e.value > DEGRADED_RATIO or e.value * DEGRADED_RATIO < 1
-            ):
-                out.append(f"device {d} {_ratio_text(e.value)}")
-        return out
+        names = {"link": lambda k: f"link {k[1]}->{k[2]}", "device": lambda k: f"device {k[1]}"}
+        return [f"{names[k[0]](k)} {_ratio_text(r)}" for k, r in self._degraded(t_s)]
 
 
 def running_period_s(believed: Instance, routed_on: Instance, stages: Sequence[Stage]) -> float:

@@ -130,7 +130,7 @@ class _Executor:
         self.cycle = setup.cycle if setup.stream else 0
         self.window = max(1, setup.window)
         self.epoch = setup.epoch
-        self.probe_s = setup.probe_s if setup.stream else 0.0
+        self.probe_s = setup.probe_s
         self.end = StreamEnd()
         self.submissions = Submissions(self.contracts[0], self.end)
         self.wait_s = STREAM_WAIT_S if setup.stream else self.timeout_s

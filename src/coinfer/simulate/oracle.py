@@ -527,8 +527,9 @@ def replay_plan_timeline(
     The first entry must start at t <= 0 (it is taken to start at 0); entries at or after the
     horizon are ignored, and (``route_on="instance"``) an entry whose stages equal the plan in
     use is not a switch. Each interval runs its plan from an empty pipeline after
-    ``switch_pause_s`` (none for the first), exactly as :func:`fixed_plan_throughput` runs one plan, so a timeline of one plan gives the
-    same figure. Throughput over time: completions per ``bin_s`` bin, divided by ``bin_s``.
+    ``switch_pause_s`` (none for the first), exactly as :func:`fixed_plan_throughput` runs one
+    plan, so a timeline of one plan gives the same figure. Throughput over time: completions per
+    ``bin_s`` bin, divided by ``bin_s``.
 
     ``route_on`` says which network each plan's transfers are routed on (DESIGN.md: a transfer
     takes the route its plan was priced on): ``"instance"``, the given one for every plan (as

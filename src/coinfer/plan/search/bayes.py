@@ -299,7 +299,6 @@ def plan_bayes(
             raise InputError(
                 "BayesOptions.candidates: none of them is a plan this instance can run"
             )
-        size = len(space)
     elif size <= opts.enumerate_limit:
         space = [c for c in enumerate_configs(instance) if _reachable(instance, c)]
         space = distinct_up_to_cores(instance, space, objective)
