@@ -192,3 +192,27 @@ def test_emulated_device_is_profiled_locally_and_cached(tmp_path):
     again = build_cost_model("tiny_mlp", cl, profile_options=opts)
     assert "local profile (cached" in again.details["d"]
     assert again.times_s == cm.times_s
+
+
+def test_per_range_calibration_multiplies_only_its_model_and_cut(graph):
+    doc = {
+        "name": "two", "source": "a",
+        "devices": [
+            {"name": "a", "speed": {"gflops": 5, "scale": 2.0, "pieces": [
+                {"model": "tiny_cnn", "pieces": graph.num_pieces, "first": 1, "last": 2,
+                 "scale": 3.0}]}, "memory": "1GiB"},
+            {"name": "b", "speed": {"gflops": 5, "pieces": [
+                {"model": "tiny_cnn", "pieces": graph.num_pieces + 1, "first": 0, "last": 0,
+                 "scale": 3.0}]}, "memory": "1GiB"},
+        ],
+        "links": [{"src": "a", "dst": "b", "bandwidth_mbps": 80}],
+    }  # fmt: skip
+    plain = build_cost_model("tiny_cnn", cluster_from_dict(doc | {"devices": [
+        {"name": "a", "speed": {"gflops": 5}, "memory": "1GiB"},
+        {"name": "b", "speed": {"gflops": 5}, "memory": "1GiB"}]}), source="analytic", graph=graph)  # fmt: skip
+    cm = build_cost_model("tiny_cnn", cluster_from_dict(doc), source="analytic", graph=graph)
+    for i, (t, t0) in enumerate(zip(cm.times_s, plain.times_s, strict=True)):
+        assert t["a"] == pytest.approx(t0["a"] * (6.0 if i in (1, 2) else 2.0))
+        assert t["b"] == pytest.approx(t0["b"])  # calibrated for another cut: not applied
+    assert "per-range calibration" in cm.details["a"]
+    assert "ignored (made for" in cm.details["b"]

@@ -6,13 +6,24 @@ import json
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from coinfer.cli import main
 from coinfer.cluster import cluster_from_yaml, load_cluster
+from coinfer.cluster.types import DeviceSpec, PieceScale, piece_factors
 from coinfer.core.instance import Device, Link, make_instance
 from coinfer.core.plans import Metrics, Plan, Stage
 from coinfer.core.trace import TraceEvent
-from coinfer.runtime.calibrate import Calibration, apply, fit_devices, fit_link, probe_plans
+from coinfer.runtime.calibrate import (
+    Calibration,
+    DeviceFit,
+    apply,
+    fit_devices,
+    fit_link,
+    piece_scales_after,
+    probe_plans,
+)
 
 CLUSTER = """
 name: two
@@ -142,3 +153,106 @@ def test_a_medium_is_fitted_from_all_its_hops_pooled():
     assert out.media[0].bandwidth_Bps == pytest.approx(5e6)
     assert out.link("a", "c").bandwidth_Bps == pytest.approx(5e6)  # its hops follow the medium
     assert cluster_from_yaml(yaml.safe_dump(out.to_dict())).media == out.media
+
+
+# --- per-range calibration (speed.pieces) ---------------------------------------------------
+
+
+def test_fit_devices_keeps_each_ranges_ratio():
+    inst = _instance()
+    p1 = Plan("p", "throughput", (Stage(0, 0, ("a",)), Stage(1, 1, ("b",))), Metrics(0, 0))
+    p2 = Plan("q", "throughput", (Stage(0, 0, ("b",)), Stage(1, 1, ("a",))), Metrics(0, 0))
+    t1 = [TraceEvent("a", "compute", r, 0.0, 0.005) for r in range(3)]  # a on piece 0: 0.5x
+    t1 += [TraceEvent("b", "compute", r, 0.0, 0.04) for r in range(3)]
+    t2 = [TraceEvent("b", "compute", r, 0.0, 0.02) for r in range(3)]
+    t2 += [TraceEvent("a", "compute", r, 0.0, 0.06) for r in range(3)]  # a on piece 1: 2x
+    fa = next(f for f in fit_devices([(p1, t1), (p2, t2)], inst, {}) if f.device == "a")
+    assert fa.ratio == pytest.approx(1.0)  # geometric mean of 0.5 and 2
+    assert fa.ranges == (
+        (0, 0, pytest.approx(0.5)),
+        (1, 1, pytest.approx(2.0)),
+    )
+
+
+def test_probes_with_four_rotations_give_every_device_every_range():
+    names = ("a", "b", "c", "d")
+    base = Plan("even", "throughput", tuple(Stage(i, i, (n,)) for i, n in enumerate(names)),
+                Metrics(0, 0))  # fmt: skip
+    for rotations, expect in ((4, 4), (2, 2), (1, 1), (9, 4)):
+        probes = probe_plans(base, rotations)
+        assert len(probes) == expect
+        seen = {(s.first, s.devices[0]) for p in probes for s in p.stages}
+        assert len(seen) == 4 * expect  # no (range, device) pair twice
+    assert [s.devices[0] for s in probe_plans(base, 2)[1].stages] == ["c", "d", "a", "b"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.floats(0.2, 5.0), min_size=4, max_size=4),
+    st.lists(st.floats(0.2, 5.0), min_size=4, max_size=4),
+    st.floats(0.3, 3.0),
+)
+def test_applied_calibration_prices_every_probed_range_as_measured(ra, rb, old):
+    """After apply, the calibrated cost model prices each (device, range) the probes ran at
+    exactly the measured time (to the written rounding), whatever the ratios."""
+    times = [{"a": 0.01 * (i + 1), "b": 0.02 + 0.005 * i} for i in range(8)]
+    inst = make_instance(times, [0] * 8, [100] * 8, 1000,
+                         [Device("a", 1 << 30), Device("b", 1 << 30)],
+                         [Link("a", "b", 1e7, 0.001), Link("b", "a", 1e7, 0.001)], "a")  # fmt: skip
+    ranges = [(0, 1), (2, 3), (4, 5), (6, 7)]
+    runs = []
+    for k in range(4):  # two devices over four ranges, rotated: a on even k, b on odd k
+        stages = []
+        trace = []
+        for j, (f, last) in enumerate(ranges[k : k + 2] if k < 3 else [ranges[3], ranges[0]]):
+            d = "ab"[j]
+            r = (ra if d == "a" else rb)[(k + j) % 4]
+            stages.append(Stage(f, last, (d,)))
+            trace += [TraceEvent(d, "compute", q, 0.0, r * inst.compute_s(f, last, d))
+                      for q in range(3)]  # fmt: skip
+        runs.append((Plan("p", "throughput", tuple(stages), Metrics(0, 0)), trace))
+    cl = cluster_from_yaml(CLUSTER.replace("scale: 2.0", f"scale: {old}"))
+    fits = fit_devices(runs, inst, {d.name: d.speed_scale for d in cl.devices})
+    out = apply(cl, Calibration("m", 8, fits, (), (), pieces=8))
+    back = cluster_from_yaml(yaml.safe_dump(out.to_dict()))
+    assert back == out
+    for plan, trace in runs:
+        for s in plan.stages:
+            d = s.devices[0]
+            dev = out.device(d)
+            factors = piece_factors(dev.piece_scales, "m", 8) or [1.0] * 8
+            base_scale = cl.device(d).speed_scale
+            priced = sum(
+                times[i][d] / base_scale * dev.speed_scale * factors[i]
+                for i in range(s.first, s.last + 1)
+            )
+            measured = next(e.end_s for e in trace if e.resource == d)
+            assert priced == pytest.approx(measured, rel=2e-3)
+
+
+def test_piece_scales_only_apply_to_their_model_and_cut():
+    ps = (PieceScale("m", 4, 0, 1, 0.5), PieceScale("m", 4, 3, 3, 2.0), PieceScale("x", 4, 0, 3, 9))
+    assert piece_factors(ps, "m", 4) == [0.5, 0.5, 1.0, 2.0]
+    assert piece_factors(ps, "m", 5) is None and piece_factors(ps, "y", 4) is None
+
+
+def test_recalibrating_keeps_other_models_prices():
+    dev = DeviceSpec(
+        "a", gflops=5.0, speed_scale=1.0, piece_scales=(PieceScale("x", 2, 0, 1, 1.5),)
+    )
+    fit = DeviceFit("a", (2.0, 2.0), 2.0, 1.0, 2.0, ((0, 0, 2.0), (1, 1, 2.0)))
+    scales = piece_scales_after(dev, fit, "m", 2)
+    # model m: both ranges at the mean ratio -> no entries; model x: 1.5 / 2 keeps its price
+    assert scales == (PieceScale("x", 2, 0, 1, 0.75),)
+
+
+def test_bad_piece_range_in_a_cluster_file_is_one_line(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(CLUSTER.replace(
+        "scale: 2.0}", "scale: 2.0, pieces: [{model: m, pieces: 4, first: 2, last: 4, scale: 1}]}"
+    ))  # fmt: skip
+    with pytest.raises(SystemExit) as info:
+        main(["cluster", "show", str(bad)])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "pieces" in err and "2..4 of 4" in err and "Traceback" not in err

@@ -26,6 +26,13 @@ def register(app: typer.Typer) -> None:
         ),
         model: str = typer.Option("resnet18", "--model", help="Model the probes run."),
         requests: int = typer.Option(48, "--requests", help="Requests per probe."),
+        rotations: int = typer.Option(
+            4,
+            "--rotations",
+            min=1,
+            help="Probes: device orders rotated over the same piece ranges (4 on 4 devices: "
+            "every device runs every range once; fewer is faster, coarser).",
+        ),
         coordinator_bind: str | None = typer.Option(
             None,
             "--coordinator-bind",
@@ -53,6 +60,7 @@ def register(app: typer.Typer) -> None:
             model,
             cl,
             requests=requests,
+            rotations=rotations,
             bind=coordinator_bind or "127.0.0.1:0",
             spawn=coordinator_bind is None,
             log=lambda m: console.print(m),
@@ -62,10 +70,11 @@ def register(app: typer.Typer) -> None:
             typer.echo(json.dumps({**cal.to_dict(), "out": str(target)}, indent=2))
             return
         t = Table(title=f"compute: measured / priced ({model})")
-        for c in ("device", "per probe", "ratio", "speed.scale"):
+        for c in ("device", "per range (pieces: ratio)", "ratio", "speed.scale"):
             t.add_column(c)
         for d in cal.devices:
-            t.add_row(d.device, ", ".join(f"{r:.3f}" for r in d.ratios), f"{d.ratio:.3f}",
+            per_range = ", ".join(f"{a}-{b}: {r:.2f}" for a, b, r in d.ranges)
+            t.add_row(d.device, per_range, f"{d.ratio:.3f}",
                       f"{d.old_scale:.3f} -> {d.new_scale:.3f}")  # fmt: skip
         console.print(t)
         lt = Table(title="links: configured -> fitted")

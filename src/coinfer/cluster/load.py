@@ -29,6 +29,7 @@ from .types import (
     DeviceSpec,
     Emulation,
     LinkSpec,
+    PieceScale,
 )
 from .units import BYTES_PER_S_PER_GBPS, DvfsError, dvfs_fractions, parse_memory
 
@@ -52,6 +53,24 @@ class PredictEntry(_Strict):
     peak_gflops: float | None = Field(default=None, gt=0)
 
 
+class PieceScaleEntry(_Strict):
+    """One ``speed.pieces`` entry: a calibrated factor of one model's piece range."""
+
+    model: str = Field(min_length=1)
+    pieces: int = Field(gt=0)
+    first: int = Field(ge=0)
+    last: int = Field(ge=0)
+    scale: float = Field(gt=0)
+
+    @model_validator(mode="after")
+    def _range(self) -> PieceScaleEntry:
+        if self.last < self.first or self.last >= self.pieces:
+            raise ValueError(
+                f"need 0 <= first <= last < pieces (got {self.first}..{self.last} of {self.pieces})"
+            )
+        return self
+
+
 class SpeedEntry(_Strict):
     """``speed``: at least one of an analytic figure, a measured profile, or predictor features."""
 
@@ -60,6 +79,8 @@ class SpeedEntry(_Strict):
     predict: PredictEntry | None = None
     # measured correction of whichever source prices the device (``coinfer calibrate`` writes it)
     scale: float = Field(default=1.0, gt=0)
+    # per piece range of one model, on top of ``scale`` (``coinfer calibrate`` writes them too)
+    pieces: list[PieceScaleEntry] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _one_of(self) -> SpeedEntry:
@@ -343,6 +364,9 @@ def _device(d: DeviceEntry, i: int, origin: str, base: Path) -> DeviceSpec:
         dvfs_levels=levels,
         emulate=None if d.emulate is None else Emulation(d.emulate.cpu_quota, d.emulate.threads),
         speed_scale=d.speed.scale,
+        piece_scales=tuple(
+            PieceScale(p.model, p.pieces, p.first, p.last, p.scale) for p in d.speed.pieces
+        ),
         failure_rate_per_h=d.failure_rate_per_h,
     )
 

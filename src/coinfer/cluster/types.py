@@ -66,6 +66,46 @@ class Emulation:
 
 
 @dataclass(frozen=True, slots=True)
+class PieceScale:
+    """A calibrated correction of pieces ``first..last`` of one model on a device, on top of
+    ``speed_scale`` (``coinfer calibrate`` measures every device on several piece ranges).
+
+    Why per range: one factor per device is not enough. The same device's measured/priced ratio
+    differs by piece range, most on small models (MobileNetV2 on d0: 0.42 on its first quarter,
+    0.90-0.98 on the other three). Valid only for the model it was measured with, cut into the
+    same number of ``pieces``; any other model or cut uses ``speed_scale`` alone.
+    """
+
+    model: str
+    pieces: int
+    first: int
+    last: int
+    scale: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "pieces": self.pieces,
+            "first": self.first,
+            "last": self.last,
+            "scale": self.scale,
+        }
+
+
+def piece_factors(scales: tuple[PieceScale, ...], model: str, pieces: int) -> list[float] | None:
+    """Per-piece multipliers of ``model`` cut into ``pieces`` (1.0 where no range covers a
+    piece), or ``None`` when no entry is for this model and cut."""
+    mine = [s for s in scales if s.model == model and s.pieces == pieces]
+    if not mine:
+        return None
+    out = [1.0] * pieces
+    for s in mine:
+        for i in range(max(0, s.first), min(pieces - 1, s.last) + 1):
+            out[i] = s.scale
+    return out
+
+
+@dataclass(frozen=True, slots=True)
 class DeviceSpec:
     """A device of a cluster, with every figure the cost model, planners and runtime need.
 
@@ -74,7 +114,8 @@ class DeviceSpec:
     ``gflops`` (effective GFLOP/s for the analytic FLOPs / speed fallback).
     ``dvfs_levels`` are frequency fractions of the maximum (1.0 = f_max), sorted ascending.
     ``speed_scale`` multiplies every piece time from any of the three (``speed.scale``: a
-    measured calibration, see ``coinfer calibrate``; 1.0 = as priced).
+    measured calibration, see ``coinfer calibrate``; 1.0 = as priced); ``piece_scales``
+    (``speed.pieces``) refine it per piece range for the model it was calibrated with.
     ``failure_rate_per_h``: expected failures per hour (0 = reliable; see docs/clusters.md).
     ``soc`` and ``cores``: a core group of a multi-core SoC (``socs:`` in the file, expanded by
     :mod:`coinfer.cluster.socs`) names its SoC and the cores it holds; empty for a plain device.
@@ -95,6 +136,7 @@ class DeviceSpec:
     failure_rate_per_h: float = 0.0
     soc: str | None = None
     cores: tuple[str, ...] = ()
+    piece_scales: tuple[PieceScale, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """The YAML-schema form of this device (round-trips through the parser)."""
@@ -107,6 +149,8 @@ class DeviceSpec:
             speed["predict"] = self.features.to_dict()
         if self.speed_scale != 1.0:
             speed["scale"] = self.speed_scale
+        if self.piece_scales:
+            speed["pieces"] = [p.to_dict() for p in self.piece_scales]
         out: dict[str, Any] = {
             "name": self.name,
             "kind": self.kind,
@@ -342,7 +386,11 @@ class Cluster:
         out: dict[str, Any] = {"name": self.name, "source": self.source}
         if self.token is not None:
             out["token"] = self.token
-        scaled = [d.name for d in self.devices if d.soc is not None and d.speed_scale != 1.0]
+        scaled = [
+            d.name
+            for d in self.devices
+            if d.soc is not None and (d.speed_scale != 1.0 or d.piece_scales)
+        ]
         if scaled:
             # a `socs:` entry has no per-group figures to write them into (coinfer calibrate)
             raise InputError(
@@ -391,5 +439,7 @@ __all__ = [
     "Emulation",
     "LinkSpec",
     "MediumSpec",
+    "PieceScale",
     "SocSpec",
+    "piece_factors",
 ]

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..cluster.types import Cluster, DeviceFeatures, DeviceSpec
+from ..cluster.types import Cluster, DeviceFeatures, DeviceSpec, piece_factors
 from ..core.instance import Device, Instance, Link, Piece, network_of
 from ..errors import InputError, parse_json, read_text
 from .cache import graph_hash
@@ -247,6 +247,20 @@ def _source_order(source: str | None, sources: Sequence[str]) -> tuple[str, ...]
     return order
 
 
+def _piece_scaled(times: list[float], dev: DeviceSpec, model_spec: str) -> tuple[list[float], str]:
+    """``times`` with ``dev``'s per-range calibration of ``model_spec`` applied, and a note for
+    the details; a calibration of another cut of this model is ignored, and said so."""
+    factors = piece_factors(dev.piece_scales, model_spec, len(times))
+    if factors is not None:
+        return [t * f for t, f in zip(times, factors, strict=True)], ", per-range calibration"
+    other = {p.pieces for p in dev.piece_scales if p.model == model_spec}
+    if other:
+        return times, (
+            f", per-range calibration ignored (made for {sorted(other)} pieces, not {len(times)})"
+        )
+    return times, ""
+
+
 def build_cost_model(
     model_spec: str,
     cluster: Cluster,
@@ -315,6 +329,8 @@ def build_cost_model(
             if dev.speed_scale != 1.0:
                 times = [t * dev.speed_scale for t in times]
                 why += f", x {dev.speed_scale:g} (calibrated speed.scale)"
+            times, note = _piece_scaled(times, dev, model_spec)
+            why += note
             per_device[dev.name] = times
             used[dev.name] = s
             details[dev.name] = "; ".join([f"{s}: {why}", *[f"skipped {r}" for r in reasons]])

@@ -8,8 +8,13 @@ real on every device at once and writes back what it measured:
 - **compute**: a pipeline over every device (equal piece counts, :func:`even_pipeline`);
   each device's measured stage time over the cost model's time for the same pieces
   becomes ``speed.scale`` (multiplied into whatever prices the device: profile, predictor or
-  FLOPs). Two probes with the device order rotated give every device two different piece ranges;
-  the scale is their geometric mean.
+  FLOPs). Probes with the device order rotated (up to four: on the 4-device testbed every device
+  computes every range once) give every device several piece ranges; the scale is the geometric
+  mean of its ratios, and each range's own ratio over that mean becomes a ``speed.pieces`` entry
+  for this model. Why both: the ratio depends on the range as much as on the device (MobileNetV2
+  on the testbed's d0: 0.42 on its first quarter, 0.90-0.98 on the other three; the same first
+  quarter used 6.7 ms of CPU per request on d0 and 16 ms on the 0.2-core d3), and one factor per
+  device priced the plan that gave d0 the late pieces a third too fast.
 - **links**: each hop's transfers (sender's clock: emulated delay plus the real send) are fitted
   to ``latency + bytes / bandwidth`` when the probes sent two clearly different sizes over it,
   else only the latency absorbs the per-message overhead. Links no probe used keep their figures.
@@ -29,7 +34,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from ..cluster.types import Cluster
+from ..cluster.types import Cluster, DeviceSpec, PieceScale, piece_factors
 from ..core.instance import Instance
 from ..core.plans import Metrics, Plan, Stage
 from ..errors import InputError
@@ -38,17 +43,22 @@ from ..errors import InputError
 MIN_SIZE_SPREAD = 1.5
 # Fewer transfers than this over a link say too little to change its figures.
 MIN_TRANSFERS = 3
+# Probes per calibration: device orders rotated over the same piece ranges (capped by the count
+# of devices). Four gives the 4-device testbed every (device, range) pair; each probe is one run.
+DEFAULT_ROTATIONS = 4
 
 
 @dataclass(frozen=True, slots=True)
 class DeviceFit:
-    """``ratio`` = measured / priced compute (geometric mean over probes); new scale = old x ratio."""
+    """``ratio`` = measured / priced compute (geometric mean over probes); new scale = old x ratio.
+    ``ranges``: ``(first, last, ratio)`` of every piece range the probes gave the device."""
 
     device: str
     ratios: tuple[float, ...]
     ratio: float
     old_scale: float
     new_scale: float
+    ranges: tuple[tuple[int, int, float], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,16 +82,21 @@ class LinkFit:
 
 @dataclass(frozen=True)
 class Calibration:
+    """What the probes measured; ``pieces`` is the model's piece count the ranges refer to
+    (0: no per-range figures)."""
+
     model: str
     requests: int
     devices: tuple[DeviceFit, ...]
     links: tuple[LinkFit, ...]
     probes: tuple[str, ...]
+    pieces: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "model": self.model,
             "requests": self.requests,
+            "pieces": self.pieces,
             "probes": list(self.probes),
             "devices": [asdict(d) for d in self.devices],
             "links": [asdict(lk) for lk in self.links],
@@ -101,18 +116,22 @@ def even_pipeline(instance: Instance, devices: Sequence[str]) -> Plan:
     return Plan("calibrate", "throughput", stages, Metrics(0.0, 0.0))
 
 
-def probe_plans(base: Plan) -> list[Plan]:
+def probe_plans(base: Plan, rotations: int = DEFAULT_ROTATIONS) -> list[Plan]:
     """``base`` (a pipeline over every device) and the same piece ranges with the devices
-    rotated by half: every device computes two different ranges."""
+    rotated: ``rotations`` probes with shifts spread evenly over the device count (2 on four
+    devices: shifts 0 and 2; 4: every device computes every range once)."""
     devs = [st.devices[0] for st in base.stages]
-    shift = max(1, len(devs) // 2)
-    rotated = devs[shift:] + devs[:shift]
+    k = len(devs)
+    shifts = sorted({round(i * k / max(1, rotations)) % k for i in range(max(1, rotations))})
     out = [base]
-    if rotated != devs:
+    for shift in shifts:
+        if shift == 0:
+            continue
+        rotated = devs[shift:] + devs[:shift]
         stages = tuple(
             Stage(st.first, st.last, (d,)) for st, d in zip(base.stages, rotated, strict=True)
         )
-        out.append(Plan("calibrate-rotated", base.objective, stages, Metrics(0.0, 0.0)))
+        out.append(Plan(f"calibrate-rot{shift}", base.objective, stages, Metrics(0.0, 0.0)))
     return out
 
 
@@ -121,8 +140,10 @@ def fit_devices(
     instance: Instance,
     old_scale: Mapping[str, float],
 ) -> tuple[DeviceFit, ...]:
-    """Per device, measured median stage time / the instance's time for that stage, per probe."""
+    """Per device, measured median stage time / the instance's time for that stage, per probe;
+    a range probed more than once keeps the geometric mean of its ratios."""
     ratios: dict[str, list[float]] = {}
+    by_range: dict[str, dict[tuple[int, int], list[float]]] = {}
     for plan, trace in runs:
         for st in plan.stages:
             for d in st.devices:
@@ -131,13 +152,51 @@ def fit_devices(
                 ]
                 priced = instance.compute_s(st.first, st.last, d)
                 if times and priced > 0:
-                    ratios.setdefault(d, []).append(statistics.median(times) / priced)
+                    r = statistics.median(times) / priced
+                    ratios.setdefault(d, []).append(r)
+                    by_range.setdefault(d, {}).setdefault((st.first, st.last), []).append(r)
     out = []
     for d, rs in sorted(ratios.items()):
-        g = math.exp(statistics.fmean(math.log(r) for r in rs))
+        g = _geomean(rs)
         old = float(old_scale.get(d, 1.0))
-        out.append(DeviceFit(d, tuple(rs), g, old, old * g))
+        ranges = tuple((a, b, _geomean(v)) for (a, b), v in sorted(by_range[d].items()))
+        out.append(DeviceFit(d, tuple(rs), g, old, old * g, ranges))
     return tuple(out)
+
+
+def _geomean(xs: Sequence[float]) -> float:
+    return math.exp(statistics.fmean(math.log(x) for x in xs))
+
+
+def piece_scales_after(
+    dev: DeviceSpec, fit: DeviceFit, model: str, pieces: int
+) -> tuple[PieceScale, ...]:
+    """``dev``'s ``speed.pieces`` once ``fit`` is applied (its scale becomes ``fit.new_scale``).
+
+    For ``model``: each probed range's factor is its ratio over the device's mean ratio (times
+    the factor it already had); unprobed pieces keep theirs. Other models' entries are divided
+    by the mean ratio so their pieces keep the price they had. Runs of equal factor merge; a
+    model whose factors are all 1 gets no entries."""
+    g = fit.ratio
+    factors = piece_factors(dev.piece_scales, model, pieces) or [1.0] * pieces
+    for first, last, r in fit.ranges:
+        for i in range(first, min(last, pieces - 1) + 1):
+            factors[i] *= r / g
+    keep = [
+        replace(p, scale=round(p.scale / g, 4))
+        for p in dev.piece_scales
+        if not (p.model == model and p.pieces == pieces)
+    ]
+    rounded = [round(f, 4) for f in factors]
+    runs: list[PieceScale] = []
+    for i, f in enumerate(rounded):
+        if runs and runs[-1].scale == f and runs[-1].last == i - 1:
+            runs[-1] = replace(runs[-1], last=i)
+        else:
+            runs.append(PieceScale(model, pieces, i, i, f))
+    if all(p.scale == 1.0 for p in runs):
+        runs = []
+    return tuple(keep + runs)
 
 
 def fit_link(
@@ -195,12 +254,20 @@ def fit_links(
 
 def apply(cluster: Cluster, cal: Calibration) -> Cluster:
     """``cluster`` with the fitted figures (traced links keep their trace, only latency moves)."""
-    scale = {d.device: d.new_scale for d in cal.devices}
+    fits = {d.device: d for d in cal.devices}
     devices = tuple(
-        replace(d, speed_scale=round(scale[d.name], 4)) if d.name in scale else d
+        replace(
+            d,
+            speed_scale=round(fits[d.name].new_scale, 4),
+            piece_scales=piece_scales_after(d, fits[d.name], cal.model, cal.pieces)
+            if cal.pieces
+            else d.piece_scales,
+        )
+        if d.name in fits
+        else d
         for d in cluster.devices
     )
-    fits = {(f.src, f.dst): f for f in cal.links if f.medium is None}
+    link_fits = {(f.src, f.dst): f for f in cal.links if f.medium is None}
     media_fits = {f.medium: f for f in cal.links if f.medium is not None}
     media = []
     for m in getattr(cluster, "media", ()):
@@ -212,7 +279,7 @@ def apply(cluster: Cluster, cal: Calibration) -> Cluster:
         media.append(replace(m, bandwidth_Bps=bw, latency_s=f.fitted_latency_s))
     links = []
     for lk in cluster.links:
-        f = fits.get((lk.src, lk.dst))
+        f = link_fits.get((lk.src, lk.dst))
         if f is None or f.how == "unchanged":
             links.append(lk)
             continue
@@ -245,6 +312,7 @@ def calibrate(
     cluster: Cluster,
     *,
     requests: int = 48,
+    rotations: int = DEFAULT_ROTATIONS,
     bind: str = "127.0.0.1:0",
     spawn: bool = True,
     log: Callable[[str], None] | None = None,
@@ -252,7 +320,8 @@ def calibrate(
 ) -> tuple[Calibration, Cluster]:
     """Probe ``cluster`` with ``model`` through the real runtime; return the fit and the
     calibrated cluster (see the module docstring). ``source`` is the cost source calibrated
-    (``profile``/``predict``/``analytic``; default: the first available per device)."""
+    (``profile``/``predict``/``analytic``; default: the first available per device);
+    ``rotations``: how many device orders to probe (:func:`probe_plans`)."""
     from ..profile.costmodel import build_instance
     from ..schedule import schedule
     from . import run
@@ -267,7 +336,7 @@ def calibrate(
         )
     base = even_pipeline(instance, cluster.device_names)
     runs = []
-    for p in probe_plans(base):
+    for p in probe_plans(base, rotations):
         if log:
             log(f"probe: {' | '.join(str(s) for s in p.stages)} ({requests} requests)")
         sched = schedule(p, instance, requests)
@@ -277,7 +346,8 @@ def calibrate(
     devices = fit_devices(runs, instance, {d.name: d.speed_scale for d in cluster.devices})
     nbytes = _nbytes_by_stage(instance, runs)
     links = fit_links(cluster, [t for _, t in runs], nbytes)
-    cal = Calibration(model, requests, devices, links, tuple(str(p) for p, _ in runs))
+    probes = tuple(str(p) for p, _ in runs)
+    cal = Calibration(model, requests, devices, links, probes, len(instance.pieces))
     return cal, apply(cluster, cal)
 
 
@@ -307,6 +377,7 @@ __all__ = [
     "fit_devices",
     "fit_link",
     "fit_links",
+    "piece_scales_after",
     "probe_plans",
     "write_calibrated",
 ]
