@@ -5,8 +5,9 @@ The target of issue 10: on the heterogeneous 4-device local testbed
 a core, one thread each), the pipeline a user would write by hand — ``PipelineStage`` +
 ``ScheduleGPipe`` over gloo, 4 ranks, stage i on device d_i, the model cut into 4 stages whose
 FLOPs are balanced (the 3 cuts minimising the largest stage's FLOPs, exact) — against coinfer's
-default plan (``plan(instance, "default", "throughput")`` run by ``coinfer.runtime.run``), same
-model and batch-1 requests, one job each. Target: ours >= 1.5x the peer's throughput for
+default plan (``plan(instance, "default", "throughput")`` on the testbed calibrated by
+``coinfer calibrate``, as ``coinfer demo`` does; ``--no-calibrate``: on the profiles alone) run
+by ``coinfer.runtime.run``, same model and batch-1 requests, one job each. Target: ours >= 1.5x the peer's throughput for
 ResNet-50, VGG-16 and MobileNetV2::
 
     python benchmarks/bench_vs_pipelining_hetero.py                 # 3 models, 32 requests, 3 repeats
@@ -42,6 +43,8 @@ from bench_vs_pipelining import run_peer, run_summary
 MODELS = ("resnet50", "vgg16", "mobilenet_v2")
 CLUSTER = ROOT / "examples" / "clusters" / "local_testbed.yaml"
 TARGET = 1.5
+# Requests per calibration probe (as bench_fidelity).
+CALIBRATION_REQUESTS = 24
 
 
 def flops_balanced_cuts(flops: Sequence[int], stages: int) -> tuple[int, ...]:
@@ -120,13 +123,22 @@ def run_peer_emulated(
         emulation.cleanup_stale(run_id)
 
 
-def ours_plan(model: str, cluster: Any) -> tuple[Any, Any]:
-    """coinfer's default throughput plan of ``model`` on ``cluster`` and its instance."""
+def ours_plan(model: str, cluster: Any, calibrate: bool) -> tuple[Any, Any, dict | None]:
+    """coinfer's default throughput plan of ``model`` on ``cluster``, its instance and, with
+    ``calibrate``, the calibration it was priced with (``coinfer calibrate``'s probes, as
+    ``coinfer demo`` does). Only the prices come from the calibrated cluster: the job runs on
+    the testbed as configured, so a link the fit found faster is not made faster."""
     from coinfer import plan as plan_mod
     from coinfer.profile.costmodel import build_instance
+    from coinfer.runtime.calibrate import calibrate as run_calibration
 
-    instance = build_instance(model, cluster)
-    return instance, plan_mod.plan(instance, "default", "throughput")
+    cal = None
+    priced_on = cluster
+    if calibrate:
+        fit, priced_on = run_calibration(model, cluster, requests=CALIBRATION_REQUESTS)
+        cal = fit.to_dict()
+    instance = build_instance(model, priced_on)
+    return instance, plan_mod.plan(instance, "default", "throughput"), cal
 
 
 def run_ours(model: str, cluster: Any, instance: Any, plan: Any, requests: int) -> dict:
@@ -148,10 +160,10 @@ def run_ours(model: str, cluster: Any, instance: Any, plan: Any, requests: int) 
     return run_summary(r)
 
 
-def one_model(model: str, cluster: Any, requests: int, repeats: int) -> dict:
+def one_model(model: str, cluster: Any, requests: int, repeats: int, calibrate: bool) -> dict:
     n_dev = len(cluster.device_names)
     split = peer_split(model, n_dev)
-    instance, plan = ours_plan(model, cluster)
+    instance, plan, cal = ours_plan(model, cluster, calibrate)
     peer, ours = [], []
     for i in range(repeats):
         run_id = f"peer{os.getpid()}r{i}"
@@ -177,6 +189,7 @@ def one_model(model: str, cluster: Any, requests: int, repeats: int) -> dict:
             {"first": s.first, "last": s.last, "devices": list(s.devices)} for s in plan.stages
         ],
         "ours_predicted_rps": plan.predicted.throughput_rps,
+        "ours_calibration": cal,
         "peer": peer,
         "ours": ours,
         "peer_rps": p_rps,
@@ -220,7 +233,14 @@ def _write(name: str, data: dict) -> None:
         "device's quota and CPU pinning, exactly as coinfer's worker (no pad emulation). The peer's "
         "gloo links are **not shaped** (loopback, far faster than the testbed's 100-1000 Mbit/s "
         "links that coinfer's transport emulates), which favours the peer: the ratio is "
-        "conservative. Ours is `coinfer.plan.plan(instance, 'default', 'throughput')` run by "
+        "conservative. Ours is `coinfer.plan.plan(instance, 'default', 'throughput')` priced on "
+        + (
+            "the profiles alone"
+            if data.get("ours_priced_on", "profiles") == "profiles"
+            else "the calibrated testbed (`coinfer calibrate`'s probes first, as `coinfer demo` "
+            "does; the job itself runs on the testbed as configured)"
+        )
+        + " and run by "
         "`coinfer.runtime.run` (outputs checked against the unsplit model). Throughput on both "
         "sides = requests / wall time of the whole job. The host (2 cores) is shared: `load` is "
         f"the 1-minute load average after each model. Target: ours/peer ≥ {TARGET}×.",
@@ -239,6 +259,11 @@ def main() -> None:
     ap.add_argument("--models", default=None, help="comma-separated, default: " + ",".join(MODELS))
     ap.add_argument("--requests", type=int, default=None, help="per job (default 32; quick 8)")
     ap.add_argument("--repeats", type=int, default=None, help="default 3 (quick 1)")
+    ap.add_argument(
+        "--no-calibrate",
+        action="store_true",
+        help="price ours on the profiles alone (default: calibrate first, as `coinfer demo`)",
+    )
     args = ap.parse_args()
     from coinfer.cluster import load_cluster
 
@@ -253,13 +278,14 @@ def main() -> None:
         "repeats": repeats,
         "target_ratio": TARGET,
         "peer_links": "unshaped loopback (gloo); the testbed's links are shaped for ours only",
+        "ours_priced_on": "profiles" if args.no_calibrate else "calibrated testbed",
         "host_load_before": host_load(),
         "cases": [],
     }
     t0 = time.time()
     for model in models:
         try:
-            case = one_model(model, cluster, requests, repeats)
+            case = one_model(model, cluster, requests, repeats, not args.no_calibrate)
         except Exception as exc:  # a failing model must not lose the others' numbers
             case = {"model": model, "failed": f"{type(exc).__name__}: {exc}"}
         case["host_load_1m"] = host_load()["loadavg_1m"]

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from coinfer.cli import main
 from coinfer.cluster import cluster_from_yaml, load_cluster
-from coinfer.cluster.types import DeviceSpec, PieceScale, piece_factors
+from coinfer.cluster.types import DeviceSpec, LinkEmulation, PieceScale, piece_factors
 from coinfer.core.instance import Device, Link, make_instance
 from coinfer.core.plans import Metrics, Plan, Stage
 from coinfer.core.trace import TraceEvent
@@ -24,6 +24,7 @@ from coinfer.runtime.calibrate import (
     piece_scales_after,
     probe_plans,
 )
+from coinfer.runtime.prepare import emulated_hops
 
 CLUSTER = """
 name: two
@@ -90,6 +91,11 @@ def test_apply_writes_scales_and_fitted_links_and_round_trips():
     assert ba.bandwidth_Bps == 1e7  # not probed: unchanged
     back = cluster_from_yaml(yaml.safe_dump(out.to_dict()))
     assert back.device("b").speed_scale == 2.0 and back == out
+    # the fit prices; the testbed still emulates the configured link (twice calibrated: still)
+    assert ab.emulate == LinkEmulation(1e7, 0.001) and ba.emulate is None
+    assert apply(out, cal).link("a", "b").emulate == LinkEmulation(1e7, 0.001)
+    hops = {(u, v): (bw, lat) for u, v, bw, lat, *_ in emulated_hops(back)}
+    assert hops[("a", "b")] == pytest.approx((1e7, 0.001))
 
 
 def test_calibrate_cli_runs_real_probes_and_writes_a_usable_cluster(tmp_path, capsys):
@@ -153,6 +159,8 @@ def test_a_medium_is_fitted_from_all_its_hops_pooled():
     assert out.media[0].bandwidth_Bps == pytest.approx(5e6)
     assert out.link("a", "c").bandwidth_Bps == pytest.approx(5e6)  # its hops follow the medium
     assert cluster_from_yaml(yaml.safe_dump(out.to_dict())).media == out.media
+    hops = {(u, v): (bw, lat) for u, v, bw, lat, *_ in emulated_hops(out)}
+    assert hops[("a", "c")] == pytest.approx((80e6 / 8, 0.001))  # the air as configured
 
 
 # --- per-range calibration (speed.pieces) ---------------------------------------------------

@@ -28,10 +28,11 @@ from .types import (
     DeviceFeatures,
     DeviceSpec,
     Emulation,
+    LinkEmulation,
     LinkSpec,
     PieceScale,
 )
-from .units import BYTES_PER_S_PER_GBPS, DvfsError, dvfs_fractions, parse_memory
+from .units import BYTES_PER_S_PER_GBPS, DvfsError, dvfs_fractions, mbps_to_Bps, parse_memory
 
 # Device names become cgroup directory names, process labels and file-name parts, so keep them
 # to a portable character set.
@@ -143,6 +144,16 @@ class DeviceEntry(_Strict):
         return self
 
 
+class LinkEmulationEntry(_Strict):
+    """``emulate:`` of a link or medium: the figures the testbed emulates, if not the priced ones."""
+
+    bandwidth_mbps: float = Field(gt=0)
+    latency_ms: float = Field(default=0.0, ge=0)
+
+    def spec(self) -> LinkEmulation:
+        return LinkEmulation(mbps_to_Bps(self.bandwidth_mbps), self.latency_ms / 1000.0)
+
+
 class LinkEntry(_Strict):
     src: str
     dst: str
@@ -152,6 +163,7 @@ class LinkEntry(_Strict):
     trace: str | None = None
     # failures per hour; a bidirectional entry gives each direction this rate
     failure_rate_per_h: float = Field(default=0.0, ge=0, allow_inf_nan=False)
+    emulate: LinkEmulationEntry | None = None
 
 
 class MediumEntry(_Strict):
@@ -160,6 +172,7 @@ class MediumEntry(_Strict):
     bandwidth_mbps: float | None = Field(default=None, gt=0)
     latency_ms: float = Field(default=0.0, ge=0)
     trace: str | None = None
+    emulate: LinkEmulationEntry | None = None
 
 
 class ClusterFile(_Strict):
@@ -297,6 +310,7 @@ def cluster_from_dict(
                     lk.latency_ms / 1000.0,
                     trace_path,
                     failure_rate_per_h=lk.failure_rate_per_h,
+                    emulate=None if lk.emulate is None else lk.emulate.spec(),
                 )
             )
             if trace is not None:

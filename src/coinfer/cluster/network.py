@@ -64,7 +64,10 @@ def parse_media(
         )
         if trace is not None:
             traces[m.name] = trace
-        out.append(MediumSpec(m.name, tuple(m.members), bw, m.latency_ms / 1000.0, trace_path))
+        emulate = None if m.emulate is None else m.emulate.spec()
+        out.append(
+            MediumSpec(m.name, tuple(m.members), bw, m.latency_ms / 1000.0, trace_path, emulate)
+        )
     return tuple(out)
 
 

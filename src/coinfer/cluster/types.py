@@ -11,7 +11,7 @@ import bisect
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any, Literal
 
@@ -178,12 +178,33 @@ class DeviceSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class LinkEmulation:
+    """The figures the local testbed's emulation applies to a link or medium, where they differ
+    from the ones the cost model prices (``emulate:`` in the file).
+
+    Why: ``coinfer calibrate`` fits each link's priced latency and bandwidth to what transfers
+    really took, which includes the transport's own per-message cost. Emulating the fitted
+    figures would add that cost a second time; so the calibrated file keeps the configured
+    figures here and a run of it emulates the same testbed it was calibrated on."""
+
+    bandwidth_Bps: float
+    latency_s: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "bandwidth_mbps": Bps_to_mbps(self.bandwidth_Bps),
+            "latency_ms": self.latency_s * 1000.0,
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class LinkSpec:
     """A directed link ``src -> dst``; ``x`` bytes take ``latency_s + x / bandwidth_Bps``.
 
     ``bandwidth_Bps`` is the nominal rate (the time-weighted trace mean when only a trace was
     given); ``trace`` is the resolved path of the bandwidth trace CSV, if any.
     ``failure_rate_per_h``: expected failures per hour of this direction (0 = reliable).
+    ``emulate``: what the testbed's emulation applies instead, if it differs (:class:`LinkEmulation`).
     """
 
     src: str
@@ -193,10 +214,17 @@ class LinkSpec:
     trace: str | None = None
     medium: str | None = None
     failure_rate_per_h: float = 0.0
+    emulate: LinkEmulation | None = None
 
     @property
     def pair(self) -> tuple[str, str]:
         return (self.src, self.dst)
+
+    @property
+    def emulated(self) -> tuple[float, float]:
+        """``(bandwidth_Bps, latency_s)`` the testbed's emulation applies to this hop."""
+        e = self.emulate
+        return (self.bandwidth_Bps, self.latency_s) if e is None else (e.bandwidth_Bps, e.latency_s)
 
     def transfer_s(self, nbytes: float) -> float:
         """Seconds to move ``nbytes`` at the nominal bandwidth."""
@@ -214,6 +242,8 @@ class LinkSpec:
             out["trace"] = self.trace
         if self.failure_rate_per_h:
             out["failure_rate_per_h"] = self.failure_rate_per_h
+        if self.emulate is not None:
+            out["emulate"] = self.emulate.to_dict()
         return out
 
 
@@ -229,6 +259,7 @@ class MediumSpec:
     bandwidth_Bps: float
     latency_s: float = 0.0
     trace: str | None = None
+    emulate: LinkEmulation | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -239,6 +270,8 @@ class MediumSpec:
         }
         if self.trace is not None:
             out["trace"] = self.trace
+        if self.emulate is not None:
+            out["emulate"] = self.emulate.to_dict()
         return out
 
 
@@ -345,7 +378,8 @@ class Cluster:
             for u in m.members:
                 for v in m.members:
                     if u != v and (u, v) not in taken:
-                        out.append(LinkSpec(u, v, m.bandwidth_Bps, m.latency_s, m.trace, m.name))
+                        hop = LinkSpec(u, v, m.bandwidth_Bps, m.latency_s, m.trace, m.name)
+                        out.append(replace(hop, emulate=m.emulate))
         return tuple(out)
 
     @cached_property
@@ -437,6 +471,7 @@ __all__ = [
     "DeviceKind",
     "DeviceSpec",
     "Emulation",
+    "LinkEmulation",
     "LinkSpec",
     "MediumSpec",
     "PieceScale",

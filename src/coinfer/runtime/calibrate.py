@@ -19,7 +19,8 @@ real on every device at once and writes back what it measured:
   to ``latency + bytes / bandwidth`` when the probes sent two clearly different sizes over it,
   else only the latency absorbs the per-message overhead. Links no probe used keep their figures.
   A shared medium is fitted the same way from the transfers of all its hops pooled (each hop's
-  event starts when it got the medium, so queueing for the air is not in the sample).
+  event starts when it got the medium, so queueing for the air is not in the sample). The fit
+  only prices: a refitted link keeps its configured figures as what the testbed emulates.
 
 The fitting is pure (:func:`fit_devices`, :func:`fit_link`, :func:`apply`), tested on hand-made
 traces; :func:`calibrate` is the part that starts processes.
@@ -34,7 +35,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from ..cluster.types import Cluster, DeviceSpec, PieceScale, piece_factors
+from ..cluster.types import Cluster, DeviceSpec, LinkEmulation, PieceScale, piece_factors
 from ..core.instance import Instance
 from ..core.plans import Metrics, Plan, Stage
 from ..errors import InputError
@@ -253,7 +254,9 @@ def fit_links(
 
 
 def apply(cluster: Cluster, cal: Calibration) -> Cluster:
-    """``cluster`` with the fitted figures (traced links keep their trace, only latency moves)."""
+    """``cluster`` with the fitted figures (traced links keep their trace, only latency moves).
+    A refitted link or medium keeps its configured figures as ``emulate`` (:class:`LinkEmulation`:
+    the testbed still emulates what it was calibrated on; the fit only prices)."""
     fits = {d.device: d for d in cal.devices}
     devices = tuple(
         replace(
@@ -276,7 +279,8 @@ def apply(cluster: Cluster, cal: Calibration) -> Cluster:
             media.append(m)
             continue
         bw = m.bandwidth_Bps if m.trace is not None else f.fitted_bandwidth_Bps
-        media.append(replace(m, bandwidth_Bps=bw, latency_s=f.fitted_latency_s))
+        emulate = m.emulate or LinkEmulation(m.bandwidth_Bps, m.latency_s)
+        media.append(replace(m, bandwidth_Bps=bw, latency_s=f.fitted_latency_s, emulate=emulate))
     links = []
     for lk in cluster.links:
         f = link_fits.get((lk.src, lk.dst))
@@ -284,7 +288,8 @@ def apply(cluster: Cluster, cal: Calibration) -> Cluster:
             links.append(lk)
             continue
         bw = lk.bandwidth_Bps if lk.trace is not None else f.fitted_bandwidth_Bps
-        links.append(replace(lk, bandwidth_Bps=bw, latency_s=f.fitted_latency_s))
+        emulate = lk.emulate or LinkEmulation(lk.bandwidth_Bps, lk.latency_s)
+        links.append(replace(lk, bandwidth_Bps=bw, latency_s=f.fitted_latency_s, emulate=emulate))
     return replace(cluster, devices=devices, links=tuple(links), media=tuple(media))
 
 

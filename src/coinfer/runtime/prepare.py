@@ -195,12 +195,7 @@ def prepare_run(
         )
     )
     stage_of = {d: k for k, st in enumerate(plan.stages) for d in st.devices}
-    hops = getattr(cluster, "all_links", cluster.links)  # dedicated links + hops over media
-    trace_of = getattr(cluster, "trace", lambda _lk: None)
-    links = [
-        (lk.src, lk.dst, lk.bandwidth_Bps, lk.latency_s, lk.medium, trace_of(lk)) for lk in hops
-    ]
-    shapes = link_shapes(links, names)
+    shapes = link_shapes(emulated_hops(cluster), names)
     cpus = local_cpu_slots(cluster, names, local_cpus) if local_cpus else {}
     spec = StageSpec(
         model_spec,
@@ -294,6 +289,19 @@ def check_plan_shape(plan: Plan, num_pieces: int) -> None:
         )
 
 
+def emulated_hops(cluster: Any) -> list[tuple[Any, ...]]:
+    """Every direct hop of ``cluster`` (dedicated links, then hops over media) as
+    :func:`link_shapes` takes it, with the figures the testbed emulates: a calibrated link's
+    configured ones, not the fit that prices it (:class:`coinfer.cluster.types.LinkEmulation`)."""
+    hops = getattr(cluster, "all_links", cluster.links)
+    trace_of = getattr(cluster, "trace", lambda _lk: None)
+    out = []
+    for lk in hops:
+        bw, lat = getattr(lk, "emulated", None) or (lk.bandwidth_Bps, lk.latency_s)
+        out.append((lk.src, lk.dst, bw, lat, lk.medium, trace_of(lk)))
+    return out
+
+
 def link_shapes(
     links: Sequence[tuple[Any, ...]], names: Sequence[str]
 ) -> dict[str, dict[str, LinkShape]]:
@@ -384,6 +392,7 @@ def local_cpu_slots(cluster: Any, names: Sequence[str], num_cpus: int) -> dict[s
 __all__ = [
     "Prepared",
     "check_plan_shape",
+    "emulated_hops",
     "fallback_instance",
     "link_shapes",
     "local_cpu_slots",
