@@ -13,6 +13,10 @@ at the start and end of every model.
 
     python benchmarks/bench_fidelity.py                       # all 8 CNNs, 3 repeats (~40 min)
     python benchmarks/bench_fidelity.py --models resnet18 --repeats 1
+    python benchmarks/bench_fidelity.py --models unet vgg16 --append   # add to the stored results
+
+A run that fails is recorded with its row (``failed_runs``) and not counted; a plan whose every
+run failed shows the error in place of its figures.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import argparse
 import json
 import statistics
 import time
+from pathlib import Path
 from typing import Any
 
 from bench_runtime_common import RESULTS, host_load
@@ -37,6 +42,7 @@ PROFILE_OPTIONS = {"repeats": 4, "warmup": 1}
 
 def bench_model(model: str, repeats: int, requests: int) -> dict[str, Any]:
     from coinfer.cluster import default_local_cluster
+    from coinfer.errors import CoinferError
     from coinfer.plan import plan as make_plan
     from coinfer.profile.costmodel import build_instance
     from coinfer.runtime import run
@@ -59,11 +65,20 @@ def bench_model(model: str, repeats: int, requests: int) -> dict[str, Any]:
             continue
         sched = schedule(plan, inst, requests)
         sim = simulate(sched, inst)
-        tputs, p50s = [], []
+        tputs, p50s, failed = [], [], []
         for _ in range(repeats):
-            res = run(model, cluster, plan, requests=requests, instance=inst, schedule=sched)
+            try:
+                res = run(model, cluster, plan, requests=requests, instance=inst, schedule=sched)
+            except CoinferError as exc:  # recorded with the row, and the repeat is not counted
+                failed.append(str(exc))
+                print(f"  {model:13s} {algo:7s} run failed: {exc}", flush=True)
+                continue
             tputs.append(res.throughput_rps)
             p50s.append(res.latency_p50_s)
+        if not tputs:
+            rows.append({"algo": algo, "stages": [str(s) for s in plan.stages],
+                         "error": f"every run failed: {failed[0]}", "failed_runs": failed})  # fmt: skip
+            continue
         m_t, m_l = statistics.median(tputs), statistics.median(p50s)
         rows.append(
             {
@@ -77,6 +92,7 @@ def bench_model(model: str, repeats: int, requests: int) -> dict[str, Any]:
                 "measured_p50_runs": p50s,
                 "simulated_p50_s": sim.summary()["latency_p50_s"],
                 "latency_error": sim.summary()["latency_p50_s"] / m_l - 1.0,
+                "failed_runs": failed,
             }
         )
         print(f"  {model:13s} {algo:7s} measured {m_t:6.2f} sim {sim.throughput_rps:6.2f} "
@@ -111,9 +127,7 @@ def markdown(results: list[dict[str, Any]]) -> str:
     for res in results:
         for r in res["rows"]:
             if "error" in r:
-                lines.append(
-                    f"| {res['model']} | {r['algo']} | no plan: {r['error'][:60]} | | | | | |"
-                )
+                lines.append(f"| {res['model']} | {r['algo']} | {r['error'][:80]} | | | | | |")
                 continue
             errs.append(abs(r["throughput_error"]))
             lat_errs.append(abs(r["latency_error"]))
@@ -162,11 +176,21 @@ def main() -> None:
     ap.add_argument("--models", nargs="*", default=list(MODELS))
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--out", default=str(RESULTS / "fidelity.json"))
+    ap.add_argument(
+        "--append", action="store_true", help="keep --out's other models (a model re-run replaces)"
+    )
     args = ap.parse_args()
     results: list[dict[str, Any]] = []
+    if args.append and Path(args.out).exists():
+        results = [
+            r for r in json.loads(Path(args.out).read_text()) if r["model"] not in args.models
+        ]
     for model in args.models:
         print(f"{model}: calibrate, price, plan, simulate, run x{args.repeats}", flush=True)
         results.append(bench_model(model, args.repeats, REQUESTS.get(model, 32)))
+        results.sort(
+            key=lambda r: MODELS.index(r["model"]) if r["model"] in MODELS else len(MODELS)
+        )
         with open(args.out, "w") as f:
             json.dump(results, f, indent=1)
         with open(args.out.replace(".json", ".md"), "w") as f:
