@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import statistics
 
 import pytest
 import yaml
@@ -18,11 +20,14 @@ from coinfer.core.trace import TraceEvent
 from coinfer.runtime.calibrate import (
     Calibration,
     DeviceFit,
+    RangeFit,
+    Shrinkage,
     apply,
     fit_devices,
     fit_link,
     piece_scales_after,
     probe_plans,
+    shrinkage,
 )
 from coinfer.runtime.prepare import emulated_hops
 
@@ -108,9 +113,11 @@ def test_calibrate_cli_runs_real_probes_and_writes_a_usable_cluster(tmp_path, ca
     assert info.value.code == 0
     report = json.loads(capsys.readouterr().out)
     assert {d["device"] for d in report["devices"]} == {"a", "b"}
-    assert len(report["probes"]) == 2
+    assert len(report["probes"]) == 3  # two orders, then the first repeated (the noise)
     for d in report["devices"]:
-        assert len(d["ratios"]) == 2 and d["ratio"] > 0
+        assert len(d["ratios"]) == 3 and d["ratio"] > 0
+        assert [len(r["samples"]) for r in d["ranges"]] in ([2, 1], [1, 2])
+    assert report["shrinkage"]["noise_sd"] is not None
     cal = load_cluster(target)  # a valid cluster file, with the measured scales
     scales = {d["device"]: d["new_scale"] for d in report["devices"]}
     for dev in cal.devices:
@@ -176,10 +183,10 @@ def test_fit_devices_keeps_each_ranges_ratio():
     t2 += [TraceEvent("a", "compute", r, 0.0, 0.06) for r in range(3)]  # a on piece 1: 2x
     fa = next(f for f in fit_devices([(p1, t1), (p2, t2)], inst, {}) if f.device == "a")
     assert fa.ratio == pytest.approx(1.0)  # geometric mean of 0.5 and 2
-    assert fa.ranges == (
+    assert [(r.first, r.last, r.ratio) for r in fa.ranges] == [
         (0, 0, pytest.approx(0.5)),
         (1, 1, pytest.approx(2.0)),
-    )
+    ]
 
 
 def test_probes_with_four_rotations_give_every_device_every_range():
@@ -248,7 +255,8 @@ def test_recalibrating_keeps_other_models_prices():
     dev = DeviceSpec(
         "a", gflops=5.0, speed_scale=1.0, piece_scales=(PieceScale("x", 2, 0, 1, 1.5),)
     )
-    fit = DeviceFit("a", (2.0, 2.0), 2.0, 1.0, 2.0, ((0, 0, 2.0), (1, 1, 2.0)))
+    ranges = (RangeFit(0, 0, 2.0, (2.0,)), RangeFit(1, 1, 2.0, (2.0,)))
+    fit = DeviceFit("a", (2.0, 2.0), 2.0, 1.0, 2.0, ranges)
     scales = piece_scales_after(dev, fit, "m", 2)
     # model m: both ranges at the mean ratio -> no entries; model x: 1.5 / 2 keeps its price
     assert scales == (PieceScale("x", 2, 0, 1, 0.75),)
@@ -264,3 +272,47 @@ def test_bad_piece_range_in_a_cluster_file_is_one_line(tmp_path, capsys):
     assert info.value.code == 2
     err = capsys.readouterr().err
     assert "pieces" in err and "2..4 of 4" in err and "Traceback" not in err
+
+
+def _fit(device, ranges):
+    """A DeviceFit from ``[(samples...), ...]`` per range (ranges 0, 1, 2, ... one piece each)."""
+    rs = tuple(RangeFit(i, i, math.exp(statistics.fmean(map(math.log, v))), tuple(v))
+               for i, v in enumerate(ranges))  # fmt: skip
+    g = math.exp(statistics.fmean(math.log(r.ratio) for r in rs))
+    return DeviceFit(device, tuple(x for v in ranges for x in v), g, 1.0, g, rs)
+
+
+def test_shrinkage_keeps_a_gap_far_beyond_the_noise_and_drops_pure_noise():
+    # ranges 0.5 / 1 / 2 / 1 with repeats agreeing to 1 %: the gaps are structure, kept
+    real = [_fit("a", [(0.5, 0.505), (1.0,), (2.0,), (1.0,)])]
+    sh = shrinkage(real)
+    assert sh.keep > 0.99 and sh.noise_sd == pytest.approx(0.007, abs=0.001)
+    # the spread between ranges is no larger than the repeats' own: nothing kept
+    noise = [_fit("a", [(0.9, 1.1), (1.1,), (0.9,), (1.0,)])]
+    assert shrinkage(noise).keep == 0.0
+    # no range probed twice: the noise is unknown and every range is kept as measured
+    assert shrinkage([_fit("a", [(0.5,), (2.0,)])]) == Shrinkage(
+        1.0, None, pytest.approx(0.693, abs=1e-3)
+    )
+
+
+def test_apply_shrinks_each_ranges_factor_by_keep():
+    cl = cluster_from_yaml(CLUSTER)
+    fit = _fit("a", [(0.5,), (2.0,)])  # geometric mean 1: factors 0.5 and 2 before shrinking
+    for keep, expect in ((1.0, [0.5, 2.0]), (0.5, [0.7071, 1.4142]), (0.0, None)):
+        cal = Calibration("m", 8, (fit,), (), (), pieces=2, shrinkage=Shrinkage(keep, 0.1, 0.7))
+        assert piece_factors(apply(cl, cal).device("a").piece_scales, "m", 2) == expect
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.floats(0.3, 3.0), min_size=2, max_size=6), st.floats(0.0, 0.3))
+def test_shrinkage_keep_is_a_fraction_and_grows_as_the_noise_falls(ratios, noise):
+    """keep is in [0, 1]; with the same ranges, less noise in the repeats never keeps less."""
+
+    def with_noise(n):
+        return [_fit("a", [(r * math.exp(n), r * math.exp(-n)) if i == 0 else (r,)
+                           for i, r in enumerate(ratios)])]  # fmt: skip
+
+    k_hi, k_lo = shrinkage(with_noise(noise)).keep, shrinkage(with_noise(noise / 2)).keep
+    assert 0.0 <= k_hi <= 1.0 and 0.0 <= k_lo <= 1.0
+    assert k_lo >= k_hi - 1e-9

@@ -73,10 +73,16 @@ def register(app: typer.Typer) -> None:
         for c in ("device", "per range (pieces: ratio)", "ratio", "speed.scale"):
             t.add_column(c)
         for d in cal.devices:
-            per_range = ", ".join(f"{a}-{b}: {r:.2f}" for a, b, r in d.ranges)
+            per_range = ", ".join(f"{r.first}-{r.last}: {r.ratio:.2f}" for r in d.ranges)
             t.add_row(d.device, per_range, f"{d.ratio:.3f}",
                       f"{d.old_scale:.3f} -> {d.new_scale:.3f}")  # fmt: skip
         console.print(t)
+        if cal.shrinkage is not None and cal.shrinkage.noise_sd is not None:
+            sh = cal.shrinkage
+            console.print(
+                f"per-range factors: spread {sh.spread_sd:.1%}, probe noise {sh.noise_sd:.1%} "
+                f"-> {sh.keep:.0%} of each range's deviation kept"
+            )
         lt = Table(title="links: configured -> fitted")
         for c in ("link", "transfers", "Mbit/s", "latency ms", "fit"):
             lt.add_column(c)

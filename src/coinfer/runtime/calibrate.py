@@ -10,8 +10,9 @@ real on every device at once and writes back what it measured:
   becomes ``speed.scale`` (multiplied into whatever prices the device: profile, predictor or
   FLOPs). Probes with the device order rotated (up to four: on the 4-device testbed every device
   computes every range once) give every device several piece ranges; the scale is the geometric
-  mean of its ratios, and each range's own ratio over that mean becomes a ``speed.pieces`` entry
-  for this model. Why both: the ratio depends on the range as much as on the device (MobileNetV2
+  mean of its ranges' ratios, and each range's own ratio over that mean, shrunk towards 1 by what
+  the probes' noise explains (:class:`Shrinkage`, the noise measured by repeating the first
+  probe), becomes a ``speed.pieces`` entry for this model. Why both: the ratio depends on the range as much as on the device (MobileNetV2
   on the testbed's d0: 0.42 on its first quarter, 0.90-0.98 on the other three; the same first
   quarter used 6.7 ms of CPU per request on d0 and 16 ms on the 0.2-core d3), and one factor per
   device priced the plan that gave d0 the late pieces a third too fast.
@@ -50,16 +51,45 @@ DEFAULT_ROTATIONS = 4
 
 
 @dataclass(frozen=True, slots=True)
+class RangeFit:
+    """A piece range one device computed in the probes: each probe's measured / priced ratio
+    (``samples``; two when the repeated probe ran it) and their geometric mean."""
+
+    first: int
+    last: int
+    ratio: float
+    samples: tuple[float, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class DeviceFit:
-    """``ratio`` = measured / priced compute (geometric mean over probes); new scale = old x ratio.
-    ``ranges``: ``(first, last, ratio)`` of every piece range the probes gave the device."""
+    """``ratios``: measured / priced compute per probe; ``ratio``: the geometric mean over the
+    device's ranges (each once); new scale = old x ratio. ``ranges``: every piece range the probes
+    gave the device."""
 
     device: str
     ratios: tuple[float, ...]
     ratio: float
     old_scale: float
     new_scale: float
-    ranges: tuple[tuple[int, int, float], ...] = ()
+    ranges: tuple[RangeFit, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Shrinkage:
+    """How much of the ranges' spread around their device's mean is kept (``keep``: 1 = all,
+    0 = one factor per device) and the noise it was judged against (``noise_sd``: the standard
+    deviation of one probe's log ratio, from the ranges probed twice; ``None``: none were).
+
+    Why: every (device, range) ratio is one probe on a shared host, and probes drift by 6-10 %
+    between runs (MobileNetV2 and Inception each calibrated twice). Planners then pick exactly the
+    ranges whose noise came out low, and their plans were priced 17-30 % too fast. Shrinking each
+    range's log ratio by ``keep = 1 - noise / spread`` (positive part; James-Stein) keeps a
+    structural gap (MobileNetV2's first quarter on d0) and drops what noise alone explains."""
+
+    keep: float
+    noise_sd: float | None
+    spread_sd: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,12 +122,14 @@ class Calibration:
     links: tuple[LinkFit, ...]
     probes: tuple[str, ...]
     pieces: int = 0
+    shrinkage: Shrinkage | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "model": self.model,
             "requests": self.requests,
             "pieces": self.pieces,
+            "shrinkage": None if self.shrinkage is None else asdict(self.shrinkage),
             "probes": list(self.probes),
             "devices": [asdict(d) for d in self.devices],
             "links": [asdict(lk) for lk in self.links],
@@ -117,10 +149,11 @@ def even_pipeline(instance: Instance, devices: Sequence[str]) -> Plan:
     return Plan("calibrate", "throughput", stages, Metrics(0.0, 0.0))
 
 
-def probe_plans(base: Plan, rotations: int = DEFAULT_ROTATIONS) -> list[Plan]:
+def probe_plans(base: Plan, rotations: int = DEFAULT_ROTATIONS, repeat: bool = False) -> list[Plan]:
     """``base`` (a pipeline over every device) and the same piece ranges with the devices
     rotated: ``rotations`` probes with shifts spread evenly over the device count (2 on four
-    devices: shifts 0 and 2; 4: every device computes every range once)."""
+    devices: shifts 0 and 2; 4: every device computes every range once). ``repeat`` adds
+    ``base`` once more at the end, whose differences from the first measure the probes' noise."""
     devs = [st.devices[0] for st in base.stages]
     k = len(devs)
     shifts = sorted({round(i * k / max(1, rotations)) % k for i in range(max(1, rotations))})
@@ -133,6 +166,8 @@ def probe_plans(base: Plan, rotations: int = DEFAULT_ROTATIONS) -> list[Plan]:
             Stage(st.first, st.last, (d,)) for st, d in zip(base.stages, rotated, strict=True)
         )
         out.append(Plan(f"calibrate-rot{shift}", base.objective, stages, Metrics(0.0, 0.0)))
+    if repeat:
+        out.append(replace(base, algo="calibrate-repeat"))
     return out
 
 
@@ -141,8 +176,8 @@ def fit_devices(
     instance: Instance,
     old_scale: Mapping[str, float],
 ) -> tuple[DeviceFit, ...]:
-    """Per device, measured median stage time / the instance's time for that stage, per probe;
-    a range probed more than once keeps the geometric mean of its ratios."""
+    """Per device, measured median stage time / the instance's time for that stage, per probe
+    and per piece range (a range probed twice keeps both samples and their geometric mean)."""
     ratios: dict[str, list[float]] = {}
     by_range: dict[str, dict[tuple[int, int], list[float]]] = {}
     for plan, trace in runs:
@@ -158,9 +193,11 @@ def fit_devices(
                     by_range.setdefault(d, {}).setdefault((st.first, st.last), []).append(r)
     out = []
     for d, rs in sorted(ratios.items()):
-        g = _geomean(rs)
+        ranges = tuple(
+            RangeFit(a, b, _geomean(v), tuple(v)) for (a, b), v in sorted(by_range[d].items())
+        )
+        g = _geomean([r.ratio for r in ranges])
         old = float(old_scale.get(d, 1.0))
-        ranges = tuple((a, b, _geomean(v)) for (a, b), v in sorted(by_range[d].items()))
         out.append(DeviceFit(d, tuple(rs), g, old, old * g, ranges))
     return tuple(out)
 
@@ -169,21 +206,41 @@ def _geomean(xs: Sequence[float]) -> float:
     return math.exp(statistics.fmean(math.log(x) for x in xs))
 
 
+def shrinkage(fits: Sequence[DeviceFit]) -> Shrinkage:
+    """How much of the per-range spread to keep (:class:`Shrinkage`), from the fits alone: the
+    noise of one probe is the pooled spread of the ranges probed twice; a range's deviation
+    from its device's mean carries that noise over its sample count."""
+    pooled = [
+        statistics.variance([math.log(x) for x in r.samples])
+        for f in fits
+        for r in f.ranges
+        if len(r.samples) >= 2
+    ]
+    cells = [(math.log(r.ratio / f.ratio), len(r.samples)) for f in fits for r in f.ranges]
+    spread = statistics.fmean(x * x for x, _ in cells) if cells else 0.0
+    if not pooled:
+        return Shrinkage(1.0, None, math.sqrt(spread))
+    noise = statistics.fmean(pooled)
+    expected = statistics.fmean(noise / n for _, n in cells)
+    keep = max(0.0, 1.0 - expected / spread) if spread > 0 else 0.0
+    return Shrinkage(keep, math.sqrt(noise), math.sqrt(spread))
+
+
 def piece_scales_after(
-    dev: DeviceSpec, fit: DeviceFit, model: str, pieces: int
+    dev: DeviceSpec, fit: DeviceFit, model: str, pieces: int, keep: float = 1.0
 ) -> tuple[PieceScale, ...]:
     """``dev``'s ``speed.pieces`` once ``fit`` is applied (its scale becomes ``fit.new_scale``).
 
-    For ``model``: each probed range's factor is its ratio over the device's mean ratio (times
-    the factor it already had); unprobed pieces keep theirs. Other models' entries are divided
-    by the mean ratio so their pieces keep the price they had. Runs of equal factor merge; a
-    model whose factors are all 1 gets no entries."""
+    For ``model``: each probed range's factor is its ratio over the device's mean ratio, to the
+    power ``keep`` (:class:`Shrinkage`), times the factor it already had; unprobed pieces keep
+    theirs. Other models' entries are divided by the mean ratio so their pieces keep the price
+    they had. Runs of equal factor merge; a model whose factors are all 1 gets no entries."""
     g = fit.ratio
     factors = piece_factors(dev.piece_scales, model, pieces) or [1.0] * pieces
-    for first, last, r in fit.ranges:
-        for i in range(first, min(last, pieces - 1) + 1):
-            factors[i] *= r / g
-    keep = [
+    for r in fit.ranges:
+        for i in range(r.first, min(r.last, pieces - 1) + 1):
+            factors[i] *= (r.ratio / g) ** keep
+    keep_other = [
         replace(p, scale=round(p.scale / g, 4))
         for p in dev.piece_scales
         if not (p.model == model and p.pieces == pieces)
@@ -197,7 +254,7 @@ def piece_scales_after(
             runs.append(PieceScale(model, pieces, i, i, f))
     if all(p.scale == 1.0 for p in runs):
         runs = []
-    return tuple(keep + runs)
+    return tuple(keep_other + runs)
 
 
 def fit_link(
@@ -258,11 +315,12 @@ def apply(cluster: Cluster, cal: Calibration) -> Cluster:
     A refitted link or medium keeps its configured figures as ``emulate`` (:class:`LinkEmulation`:
     the testbed still emulates what it was calibrated on; the fit only prices)."""
     fits = {d.device: d for d in cal.devices}
+    keep = 1.0 if cal.shrinkage is None else cal.shrinkage.keep
     devices = tuple(
         replace(
             d,
             speed_scale=round(fits[d.name].new_scale, 4),
-            piece_scales=piece_scales_after(d, fits[d.name], cal.model, cal.pieces)
+            piece_scales=piece_scales_after(d, fits[d.name], cal.model, cal.pieces, keep)
             if cal.pieces
             else d.piece_scales,
         )
@@ -341,7 +399,8 @@ def calibrate(
         )
     base = even_pipeline(instance, cluster.device_names)
     runs = []
-    for p in probe_plans(base, rotations):
+    # the repeated probe measures the noise the per-range factors are shrunk against
+    for p in probe_plans(base, rotations, repeat=rotations > 1):
         if log:
             log(f"probe: {' | '.join(str(s) for s in p.stages)} ({requests} requests)")
         sched = schedule(p, instance, requests)
@@ -352,7 +411,9 @@ def calibrate(
     nbytes = _nbytes_by_stage(instance, runs)
     links = fit_links(cluster, [t for _, t in runs], nbytes)
     probes = tuple(str(p) for p, _ in runs)
-    cal = Calibration(model, requests, devices, links, probes, len(instance.pieces))
+    cal = Calibration(
+        model, requests, devices, links, probes, len(instance.pieces), shrinkage(devices)
+    )
     return cal, apply(cluster, cal)
 
 
@@ -376,6 +437,8 @@ __all__ = [
     "Calibration",
     "DeviceFit",
     "LinkFit",
+    "RangeFit",
+    "Shrinkage",
     "apply",
     "calibrate",
     "even_pipeline",
@@ -384,5 +447,6 @@ __all__ = [
     "fit_links",
     "piece_scales_after",
     "probe_plans",
+    "shrinkage",
     "write_calibrated",
 ]
