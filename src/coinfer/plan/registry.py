@@ -17,7 +17,8 @@ Names are case-insensitive. ``"default"`` is an alias for ``"pico"``: dp's exact
 stage plan, improved by replicated stages where the reference model says they pay (for latency
 and energy pico returns dp's plan unchanged). Why pico and not dp: on the testbed's fidelity
 benchmark (8 zoo CNNs x 5 candidate plans, measured) pico's plan was the measured best, or within
-5 % of it, for 6 of 8 models and dp's for 4 (``benchmarks/results/fidelity.md``). Callers that just
+5 % of it, for 6 of 8 models and dp's for 4; with per-range calibration, pico's for 8 of 8 and
+dp's for 5 (``benchmarks/results/fidelity.md``). Callers that just
 want "a good plan" ask for ``default``, so the alias can move again without breaking them. It
 costs ~0.4-0.7 s on the testbed's models where dp takes ~20 ms; live re-planning, which plans
 twice a second, therefore re-plans with dp (:data:`REPLAN_DEFAULT`).
