@@ -6,6 +6,7 @@ import datetime as dt
 import multiprocessing as mp
 import socket
 import time
+from typing import Any
 
 import pytest
 import torch
@@ -64,21 +65,29 @@ def _peer(rank: int, port: int, out: mp.Queue) -> None:
     dist.destroy_process_group()
 
 
-@pytest.mark.integration
-def test_two_process_transfer_with_latency():
+def _two_processes(target: Any, wait_s: float = 60) -> dict[str, Any]:
+    """Run ``target(rank, port, queue)`` as ranks 0 and 1; their reports by key."""
     port = _free_port()
     store = dist.TCPStore(
         "127.0.0.1", port, world_size=None, is_master=True, timeout=dt.timedelta(seconds=30)
     )
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
-    procs = [ctx.Process(target=_peer, args=(r, port, q)) for r in range(2)]
+    procs = [ctx.Process(target=target, args=(r, port, q)) for r in range(2)]
     for p in procs:
         p.start()
-    res = dict(q.get(timeout=60) for _ in range(2))
+    res = dict(q.get(timeout=wait_s) for _ in range(2))
     for p in procs:
         p.join(timeout=30)
+        if p.is_alive():
+            p.kill()
     del store
+    return res
+
+
+@pytest.mark.integration
+def test_two_process_transfer_with_latency():
+    res = _two_processes(_peer)
     assert res["recv"] is True
     assert res["sent"] >= 3 * 0.05  # each message held the emulated link for its latency
 
@@ -136,20 +145,6 @@ def _out_of_order_peer(rank: int, port: int, out: mp.Queue) -> None:
     "with the relay's own outputs on one link hit it (MobileNetV2, bench_vs_pipelining_hetero)",
 )
 def test_a_message_queued_before_one_the_receiver_waits_for_does_not_block_the_link():
-    port = _free_port()
-    store = dist.TCPStore(
-        "127.0.0.1", port, world_size=None, is_master=True, timeout=dt.timedelta(seconds=30)
-    )
-    ctx = mp.get_context("spawn")
-    q = ctx.Queue()
-    procs = [ctx.Process(target=_out_of_order_peer, args=(r, port, q)) for r in range(2)]
-    for p in procs:
-        p.start()
-    res = dict(q.get(timeout=90) for _ in range(2))
-    for p in procs:
-        p.join(timeout=30)
-        if p.is_alive():
-            p.kill()
-    del store
+    res = _two_processes(_out_of_order_peer, wait_s=90)
     assert res["recv"] is True, res
     assert res["sent"] is True, res

@@ -3,6 +3,11 @@
 Everything here is already in coinfer's base units (seconds, bytes, bytes per second); the YAML
 parser in :mod:`coinfer.cluster.load` is the only place that converts from human units. All types
 are frozen so a cluster can be shared by planners, the simulator and the runtime without copies.
+
+Why one module: these are the in-memory forms of one file's schema — a device, a link, a medium,
+their calibrated corrections (per piece range, and what the testbed emulates) and the cluster
+holding them — and each ``to_dict`` must round-trip through :mod:`coinfer.cluster.load`
+together; split, the schema would live in as many places as it has blocks.
 """
 
 from __future__ import annotations

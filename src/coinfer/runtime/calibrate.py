@@ -25,6 +25,11 @@ real on every device at once and writes back what it measured:
 
 The fitting is pure (:func:`fit_devices`, :func:`fit_link`, :func:`apply`), tested on hand-made
 traces; :func:`calibrate` is the part that starts processes.
+
+Why one module: the probe plans, the fits of their traces (devices, ranges and their shrinkage,
+links and media) and how a fit rewrites a cluster are one procedure over one record
+(:class:`Calibration`): each fit depends on how the probes were laid out, and ``apply`` on what
+each fit keeps.
 """
 
 from __future__ import annotations
