@@ -7,8 +7,8 @@ a core, one thread each), the pipeline a user would write by hand — ``Pipeline
 FLOPs are balanced (the 3 cuts minimising the largest stage's FLOPs, exact) — against coinfer's
 default plan (``plan(instance, "default", "throughput")`` on the testbed calibrated by
 ``coinfer calibrate``, as ``coinfer demo`` does; ``--no-calibrate``: on the profiles alone) run
-by ``coinfer.runtime.run``, same model and batch-1 requests, one job each. Target: ours >= 1.5x the peer's throughput for
-ResNet-50, VGG-16 and MobileNetV2::
+by ``coinfer.runtime.run``, same model and batch-1 requests, one job each. Target: ours >= 1.5x
+the peer's throughput for ResNet-50, VGG-16 and MobileNetV2::
 
     python benchmarks/bench_vs_pipelining_hetero.py                 # 3 models, 32 requests, 3 repeats
     python benchmarks/bench_vs_pipelining_hetero.py --requests 16   # shorter

@@ -16,7 +16,7 @@ import bisect
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from typing import Any, Literal
 
@@ -88,13 +88,7 @@ class PieceScale:
     scale: float
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "model": self.model,
-            "pieces": self.pieces,
-            "first": self.first,
-            "last": self.last,
-            "scale": self.scale,
-        }
+        return asdict(self)
 
 
 def piece_factors(scales: tuple[PieceScale, ...], model: str, pieces: int) -> list[float] | None:
@@ -383,8 +377,17 @@ class Cluster:
             for u in m.members:
                 for v in m.members:
                     if u != v and (u, v) not in taken:
-                        hop = LinkSpec(u, v, m.bandwidth_Bps, m.latency_s, m.trace, m.name)
-                        out.append(replace(hop, emulate=m.emulate))
+                        out.append(
+                            LinkSpec(
+                                u,
+                                v,
+                                m.bandwidth_Bps,
+                                m.latency_s,
+                                m.trace,
+                                m.name,
+                                emulate=m.emulate,
+                            )
+                        )
         return tuple(out)
 
     @cached_property

@@ -12,10 +12,11 @@ real on every device at once and writes back what it measured:
   computes every range once) give every device several piece ranges; the scale is the geometric
   mean of its ranges' ratios, and each range's own ratio over that mean, shrunk towards 1 by what
   the probes' noise explains (:class:`Shrinkage`, the noise measured by repeating the first
-  probe), becomes a ``speed.pieces`` entry for this model. Why both: the ratio depends on the range as much as on the device (MobileNetV2
-  on the testbed's d0: 0.42 on its first quarter, 0.90-0.98 on the other three; the same first
-  quarter used 6.7 ms of CPU per request on d0 and 16 ms on the 0.2-core d3), and one factor per
-  device priced the plan that gave d0 the late pieces a third too fast.
+  probe), becomes a ``speed.pieces`` entry for this model. Why both: the ratio depends on the
+  range as much as on the device (MobileNetV2 on the testbed's d0: 0.42 on its first quarter,
+  0.90-0.98 on the other three; the same first quarter used 6.7 ms of CPU per request on d0 and
+  16 ms on the 0.2-core d3), and one factor per device priced the plan that gave d0 the late
+  pieces a third too fast.
 - **links**: each hop's transfers (sender's clock: emulated delay plus the real send) are fitted
   to ``latency + bytes / bandwidth`` when the probes sent two clearly different sizes over it,
   else only the latency absorbs the per-message overhead. Links no probe used keep their figures.
@@ -343,19 +344,23 @@ def apply(cluster: Cluster, cal: Calibration) -> Cluster:
         if f is None or f.how == "unchanged":
             media.append(m)
             continue
-        bw = m.bandwidth_Bps if m.trace is not None else f.fitted_bandwidth_Bps
-        emulate = m.emulate or LinkEmulation(m.bandwidth_Bps, m.latency_s)
-        media.append(replace(m, bandwidth_Bps=bw, latency_s=f.fitted_latency_s, emulate=emulate))
+        media.append(_refitted(m, f))
     links = []
     for lk in cluster.links:
         f = link_fits.get((lk.src, lk.dst))
         if f is None or f.how == "unchanged":
             links.append(lk)
             continue
-        bw = lk.bandwidth_Bps if lk.trace is not None else f.fitted_bandwidth_Bps
-        emulate = lk.emulate or LinkEmulation(lk.bandwidth_Bps, lk.latency_s)
-        links.append(replace(lk, bandwidth_Bps=bw, latency_s=f.fitted_latency_s, emulate=emulate))
+        links.append(_refitted(lk, f))
     return replace(cluster, devices=devices, links=tuple(links), media=tuple(media))
+
+
+def _refitted(spec: Any, fit: LinkFit) -> Any:
+    """A link or medium with ``fit``'s figures priced (a traced one keeps its trace's bandwidth)
+    and its configured figures kept as what the testbed emulates."""
+    bw = spec.bandwidth_Bps if spec.trace is not None else fit.fitted_bandwidth_Bps
+    emulate = spec.emulate or LinkEmulation(spec.bandwidth_Bps, spec.latency_s)
+    return replace(spec, bandwidth_Bps=bw, latency_s=fit.fitted_latency_s, emulate=emulate)
 
 
 def write_calibrated(path: Path, cal: Calibration, calibrated: Cluster, origin: str) -> None:
