@@ -628,3 +628,26 @@ def test_slow_loris_handshakes_do_not_keep_real_workers_out():
         for s in loris:
             s.close()
     assert len(loris) == 30 and r.max_abs_error == 0.0
+
+
+def test_a_link_carrying_a_relayed_flow_and_its_own_outputs_runs_exactly():
+    """Line a - b - c, stage 0 on a and b, stage 1 on c: b -> c carries a's cuts (relayed) and
+    b's own, both for c's compute receiver, in the order c posts them (runtime.sendorder)."""
+    cl = cluster_from_yaml(
+        """
+name: line
+source: a
+devices:
+  - {name: a, speed: {gflops: 10}, memory: 1GiB}
+  - {name: b, speed: {gflops: 10}, memory: 1GiB}
+  - {name: c, speed: {gflops: 10}, memory: 1GiB}
+links:
+  - {src: a, dst: b, bandwidth_mbps: 200, latency_ms: 1}
+  - {src: b, dst: c, bandwidth_mbps: 200, latency_ms: 1}
+"""
+    )
+    plan = _plan(Stage(0, 1, ("a", "b")), Stage(2, 4, ("c",)))
+    r = run(MLP, cl, plan, requests=12, input_shape=(1, 64), partition="sequential", timeout_s=60)
+    assert torch.equal(r.outputs, _reference(MLP, (1, 64), 12, 1))
+    sent = [e for e in r.trace if e.kind == "transfer" and e.resource == "b->c"]
+    assert len(sent) == 12  # every request's cut crosses b -> c: six relayed, six b's own

@@ -12,7 +12,8 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from coinfer.errors import InputError
+from coinfer.errors import InputError, PeerError
+from coinfer.runtime.sendorder import SendOrder
 from coinfer.runtime.transport import LinkShape, Transport, WireTensorSpec, init_process_group
 
 
@@ -115,13 +116,13 @@ def test_a_probe_holds_an_emulated_link_and_is_logged_not_sent(tmp_path):
 def _out_of_order_peer(rank: int, port: int, out: mp.Queue) -> None:
     """Rank 0 queues message 1 before message 0; rank 1 posts (and waits for) 0 first, as a
     receiver does whose earlier input comes later on the same link (a relayed flow merging
-    with the sender's own outputs)."""
+    with the sender's own outputs). The sender knows the receiver's order (``order``)."""
     torch.set_num_threads(1)
     init_process_group(rank, 2, "127.0.0.1", port, 30)
     metas = [WireTensorSpec((1 << 20,), "float32")]  # 4 MiB: gloo waits for the posted receive
     try:
         if rank == 0:
-            tr = Transport(0, ["a", "b"], {}, timeout_s=20)
+            tr = Transport(0, ["a", "b"], {}, timeout_s=20, orders={1: SendOrder(((0, 1),))})
             for m in (1, 0):
                 tr.send(1, m, [torch.full((1 << 20,), float(m))], metas)
             tr.flush()
@@ -137,14 +138,20 @@ def _out_of_order_peer(rank: int, port: int, out: mp.Queue) -> None:
 
 
 @pytest.mark.integration
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug (issue 10 closing note, 2026-12-05): a sender sends its queue in order and "
-    "gloo finishes a large send only once the receiver posts it, so a message queued ahead of "
-    "the one the receiver waits for blocks the link until the timeout; a relayed flow merging "
-    "with the relay's own outputs on one link hit it (MobileNetV2, bench_vs_pipelining_hetero)",
-)
 def test_a_message_queued_before_one_the_receiver_waits_for_does_not_block_the_link():
     res = _two_processes(_out_of_order_peer, wait_s=90)
     assert res["recv"] is True, res
     assert res["sent"] is True, res
+
+
+def test_a_message_whose_predecessor_never_comes_is_a_named_failure_not_a_hang():
+    """The orders are the coordinator's promise; if one is broken the run fails at the flush,
+    naming the message, instead of leaving it unsent."""
+    metas = [WireTensorSpec((4,), "float32")]
+    t = Transport(0, ("a", "b"), {}, timeout_s=5.0, orders={1: SendOrder(((6, 7),))},
+                  label=lambda m: f"message {m}")  # fmt: skip
+    t.send(1, 7, [torch.zeros(4)], metas)  # held: 6 goes first, and never comes
+    with pytest.raises(
+        PeerError, match=r"sending to b failed: message 7 \(1 held\) never became the next"
+    ):
+        t.flush()

@@ -27,6 +27,7 @@ from ..zoo import load_model
 from . import emulation
 from .protocol import EmulateConfig, Setup, StageAssignment
 from .relays import route_run
+from .sendorder import send_orders
 from .stages import (
     Partition,
     StageSpec,
@@ -195,6 +196,7 @@ def prepare_run(
         )
     )
     stage_of = {d: k for k, st in enumerate(plan.stages) for d in st.devices}
+    orders = send_orders(routed, len(plan.stages))
     shapes = link_shapes(emulated_hops(cluster), names)
     cpus = local_cpu_slots(cluster, names, local_cpus) if local_cpus else {}
     spec = StageSpec(
@@ -238,6 +240,7 @@ def prepare_run(
             client_actions=tuple(str(a) for a in routed.client) if d == source else (),
             last_device=dict(routed.last_hop) if d == source else {},
             relays=routed.relays.get(d, ()),
+            send_order=orders.get(d, {}),
             stream=stream,
             cycle=messages if stream else 0,
             window=schedule.window or 0,

@@ -91,6 +91,9 @@ class Setup:
     last_device: dict[int, str] = field(default_factory=dict)
     # relay steps this device forwards: (request, input stage, previous hop, next hop, flow)
     relays: tuple[tuple[int, int, str, str, str], ...] = ()
+    # per peer, the message ids it receives from this device, one tuple per receiving thread in
+    # the order that thread posts them (one cycle in a session; see .sendorder)
+    send_order: dict[str, tuple[tuple[int, ...], ...]] = field(default_factory=dict)
     # A streaming session (see runtime.session): ``actions``/``relays``/``last_device`` describe
     # requests ``0..cycle-1`` and repeat for every later cycle (request + c * cycle); inputs come
     # as ``Submit`` messages, at most ``window`` in flight, until ``End`` says how many there are.

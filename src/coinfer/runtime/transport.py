@@ -15,6 +15,9 @@ raw ``isend``/``irecv`` this module adds what a pipeline needs:
   (:mod:`.media`), so all its members' transfers take turns;
 - **receives posted ahead** (:meth:`Transport.post_recv`), matched by tag, so messages from
   several peers may arrive in any order;
+- **each receiving thread's order kept** (:mod:`.sendorder`): gloo finishes a large send only
+  once its receive is posted, so a sender holds a message produced before its predecessor in
+  the receiving thread's order instead of letting it block the link;
 - **bounded waits**: every wait has a timeout, and a failure becomes a :class:`PeerError`
   naming the peer device.
 
@@ -55,6 +58,7 @@ import torch.distributed as dist
 from ..errors import InputError, PeerError
 from .linkshape import LinkShape
 from .media import MediumClock
+from .sendorder import HeldSends, SendOrder
 
 # At most this many tensors cross one cut (the tag space of one message).
 TAGS_PER_MESSAGE = 64
@@ -238,12 +242,14 @@ class _Sender(threading.Thread):
         depth: int,
         timeout_s: float,
         clock: MediumClock | None = None,
+        order: SendOrder | None = None,
     ):
         super().__init__(name=f"send->{peer}", daemon=True)
         self.transport = transport
         self.peer = peer
         self.shape = shape
         self.clock = clock
+        self.held = HeldSends(order)
         self.timeout_s = timeout_s
         # (message, tensors), or (PROBE_MESSAGE, bytes) for a probe; None ends the thread
         self.queue: queue.Queue[tuple[int, Any] | None] = queue.Queue(maxsize=depth)
@@ -255,47 +261,56 @@ class _Sender(threading.Thread):
         while True:
             item = self.queue.get()
             if item is None:
+                if self.held.held:  # a predecessor never came: the orders were wrong
+                    first, n = self.transport.label(self.held.held[0]), len(self.held.held)
+                    self._failed(f"{first} ({n} held) never became the next its receiver posts")
                 return
-            message, tensors = item
-            probe = message == PROBE_MESSAGE
-            nbytes = tensors if probe else sum(t.numel() * t.element_size() for t in tensors)
-            t0 = time.time()
-            delay = self.shape.delay_s(nbytes, t0)
-            if self.clock is not None:  # a shared medium: wait for our turn, then hold it
-                t0 = self.clock.reserve(delay)
-                left = t0 + delay - time.time()
-                if left >= _MIN_SLEEP_S:
-                    time.sleep(left)
-            elif delay >= _MIN_SLEEP_S:
-                time.sleep(delay)
-            if probe:  # the hold is the probe: nothing goes on the wire (module docstring)
-                self.transport._record(
-                    TransferEvent("send", message, self.peer, t0, time.time(), nbytes, delay)
-                )
-                self.queue.task_done()
-                continue
-            try:
-                works = [
-                    dist.isend(t, dst=self.peer, tag=message * TAGS_PER_MESSAGE + j)
-                    for j, t in enumerate(tensors)
-                ]
-                for w in works:
-                    left = max(0.001, self.timeout_s - (time.time() - t0))
-                    if not w.wait(timeout=_dt.timedelta(seconds=left)):
-                        raise TimeoutError("timed out")
-            except Exception as exc:
-                name = self.transport.peer_name(self.peer)
-                self.error = PeerError(
-                    f"sending {self.transport.label(message)} to {name} failed: {_short(exc)}",
-                    device=name,
-                )
-                self.transport._fail(self.error)
-                return
-            emulated = self.shape.bandwidth_Bps is not None or self.shape.trace is not None
-            end = time.time()
-            hold = delay if emulated else None
-            self.transport._record(TransferEvent("send", message, self.peer, t0, end, nbytes, hold))
+            for message, payload in self.held.release(*item):
+                if not self._transmit(message, payload):
+                    return
             self.queue.task_done()
+
+    def _failed(self, why: str, message: int | None = None) -> None:
+        name = self.transport.peer_name(self.peer)
+        what = "" if message is None else f"{self.transport.label(message)} "
+        self.error = PeerError(f"sending {what}to {name} failed: {why}", device=name)
+        self.transport._fail(self.error)
+
+    def _transmit(self, message: int, tensors: Any) -> bool:
+        """Hold the emulated link for one message, then send it; ``False`` after a failure."""
+        probe = message == PROBE_MESSAGE
+        nbytes = tensors if probe else sum(t.numel() * t.element_size() for t in tensors)
+        t0 = time.time()
+        delay = self.shape.delay_s(nbytes, t0)
+        if self.clock is not None:  # a shared medium: wait for our turn, then hold it
+            t0 = self.clock.reserve(delay)
+            left = t0 + delay - time.time()
+            if left >= _MIN_SLEEP_S:
+                time.sleep(left)
+        elif delay >= _MIN_SLEEP_S:
+            time.sleep(delay)
+        if probe:  # the hold is the probe: nothing goes on the wire (module docstring)
+            self.transport._record(
+                TransferEvent("send", message, self.peer, t0, time.time(), nbytes, delay)
+            )
+            return True
+        try:
+            works = [
+                dist.isend(t, dst=self.peer, tag=message * TAGS_PER_MESSAGE + j)
+                for j, t in enumerate(tensors)
+            ]
+            for w in works:
+                left = max(0.001, self.timeout_s - (time.time() - t0))
+                if not w.wait(timeout=_dt.timedelta(seconds=left)):
+                    raise TimeoutError("timed out")
+        except Exception as exc:
+            self._failed(_short(exc), message)
+            return False
+        emulated = self.shape.bandwidth_Bps is not None or self.shape.trace is not None
+        end = time.time()
+        hold = delay if emulated else None
+        self.transport._record(TransferEvent("send", message, self.peer, t0, end, nbytes, hold))
+        return True
 
 
 class Transport:
@@ -321,6 +336,10 @@ class Transport:
         The reservation clock of every shared medium a link in ``links`` names.
     keep_events
         Keep only the most recent transfer events (a session's bounded memory); ``None``: all.
+    orders
+        Per peer rank, the order its receiving threads post this rank's messages in
+        (:mod:`.sendorder`): a message produced early waits for its predecessor there. A peer
+        without one gets its messages in the order they were queued.
     """
 
     def __init__(
@@ -336,6 +355,7 @@ class Transport:
         thread_init: Callable[[], None] | None = None,
         clocks: Mapping[str, MediumClock] | None = None,
         keep_events: int | None = None,
+        orders: Mapping[int, SendOrder] | None = None,
     ):
         self.rank = rank
         self.clocks = dict(clocks or {})
@@ -349,6 +369,7 @@ class Transport:
         self.on_error = on_error
         self.label = label or (lambda m: f"message {m}")
         self.thread_init = thread_init
+        self.orders = dict(orders or {})
         self._senders: dict[int, _Sender] = {}
         self._events: deque[TransferEvent] = deque(maxlen=keep_events)
         self._lock = threading.Lock()
@@ -420,7 +441,8 @@ class Transport:
             if sender is None:
                 shape = self.links.get(peer, LinkShape())
                 clock = None if shape.medium is None else self.clocks[shape.medium]
-                sender = _Sender(self, peer, shape, self.depth, self.timeout_s, clock)
+                order = self.orders.get(peer)
+                sender = _Sender(self, peer, shape, self.depth, self.timeout_s, clock, order)
                 sender.start()
                 self._senders[peer] = sender
             return sender

@@ -60,6 +60,7 @@ from .protocol import (
     encode,
     expect,
 )
+from .sendorder import link_orders, message_id
 from .stages import (
     StageSpec,
     as_tuple,
@@ -93,11 +94,6 @@ DEFAULT_DEPTH = 2
 # land whenever the link is free, so receives are posted this far ahead (a few activations of
 # memory) and the link, not the receiver's schedule, sets the transfer time.
 RECV_AHEAD = 8
-
-
-def message_id(request: int, stage: int, num_stages: int) -> int:
-    """Wire id of the input of ``stage`` for ``request`` (stage ``num_stages`` = the output)."""
-    return request * (num_stages + 2) + stage + 1
 
 
 class _Executor:
@@ -155,6 +151,12 @@ class _Executor:
             thread_init=emulation.exempt_this_thread,
             clocks=clocks,
             keep_events=STREAM_TRACE_KEEP if setup.stream else None,
+            orders={
+                self.rank_of[peer]: order
+                for peer, order in link_orders(
+                    setup.send_order, self.cycle, self.num_stages
+                ).items()
+            },
         )
         self.mailbox = Mailbox()
         keep = STREAM_TRACE_KEEP if setup.stream else None
