@@ -6,7 +6,7 @@ a core, one thread each), the pipeline a user would write by hand — ``Pipeline
 ``ScheduleGPipe`` over gloo, 4 ranks, stage i on device d_i, the model cut into 4 stages whose
 FLOPs are balanced (the 3 cuts minimising the largest stage's FLOPs, exact) — against coinfer's
 default plan (``plan(instance, "default", "throughput")`` on the testbed calibrated by
-``coinfer calibrate``, as ``coinfer demo`` does; ``--no-calibrate``: on the profiles alone) run
+``coinfer calibrate --refine 2``, as ``coinfer demo`` does; ``--no-calibrate``: on the profiles alone) run
 by ``coinfer.runtime.run``, same model and batch-1 requests, one job each. Target: ours >= 1.5x
 the peer's throughput for ResNet-50, VGG-16 and MobileNetV2::
 
@@ -22,8 +22,9 @@ peer gets no pad emulation (only the quota) and its gloo traffic is NOT link-sha
 its links are faster than the testbed's 100-1000 Mbit/s, so the ratio is conservative.
 Throughput for both sides = requests / wall time of the whole job (the peer's timed
 ``schedule.step`` after an equal warm-up step; ours ``r.requests / r.wall_s``). Medians of the
-repeats; results in ``benchmarks/results/vs_pipelining_hetero.{json,md}`` (``--quick``:
-``..._quick``) with the host load.
+repeats; results in ``benchmarks/results/vs_pipelining_hetero_refined.{json,md}`` (calibrated
+and refined, the default), ``..._calibrated`` (``--refine 0``), ``vs_pipelining_hetero`` (profiles
+alone) and ``..._quick`` with ``--quick``; each with the host load.
 """
 
 from __future__ import annotations
@@ -123,22 +124,33 @@ def run_peer_emulated(
         emulation.cleanup_stale(run_id)
 
 
-def ours_plan(model: str, cluster: Any, calibrate: bool) -> tuple[Any, Any, dict | None]:
+def ours_plan(
+    model: str, cluster: Any, calibrate: bool, refine_rounds: int = 0
+) -> tuple[Any, Any, dict | None]:
     """coinfer's default throughput plan of ``model`` on ``cluster``, its instance and, with
     ``calibrate``, the calibration it was priced with (``coinfer calibrate``'s probes, as
-    ``coinfer demo`` does). Only the prices come from the calibrated cluster: the job runs on
+    ``coinfer demo`` does; ``refine_rounds``: then ``--refine``, the default plan run and its
+    stages re-priced). Only the prices come from the calibrated cluster: the job runs on
     the testbed as configured, so a link the fit found faster is not made faster."""
     from coinfer import plan as plan_mod
     from coinfer.profile.costmodel import build_instance
     from coinfer.runtime.calibrate import calibrate as run_calibration
+    from coinfer.runtime.refine import probe_ranges, refine
+
+    def choose(instance: Any) -> Any:
+        return plan_mod.plan(instance, "default", "throughput")
 
     cal = None
     priced_on = cluster
     if calibrate:
         fit, priced_on = run_calibration(model, cluster, requests=CALIBRATION_REQUESTS)
         cal = fit.to_dict()
+        if refine_rounds:
+            rec, priced_on = refine(model, priced_on, choose, anchors=probe_ranges(fit),
+                                    rounds=refine_rounds, requests=CALIBRATION_REQUESTS)  # fmt: skip
+            cal["refinement"] = rec.to_dict()
     instance = build_instance(model, priced_on)
-    return instance, plan_mod.plan(instance, "default", "throughput"), cal
+    return instance, choose(instance), cal
 
 
 def run_ours(model: str, cluster: Any, instance: Any, plan: Any, requests: int) -> dict:
@@ -160,10 +172,12 @@ def run_ours(model: str, cluster: Any, instance: Any, plan: Any, requests: int) 
     return run_summary(r)
 
 
-def one_model(model: str, cluster: Any, requests: int, repeats: int, calibrate: bool) -> dict:
+def one_model(
+    model: str, cluster: Any, requests: int, repeats: int, calibrate: bool, refine_rounds: int
+) -> dict:
     n_dev = len(cluster.device_names)
     split = peer_split(model, n_dev)
-    instance, plan, cal = ours_plan(model, cluster, calibrate)
+    instance, plan, cal = ours_plan(model, cluster, calibrate, refine_rounds)
     peer, ours = [], []
     for i in range(repeats):
         run_id = f"peer{os.getpid()}r{i}"
@@ -238,7 +252,14 @@ def _write(name: str, data: dict) -> None:
             "the profiles alone"
             if data.get("ours_priced_on", "profiles") == "profiles"
             else "the calibrated testbed (`coinfer calibrate`'s probes first, as `coinfer demo` "
-            "does; the job itself runs on the testbed as configured)"
+            "does"
+            + (
+                f", then `--refine {data['refine_rounds']}`: the default plan run for real and "
+                "its stages re-priced from what they measured, up to that many rounds"
+                if data.get("refine_rounds")
+                else ""
+            )
+            + "; the job itself runs on the testbed as configured)"
         )
         + " and run by "
         "`coinfer.runtime.run` (outputs checked against the unsplit model). Throughput on both "
@@ -264,13 +285,22 @@ def main() -> None:
         action="store_true",
         help="price ours on the profiles alone (default: calibrate first, as `coinfer demo`)",
     )
+    ap.add_argument(
+        "--refine",
+        type=int,
+        default=2,
+        help="refinement rounds after calibrating (`coinfer calibrate --refine`; default 2, "
+        "0: calibration alone)",
+    )
     args = ap.parse_args()
     from coinfer.cluster import load_cluster
 
     models = args.models.split(",") if args.models else (["mobilenet_v2"] if args.quick else MODELS)
     requests = args.requests or (8 if args.quick else 32)
     repeats = args.repeats or (1 if args.quick else 3)
-    name = "vs_pipelining_hetero_quick" if args.quick else "vs_pipelining_hetero"
+    refine_rounds = 0 if args.no_calibrate else args.refine
+    how = "" if args.no_calibrate else ("_refined" if refine_rounds else "_calibrated")
+    name = "vs_pipelining_hetero" + how + ("_quick" if args.quick else "")
     cluster = load_cluster(str(CLUSTER))
     data: dict = {
         "cluster": str(CLUSTER.relative_to(ROOT)),
@@ -279,13 +309,16 @@ def main() -> None:
         "target_ratio": TARGET,
         "peer_links": "unshaped loopback (gloo); the testbed's links are shaped for ours only",
         "ours_priced_on": "profiles" if args.no_calibrate else "calibrated testbed",
+        "refine_rounds": refine_rounds,
         "host_load_before": host_load(),
         "cases": [],
     }
     t0 = time.time()
     for model in models:
         try:
-            case = one_model(model, cluster, requests, repeats, not args.no_calibrate)
+            case = one_model(
+                model, cluster, requests, repeats, not args.no_calibrate, refine_rounds
+            )
         except Exception as exc:  # a failing model must not lose the others' numbers
             case = {"model": model, "failed": f"{type(exc).__name__}: {exc}"}
         case["host_load_1m"] = host_load()["loadavg_1m"]

@@ -38,6 +38,17 @@ def register(app: typer.Typer) -> None:
             "--coordinator-bind",
             help="HOST:PORT: wait for remote `coinfer worker`s here instead of spawning.",
         ),
+        refine_rounds: int = typer.Option(
+            0,
+            "--refine",
+            min=0,
+            help="Then run the plan --algo picks for real, re-price its stages from what they "
+            "measured and plan again, up to this many rounds (until it picks a measured plan).",
+        ),
+        algo: str = typer.Option("default", "--algo", help="Planner --refine checks."),
+        objective: str = typer.Option(
+            "throughput", "--objective", help="Objective --refine plans for."
+        ),
         as_json: bool = typer.Option(False, "--json", help="Print the fit as one JSON object."),
     ) -> None:
         """Run short probes on every device and link; write the calibrated cluster file that
@@ -65,9 +76,26 @@ def register(app: typer.Typer) -> None:
             spawn=coordinator_bind is None,
             log=lambda m: console.print(m),
         )
+        refinement = None
+        if refine_rounds:
+            from ..plan import plan as make_plan
+            from ..runtime.refine import probe_ranges, refine
+
+            refinement, calibrated = refine(
+                model,
+                calibrated,
+                lambda inst: make_plan(inst, algo, objective),
+                anchors=probe_ranges(cal),
+                rounds=refine_rounds,
+                requests=requests,
+                bind=coordinator_bind or "127.0.0.1:0",
+                spawn=coordinator_bind is None,
+                log=lambda m: console.print(m),
+            )
         write_calibrated(target, cal, calibrated, cl.origin)
         if as_json:
-            typer.echo(json.dumps({**cal.to_dict(), "out": str(target)}, indent=2))
+            extra = {} if refinement is None else {"refinement": refinement.to_dict()}
+            typer.echo(json.dumps({**cal.to_dict(), **extra, "out": str(target)}, indent=2))
             return
         t = Table(title=f"compute: measured / priced ({model})")
         for c in ("device", "per range (pieces: ratio)", "ratio", "speed.scale"):
@@ -93,4 +121,25 @@ def register(app: typer.Typer) -> None:
                        f"{lk.bandwidth_Bps * 8e-6:.1f} -> {lk.fitted_bandwidth_Bps * 8e-6:.1f}",
                        f"{lk.latency_s * 1e3:.2f} -> {lk.fitted_latency_s * 1e3:.2f}", lk.how)  # fmt: skip
         console.print(lt)
+        if refinement is not None:
+            rt = Table(title=f"refinement: the {algo} plan run for real, its stages re-priced")
+            for c in (
+                "round",
+                "plan",
+                "predicted req/s",
+                "measured req/s",
+                "stage compute ms: measured / priced",
+            ):
+                rt.add_column(c)
+            for i, r in enumerate(refinement.rounds, 1):
+                stages = ", ".join(
+                    f"{s.device} {s.first}-{s.last}: {s.measured_s * 1e3:.1f} / {s.priced_s * 1e3:.1f}"
+                    for s in r.stages
+                )
+                rt.add_row(
+                    str(i), r.plan, f"{r.predicted_rps:.2f}", f"{r.measured_rps:.2f}", stages
+                )
+            console.print(rt)
+            state = "its stages all measured" if refinement.settled else "rounds ran out before it"
+            console.print(f"refined choice: {refinement.final_plan} ({state})")
         console.print(f"calibrated cluster: {target}  (use it with --cluster)")
