@@ -45,6 +45,7 @@ class DemoReport:
     files: dict[str, str] = field(default_factory=dict)
     elapsed_s: float = 0.0
     calibration: dict[str, Any] | None = None
+    refinement: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -56,66 +57,11 @@ def _measured_summary(result: Any) -> dict[str, Any]:
     return d
 
 
-def run_demo(
-    model: str = "resnet18",
-    *,
-    requests: int = 48,
-    baseline_requests: int = 24,
-    cluster_file: str | None = None,
-    cost_source: str | None = None,
-    out_dir: str | Path = "coinfer-out/demo",
-    algos: Sequence[str] = DEMO_ALGOS,
-    step: Callable[[str], None] = lambda _msg: None,
-    calibrate: bool = True,
-) -> DemoReport:
-    """Run the whole pipeline once and write a Gantt chart and a JSON report to ``out_dir``.
-
-    Parameters
-    ----------
-    model : zoo name or ``file.py:factory`` spec (default ResNet-18: enough compute per piece
-        that pipelining pays off over emulated links, small enough for a two-minute demo).
-    requests : requests streamed through the pipelined plan (batch 1).
-    baseline_requests : requests streamed through the best single-device plan, measured for real
-        in the same run so the speed-up is a ratio of two measurements.
-    cluster_file : a cluster YAML; default the embedded local testbed.
-    cost_source : ``profile``, ``predict`` or ``analytic``; default the first available per device.
-    step : called with a short description before each stage (progress reporting).
-    calibrate : first probe the cluster with ``model`` through the real runtime and plan on the
-        calibrated figures (``coinfer calibrate``; ~20 s on the testbed), written to
-        ``out_dir/cluster.calibrated.yaml``. Without it the plan is priced from per-device
-        profiles alone, which miss what devices sharing this machine cost each other.
-    """
-    from .cluster import default_local_cluster, load_cluster
+def _best(instance: Any, algos: Sequence[str]) -> tuple[Any, list[Any], list[dict[str, Any]]]:
+    """Every planner's throughput plan, and the one predicted best (shortest period, then
+    latency); a planner that fails is listed with its error."""
     from .plan import plan as make_plan
-    from .profile.costmodel import build_instance
-    from .report.compare import compare_with_simulation
-    from .report.plots import gantt
-    from .runtime import run
-    from .schedule import schedule
-    from .simulate import simulate
 
-    t_start = time.perf_counter()
-    out = Path(out_dir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InputError(f"cannot create output folder {out}: {exc.strerror}") from None
-
-    cluster = load_cluster(cluster_file) if cluster_file else default_local_cluster()
-    calibration = None
-    if calibrate:
-        from .runtime.calibrate import calibrate as run_calibration
-        from .runtime.calibrate import write_calibrated
-
-        step(f"calibrate {cluster.name}: probe every device and link with {model}")
-        origin = cluster.origin
-        cal, cluster = run_calibration(model, cluster, requests=32, source=cost_source)
-        calibration = cal.to_dict()
-        write_calibrated(out / "cluster.calibrated.yaml", cal, cluster, origin)
-    step(f"capture {model} and price its pieces on {len(cluster.devices)} devices")
-    instance = build_instance(model, cluster, source=cost_source)
-
-    step("plan: " + ", ".join(algos))
     plans = []
     candidates: list[dict[str, Any]] = []
     for algo in algos:
@@ -137,6 +83,83 @@ def run_demo(
     if not plans:
         raise InputError("no planner produced a plan for the demo cluster")
     best = min(plans, key=lambda p: (p.predicted.period_s, p.predicted.latency_s))
+    return best, plans, candidates
+
+
+def run_demo(
+    model: str = "resnet18",
+    *,
+    requests: int = 48,
+    baseline_requests: int = 24,
+    cluster_file: str | None = None,
+    cost_source: str | None = None,
+    out_dir: str | Path = "coinfer-out/demo",
+    algos: Sequence[str] = DEMO_ALGOS,
+    step: Callable[[str], None] = lambda _msg: None,
+    calibrate: bool = True,
+    refine_rounds: int = 1,
+) -> DemoReport:
+    """Run the whole pipeline once and write a Gantt chart and a JSON report to ``out_dir``.
+
+    Parameters
+    ----------
+    model : zoo name or ``file.py:factory`` spec (default ResNet-18: enough compute per piece
+        that pipelining pays off over emulated links, small enough for a two-minute demo).
+    requests : requests streamed through the pipelined plan (batch 1).
+    baseline_requests : requests streamed through the best single-device plan, measured for real
+        in the same run so the speed-up is a ratio of two measurements.
+    cluster_file : a cluster YAML; default the embedded local testbed.
+    cost_source : ``profile``, ``predict`` or ``analytic``; default the first available per device.
+    step : called with a short description before each stage (progress reporting).
+    calibrate : first probe the cluster with ``model`` through the real runtime and plan on the
+        calibrated figures (``coinfer calibrate``; ~20 s on the testbed), written to
+        ``out_dir/cluster.calibrated.yaml``. Without it the plan is priced from per-device
+        profiles alone, which miss what devices sharing this machine cost each other.
+    refine_rounds : after calibrating, run the plan the demo would pick for real this many times
+        at most, re-pricing its stages from what they measured and planning again (``coinfer
+        calibrate --refine``; ~10 s a round): a plan that cuts inside a calibrated range is
+        then priced on its own stages, not on the range's average.
+    """
+    from .cluster import default_local_cluster, load_cluster
+    from .plan import plan as make_plan
+    from .profile.costmodel import build_instance
+    from .report.compare import compare_with_simulation
+    from .report.plots import gantt
+    from .runtime import run
+    from .schedule import schedule
+    from .simulate import simulate
+
+    t_start = time.perf_counter()
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot create output folder {out}: {exc.strerror}") from None
+
+    cluster = load_cluster(cluster_file) if cluster_file else default_local_cluster()
+    calibration = refinement = None
+    if calibrate:
+        from .runtime.calibrate import calibrate as run_calibration
+        from .runtime.calibrate import write_calibrated
+
+        step(f"calibrate {cluster.name}: probe every device and link with {model}")
+        origin = cluster.origin
+        cal, cluster = run_calibration(model, cluster, requests=32, source=cost_source)
+        calibration = cal.to_dict()
+        if refine_rounds:
+            from .runtime.refine import probe_ranges, refine
+
+            step(f"refine: run the chosen plan for real, re-price its stages (≤ {refine_rounds})")
+            rec, cluster = refine(model, cluster, lambda inst: _best(inst, algos)[0],
+                                  anchors=probe_ranges(cal), rounds=refine_rounds, requests=32,
+                                  source=cost_source)  # fmt: skip
+            refinement = rec.to_dict()
+        write_calibrated(out / "cluster.calibrated.yaml", cal, cluster, origin)
+    step(f"capture {model} and price its pieces on {len(cluster.devices)} devices")
+    instance = build_instance(model, cluster, source=cost_source)
+
+    step("plan: " + ", ".join(algos))
+    best, plans, candidates = _best(instance, algos)
     single = next((p for p in plans if p.algo == "single"), None)
     if single is None:
         single = make_plan(instance, "single", "throughput")
@@ -179,6 +202,7 @@ def run_demo(
         files=files,
         elapsed_s=time.perf_counter() - t_start,
         calibration=calibration,
+        refinement=refinement,
     )
     report_path = out / "report.json"
     report_path.write_text(json.dumps(report.to_dict(), indent=2, default=str))

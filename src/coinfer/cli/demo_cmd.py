@@ -39,7 +39,7 @@ def register(app: typer.Typer) -> None:
         from ..demo import DEMO_ALGOS, run_demo
 
         console = make_console(stderr=as_json)
-        total = 7 if calibrate else 6
+        total = 8 if calibrate else 6
         with Progress(
             SpinnerColumn(),
             TextColumn("[bold]{task.description}"),
@@ -76,6 +76,16 @@ def register(app: typer.Typer) -> None:
                 "calibrated compute (measured / profiled, in the real runtime): "
                 + ", ".join(
                     f"{d['device']} x{d['ratio']:.2f}" for d in report.calibration["devices"]
+                )
+            )
+        for i, r in enumerate((report.refinement or {}).get("rounds", ()), 1):
+            console.print(
+                f"refinement round {i}: {r['plan']} measured {r['measured_rps']:.2f} req/s; "
+                "stage compute ms measured / priced: "
+                + ", ".join(
+                    f"{t['device']} {t['first']}-{t['last']} "
+                    f"{t['measured_s'] * 1e3:.1f}/{t['priced_s'] * 1e3:.1f}"
+                    for t in r["stages"]
                 )
             )
         sources = ", ".join(f"{d}: {s}" for d, s in report.cost_sources.items())

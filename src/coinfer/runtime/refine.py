@@ -37,8 +37,9 @@ from ..errors import InputError
 # Factors a refit may give a segment, relative to its current price: wide enough for the
 # 1.8x seen on MobileNetV2's first pieces, narrow enough that one bad sample cannot zero a range.
 MIN_FACTOR, MAX_FACTOR = 0.2, 5.0
-# Weight of "no change" on each segment against one measured range: small, so measured ranges
-# are matched, but present, so a segment no range separates stays where it was.
+# Weight of "no change" on each segment against one measured range (times the largest share of
+# a range's time the segment carries): small, so measured ranges are matched, but present, so
+# what the ranges leave free (a split no range separates) stays where it was.
 RIDGE = 0.05
 # Refinement rounds by default: the first measures the calibrated choice; the second, the plan
 # chosen once that is priced right (on the testbed the planner then keeps its choice).
@@ -121,11 +122,14 @@ def refit_pieces(
         inside = np.array([1.0 if a <= s and e <= b else 0.0 for s, e in segs])
         a_rows.append(inside * cost / t)
         y.append(1.0)
+    # each segment's pull towards 1 is relative to how much of a range it is, so a small
+    # segment inside a measured range is still set by the measurement, not by the pull
+    weight = np.max(np.array(a_rows), axis=0)
     for g in range(len(segs)):
         e = np.zeros(len(segs))
-        e[g] = ridge
+        e[g] = ridge * weight[g]
         a_rows.append(e)
-        y.append(ridge)
+        y.append(ridge * weight[g])
     sol = lsq_linear(np.array(a_rows), np.array(y), bounds=(MIN_FACTOR, MAX_FACTOR))
     out = [1.0] * n
     for (s, e), x in zip(segs, sol.x, strict=True):
