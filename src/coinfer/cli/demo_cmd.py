@@ -31,6 +31,13 @@ def register(app: typer.Typer) -> None:
             "--calibrate/--no-calibrate",
             help="Probe the cluster through the real runtime first and plan on the measured figures.",
         ),
+        refine_rounds: int = typer.Option(
+            1,
+            "--refine",
+            min=0,
+            help="After calibrating: run the chosen plan for real, re-price its stages from what "
+            "they measured and plan again, up to this many rounds (0: none).",
+        ),
     ) -> None:
         """Capture, price, plan, simulate and really run a zoo CNN on emulated devices."""
         from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -39,7 +46,7 @@ def register(app: typer.Typer) -> None:
         from ..demo import DEMO_ALGOS, run_demo
 
         console = make_console(stderr=as_json)
-        total = 8 if calibrate else 6
+        total = (7 + (refine_rounds > 0)) if calibrate else 6
         with Progress(
             SpinnerColumn(),
             TextColumn("[bold]{task.description}"),
@@ -64,6 +71,7 @@ def register(app: typer.Typer) -> None:
                 algos=DEMO_ALGOS,
                 step=step,
                 calibrate=calibrate,
+                refine_rounds=refine_rounds,
             )
             progress.update(task, description="done", completed=total)
 
