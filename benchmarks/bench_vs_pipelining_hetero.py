@@ -140,17 +140,18 @@ def ours_plan(
     def choose(instance: Any) -> Any:
         return plan_mod.plan(instance, "default", "throughput")
 
-    cal = None
+    cal = refined = None
     priced_on = cluster
     if calibrate:
         fit, priced_on = run_calibration(model, cluster, requests=CALIBRATION_REQUESTS)
         cal = fit.to_dict()
         if refine_rounds:
-            rec, priced_on = refine(model, priced_on, choose, anchors=probe_ranges(fit),
-                                    rounds=refine_rounds, requests=CALIBRATION_REQUESTS)  # fmt: skip
+            rec, priced_on, refined = refine(model, priced_on, choose, anchors=probe_ranges(fit),
+                                             rounds=refine_rounds,
+                                             requests=CALIBRATION_REQUESTS)  # fmt: skip
             cal["refinement"] = rec.to_dict()
     instance = build_instance(model, priced_on)
-    return instance, choose(instance), cal
+    return instance, refined or choose(instance), cal
 
 
 def run_ours(model: str, cluster: Any, instance: Any, plan: Any, requests: int) -> dict:

@@ -137,7 +137,7 @@ def run_demo(
         raise InputError(f"cannot create output folder {out}: {exc.strerror}") from None
 
     cluster = load_cluster(cluster_file) if cluster_file else default_local_cluster()
-    calibration = refinement = None
+    calibration = refinement = refined = None
     if calibrate:
         from .runtime.calibrate import calibrate as run_calibration
         from .runtime.calibrate import write_calibrated
@@ -150,9 +150,10 @@ def run_demo(
             from .runtime.refine import probe_ranges, refine
 
             step(f"refine: run the chosen plan for real, re-price its stages (≤ {refine_rounds})")
-            rec, cluster = refine(model, cluster, lambda inst: _best(inst, algos)[0],
-                                  anchors=probe_ranges(cal), rounds=refine_rounds, requests=32,
-                                  source=cost_source)  # fmt: skip
+            rec, cluster, refined = refine(
+                model, cluster, lambda inst: _best(inst, algos)[0], anchors=probe_ranges(cal),
+                rounds=refine_rounds, requests=32, source=cost_source,
+            )  # fmt: skip
             refinement = rec.to_dict()
         write_calibrated(out / "cluster.calibrated.yaml", cal, cluster, origin)
     step(f"capture {model} and price its pieces on {len(cluster.devices)} devices")
@@ -160,6 +161,8 @@ def run_demo(
 
     step("plan: " + ", ".join(algos))
     best, plans, candidates = _best(instance, algos)
+    if refined is not None:  # the refinement's pick: a plan it ran, unless this is clearly better
+        best = refined
     single = next((p for p in plans if p.algo == "single"), None)
     if single is None:
         single = make_plan(instance, "single", "throughput")

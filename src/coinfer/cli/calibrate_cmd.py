@@ -81,7 +81,7 @@ def register(app: typer.Typer) -> None:
             from ..plan import plan as make_plan
             from ..runtime.refine import probe_ranges, refine
 
-            refinement, calibrated = refine(
+            refinement, calibrated, _ = refine(
                 model,
                 calibrated,
                 lambda inst: make_plan(inst, algo, objective),
@@ -140,6 +140,10 @@ def register(app: typer.Typer) -> None:
                     str(i), r.plan, f"{r.predicted_rps:.2f}", f"{r.measured_rps:.2f}", stages
                 )
             console.print(rt)
-            state = "its stages all measured" if refinement.settled else "rounds ran out before it"
+            state = (
+                "run in a round"
+                if refinement.settled
+                else "not run: predicted clearly better than every plan that was"
+            )
             console.print(f"refined choice: {refinement.final_plan} ({state})")
         console.print(f"calibrated cluster: {target}  (use it with --cluster)")

@@ -15,7 +15,10 @@ the probe ranges it was calibrated on keep their price, the plan's stages get th
 (:func:`refit_pieces`, least squares over the segments the ranges' ends cut the pieces into,
 pulled towards no change where the constraints leave freedom). Then the planner runs again on
 the refitted prices, and this repeats until it picks a plan whose stages were all measured, or
-the rounds run out (:func:`refine`). The planner is passed in: the runtime does not plan.
+the rounds run out (:func:`refine`). A refinement ends on a plan that was run unless the
+planner's last choice is predicted clearly better than every plan that was (:func:`final_pick`):
+planners move between near-equal plans, and the point is not to end on an unchecked cut. The
+planner is passed in: the runtime does not plan.
 
 The fit is pure and tested on its own; :func:`refine` is the part that starts processes.
 """
@@ -30,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from ..cluster.types import Cluster, PieceScale, piece_factors
+from ..core.evaluate import evaluate
 from ..core.instance import Instance
 from ..core.plans import Plan
 from ..errors import InputError
@@ -37,10 +41,19 @@ from ..errors import InputError
 # Factors a refit may give a segment, relative to its current price: wide enough for the
 # 1.8x seen on MobileNetV2's first pieces, narrow enough that one bad sample cannot zero a range.
 MIN_FACTOR, MAX_FACTOR = 0.2, 5.0
+# Weight of a calibrated range's price against a measured stage: where they cannot both hold
+# (a device run alone is faster than beside busy neighbours: tiny_cnn's whole model on one device
+# took half its co-run calibrated time) the stage the plan really runs wins, within ~3 %; where
+# they can (a stage cut inside a range), both hold exactly.
+ANCHOR_WEIGHT = 0.25
 # Weight of "no change" on each segment against one measured range (times the largest share of
 # a range's time the segment carries): small, so measured ranges are matched, but present, so
 # what the ranges leave free (a split no range separates) stays where it was.
 RIDGE = 0.05
+# A plan no round has run replaces the best one that was only if predicted this much better: the
+# rounds' measurements carry 2-7 % of run-to-run noise on the testbed, and planners' choices on
+# it move between plans within a few per cent of each other.
+MARGIN = 0.05
 # Refinement rounds by default: the first measures the calibrated choice; the second, the plan
 # chosen once that is priced right (on the testbed the planner then keeps its choice).
 DEFAULT_ROUNDS = 2
@@ -70,7 +83,8 @@ class Round:
 
 @dataclass(frozen=True, slots=True)
 class Refinement:
-    """Every round, and the plan the last prices pick (``settled``: its stages were measured)."""
+    """Every round, and the plan it ends on (``settled``: that plan was run in a round; see
+    :func:`final_pick`)."""
 
     model: str
     requests: int
@@ -100,7 +114,7 @@ def refit_pieces(
 ) -> list[float]:
     """Multipliers of one device's current per-piece prices so every measured range costs its
     measured time and every anchor range keeps its current price, as nearly as least squares
-    (relative errors) can; piecewise constant between the ranges' ends, within
+    (relative errors; an anchor weighs :data:`ANCHOR_WEIGHT` of a measurement) can; piecewise constant between the ranges' ends, within
     [:data:`MIN_FACTOR`, :data:`MAX_FACTOR`], and pulled towards 1 by ``ridge``.
 
     ``priced``: the device's current time per piece; ``measured``: ``(first, last, seconds)``;
@@ -113,15 +127,19 @@ def refit_pieces(
     if not rows:
         return [1.0] * n
     seen = {(a, b) for a, b, _ in rows}  # a range measured now needs no anchor
-    rows += [(a, b, sum(priced[a : b + 1])) for a, b in anchors if (a, b) not in seen]
-    rows = [(a, b, t) for a, b, t in rows if 0 <= a <= b < n and t > 0]
+    weights = [1.0] * len(rows)
+    for a, b in anchors:
+        t = sum(priced[a : b + 1]) if 0 <= a <= b < n else 0.0
+        if (a, b) not in seen and t > 0:
+            rows.append((a, b, t))
+            weights.append(ANCHOR_WEIGHT)
     segs = segments([(a, b) for a, b, _ in rows], n)
     cost = np.array([sum(priced[s : e + 1]) for s, e in segs])
     a_rows, y = [], []
-    for a, b, t in rows:
+    for (a, b, t), w in zip(rows, weights, strict=True):
         inside = np.array([1.0 if a <= s and e <= b else 0.0 for s, e in segs])
-        a_rows.append(inside * cost / t)
-        y.append(1.0)
+        a_rows.append(w * inside * cost / t)
+        y.append(w)
     # each segment's pull towards 1 is relative to how much of a range it is, so a small
     # segment inside a measured range is still set by the measurement, not by the pull
     weight = np.max(np.array(a_rows), axis=0)
@@ -196,6 +214,24 @@ def _measured_already(plan: Plan, measured: Sequence[StageTime]) -> bool:
     return all((d, st.first, st.last) in seen for st in plan.stages for d in st.devices)
 
 
+def final_pick(
+    instance: Instance, chosen: Plan, ran: Sequence[Plan], margin: float = MARGIN
+) -> tuple[Plan, bool]:
+    """The plan a refinement ends on, and whether it has been run: ``chosen`` if it was, else
+    the best plan that was (re-priced on ``instance``, whose prices now hold what its stages
+    measured) unless ``chosen`` is predicted better than it by more than ``margin`` — a plan
+    no round has run is trusted over a measured one only when it is clearly better."""
+    if any(p.stages == chosen.stages for p in ran) or not ran:
+        return chosen, bool(ran)
+    priced = [replace(p, predicted=evaluate(instance, p.stages)) for p in ran]
+    best = min(priced, key=lambda p: p.predicted.value(chosen.objective))
+    if chosen.predicted.value(chosen.objective) < (1 - margin) * best.predicted.value(
+        chosen.objective
+    ):
+        return chosen, False
+    return best, True
+
+
 def refine(
     model: str,
     cluster: Cluster,
@@ -208,11 +244,12 @@ def refine(
     bind: str = "127.0.0.1:0",
     spawn: bool = True,
     log: Callable[[str], None] | None = None,
-) -> tuple[Refinement, Cluster]:
+) -> tuple[Refinement, Cluster, Plan]:
     """Up to ``rounds`` times: price ``model`` on ``cluster``, let ``choose`` pick a plan, stop
     if its stages were all measured, else run it for ``requests`` and refit (module docstring).
-    Returns the record and the refined cluster; ``anchors``: per device, the calibration's
-    probe ranges (their prices are kept)."""
+    Returns the record, the refined cluster and the plan to use (:func:`final_pick`: the
+    choice if it was run, else the best run plan unless the choice is clearly better);
+    ``anchors``: per device, the calibration's probe ranges (their prices are kept)."""
     from ..profile.costmodel import build_instance
     from ..schedule import schedule
     from . import run
@@ -221,17 +258,19 @@ def refine(
         raise InputError(f"refinement rounds must be >= 0 (got {rounds})")
     measured: list[StageTime] = []
     done: list[Round] = []
+    ran: list[Plan] = []
     for _ in range(rounds + 1):
         instance = build_instance(model, cluster, source=source)
         plan = choose(instance)
         if _measured_already(plan, measured) or len(done) == rounds:
-            return Refinement(model, requests, tuple(done), str(plan),
-                              _measured_already(plan, measured)), cluster  # fmt: skip
+            final, was_run = final_pick(instance, plan, ran)
+            return Refinement(model, requests, tuple(done), str(final), was_run), cluster, final
         if log:
             log(f"refine: run {' | '.join(str(s) for s in plan.stages)} ({requests} requests)")
         res = run(model, cluster, plan, requests=requests, instance=instance,
                   schedule=schedule(plan, instance, requests), bind=bind, spawn=spawn)  # fmt: skip
         times = stage_times(plan, res.trace, instance)
+        ran.append(plan)
         done.append(Round(str(plan), plan.predicted.throughput_rps, res.throughput_rps, times))
         measured = [m for m in measured if (m.device, m.first, m.last) not in
                     {(t.device, t.first, t.last) for t in times}] + list(times)  # fmt: skip
@@ -247,6 +286,7 @@ __all__ = [
     "Refinement",
     "Round",
     "StageTime",
+    "final_pick",
     "probe_ranges",
     "refine",
     "refit_pieces",
