@@ -21,7 +21,8 @@ Model choices are made by leave-one-model-out cross validation on the TRAINING m
 (``--cv``; its row for the shipped setting is in the table too), so the held-out rows stay an
 honest, once-read estimate. Two bounds put the errors in context: the noise floor (identical
 operations within one profile) and a *perfect node predictor* (each piece priced by the sum of its
-own measured nodes), which no sum-of-nodes predictor can beat on pieces.
+own measured nodes): what learning the measured nodes exactly would score on pieces. (At two
+threads the predictor's node targets are calibrated to their pieces, so it is not held to it.)
 """
 
 from __future__ import annotations
@@ -203,15 +204,18 @@ def _summary_rows(
 
 
 def cross_validate(
-    train: list[dict[str, Any]], params: dict[str, Any] | None = None
+    train: list[dict[str, Any]], params: dict[str, Any] | None = None, **train_kw: Any
 ) -> dict[str, dict[str, Any]]:
     """Leave-one-model-out on the training profiles: each model predicted by a predictor trained
-    on the others; errors pooled per thread count ("all", "1", "2") for nodes and pieces."""
+    on the others (``params`` / ``train_kw`` passed to ``train_predictor``); errors pooled per
+    thread count ("all", "1", "2") for nodes and pieces."""
     from coinfer.profile.predictor import error_summary, profile_device, train_predictor
 
     got: dict[int, list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]] = {1: [], 2: []}
     for model in sorted({p["model"] for p in train}):
-        pred = train_predictor([p for p in train if p["model"] != model], seed=0, params=params)
+        pred = train_predictor(
+            [p for p in train if p["model"] != model], seed=0, params=params, **train_kw
+        )
         for p in (p for p in train if p["model"] == model):
             node_s = pred.predict_records(p["nodes"], profile_device(p))
             nt, pt = _truth([p])
@@ -231,28 +235,41 @@ def cross_validate(
     return out
 
 
-# Hyper-parameter variants compared by --cv (the first is the shipped default).
+# Variants compared by --cv (the first is the shipped default): tree hyper-parameters, and
+# the piece calibration of two-thread node targets switched off / on with each setting.
 CV_VARIANTS: dict[str, dict[str, Any]] = {
-    "default (absolute error on log ratio)": {},
+    "default (absolute error on log ratio, piece-calibrated 2-thread nodes)": {},
+    "raw node targets at two threads (no piece calibration)": {"calibrate_pieces": False},
     "squared error on log ratio": {"loss": "squared_error"},
     "100 trees": {"max_iter": 100},
     "400 trees, learning rate 0.03": {"max_iter": 400, "learning_rate": 0.03},
+    "400 trees, no piece calibration": {"max_iter": 400, "calibrate_pieces": False},
     "31 leaves": {"max_leaf_nodes": 31},
+    "31 leaves, no piece calibration": {"max_leaf_nodes": 31, "calibrate_pieces": False},
     ">= 20 rows per leaf": {"min_samples_leaf": 20},
+    ">= 20 rows per leaf, no piece calibration": {
+        "min_samples_leaf": 20,
+        "calibrate_pieces": False,
+    },
 }
 
 
 def run_cv() -> None:
     """Print leave-one-model-out errors of :data:`CV_VARIANTS` (training models only)."""
     train = [p for p in load_profiles() if _is_train(p)]
-    print("| variant | node WAPE | piece WAPE | piece w20 | piece WAPE 1 thr | piece WAPE 2 thr |")
-    print("|---|---|---|---|---|---|")
-    for name, params in CV_VARIANTS.items():
-        cv = cross_validate(train, params)
+    print(
+        "| variant | node WAPE | piece WAPE | piece w20 | piece WAPE 1 thr | piece w20 1 thr "
+        "| piece WAPE 2 thr | piece w20 2 thr |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for name, variant in CV_VARIANTS.items():
+        params = {k: v for k, v in variant.items() if k != "calibrate_pieces"}
+        cv = cross_validate(train, params, calibrate_pieces=variant.get("calibrate_pieces", True))
         print(
             f"| {name} | {cv['all']['nodes']['wape']:.0f} | {cv['all']['pieces']['wape']:.0f} "
             f"| {cv['all']['pieces']['within20']:.1f} | {cv['1']['pieces']['wape']:.0f} "
-            f"| {cv['2']['pieces']['wape']:.0f} |",
+            f"| {cv['1']['pieces']['within20']:.1f} | {cv['2']['pieces']['wape']:.0f} "
+            f"| {cv['2']['pieces']['within20']:.1f} |",
             flush=True,
         )
 
@@ -333,7 +350,9 @@ def train_and_evaluate() -> None:
         "Errors are relative to the measured time (under a quota: CPU time x the passes' wall/CPU ratio; else the median). "
         "MAPE in %; WAPE = Σ|error| / Σ time in % (time-weighted: what a planner summing pieces feels); "
         "'w10'/'w20' = % of predictions within ±10% / ±20%. Pieces are predicted as the sum of "
-        f"their nodes times a learned stage factor ({pred.piece_scale:.3f}). Baseline: the analytic model with a "
+        f"their nodes times a learned stage factor ({pred.piece_scale:.3f}); at two threads the training node times "
+        "are first rescaled so that each piece's nodes sum to the piece as measured (piece calibration). "
+        "Baseline: the analytic model with a "
         "perfectly calibrated speed per setting (FLOPs / effective FLOP/s fitted on the training set, "
         "+ a floor for zero-FLOP nodes); its pieces are the sums of its nodes.",
         "",
@@ -388,10 +407,11 @@ def train_and_evaluate() -> None:
         "",
         "## Bound: a perfect node predictor",
         "",
-        "Pieces priced by the sum of their own MEASURED node times (stage factor 1): the best any "
-        "sum-of-nodes predictor can do on pieces here, because a stage module and the node-by-node "
-        "interpreter run the same operations with different overheads and, at two threads, with "
-        "OpenMP spin time landing in different places.",
+        "Pieces priced by the sum of their own MEASURED node times (stage factor 1): the best a "
+        "predictor of the measured nodes can do on pieces here, because a stage module and the "
+        "node-by-node interpreter run the same operations with different overheads and, at two "
+        "threads, with OpenMP spin time landing in different places. (At two threads the predictor "
+        "learns piece-calibrated node times, so this bound does not hold it there.)",
         "",
         "| split | pieces | piece WAPE | piece w10 | piece w20 |",
         "|---|---|---|---|---|",
@@ -496,7 +516,7 @@ def _reading(results: dict[str, Any], held: str) -> list[str]:
     )
     out += [
         "",
-        f"The measurements bound what any predictor can score. A *perfect* node predictor — each "
+        f"The measurements bound what a node-level predictor can score. A *perfect* node predictor — each "
         f"piece priced by the sum of its own measured nodes — gets {bnd['wape']:.0f}% and "
         f"{bnd['within20']:.0f}% within ±20% on the same pieces ({h1['bound_pieces']['wape']:.0f}% / "
         f"{h1['bound_pieces']['within20']:.0f}% at one thread, {h2['bound_pieces']['wape']:.0f}% / "
@@ -512,6 +532,12 @@ def _reading(results: dict[str, Any], held: str) -> list[str]:
             f"At two threads the smooth FLOPs model ({h2['baseline_pieces']['wape']:.0f}%) even beats "
             f"that perfect node predictor ({h2['bound_pieces']['wape']:.0f}%): there a piece's time is "
             f"not the sum of its nodes' times, so learning nodes exactly is no way to price pieces."
+        )
+    if h2["pieces"]["wape"] < h2["bound_pieces"]["wape"]:
+        out.append(
+            f"The predictor's two-thread pieces ({h2['pieces']['wape']:.0f}%) are below that bound "
+            f"because its two-thread node targets are calibrated to the measured pieces, not the "
+            f"measured nodes."
         )
     out += [
         "",

@@ -251,3 +251,24 @@ def test_bench_cross_validation_leaves_each_model_out(synthetic, monkeypatch):
     prof = train[0]
     sums = bench._piece_sums(prof, np.ones(len(prof["nodes"])), 0.5)
     assert list(sums) == [0.5 * len(pc["nodes"]) for pc in prof["pieces"]]
+
+
+def test_piece_calibrated_targets_sum_to_each_measured_piece() -> None:
+    """Two-thread node targets are rescaled so ``scale x`` the sum of a piece's nodes is the
+    piece as measured; a node in no piece keeps its time."""
+    from coinfer.profile.predictor import piece_calibrated
+
+    prof = {
+        "nodes": [{"name": n} for n in ("a", "b", "c", "d", "e")],
+        "pieces": [
+            {"nodes": ["a", "b"], "time_s": 0.009},
+            {"nodes": ["c", "d"], "time_s": 0.002},
+        ],
+    }
+    y = np.array([0.001, 0.002, 0.003, 0.001, 0.004])
+    out = piece_calibrated(prof, y, piece_scale=1.5)
+    assert 1.5 * out[:2].sum() == pytest.approx(0.009) and 1.5 * out[2:4].sum() == pytest.approx(
+        0.002
+    )
+    assert out[0] / out[1] == pytest.approx(0.5)  # the split inside a piece is kept
+    assert out[4] == pytest.approx(0.004)

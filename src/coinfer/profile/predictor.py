@@ -14,16 +14,34 @@ The trees minimise the *absolute* error of the log ratio (``loss="absolute_error
 predict the median ratio. Why: measurements under two threads have a heavy tail (OpenMP spin
 time lands on whichever node runs next, 2-15x jumps), and a squared loss chases it; the median is
 also what minimises a time-weighted absolute error (WAPE). Chosen by leave-one-model-out cross
-validation on the training models (piece WAPE 49% squared vs 45% absolute, with the context
-features; see ``benchmarks/bench_predictor.py``), never on the held-out models.
+validation on the training models (piece WAPE 46% squared vs 45% absolute — 33% vs 28% at one
+thread — with the context features; see ``benchmarks/bench_predictor.py``), never on the
+held-out models.
 
 A piece's time is the sum of its nodes' predicted times times a learned per-piece factor (the
-median ratio of a measured piece to the sum of its measured nodes; ~1 on this host's data).
+median ratio of a measured piece to the sum of its measured nodes at one thread; ~1 on this
+host's data). At two or more threads the node *targets* are piece-calibrated instead: each
+node's measured time is scaled by its piece's ``measured piece / sum of its measured nodes`` (and
+divided by that factor), so a piece's training nodes sum to the piece as measured. Why: at two
+threads a node's timing window holds OpenMP spin time that, inside a stage module, lands
+elsewhere — pieces there are not the sums of their measured nodes (time-weighted error ~50%), so
+fitting raw node times teaches the trees a decomposition no piece follows. Leave-one-model-out on
+the training models (``benchmarks/bench_predictor.py --cv``), raw -> calibrated: two-thread piece
+WAPE 53% -> 52% (within ±20%: 17% -> 19%), one thread 29% -> 28%; with 400 trees, 31 leaves or
+>= 20 rows per leaf two threads go 54/52/52% -> 51/52/51%. A small gain, inside the folds' noise,
+but not a loss at two threads in any setting tried. At one thread the nodes already sum to their
+pieces within ~9% and rescaling them only moved small pieces' per-call overheads onto their
+nodes (worse in cross validation), so one-thread targets stay raw.
 
 Cross-hardware transfer: the training data come from this host's emulated devices, so the trees
 only know CPU quota and thread count. For a device described with a clock (``freq_ghz``) the
 prediction is scaled by ``host_clock / device_clock``, a first-order assumption (equal work per
 cycle) that is stated wherever such numbers are shown; measured profiles beat it.
+
+Why one module: training and prediction are the two halves of one transform — the target
+normalisation, the baseline, the piece calibration and the stage factor fitted here are undone in
+:meth:`AffinityPredictor.predict_records` / :meth:`~AffinityPredictor.predict_graph`, and the
+evaluation helpers price pieces exactly as the predictor does; split apart they would drift.
 
 Persistence: :meth:`AffinityPredictor.save` / :func:`load_predictor` use joblib, which unpickles —
 load only files you produced (the packaged default was trained by ``benchmarks/bench_predictor.py``).
@@ -58,8 +76,8 @@ DEFAULT_PREDICTOR_PATH = Path(__file__).parent / "data" / "predictor.joblib"
 # Hyper-parameters: small trees with L2 and a floor on leaf size, because the training set is
 # small (thousands of noisy rows) and we care about unseen models, not the training fit. In
 # leave-one-model-out cross validation on the training models (`bench_predictor.py --cv`) the
-# piece WAPE hardly moves with them: 46% for 100, 200 or 400 trees and for >= 8 or >= 20 rows
-# per leaf, 44% with 31 leaves — within the folds' noise, at twice the file (280 vs 133 KiB).
+# piece WAPE hardly moves with them: 45% with these, 44% for 100 or 400 trees, >= 20 rows per
+# leaf or 31 leaves (one thread 27-30%) — within the folds' noise; 31 leaves doubles the file.
 DEFAULT_PARAMS: dict[str, Any] = {
     "loss": "absolute_error",
     "max_iter": 200,
@@ -303,29 +321,58 @@ def profile_rows(
     return recs, [dev] * len(recs), y
 
 
+# Profiles with at least this many threads get piece-calibrated node targets (module docstring).
+PIECE_CALIBRATED_THREADS = 2
+
+
+def piece_calibrated(profile: Mapping[str, Any], y: np.ndarray, piece_scale: float) -> np.ndarray:
+    """Node times ``y`` (in ``profile["nodes"]`` order) rescaled so that, per piece, ``piece_scale``
+    times the sum of its nodes equals the piece's measured time (nodes in no piece keep theirs)."""
+    index = {str(r["name"]): i for i, r in enumerate(profile["nodes"])}
+    out = np.array(y, dtype=np.float64)
+    for pc in profile["pieces"]:
+        idx = [index[n] for n in pc["nodes"] if n in index]
+        total = float(y[idx].sum()) if idx else 0.0
+        if total > 0 and pc["time_s"] > 0:
+            out[idx] = y[idx] * (float(pc["time_s"]) / total / piece_scale)
+    return np.maximum(out, MIN_TIME_S)
+
+
 def train_predictor(
     profiles: Sequence[Mapping[str, Any]],
     *,
     seed: int = 0,
     params: Mapping[str, Any] | None = None,
+    calibrate_pieces: bool = True,
 ) -> AffinityPredictor:
-    """Fit a predictor on measured profiles (same data + seed -> same model)."""
+    """Fit a predictor on measured profiles (same data + seed -> same model).
+
+    ``calibrate_pieces=False`` keeps the raw node times at every thread count (the model before
+    piece calibration; ``bench_predictor.py --cv`` compares the two).
+    """
     from sklearn.ensemble import HistGradientBoostingRegressor
 
+    # the stage factor, from the profiles whose node targets stay raw (one thread)
+    ratios = [
+        pc["time_s"] / pc["nodes_sum_s"]
+        for prof in profiles
+        if not (calibrate_pieces and int(prof["threads"]) >= PIECE_CALIBRATED_THREADS)
+        for pc in prof["pieces"]
+        if pc["nodes_sum_s"] > 0
+    ]
+    piece_scale = float(np.median(ratios)) if ratios else 1.0
     recs: list[dict[str, Any]] = []
     devs: list[DeviceFeatures] = []
     ys: list[np.ndarray] = []
     xs: list[np.ndarray] = []
-    ratios: list[float] = []
     for prof in profiles:
         r, d, y = profile_rows(prof)
+        if calibrate_pieces and int(prof["threads"]) >= PIECE_CALIBRATED_THREADS:
+            y = piece_calibrated(prof, y, piece_scale)
         recs += r
         devs += d
         ys.append(y)
         xs.append(feature_matrix(r, d))  # per profile: a node's context is its own graph's
-        for pc in prof["pieces"]:
-            if pc["nodes_sum_s"] > 0:
-                ratios.append(pc["time_s"] / pc["nodes_sum_s"])
     if not recs:
         raise InputError("no training rows: give at least one profile with nodes")
     X = np.vstack(xs)
@@ -350,7 +397,7 @@ def train_predictor(
         "settings": sorted({f"q={p.get('quota')},t={p['threads']}" for p in profiles}),
         "seed": seed,
     }
-    return AffinityPredictor(est, float(np.median(ratios)) if ratios else 1.0, info, baseline)
+    return AffinityPredictor(est, piece_scale, info, baseline)
 
 
 # ----- evaluation ----------------------------------------------------------------------------------
@@ -420,6 +467,7 @@ __all__ = [
     "evaluate_on_profiles",
     "host_features",
     "load_predictor",
+    "piece_calibrated",
     "profile_rows",
     "train_predictor",
 ]
