@@ -10,6 +10,7 @@ import pytest
 import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from runtime_clusters import TWO_YAML
 
 from coinfer.cli import main
 from coinfer.cluster import cluster_from_yaml, load_cluster
@@ -31,15 +32,7 @@ from coinfer.runtime.calibrate import (
 )
 from coinfer.runtime.prepare import emulated_hops
 
-CLUSTER = """
-name: two
-source: a
-devices:
-  - {name: a, speed: {gflops: 5}, memory: 1GiB}
-  - {name: b, speed: {gflops: 5, scale: 2.0}, memory: 1GiB}
-links:
-  - {src: a, dst: b, bandwidth_mbps: 80, latency_ms: 1}
-"""
+CLUSTER = TWO_YAML
 
 
 def _instance():

@@ -9,6 +9,7 @@ from dataclasses import replace
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from runtime_clusters import TWO_YAML
 
 from coinfer.cli import main
 from coinfer.cluster import cluster_from_yaml, load_cluster
@@ -22,15 +23,7 @@ from coinfer.runtime.refine import (
     segments,
 )
 
-CLUSTER = """
-name: two
-source: a
-devices:
-  - {name: a, speed: {gflops: 5}, memory: 1GiB}
-  - {name: b, speed: {gflops: 5, scale: 2.0}, memory: 1GiB}
-links:
-  - {src: a, dst: b, bandwidth_mbps: 80, latency_ms: 1}
-"""
+CLUSTER = TWO_YAML
 
 
 def _cost(priced, factors, a: int, b: int) -> float:

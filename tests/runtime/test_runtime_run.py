@@ -11,6 +11,7 @@ import time
 
 import pytest
 import torch
+from runtime_clusters import LINE_YAML
 
 from coinfer.cluster import cluster_from_yaml
 from coinfer.core.plans import Metrics, Plan, Stage
@@ -463,19 +464,7 @@ def test_multi_hop_transfers_are_relayed_along_the_priced_path():
     """A line a - b - c (no a-c link): the model and the simulator price a -> b -> c, and the run
     really goes that way — b, in no stage, forwards every cut and the output comes back through
     it — with outputs identical to the unsplit model, and the hop links carry what they should."""
-    cl = cluster_from_yaml(
-        """
-name: line
-source: a
-devices:
-  - {name: a, speed: {gflops: 10}, memory: 1GiB}
-  - {name: b, speed: {gflops: 10}, memory: 1GiB}
-  - {name: c, speed: {gflops: 10}, memory: 1GiB}
-links:
-  - {src: a, dst: b, bandwidth_mbps: 200, latency_ms: 1}
-  - {src: b, dst: c, bandwidth_mbps: 200, latency_ms: 1}
-"""
-    )
+    cl = cluster_from_yaml(LINE_YAML)
     plan = _plan(Stage(0, 1, ("a",)), Stage(2, 4, ("c",)))
     r = run(MLP, cl, plan, requests=6, input_shape=(1, 64), partition="sequential", timeout_s=60)
     assert r.max_abs_error == 0.0
@@ -633,19 +622,7 @@ def test_slow_loris_handshakes_do_not_keep_real_workers_out():
 def test_a_link_carrying_a_relayed_flow_and_its_own_outputs_runs_exactly():
     """Line a - b - c, stage 0 on a and b, stage 1 on c: b -> c carries a's cuts (relayed) and
     b's own, both for c's compute receiver, in the order c posts them (runtime.sendorder)."""
-    cl = cluster_from_yaml(
-        """
-name: line
-source: a
-devices:
-  - {name: a, speed: {gflops: 10}, memory: 1GiB}
-  - {name: b, speed: {gflops: 10}, memory: 1GiB}
-  - {name: c, speed: {gflops: 10}, memory: 1GiB}
-links:
-  - {src: a, dst: b, bandwidth_mbps: 200, latency_ms: 1}
-  - {src: b, dst: c, bandwidth_mbps: 200, latency_ms: 1}
-"""
-    )
+    cl = cluster_from_yaml(LINE_YAML)
     plan = _plan(Stage(0, 1, ("a", "b")), Stage(2, 4, ("c",)))
     r = run(MLP, cl, plan, requests=12, input_shape=(1, 64), partition="sequential", timeout_s=60)
     assert torch.equal(r.outputs, _reference(MLP, (1, 64), 12, 1))

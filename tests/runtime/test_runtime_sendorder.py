@@ -7,6 +7,7 @@ import random
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from runtime_clusters import LINE_YAML
 
 from coinfer.cluster import cluster_from_yaml
 from coinfer.core.plans import Metrics, Plan, Stage
@@ -19,19 +20,7 @@ MLP = "coinfer.zoo.tiny:tiny_mlp"
 # A line a - b - c: stage 0 on a and b (replicas), stage 1 on c. a's half of the requests reach
 # c through b, so the link b -> c carries a relayed flow and b's own outputs, both for c's
 # compute receiver: the merge that deadlocked MobileNetV2.
-LINE = cluster_from_yaml(
-    """
-name: line
-source: a
-devices:
-  - {name: a, speed: {gflops: 10}, memory: 1GiB}
-  - {name: b, speed: {gflops: 10}, memory: 1GiB}
-  - {name: c, speed: {gflops: 10}, memory: 1GiB}
-links:
-  - {src: a, dst: b, bandwidth_mbps: 200, latency_ms: 1}
-  - {src: b, dst: c, bandwidth_mbps: 200, latency_ms: 1}
-"""
-)
+LINE = cluster_from_yaml(LINE_YAML)
 MERGE = Plan(
     "manual", "throughput", (Stage(0, 1, ("a", "b")), Stage(2, 4, ("c",))), Metrics(0.0, 0.0)
 )

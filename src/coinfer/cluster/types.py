@@ -15,8 +15,8 @@ from __future__ import annotations
 import bisect
 import json
 import math
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from functools import cached_property
 from typing import Any, Literal
 
@@ -89,6 +89,18 @@ class PieceScale:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def piece_scales_of(model: str, factors: Sequence[float]) -> tuple[PieceScale, ...]:
+    """The inverse of :func:`piece_factors`: per-piece multipliers of ``model`` (rounded to 4
+    decimals) as entries, each run of equal factors one range; none when every factor is 1."""
+    runs: list[PieceScale] = []
+    for i, f in enumerate(round(x, 4) for x in factors):
+        if runs and runs[-1].scale == f and runs[-1].last == i - 1:
+            runs[-1] = replace(runs[-1], last=i)
+        else:
+            runs.append(PieceScale(model, len(factors), i, i, f))
+    return () if all(p.scale == 1.0 for p in runs) else tuple(runs)
 
 
 def piece_factors(scales: tuple[PieceScale, ...], model: str, pieces: int) -> list[float] | None:
@@ -485,4 +497,5 @@ __all__ = [
     "PieceScale",
     "SocSpec",
     "piece_factors",
+    "piece_scales_of",
 ]

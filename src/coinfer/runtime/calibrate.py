@@ -42,7 +42,14 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from ..cluster.types import Cluster, DeviceSpec, LinkEmulation, PieceScale, piece_factors
+from ..cluster.types import (
+    Cluster,
+    DeviceSpec,
+    LinkEmulation,
+    PieceScale,
+    piece_factors,
+    piece_scales_of,
+)
 from ..core.instance import Instance
 from ..core.plans import Metrics, Plan, Stage
 from ..errors import InputError
@@ -253,16 +260,7 @@ def piece_scales_after(
         for p in dev.piece_scales
         if not (p.model == model and p.pieces == pieces)
     ]
-    rounded = [round(f, 4) for f in factors]
-    runs: list[PieceScale] = []
-    for i, f in enumerate(rounded):
-        if runs and runs[-1].scale == f and runs[-1].last == i - 1:
-            runs[-1] = replace(runs[-1], last=i)
-        else:
-            runs.append(PieceScale(model, pieces, i, i, f))
-    if all(p.scale == 1.0 for p in runs):
-        runs = []
-    return tuple(keep_other + runs)
+    return (*keep_other, *piece_scales_of(model, factors))
 
 
 def fit_link(

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from ..cluster.types import Cluster, PieceScale, piece_factors
+from ..cluster.types import Cluster, piece_factors, piece_scales_of
 from ..core.evaluate import evaluate
 from ..core.instance import Instance
 from ..core.plans import Plan
@@ -191,15 +191,9 @@ def reprice(
             continue
         x = refit_pieces(priced[dev.name], mine, anchors.get(dev.name, ()))
         old = piece_factors(dev.piece_scales, model, pieces) or [1.0] * pieces
-        factors = [round(f * g, 4) for f, g in zip(old, x, strict=True)]
-        runs: list[PieceScale] = []
-        for i, f in enumerate(factors):
-            if runs and runs[-1].scale == f and runs[-1].last == i - 1:
-                runs[-1] = replace(runs[-1], last=i)
-            else:
-                runs.append(PieceScale(model, pieces, i, i, f))
+        factors = [f * g for f, g in zip(old, x, strict=True)]
         other = [p for p in dev.piece_scales if not (p.model == model and p.pieces == pieces)]
-        devices.append(replace(dev, piece_scales=tuple(other + runs)))
+        devices.append(replace(dev, piece_scales=(*other, *piece_scales_of(model, factors))))
     return replace(cluster, devices=tuple(devices))
 
 
