@@ -114,8 +114,9 @@ def refit_pieces(
 ) -> list[float]:
     """Multipliers of one device's current per-piece prices so every measured range costs its
     measured time and every anchor range keeps its current price, as nearly as least squares
-    (relative errors; an anchor weighs :data:`ANCHOR_WEIGHT` of a measurement) can; piecewise constant between the ranges' ends, within
-    [:data:`MIN_FACTOR`, :data:`MAX_FACTOR`], and pulled towards 1 by ``ridge``.
+    (relative errors; an anchor weighs :data:`ANCHOR_WEIGHT` of a measurement) can; piecewise
+    constant between the ranges' ends, within [:data:`MIN_FACTOR`, :data:`MAX_FACTOR`], and
+    pulled towards 1 by ``ridge``.
 
     ``priced``: the device's current time per piece; ``measured``: ``(first, last, seconds)``;
     ``anchors``: ranges whose current price is already right (the calibration's probes).
@@ -256,7 +257,7 @@ def refine(
     for _ in range(rounds + 1):
         instance = build_instance(model, cluster, source=source)
         plan = choose(instance)
-        if _measured_already(plan, measured) or len(done) == rounds:
+        if len(done) == rounds or _measured_already(plan, measured):
             final, was_run = final_pick(instance, plan, ran)
             return Refinement(model, requests, tuple(done), str(final), was_run), cluster, final
         if log:
@@ -266,8 +267,8 @@ def refine(
         times = stage_times(plan, res.trace, instance)
         ran.append(plan)
         done.append(Round(str(plan), plan.predicted.throughput_rps, res.throughput_rps, times))
-        measured = [m for m in measured if (m.device, m.first, m.last) not in
-                    {(t.device, t.first, t.last) for t in times}] + list(times)  # fmt: skip
+        again = {(t.device, t.first, t.last) for t in times}  # a range run again: the new time
+        measured = [m for m in measured if (m.device, m.first, m.last) not in again] + list(times)
         n = len(instance.pieces)
         priced = {d: [instance.compute_s(i, i, d) for i in range(n)] for d in cluster.device_names}
         # prices of earlier rounds' ranges under the current cluster are what they measured
