@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import statistics
+from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -24,10 +26,13 @@ from coinfer.runtime.calibrate import (
     RangeFit,
     Shrinkage,
     apply,
+    even_pipeline,
     fit_devices,
     fit_link,
+    offset_pipeline,
     piece_scales_after,
     probe_plans,
+    reprice_offsets,
     shrinkage,
 )
 from coinfer.runtime.prepare import emulated_hops
@@ -106,7 +111,12 @@ def test_calibrate_cli_runs_real_probes_and_writes_a_usable_cluster(tmp_path, ca
     assert info.value.code == 0
     report = json.loads(capsys.readouterr().out)
     assert {d["device"] for d in report["devices"]} == {"a", "b"}
-    assert len(report["probes"]) == 3  # two orders, then the first repeated (the noise)
+    # two orders, the first repeated (the noise), then the offset pipeline in two orders
+    assert len(report["probes"]) == 5
+    assert sorted((o["device"], o["first"], o["last"]) for o in report["offsets"]) == [
+        ("a", 0, 0), ("a", 1, 4), ("b", 0, 0), ("b", 1, 4)
+    ]  # fmt: skip
+    assert all(o["measured_s"] > 0 and o["priced_s"] > 0 for o in report["offsets"])
     for d in report["devices"]:
         assert len(d["ratios"]) == 3 and d["ratio"] > 0
         assert [len(r["samples"]) for r in d["ranges"]] in ([2, 1], [1, 2])
@@ -115,6 +125,17 @@ def test_calibrate_cli_runs_real_probes_and_writes_a_usable_cluster(tmp_path, ca
     scales = {d["device"]: d["new_scale"] for d in report["devices"]}
     for dev in cal.devices:
         assert dev.speed_scale == pytest.approx(scales[dev.name], rel=1e-3)
+
+
+def test_calibrate_without_offsets_runs_only_the_even_probes(tmp_path, capsys):
+    src = tmp_path / "two.yaml"
+    src.write_text(CLUSTER)
+    with pytest.raises(SystemExit) as info:
+        main(["calibrate", "--cluster", str(src), "--out", str(tmp_path / "c.yaml"),
+              "--model", "tiny_cnn", "--requests", "8", "--no-offsets", "--json"])  # fmt: skip
+    assert info.value.code == 0
+    report = json.loads(capsys.readouterr().out)
+    assert len(report["probes"]) == 3 and report["offsets"] == []
 
 
 def test_calibrate_rejects_too_few_requests(tmp_path, capsys):
@@ -150,7 +171,7 @@ def test_a_medium_is_fitted_from_all_its_hops_pooled():
         for r in range(3)
         for k, res in enumerate(("a->c", "c->b", "b->c"))
     ] + [TraceEvent("a->b", "transfer", r, 0.0, 1.0, 0) for r in range(3)]
-    fits = fit_links(cl, [trace], lambda e: sizes[e.stage])
+    fits = fit_links(cl, [(trace, lambda e: sizes[e.stage])])
     air = next(f for f in fits if f.medium == "wifi")
     assert air.transfers == 9 and air.label == "medium wifi"
     assert air.fitted_bandwidth_Bps == pytest.approx(5e6)
@@ -309,3 +330,67 @@ def test_shrinkage_keep_is_a_fraction_and_grows_as_the_noise_falls(ratios, noise
     k_hi, k_lo = shrinkage(with_noise(noise)).keep, shrinkage(with_noise(noise / 2)).keep
     assert 0.0 <= k_hi <= 1.0 and 0.0 <= k_lo <= 1.0
     assert k_lo >= k_hi - 1e-9
+
+
+def _pieces(n: int) -> SimpleNamespace:
+    return SimpleNamespace(pieces=[None] * n)
+
+
+@given(n=st.integers(2, 80), k=st.integers(2, 8))
+def test_offset_boundaries_split_every_even_range(n, k) -> None:
+    """The offset pipeline covers the pieces in order, one stage per device, and each inner
+    boundary lies strictly inside an even range: together they cut every range in two."""
+    devices = [f"d{i}" for i in range(k)]
+    shifted = offset_pipeline(_pieces(n), devices)
+    if n < 2 * k:
+        assert shifted is None
+        return
+    assert shifted is not None
+    assert [s.devices[0] for s in shifted.stages] == devices
+    assert shifted.stages[0].first == 0 and shifted.stages[-1].last == n - 1
+    assert all(a.last + 1 == b.first for a, b in itertools.pairwise(shifted.stages))
+    even = even_pipeline(_pieces(n), devices)
+    for s in shifted.stages[1:]:
+        (inside,) = [e for e in even.stages if e.first <= s.first <= e.last]
+        assert inside.first < s.first <= inside.last
+
+
+def test_offset_pipeline_on_64_pieces_and_4_devices() -> None:
+    shifted = offset_pipeline(_pieces(64), ["d0", "d1", "d2", "d3"])
+    assert shifted is not None
+    assert [(s.first, s.last) for s in shifted.stages] == [(0, 7), (8, 23), (24, 39), (40, 63)]
+
+
+def test_offset_probes_price_a_cut_inside_an_even_range_as_measured() -> None:
+    """tiny_cnn (5 pieces) on two devices: the even ranges 0-1 and 2-4 are priced right, but
+    piece 0 really costs three times its share of 0-1. The offset probes (0 | 1-4) measure it;
+    after the refit the cut at piece 1 is priced as measured and the even ranges keep theirs."""
+    from coinfer.profile.costmodel import build_instance
+
+    cl = cluster_from_yaml(CLUSTER)
+    inst = build_instance("tiny_cnn", cl, source="analytic")
+    price = {d: [inst.compute_s(i, i, d) for i in range(5)] for d in ("a", "b")}
+    truth = {}
+    for d, p in price.items():  # piece 0 takes 0.75 of range 0-1, which keeps its total
+        head = p[0] + p[1]
+        truth[d] = [0.75 * head, 0.25 * head, *p[2:]]
+    plans = probe_plans(offset_pipeline(inst, ["a", "b"]), rotations=2)
+    runs = []
+    for plan in plans:
+        trace = [
+            TraceEvent(d, "compute", r, 0.0, sum(truth[d][s.first : s.last + 1]))
+            for s in plan.stages
+            for d in s.devices
+            for r in range(4)
+        ]
+        runs.append((plan, trace))
+    ranges = (RangeFit(0, 1, 1.0, (1.0,)), RangeFit(2, 4, 1.0, (1.0,)))
+    fits = tuple(DeviceFit(d, (1.0,), 1.0, old, old, ranges) for d, old in (("a", 1.0), ("b", 2.0)))
+    cal = Calibration("tiny_cnn", 8, fits, (), (), 5, None)
+    cal2, repriced = reprice_offsets("tiny_cnn", cal, cl, runs, source="analytic")
+    assert len(cal2.offsets) == 4
+    after = build_instance("tiny_cnn", repriced, source="analytic")
+    for d in ("a", "b"):
+        for first, last in ((0, 0), (1, 4), (0, 1), (2, 4), (1, 1)):
+            want = sum(truth[d][first : last + 1])
+            assert after.compute_s(first, last, d) == pytest.approx(want, rel=0.03), (d, first)

@@ -33,6 +33,12 @@ def register(app: typer.Typer) -> None:
             help="Probes: device orders rotated over the same piece ranges (4 on 4 devices: "
             "every device runs every range once; fewer is faster, coarser).",
         ),
+        offsets: bool = typer.Option(
+            True,
+            "--offsets/--no-offsets",
+            help="Probe again with every range boundary moved by half a range, so a plan cutting "
+            "inside a range is priced from measured half ranges (twice the probes).",
+        ),
         coordinator_bind: str | None = typer.Option(
             None,
             "--coordinator-bind",
@@ -72,6 +78,7 @@ def register(app: typer.Typer) -> None:
             cl,
             requests=requests,
             rotations=rotations,
+            offsets=offsets,
             bind=coordinator_bind or "127.0.0.1:0",
             spawn=coordinator_bind is None,
             log=lambda m: console.print(m),
@@ -111,6 +118,14 @@ def register(app: typer.Typer) -> None:
                 f"per-range factors: spread {sh.spread_sd:.1%}, probe noise {sh.noise_sd:.1%} "
                 f"-> {sh.keep:.0%} of each range's deviation kept"
             )
+        if cal.offsets:
+            ot = Table(title="half ranges: offset probes' stages, then the refit")
+            for c in ("device", "pieces", "measured ms", "priced ms (even ranges)"):
+                ot.add_column(c)
+            for o in cal.offsets:
+                ot.add_row(o.device, f"{o.first}-{o.last}", f"{o.measured_s * 1e3:.2f}",
+                           f"{o.priced_s * 1e3:.2f}")  # fmt: skip
+            console.print(ot)
         lt = Table(title="links: configured -> fitted")
         for c in ("link", "transfers", "Mbit/s", "latency ms", "fit"):
             lt.add_column(c)

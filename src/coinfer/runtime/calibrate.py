@@ -17,6 +17,12 @@ real on every device at once and writes back what it measured:
   0.90-0.98 on the other three; the same first quarter used 6.7 ms of CPU per request on d0 and
   16 ms on the 0.2-core d3), and one factor per device priced the plan that gave d0 the late
   pieces a third too fast.
+- **half ranges** (``offsets``): the same probes once more with every boundary moved by half a
+  range (:func:`offset_pipeline`). A range's factor spreads evenly over its pieces, and a plan
+  cutting inside a range was priced by the profile's split of it (MobileNetV2's first six pieces
+  on d1: 13 ms priced, 23.5 ms measured, in a quarter priced right); the offset stages' times and
+  the even ranges' prices are fitted together (:func:`reprice_offsets`), so every half range
+  costs what it measured.
 - **links**: each hop's transfers (sender's clock: emulated delay plus the real send) are fitted
   to ``latency + bytes / bandwidth`` when the probes sent two clearly different sizes over it,
   else only the latency absorbs the per-message overhead. Links no probe used keep their figures.
@@ -53,6 +59,7 @@ from ..cluster.types import (
 from ..core.instance import Instance
 from ..core.plans import Metrics, Plan, Stage
 from ..errors import InputError
+from .refine import StageTime, reprice, stage_times
 
 # A link's sizes must differ by this factor before bandwidth and latency are fitted separately.
 MIN_SIZE_SPREAD = 1.5
@@ -138,6 +145,7 @@ class Calibration:
     probes: tuple[str, ...]
     pieces: int = 0
     shrinkage: Shrinkage | None = None
+    offsets: tuple[StageTime, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -147,6 +155,7 @@ class Calibration:
             "shrinkage": None if self.shrinkage is None else asdict(self.shrinkage),
             "probes": list(self.probes),
             "devices": [asdict(d) for d in self.devices],
+            "offsets": [asdict(o) for o in self.offsets],
             "links": [asdict(lk) for lk in self.links],
         }
 
@@ -162,6 +171,19 @@ def even_pipeline(instance: Instance, devices: Sequence[str]) -> Plan:
         if bounds[i + 1] > bounds[i]
     )
     return Plan("calibrate", "throughput", stages, Metrics(0.0, 0.0))
+
+
+def offset_pipeline(instance: Instance, devices: Sequence[str]) -> Plan | None:
+    """:func:`even_pipeline` with every inner boundary moved back by half a range: the first
+    stage is half a range, the last one and a half. Its stages end in the middle of the even
+    pipeline's ranges, so the two together price every half range. ``None`` when the model has
+    fewer than two pieces per device (the halves would be empty)."""
+    n, k = len(instance.pieces), len(devices)
+    if k < 2 or n < 2 * k:
+        return None
+    bounds = [0, *(round((i - 0.5) * n / k) for i in range(1, k)), n]
+    stages = tuple(Stage(bounds[i], bounds[i + 1] - 1, (devices[i],)) for i in range(k))
+    return Plan("calibrate-offset", "throughput", stages, Metrics(0.0, 0.0))
 
 
 def probe_plans(base: Plan, rotations: int = DEFAULT_ROTATIONS, repeat: bool = False) -> list[Plan]:
@@ -180,7 +202,7 @@ def probe_plans(base: Plan, rotations: int = DEFAULT_ROTATIONS, repeat: bool = F
         stages = tuple(
             Stage(st.first, st.last, (d,)) for st, d in zip(base.stages, rotated, strict=True)
         )
-        out.append(Plan(f"calibrate-rot{shift}", base.objective, stages, Metrics(0.0, 0.0)))
+        out.append(Plan(f"{base.algo}-rot{shift}", base.objective, stages, Metrics(0.0, 0.0)))
     if repeat:
         out.append(replace(base, algo="calibrate-repeat"))
     return out
@@ -286,12 +308,13 @@ def fit_link(
 
 
 def fit_links(
-    cluster: Cluster, traces: Sequence[Sequence[Any]], nbytes_of: Callable[[Any], int | None]
+    cluster: Cluster, traces: Sequence[tuple[Sequence[Any], Callable[[Any], int | None]]]
 ) -> tuple[LinkFit, ...]:
     """Every cluster link and shared medium, fitted from the transfer events of ``traces``
-    (``resource`` = ``u->v``; a medium pools the events of every hop over it)."""
+    (``resource`` = ``u->v``; a medium pools the events of every hop over it), each trace with
+    its own function giving an event's bytes (probes cut the model at different pieces)."""
     samples: dict[tuple[str, str], list[tuple[int, float]]] = {}
-    for trace in traces:
+    for trace, nbytes_of in traces:
         for e in trace:
             if e.kind != "transfer":
                 continue
@@ -386,6 +409,7 @@ def calibrate(
     *,
     requests: int = 48,
     rotations: int = DEFAULT_ROTATIONS,
+    offsets: bool = True,
     bind: str = "127.0.0.1:0",
     spawn: bool = True,
     log: Callable[[str], None] | None = None,
@@ -394,7 +418,8 @@ def calibrate(
     """Probe ``cluster`` with ``model`` through the real runtime; return the fit and the
     calibrated cluster (see the module docstring). ``source`` is the cost source calibrated
     (``profile``/``predict``/``analytic``; default: the first available per device);
-    ``rotations``: how many device orders to probe (:func:`probe_plans`)."""
+    ``rotations``: how many device orders to probe (:func:`probe_plans`); ``offsets``: also
+    probe :func:`offset_pipeline` in as many orders and re-price the half ranges."""
     from ..profile.costmodel import build_instance
     from ..schedule import schedule
     from . import run
@@ -408,37 +433,63 @@ def calibrate(
             "devices to probe: calibrate with a larger model"
         )
     base = even_pipeline(instance, cluster.device_names)
-    runs = []
+    shifted = offset_pipeline(instance, cluster.device_names) if offsets else None
     # the repeated probe measures the noise the per-range factors are shrunk against
-    for p in probe_plans(base, rotations, repeat=rotations > 1):
+    plans = probe_plans(base, rotations, repeat=rotations > 1)
+    extra = probe_plans(shifted, rotations) if shifted is not None else []
+    runs, offset_runs = [], []
+    for i, p in enumerate(plans + extra):
         if log:
             log(f"probe: {' | '.join(str(s) for s in p.stages)} ({requests} requests)")
         sched = schedule(p, instance, requests)
         res = run(model, cluster, p, requests=requests, instance=instance, schedule=sched,
                   bind=bind, spawn=spawn)  # fmt: skip
-        runs.append((p, res.trace))
+        (runs if i < len(plans) else offset_runs).append((p, res.trace))
     devices = fit_devices(runs, instance, {d.name: d.speed_scale for d in cluster.devices})
-    nbytes = _nbytes_by_stage(instance, runs)
-    links = fit_links(cluster, [t for _, t in runs], nbytes)
-    probes = tuple(str(p) for p, _ in runs)
+    links = fit_links(cluster, [(t, _nbytes_of(instance, p)) for p, t in runs + offset_runs])
+    probes = tuple(str(p) for p, _ in runs + offset_runs)
     cal = Calibration(
         model, requests, devices, links, probes, len(instance.pieces), shrinkage(devices)
     )
-    return cal, apply(cluster, cal)
+    calibrated = apply(cluster, cal)
+    if not offset_runs:
+        return cal, calibrated
+    return reprice_offsets(model, cal, calibrated, offset_runs, source)
 
 
-def _nbytes_by_stage(
-    instance: Instance, runs: Sequence[tuple[Plan, Any]]
-) -> Callable[[Any], int | None]:
-    """Bytes of a transfer event: the input of its stage (stage ``k`` = the output) in that run."""
-    cuts: dict[int, int] = {}
-    for plan, _ in runs:
-        sizes = [instance.input_bytes] + [instance.pieces[st.last].out_bytes for st in plan.stages]
-        for k, b in enumerate(sizes):
-            cuts.setdefault(k, b)
+def reprice_offsets(
+    model: str,
+    cal: Calibration,
+    calibrated: Cluster,
+    offset_runs: Sequence[tuple[Plan, Sequence[Any]]],
+    source: str | None = None,
+) -> tuple[Calibration, Cluster]:
+    """``calibrated`` with each device's per-piece factors refitted so that the offset probes'
+    stages cost what they measured while the even ranges keep their calibrated price, both
+    weighing the same (:func:`~.refine.reprice`; both are co-run probes of the same session).
+
+    Why: a range's factor spreads evenly over its pieces, and a plan that cuts inside a range is
+    priced by the profile's split of it, which can be far off (MobileNetV2's first six pieces on
+    the testbed: 13 ms priced, 23.5 measured, inside a quarter priced right). Offset stages end
+    mid-range, so every half range gets its own measured price."""
+    from ..profile.costmodel import build_instance
+
+    instance = build_instance(model, calibrated, source=source)
+    n = len(instance.pieces)
+    measured = [t for p, trace in offset_runs for t in stage_times(p, trace, instance)]
+    priced = {d: [instance.compute_s(i, i, d) for i in range(n)] for d in calibrated.device_names}
+    anchors = {d.device: [(r.first, r.last) for r in d.ranges] for d in cal.devices}
+    repriced = reprice(calibrated, model, n, priced, measured, anchors, anchor_weight=1.0)
+    return replace(cal, offsets=tuple(measured)), repriced
+
+
+def _nbytes_of(instance: Instance, plan: Plan) -> Callable[[Any], int | None]:
+    """Bytes of a transfer event in a run of ``plan``: the input of its stage (stage ``k`` =
+    the output)."""
+    sizes = [instance.input_bytes] + [instance.pieces[st.last].out_bytes for st in plan.stages]
 
     def nbytes(e: Any) -> int | None:
-        return None if e.stage is None else cuts.get(int(e.stage))
+        return None if e.stage is None or int(e.stage) >= len(sizes) else sizes[int(e.stage)]
 
     return nbytes
 
@@ -455,8 +506,10 @@ __all__ = [
     "fit_devices",
     "fit_link",
     "fit_links",
+    "offset_pipeline",
     "piece_scales_after",
     "probe_plans",
+    "reprice_offsets",
     "shrinkage",
     "write_calibrated",
 ]

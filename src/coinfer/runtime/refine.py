@@ -111,10 +111,11 @@ def refit_pieces(
     measured: Sequence[tuple[int, int, float]],
     anchors: Sequence[tuple[int, int]] = (),
     ridge: float = RIDGE,
+    anchor_weight: float = ANCHOR_WEIGHT,
 ) -> list[float]:
     """Multipliers of one device's current per-piece prices so every measured range costs its
     measured time and every anchor range keeps its current price, as nearly as least squares
-    (relative errors; an anchor weighs :data:`ANCHOR_WEIGHT` of a measurement) can; piecewise
+    (relative errors; an anchor weighs ``anchor_weight`` of a measurement) can; piecewise
     constant between the ranges' ends, within [:data:`MIN_FACTOR`, :data:`MAX_FACTOR`], and
     pulled towards 1 by ``ridge``.
 
@@ -133,7 +134,7 @@ def refit_pieces(
         t = sum(priced[a : b + 1]) if 0 <= a <= b < n else 0.0
         if (a, b) not in seen and t > 0:
             rows.append((a, b, t))
-            weights.append(ANCHOR_WEIGHT)
+            weights.append(anchor_weight)
     segs = segments([(a, b) for a, b, _ in rows], n)
     cost = np.array([sum(priced[s : e + 1]) for s, e in segs])
     a_rows, y = [], []
@@ -181,6 +182,7 @@ def reprice(
     priced: Mapping[str, Sequence[float]],
     measured: Sequence[StageTime],
     anchors: Mapping[str, Sequence[tuple[int, int]]],
+    anchor_weight: float = ANCHOR_WEIGHT,
 ) -> Cluster:
     """``cluster`` with each measured device's ``speed.pieces`` for ``model`` multiplied by
     :func:`refit_pieces` of its measurements (``priced``: current per-piece times per device)."""
@@ -190,7 +192,9 @@ def reprice(
         if not mine or dev.name not in priced:
             devices.append(dev)
             continue
-        x = refit_pieces(priced[dev.name], mine, anchors.get(dev.name, ()))
+        x = refit_pieces(
+            priced[dev.name], mine, anchors.get(dev.name, ()), anchor_weight=anchor_weight
+        )
         old = piece_factors(dev.piece_scales, model, pieces) or [1.0] * pieces
         factors = [f * g for f, g in zip(old, x, strict=True)]
         other = [p for p in dev.piece_scales if not (p.model == model and p.pieces == pieces)]
@@ -199,9 +203,12 @@ def reprice(
 
 
 def probe_ranges(cal: Any) -> dict[str, list[tuple[int, int]]]:
-    """Per device, the piece ranges a :class:`~.calibrate.Calibration` probed (the anchors whose
-    calibrated price a refinement keeps)."""
-    return {d.device: [(r.first, r.last) for r in d.ranges] for d in cal.devices}
+    """Per device, the piece ranges a :class:`~.calibrate.Calibration` probed, even and offset
+    (the anchors whose calibrated price a refinement keeps)."""
+    out = {d.device: [(r.first, r.last) for r in d.ranges] for d in cal.devices}
+    for o in getattr(cal, "offsets", ()):
+        out.setdefault(o.device, []).append((o.first, o.last))
+    return out
 
 
 def _measured_already(plan: Plan, measured: Sequence[StageTime]) -> bool:
