@@ -29,6 +29,7 @@ from coinfer.runtime.calibrate import (
     even_pipeline,
     fit_devices,
     fit_link,
+    offset_keep,
     offset_pipeline,
     piece_scales_after,
     probe_plans,
@@ -394,3 +395,27 @@ def test_offset_probes_price_a_cut_inside_an_even_range_as_measured() -> None:
         for first, last in ((0, 0), (1, 4), (0, 1), (2, 4), (1, 1)):
             want = sum(truth[d][first : last + 1])
             assert after.compute_s(first, last, d) == pytest.approx(want, rel=0.03), (d, first)
+
+
+def test_offset_refit_keeps_a_gap_beyond_the_noise_and_drops_what_the_noise_explains() -> None:
+    from coinfer.runtime.refine import StageTime
+
+    far = [StageTime("a", 0, 3, 1.8, 1.0), StageTime("b", 0, 3, 0.6, 1.0)]
+    assert offset_keep(far, 0.02).keep > 0.99
+    near = [StageTime("a", 0, 3, 1.01, 1.0), StageTime("b", 0, 3, 0.99, 1.0)]
+    assert offset_keep(near, 0.02).keep == 0.0
+    assert offset_keep(near, None).keep == 1.0  # no noise measured: all of it
+
+
+def test_reprice_keep_shrinks_the_multipliers_geometrically() -> None:
+    from coinfer.runtime.refine import StageTime, reprice
+
+    cl = cluster_from_yaml(CLUSTER)
+    priced = {"a": [1.0, 1.0, 1.0, 1.0], "b": [1.0] * 4}
+    measured = [StageTime("a", 0, 1, 3.0, 2.0)]  # pieces 0-1: 1.5x their price; 0-3 anchored
+    full = reprice(cl, "m", 4, priced, measured, {"a": [(0, 3)]}, anchor_weight=1.0)
+    half = reprice(cl, "m", 4, priced, measured, {"a": [(0, 3)]}, anchor_weight=1.0, keep=0.5)
+    f_full = piece_factors(full.device("a").piece_scales, "m", 4)
+    f_half = piece_factors(half.device("a").piece_scales, "m", 4)
+    assert f_full == pytest.approx([1.5, 1.5, 0.5, 0.5], rel=0.03)
+    assert f_half == pytest.approx([math.sqrt(x) for x in f_full], rel=1e-3)

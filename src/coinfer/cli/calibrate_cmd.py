@@ -126,6 +126,12 @@ def register(app: typer.Typer) -> None:
                 ot.add_row(o.device, f"{o.first}-{o.last}", f"{o.measured_s * 1e3:.2f}",
                            f"{o.priced_s * 1e3:.2f}")  # fmt: skip
             console.print(ot)
+            osh = cal.offset_shrinkage
+            if osh is not None and osh.noise_sd is not None:
+                console.print(
+                    f"half ranges: spread {osh.spread_sd:.1%}, probe noise {osh.noise_sd:.1%} "
+                    f"-> {osh.keep:.0%} of the refit kept"
+                )
         lt = Table(title="links: configured -> fitted")
         for c in ("link", "transfers", "Mbit/s", "latency ms", "fit"):
             lt.add_column(c)

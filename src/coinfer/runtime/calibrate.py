@@ -146,6 +146,7 @@ class Calibration:
     pieces: int = 0
     shrinkage: Shrinkage | None = None
     offsets: tuple[StageTime, ...] = ()
+    offset_shrinkage: Shrinkage | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -156,6 +157,9 @@ class Calibration:
             "probes": list(self.probes),
             "devices": [asdict(d) for d in self.devices],
             "offsets": [asdict(o) for o in self.offsets],
+            "offset_shrinkage": None
+            if self.offset_shrinkage is None
+            else asdict(self.offset_shrinkage),
             "links": [asdict(lk) for lk in self.links],
         }
 
@@ -466,7 +470,8 @@ def reprice_offsets(
 ) -> tuple[Calibration, Cluster]:
     """``calibrated`` with each device's per-piece factors refitted so that the offset probes'
     stages cost what they measured while the even ranges keep their calibrated price, both
-    weighing the same (:func:`~.refine.reprice`; both are co-run probes of the same session).
+    weighing the same (:func:`~.refine.reprice`; both are co-run probes of the same session),
+    the refit shrunk by the probes' noise like the ranges' own factors (:func:`offset_keep`).
 
     Why: a range's factor spreads evenly over its pieces, and a plan that cuts inside a range is
     priced by the profile's split of it, which can be far off (MobileNetV2's first six pieces on
@@ -479,8 +484,28 @@ def reprice_offsets(
     measured = [t for p, trace in offset_runs for t in stage_times(p, trace, instance)]
     priced = {d: [instance.compute_s(i, i, d) for i in range(n)] for d in calibrated.device_names}
     anchors = {d.device: [(r.first, r.last) for r in d.ranges] for d in cal.devices}
-    repriced = reprice(calibrated, model, n, priced, measured, anchors, anchor_weight=1.0)
-    return replace(cal, offsets=tuple(measured)), repriced
+    noise = None if cal.shrinkage is None else cal.shrinkage.noise_sd
+    shrunk = offset_keep(measured, noise)
+    repriced = reprice(
+        calibrated, model, n, priced, measured, anchors, anchor_weight=1.0, keep=shrunk.keep
+    )
+    return replace(cal, offsets=tuple(measured), offset_shrinkage=shrunk), repriced
+
+
+def offset_keep(measured: Sequence[StageTime], noise_sd: float | None) -> Shrinkage:
+    """How much of the offset refit to keep: ``1 - noise^2 / spread^2`` (positive part), with
+    ``spread`` the offset stages' root-mean-square log deviation from their calibrated price and
+    ``noise`` one probe's (:class:`Shrinkage`; all of it when the noise is unknown).
+
+    Why: every offset stage is one probe, and an optimising planner picks exactly the cuts whose
+    noise came out fast; half ranges double the figures it can pick from. A deviation far beyond
+    the noise (MobileNetV2's first pieces) is kept, one the noise explains is dropped."""
+    logs = [math.log(t.measured_s / t.priced_s) for t in measured if t.priced_s > 0]
+    spread = math.sqrt(statistics.fmean(x * x for x in logs)) if logs else 0.0
+    if noise_sd is None:
+        return Shrinkage(1.0, None, spread)
+    keep = max(0.0, 1.0 - noise_sd**2 / spread**2) if spread > 0 else 0.0
+    return Shrinkage(keep, noise_sd, spread)
 
 
 def _nbytes_of(instance: Instance, plan: Plan) -> Callable[[Any], int | None]:
@@ -506,6 +531,7 @@ __all__ = [
     "fit_devices",
     "fit_link",
     "fit_links",
+    "offset_keep",
     "offset_pipeline",
     "piece_scales_after",
     "probe_plans",

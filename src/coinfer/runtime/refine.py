@@ -183,9 +183,12 @@ def reprice(
     measured: Sequence[StageTime],
     anchors: Mapping[str, Sequence[tuple[int, int]]],
     anchor_weight: float = ANCHOR_WEIGHT,
+    keep: float = 1.0,
 ) -> Cluster:
     """``cluster`` with each measured device's ``speed.pieces`` for ``model`` multiplied by
-    :func:`refit_pieces` of its measurements (``priced``: current per-piece times per device)."""
+    :func:`refit_pieces` of its measurements (``priced``: current per-piece times per device),
+    each multiplier to the power ``keep`` (1: all of it; below 1: shrunk towards no change, as
+    a calibration's per-range factors are by the probes' noise)."""
     devices = []
     for dev in cluster.devices:
         mine = [(m.first, m.last, m.measured_s) for m in measured if m.device == dev.name]
@@ -196,7 +199,7 @@ def reprice(
             priced[dev.name], mine, anchors.get(dev.name, ()), anchor_weight=anchor_weight
         )
         old = piece_factors(dev.piece_scales, model, pieces) or [1.0] * pieces
-        factors = [f * g for f, g in zip(old, x, strict=True)]
+        factors = [f * g**keep for f, g in zip(old, x, strict=True)]
         other = [p for p in dev.piece_scales if not (p.model == model and p.pieces == pieces)]
         devices.append(replace(dev, piece_scales=(*other, *piece_scales_of(model, factors))))
     return replace(cluster, devices=tuple(devices))
