@@ -31,6 +31,7 @@ from coinfer.runtime.calibrate import (
     fit_link,
     offset_keep,
     offset_pipeline,
+    offset_probes,
     piece_scales_after,
     probe_plans,
     reprice_offsets,
@@ -112,10 +113,10 @@ def test_calibrate_cli_runs_real_probes_and_writes_a_usable_cluster(tmp_path, ca
     assert info.value.code == 0
     report = json.loads(capsys.readouterr().out)
     assert {d["device"] for d in report["devices"]} == {"a", "b"}
-    # two orders, the first repeated (the noise), then the offset pipeline in two orders
+    # two orders, the first repeated (the noise), then the early and the late offset pipeline
     assert len(report["probes"]) == 5
     assert sorted((o["device"], o["first"], o["last"]) for o in report["offsets"]) == [
-        ("a", 0, 0), ("a", 1, 4), ("b", 0, 0), ("b", 1, 4)
+        ("a", 0, 0), ("a", 4, 4), ("b", 0, 3), ("b", 1, 4)
     ]  # fmt: skip
     assert all(o["measured_s"] > 0 and o["priced_s"] > 0 for o in report["offsets"])
     for d in report["devices"]:
@@ -360,6 +361,24 @@ def test_offset_pipeline_on_64_pieces_and_4_devices() -> None:
     shifted = offset_pipeline(_pieces(64), ["d0", "d1", "d2", "d3"])
     assert shifted is not None
     assert [(s.first, s.last) for s in shifted.stages] == [(0, 7), (8, 23), (24, 39), (40, 63)]
+    late = offset_pipeline(_pieces(64), ["d0", "d1", "d2", "d3"], late=True)
+    assert late is not None
+    assert [(s.first, s.last) for s in late.stages] == [(0, 23), (24, 39), (40, 55), (56, 63)]
+
+
+@given(n=st.integers(8, 80))
+def test_offset_probes_cut_every_range_in_its_middle_on_every_device(n) -> None:
+    """Four devices, four rotations: for every device and every even range, some offset probe
+    gives that device a stage that starts or ends in the middle of that range."""
+    devices = ["d0", "d1", "d2", "d3"]
+    probes = offset_probes(_pieces(n), devices, rotations=4)
+    assert len(probes) == 4
+    middles = [round((i - 0.5) * n / 4) for i in range(1, 5)]
+    for d in devices:
+        ends = {
+            b for p in probes for s in p.stages if s.devices == (d,) for b in (s.first, s.last + 1)
+        }
+        assert set(middles) <= ends, (d, middles, ends)
 
 
 def test_offset_probes_price_a_cut_inside_an_even_range_as_measured() -> None:

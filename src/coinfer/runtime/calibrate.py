@@ -17,8 +17,8 @@ real on every device at once and writes back what it measured:
   0.90-0.98 on the other three; the same first quarter used 6.7 ms of CPU per request on d0 and
   16 ms on the 0.2-core d3), and one factor per device priced the plan that gave d0 the late
   pieces a third too fast.
-- **half ranges** (``offsets``): the same probes once more with every boundary moved by half a
-  range (:func:`offset_pipeline`). A range's factor spreads evenly over its pieces, and a plan
+- **half ranges** (``offsets``): as many probes again with the boundaries in the middles of the
+  ranges (:func:`offset_probes`). A range's factor spreads evenly over its pieces, and a plan
   cutting inside a range was priced by the profile's split of it (MobileNetV2's first six pieces
   on d1: 13 ms priced, 23.5 ms measured, in a quarter priced right); the offset stages' times and
   the even ranges' prices are fitted together (:func:`reprice_offsets`), so every half range
@@ -177,17 +177,37 @@ def even_pipeline(instance: Instance, devices: Sequence[str]) -> Plan:
     return Plan("calibrate", "throughput", stages, Metrics(0.0, 0.0))
 
 
-def offset_pipeline(instance: Instance, devices: Sequence[str]) -> Plan | None:
-    """:func:`even_pipeline` with every inner boundary moved back by half a range: the first
-    stage is half a range, the last one and a half. Its stages end in the middle of the even
-    pipeline's ranges, so the two together price every half range. ``None`` when the model has
-    fewer than two pieces per device (the halves would be empty)."""
+def offset_pipeline(instance: Instance, devices: Sequence[str], late: bool = False) -> Plan | None:
+    """:func:`even_pipeline` with its boundaries at the middles of its ranges instead: the first
+    ``k - 1`` middles (the first stage half a range, the last one and a half), or with ``late``
+    the last ``k - 1`` (the first stage one and a half, the last half a range). Together with the
+    even pipeline they price every half range. ``None`` when the model has fewer than two pieces
+    per device (the halves would be empty)."""
     n, k = len(instance.pieces), len(devices)
     if k < 2 or n < 2 * k:
         return None
-    bounds = [0, *(round((i - 0.5) * n / k) for i in range(1, k)), n]
+    middles = [round((i - 0.5) * n / k) for i in range(1, k + 1)]
+    bounds = [0, *(middles[1:] if late else middles[:-1]), n]
     stages = tuple(Stage(bounds[i], bounds[i + 1] - 1, (devices[i],)) for i in range(k))
-    return Plan("calibrate-offset", "throughput", stages, Metrics(0.0, 0.0))
+    return Plan("calibrate-late" if late else "calibrate-offset", "throughput", stages,
+                Metrics(0.0, 0.0))  # fmt: skip
+
+
+def offset_probes(
+    instance: Instance, devices: Sequence[str], rotations: int = DEFAULT_ROTATIONS
+) -> list[Plan]:
+    """The offset probes: as many device orders as :func:`probe_plans` gives, alternately the
+    early and the late :func:`offset_pipeline`. On four devices with four rotations every device
+    gets a stage ending in the middle of every range (early shifts 0 and 2 cut the first three
+    middles, late shifts 1 and 3 the last three); with the early pipeline alone the last range
+    was never cut, and MobileNetV2's dp put pieces 58-63 on d3, priced by the profile's split of
+    48-63 at 12.0 ms, measured 15.0."""
+    early = offset_pipeline(instance, devices)
+    late = offset_pipeline(instance, devices, late=True)
+    if early is None or late is None:
+        return []
+    pairs = zip(probe_plans(early, rotations), probe_plans(late, rotations), strict=True)
+    return [e if i % 2 == 0 else lt for i, (e, lt) in enumerate(pairs)]
 
 
 def probe_plans(base: Plan, rotations: int = DEFAULT_ROTATIONS, repeat: bool = False) -> list[Plan]:
@@ -423,7 +443,7 @@ def calibrate(
     calibrated cluster (see the module docstring). ``source`` is the cost source calibrated
     (``profile``/``predict``/``analytic``; default: the first available per device);
     ``rotations``: how many device orders to probe (:func:`probe_plans`); ``offsets``: also
-    probe :func:`offset_pipeline` in as many orders and re-price the half ranges."""
+    run :func:`offset_probes` in as many orders and re-price the half ranges."""
     from ..profile.costmodel import build_instance
     from ..schedule import schedule
     from . import run
@@ -437,10 +457,9 @@ def calibrate(
             "devices to probe: calibrate with a larger model"
         )
     base = even_pipeline(instance, cluster.device_names)
-    shifted = offset_pipeline(instance, cluster.device_names) if offsets else None
     # the repeated probe measures the noise the per-range factors are shrunk against
     plans = probe_plans(base, rotations, repeat=rotations > 1)
-    extra = probe_plans(shifted, rotations) if shifted is not None else []
+    extra = offset_probes(instance, cluster.device_names, rotations) if offsets else []
     runs, offset_runs = [], []
     for i, p in enumerate(plans + extra):
         if log:
@@ -533,6 +552,7 @@ __all__ = [
     "fit_links",
     "offset_keep",
     "offset_pipeline",
+    "offset_probes",
     "piece_scales_after",
     "probe_plans",
     "reprice_offsets",
