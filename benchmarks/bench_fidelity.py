@@ -40,7 +40,7 @@ REQUESTS = {"vgg16": 16, "tiny_yolov2": 24, "resnet50": 24, "unet": 24}
 PROFILE_OPTIONS = {"repeats": 4, "warmup": 1}
 
 
-def bench_model(model: str, repeats: int, requests: int) -> dict[str, Any]:
+def bench_model(model: str, repeats: int, requests: int, offsets: bool = False) -> dict[str, Any]:
     from coinfer.cluster import default_local_cluster
     from coinfer.errors import CoinferError
     from coinfer.plan import plan as make_plan
@@ -54,7 +54,7 @@ def bench_model(model: str, repeats: int, requests: int) -> dict[str, Any]:
     t0 = time.perf_counter()
     # profile first (cached), with the benchmark's pass count, so calibrate reuses it
     build_instance(model, default_local_cluster(), profile_options=PROFILE_OPTIONS)
-    cal, cluster = calibrate(model, default_local_cluster(), requests=24)
+    cal, cluster = calibrate(model, default_local_cluster(), requests=24, offsets=offsets)
     inst = build_instance(model, cluster, profile_options=PROFILE_OPTIONS)
     rows = []
     for algo in ALGOS:
@@ -175,6 +175,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", nargs="*", default=list(MODELS))
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument(
+        "--offsets", action="store_true", help="calibrate with the half-range (offset) probes too"
+    )
     ap.add_argument("--out", default=str(RESULTS / "fidelity.json"))
     ap.add_argument(
         "--append", action="store_true", help="keep --out's other models (a model re-run replaces)"
@@ -187,7 +190,7 @@ def main() -> None:
         ]
     for model in args.models:
         print(f"{model}: calibrate, price, plan, simulate, run x{args.repeats}", flush=True)
-        results.append(bench_model(model, args.repeats, REQUESTS.get(model, 32)))
+        results.append(bench_model(model, args.repeats, REQUESTS.get(model, 32), args.offsets))
         results.sort(
             key=lambda r: MODELS.index(r["model"]) if r["model"] in MODELS else len(MODELS)
         )

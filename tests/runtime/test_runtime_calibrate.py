@@ -109,7 +109,7 @@ def test_calibrate_cli_runs_real_probes_and_writes_a_usable_cluster(tmp_path, ca
     target = tmp_path / "two.cal.yaml"
     with pytest.raises(SystemExit) as info:
         main(["calibrate", "--cluster", str(src), "--out", str(target),
-              "--model", "tiny_cnn", "--requests", "8", "--json"])  # fmt: skip
+              "--model", "tiny_cnn", "--requests", "8", "--offsets", "--json"])  # fmt: skip
     assert info.value.code == 0
     report = json.loads(capsys.readouterr().out)
     assert {d["device"] for d in report["devices"]} == {"a", "b"}
@@ -132,9 +132,9 @@ def test_calibrate_cli_runs_real_probes_and_writes_a_usable_cluster(tmp_path, ca
 def test_calibrate_without_offsets_runs_only_the_even_probes(tmp_path, capsys):
     src = tmp_path / "two.yaml"
     src.write_text(CLUSTER)
-    with pytest.raises(SystemExit) as info:
+    with pytest.raises(SystemExit) as info:  # the default
         main(["calibrate", "--cluster", str(src), "--out", str(tmp_path / "c.yaml"),
-              "--model", "tiny_cnn", "--requests", "8", "--no-offsets", "--json"])  # fmt: skip
+              "--model", "tiny_cnn", "--requests", "8", "--json"])  # fmt: skip
     assert info.value.code == 0
     report = json.loads(capsys.readouterr().out)
     assert len(report["probes"]) == 3 and report["offsets"] == []

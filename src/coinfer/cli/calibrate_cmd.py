@@ -34,9 +34,9 @@ def register(app: typer.Typer) -> None:
             "every device runs every range once; fewer is faster, coarser).",
         ),
         offsets: bool = typer.Option(
-            True,
+            False,
             "--offsets/--no-offsets",
-            help="Probe again with every range boundary moved by half a range, so a plan cutting "
+            help="Probe again with the boundaries in the middles of the ranges, so a plan cutting "
             "inside a range is priced from measured half ranges (twice the probes).",
         ),
         coordinator_bind: str | None = typer.Option(

@@ -17,8 +17,8 @@ real on every device at once and writes back what it measured:
   0.90-0.98 on the other three; the same first quarter used 6.7 ms of CPU per request on d0 and
   16 ms on the 0.2-core d3), and one factor per device priced the plan that gave d0 the late
   pieces a third too fast.
-- **half ranges** (``offsets``): as many probes again with the boundaries in the middles of the
-  ranges (:func:`offset_probes`). A range's factor spreads evenly over its pieces, and a plan
+- **half ranges** (``offsets``, off by default): as many probes again with the boundaries in the
+  middles of the ranges (:func:`offset_probes`). A range's factor spreads evenly over its pieces, and a plan
   cutting inside a range was priced by the profile's split of it (MobileNetV2's first six pieces
   on d1: 13 ms priced, 23.5 ms measured, in a quarter priced right); the offset stages' times and
   the even ranges' prices are fitted together (:func:`reprice_offsets`), so every half range
@@ -433,7 +433,7 @@ def calibrate(
     *,
     requests: int = 48,
     rotations: int = DEFAULT_ROTATIONS,
-    offsets: bool = True,
+    offsets: bool = False,
     bind: str = "127.0.0.1:0",
     spawn: bool = True,
     log: Callable[[str], None] | None = None,
