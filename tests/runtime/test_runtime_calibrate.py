@@ -339,9 +339,10 @@ def _pieces(n: int) -> SimpleNamespace:
 
 
 @given(n=st.integers(2, 80), k=st.integers(2, 8))
-def test_offset_boundaries_split_every_even_range(n, k) -> None:
-    """The offset pipeline covers the pieces in order, one stage per device, and each inner
-    boundary lies strictly inside an even range: together they cut every range in two."""
+def test_offset_boundaries_lie_inside_the_even_ranges(n, k) -> None:
+    """The (early) offset pipeline covers the pieces in order, one stage per device, and each
+    inner boundary lies strictly inside an even range (the late one's cut the last range too:
+    see the probes' test below)."""
     devices = [f"d{i}" for i in range(k)]
     shifted = offset_pipeline(_pieces(n), devices)
     if n < 2 * k:
@@ -383,7 +384,7 @@ def test_offset_probes_cut_every_range_in_its_middle_on_every_device(n) -> None:
 
 def test_offset_probes_price_a_cut_inside_an_even_range_as_measured() -> None:
     """tiny_cnn (5 pieces) on two devices: the even ranges 0-1 and 2-4 are priced right, but
-    piece 0 really costs three times its share of 0-1. The offset probes (0 | 1-4) measure it;
+    piece 0 really takes three quarters of 0-1. The offset probes (0 | 1-4) measure it;
     after the refit the cut at piece 1 is priced as measured and the even ranges keep theirs."""
     from coinfer.profile.costmodel import build_instance
 
