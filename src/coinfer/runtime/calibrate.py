@@ -61,7 +61,7 @@ from ..cluster.types import (
 from ..core.instance import Instance
 from ..core.plans import Metrics, Plan, Stage
 from ..errors import InputError
-from .refine import StageTime, reprice, stage_times
+from .refine import StageTime, probe_ranges, reprice, stage_times
 
 # A link's sizes must differ by this factor before bandwidth and latency are fitted separately.
 MIN_SIZE_SPREAD = 1.5
@@ -504,7 +504,7 @@ def reprice_offsets(
     n = len(instance.pieces)
     measured = [t for p, trace in offset_runs for t in stage_times(p, trace, instance)]
     priced = {d: [instance.compute_s(i, i, d) for i in range(n)] for d in calibrated.device_names}
-    anchors = {d.device: [(r.first, r.last) for r in d.ranges] for d in cal.devices}
+    anchors = probe_ranges(cal)  # the even ranges: ``cal`` has no offsets yet
     noise = None if cal.shrinkage is None else cal.shrinkage.noise_sd
     shrunk = offset_keep(measured, noise)
     repriced = reprice(
