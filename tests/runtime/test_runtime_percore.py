@@ -54,6 +54,8 @@ def test_a_two_core_group_runs_two_pinned_threads_and_outputs_match() -> None:
     assert pair["torch_threads"] == 2 and pair["threads"] == 2
     assert pair["cpus"] == HOST_CPUS[:2] and pair["affinity"] == HOST_CPUS[:2]
     assert single["torch_threads"] == 1 and single["affinity"] == HOST_CPUS[:1]
+    # every worker keeps its freed memory, as the profiler does (coinfer.profile.allocator)
+    assert pair["allocator"].startswith("kept") and single["allocator"].startswith("kept")
     assert pair["cpu_quota"] == pytest.approx(0.8) and single["cpu_quota"] == pytest.approx(0.2)
     if pair["mode"] == "cgroup":  # root: both compute threads under the quota, nothing else
         assert pair["quota_threads"] == 2 and single["quota_threads"] == 1

@@ -23,8 +23,9 @@ from filelock import FileLock
 
 # Bump when the profile JSON layout or the measuring method changes; old files are then ignored
 # (never misread). 2: throttled times from CPU time x the chain's stall factor, measured with the
-# runtime's CFS period and pinning (see coinfer.profile.profiler).
-PROFILE_SCHEMA = 2
+# runtime's CFS period and pinning (see coinfer.profile.profiler). 3: measured with freed memory
+# kept in the process (coinfer.profile.allocator), as the runtime's workers now run.
+PROFILE_SCHEMA = 3
 # A profiling run of a large model takes minutes; waiting longer than this for another process's
 # lock means something is stuck, and the caller gets an error instead of a hang.
 LOCK_TIMEOUT_S = 1800.0

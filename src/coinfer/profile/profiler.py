@@ -39,6 +39,7 @@ from typing import Any
 
 from ..errors import CoinferError, InputError
 from ._isolate import ProgressFn, run_child
+from .allocator import keep_freed_memory
 from .cache import ProfileKey, default_host, get_or_measure, graph_hash
 from .cgroup import (
     EMULATION_PERIOD_US,
@@ -138,6 +139,8 @@ def measure(
     the process under the quota is the caller's job (see :func:`profile_model`). ``on_ready`` is
     called once the model is loaded, captured and split, right before the warm-up passes: the
     parent uses it to move this process into the cgroup, so imports and capture run at full speed.
+    Freed memory stays in the process from here on (:func:`~.allocator.keep_freed_memory`), as
+    in the runtime's workers, so a piece is measured at the CPU cost it has in a run.
     """
     import torch
 
@@ -146,6 +149,7 @@ def measure(
 
     if repeats < 1 or warmup < 0:
         raise InputError(f"repeats must be >= 1 and warmup >= 0 (got {repeats}, {warmup})")
+    keep_freed_memory()
     old_threads = torch.get_num_threads()
     torch.set_num_threads(int(threads))
     try:

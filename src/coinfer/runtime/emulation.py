@@ -30,6 +30,7 @@ from pathlib import Path
 
 import torch
 
+from ..profile.allocator import keep_freed_memory
 from ..profile.cgroup import (
     CGROUP_CPU_ROOT,
     EMULATION_PERIOD_US,
@@ -165,6 +166,8 @@ class Emulation:
     cpus: tuple[int, ...] | None = None
     quota_threads: int | None = None
     pool: tuple[int, ...] = ()
+    # what :func:`~coinfer.profile.allocator.keep_freed_memory` did in this process
+    allocator: str = ""
 
     def compute_cpu_s(self) -> float:
         """CPU seconds so far of the calling (compute) thread and the intra-op ``pool`` threads
@@ -205,6 +208,7 @@ class Emulation:
             "cpu": self.cpu,
             "cpus": None if self.cpus is None else list(self.cpus),
             "quota_threads": self.quota_threads,
+            "allocator": self.allocator,
             # what the kernel and torch report now, not what was asked (tests check these)
             "affinity": sorted(os.sched_getaffinity(0)),
             "torch_threads": torch.get_num_threads(),
@@ -240,7 +244,10 @@ def apply(
     ``cpus`` pins it to a set of CPUs whatever its thread count: a SoC's core group of ``k``
     cores runs ``k`` threads on its cores' host CPUs (the cluster file says which). ``pool``:
     the intra-op threads (:func:`start_intra_op_pool`), put under the quota with the caller.
+    Freed memory stays in the process from here on (:func:`keep_freed_memory`), as it does
+    while profiling, so a stage costs the same CPU in every plan.
     """
+    allocator = keep_freed_memory()
     pinned = None
     if cpus:
         pinned = pin_to_cpus(tuple(cpus))
@@ -252,7 +259,7 @@ def apply(
     emu = _apply_limits(
         device, run_id, cpu_quota=cpu_quota, threads=threads, use_cgroup=use_cgroup, pool=pool
     )
-    return replace(emu, cpu=cpu, cpus=pinned, pool=tuple(sorted(pool)))
+    return replace(emu, cpu=cpu, cpus=pinned, pool=tuple(sorted(pool)), allocator=allocator)
 
 
 def _apply_limits(
