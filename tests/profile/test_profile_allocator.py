@@ -70,3 +70,11 @@ def test_kept_memory_stops_the_page_faults_of_a_cross_thread_handoff() -> None:
 def test_keep_freed_memory_reports_and_is_idempotent() -> None:
     first = keep_freed_memory()
     assert first.startswith("kept") and keep_freed_memory() == first
+
+
+def test_the_environment_switch_leaves_glibc_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    import coinfer.profile.allocator as allocator
+
+    monkeypatch.setattr(allocator, "_STATE", None)
+    monkeypatch.setenv(allocator.ENV_SWITCH, "default")
+    assert allocator.keep_freed_memory() == "unchanged (COINFER_MALLOC=default)"

@@ -20,11 +20,14 @@ one stage for its whole life does anyway.
 Every process that measures or serves pieces calls :func:`keep_freed_memory` before it
 computes: runtime workers (:func:`coinfer.runtime.emulation.apply`) and the profiler's
 measurement (:func:`coinfer.profile.profiler.measure`), so profiles and runs allocate alike.
+``COINFER_MALLOC=default`` in the environment leaves glibc's defaults (workers inherit it): the
+A/B baseline of ``benchmarks/bench_allocator.py``.
 """
 
 from __future__ import annotations
 
 import ctypes
+import os
 import platform
 
 # mallopt parameter numbers (glibc's malloc.h).
@@ -35,6 +38,8 @@ M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD_BYTES = 32 * 2**20
 # Never trim the top of the heap back to the kernel (mallopt takes a C int).
 TRIM_THRESHOLD_BYTES = 2**31 - 1
+# Set to "default" to keep glibc's own thresholds (a measured baseline, never the normal run).
+ENV_SWITCH = "COINFER_MALLOC"
 
 _STATE: str | None = None
 
@@ -45,6 +50,9 @@ def keep_freed_memory() -> str:
     library without ``mallopt``."""
     global _STATE
     if _STATE is not None:
+        return _STATE
+    if os.environ.get(ENV_SWITCH) == "default":
+        _STATE = f"unchanged ({ENV_SWITCH}=default)"
         return _STATE
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         _STATE = f"unchanged (not glibc: {platform.system()} {platform.libc_ver()[0] or '?'})"

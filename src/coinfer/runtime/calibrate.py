@@ -16,15 +16,16 @@ real on every device at once and writes back what it measured:
   range as much as on the device (MobileNetV2 on the testbed's d0: 0.42 on its first quarter,
   0.90-0.98 on the other three; the same first quarter used 6.7 ms of CPU per request on d0 and
   16 ms on the 0.2-core d3), and one factor per device priced the plan that gave d0 the late
-  pieces a third too fast.
+  pieces a third too fast. (Most of that first-quarter gap was the workers' allocator faulting
+  fresh pages in every request, removed since: :mod:`coinfer.profile.allocator`.)
 - **half ranges** (``offsets``, off by default): as many probes again with the boundaries in
   the middles of the ranges (:func:`offset_probes`). A range's factor spreads evenly over its
   pieces, and a plan cutting inside a range was priced by the profile's split of it
   (MobileNetV2's first six pieces on d1: 13 ms priced, 23.5 ms measured, in a quarter priced
   right); the offset stages' times and the even ranges' prices are fitted together
   (:func:`reprice_offsets`), so every half range costs what it measured. Off by default: on the
-  testbed it did not move the fidelity misses, whose cause is co-location (a device computes
-  slower when its CPU neighbours are busier than in the probes), and it doubles the probes.
+  testbed it did not move the fidelity misses (MobileNetV2's ``dp`` stayed ~+26 %, whose cause
+  was plan-dependent allocator cost, :mod:`coinfer.profile.allocator`), and it doubles the probes.
 - **links**: each hop's transfers (sender's clock: emulated delay plus the real send) are fitted
   to ``latency + bytes / bandwidth`` when the probes sent two clearly different sizes over it,
   else only the latency absorbs the per-message overhead. Links no probe used keep their figures.
