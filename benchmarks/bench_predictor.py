@@ -112,7 +112,12 @@ def collect() -> None:
     import os
     import tempfile
 
-    from coinfer.profile.cgroup import EMULATION_PERIOD_US, cgroup_support, cpu_quota_cgroup
+    from coinfer.profile.cgroup import (
+        EMULATION_PERIOD_US,
+        cgroup_support,
+        cpu_quota_cgroup,
+        emulation_env,
+    )
 
     ok, why = cgroup_support()
     if not ok:
@@ -122,7 +127,10 @@ def collect() -> None:
     for quota, threads in SETTINGS:
         setting = {"quota": quota, "threads": threads}
         print(f"setting quota={quota} threads={threads}", file=sys.stderr, flush=True)
-        env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+        # OpenMP waits passively, as in the profiler's children and the runtime's workers: with
+        # libgomp's default spin, two threads under a quota burned it at every barrier and the
+        # labels priced devices 2-3x slower than the runtime runs them (see profile.cgroup)
+        env = emulation_env(dict(os.environ, OMP_NUM_THREADS=str(threads)))
         # the runtime's (and the profiler's) CFS period, so labels match what devices do in a run
         with cpu_quota_cgroup(
             f"coinfer-collect-{os.getpid()}", quota, period_us=EMULATION_PERIOD_US
