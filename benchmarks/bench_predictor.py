@@ -417,9 +417,9 @@ def train_and_evaluate() -> None:
         "",
         "Pieces priced by the sum of their own MEASURED node times (stage factor 1): the best a "
         "predictor of the measured nodes can do on pieces here, because a stage module and the "
-        "node-by-node interpreter run the same operations with different overheads and, at two "
-        "threads, with OpenMP spin time landing in different places. (At two threads the predictor "
-        "learns piece-calibrated node times, so this bound does not hold it there.)",
+        "node-by-node interpreter run the same operations with different per-call overheads. (At "
+        "two threads the predictor learns piece-calibrated node times, so this bound does not hold "
+        "it there.)",
         "",
         "| split | pieces | piece WAPE | piece w10 | piece w20 |",
         "|---|---|---|---|---|",
@@ -531,9 +531,11 @@ def _reading(results: dict[str, Any], held: str) -> list[str]:
         f"{h2['bound_pieces']['within20']:.0f}% at two). Identical operations inside one profile agree "
         f"within ±20% only {nf1['within20']:.0f}% of the time at one thread and {nf2['within20']:.0f}% "
         f"at two. This 2-core VM is a noisy place to time single operations (cache state after every "
-        f"10 ms throttling period, other tenants of the host), and two threads under a quota of at most "
-        f"one core is a pathological device: OpenMP's worker threads spin-wait at barriers and burn "
-        f"the quota, so times jump 2-15x and the jump differs between models.",
+        f"10 ms throttling period, other tenants of the host). Profiles are collected with OpenMP "
+        f"waiting passively and freed memory kept, as the runtime's workers run: with libgomp's "
+        f"default spin, two threads under a quota of at most one core burned it at every barrier "
+        f"and times jumped 2-15x, differently for every model (the collections before 2026-12-05 "
+        f"19:49 UTC).",
     ]
     if h2["baseline_pieces"]["wape"] < h2["bound_pieces"]["wape"]:
         out.append(
