@@ -97,7 +97,7 @@ def run_demo(
     algos: Sequence[str] = DEMO_ALGOS,
     step: Callable[[str], None] = lambda _msg: None,
     calibrate: bool = True,
-    refine_rounds: int = 1,
+    refine_rounds: int = 2,
 ) -> DemoReport:
     """Run the whole pipeline once and write a Gantt chart and a JSON report to ``out_dir``.
 
@@ -118,7 +118,10 @@ def run_demo(
     refine_rounds : after calibrating, run the plan the demo would pick for real this many times
         at most, re-pricing its stages from what they measured and planning again (``coinfer
         calibrate --refine``; ~10 s a round): a plan that cuts inside a calibrated range is
-        then priced on its own stages, not on the range's average.
+        then priced on its own stages, not on the range's average. Two by default: with one, a
+        demo ended on a plan no round had run (predicted 5.2 % better than the round's plan),
+        whose new cut on d2 ran ~20 % over its price; the speed-up measured 1.98x against 2.66x
+        predicted. The second round runs that choice too.
     """
     from .cluster import default_local_cluster, load_cluster
     from .plan import plan as make_plan

@@ -32,7 +32,7 @@ def register(app: typer.Typer) -> None:
             help="Probe the cluster through the real runtime first and plan on the measured figures.",
         ),
         refine_rounds: int = typer.Option(
-            1,
+            2,
             "--refine",
             min=0,
             help="After calibrating: run the chosen plan for real, re-price its stages from what "
