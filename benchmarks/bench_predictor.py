@@ -31,6 +31,7 @@ import argparse
 import gzip
 import json
 import math
+import shutil
 import subprocess
 import sys
 import time
@@ -148,6 +149,7 @@ def collect() -> None:
     print(
         f"collected {len(list(out_dir.glob('*.json')))} profiles in {time.time() - start:.0f}s -> {PROFILES}"
     )
+    shutil.rmtree(out_dir, ignore_errors=True)  # the profiles are in PROFILES now
 
 
 def load_profiles() -> list[dict[str, Any]]:
