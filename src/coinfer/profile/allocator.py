@@ -7,15 +7,17 @@ thread, inside the device's quota. How much depends on what the process allocate
 before, so the same pieces cost different CPU in different plans. Measured on the testbed with
 MobileNetV2 (one thread per device, CPU time per request from the workers' own clocks):
 
-- pieces 0-15 took 11.7-12.1 ms of CPU on d1, d2 and d3 in the calibration probes, and 6.2 ms on
-  d0, whose input is created in-process; with the thresholds below, 6.9-7.4 ms on all four;
-- the whole model alone on d2 took 30.5 ms of CPU against 17.0 on d1; with them, 17.8;
-- the probes' throughput rose by 20-70 % (for example 25.6 -> 38.2 req/s).
+- pieces 0-15 took 11.5-12.0 ms of CPU on d1, d2 and d3 in the calibration probes, and 6.7 ms on
+  d0, whose input is created in-process; with the thresholds below, 6.1-7.2 ms on all four
+  (``benchmarks/results/allocator.md``);
+- in an earlier check the whole model alone on d2 took 30.5 ms of CPU against 17.0 on d1; with
+  them, 17.8 on d2;
+- the probes' throughput rose from 31.5, 25.6 and 16.5 req/s to 43.9, 43.3 and 27.6.
 
 A calibration fitted these costs per device and piece range, then priced plans whose cuts and
 neighbours allocate differently; most of what looked like co-location in the fidelity runs was
-this. Keeping the memory costs resident set (a worker holds its peak), which a worker that serves
-one stage for its whole life does anyway.
+this. The cost is resident memory: a worker keeps its peak, which a worker serving one stage
+for its whole life reaches on every request anyway.
 
 Every process that measures or serves pieces calls :func:`keep_freed_memory` before it
 computes: runtime workers (:func:`coinfer.runtime.emulation.apply`) and the profiler's
