@@ -3,13 +3,12 @@
 
 from __future__ import annotations
 
-import platform
 import subprocess
 import sys
 
 import pytest
 
-from coinfer.profile.allocator import keep_freed_memory
+from coinfer.profile.allocator import is_glibc, keep_freed_memory
 
 # A receiver thread allocates each 600 KB input, the compute thread uses and frees it: the
 # runtime's workers do exactly this for every request. Prints page faults per request.
@@ -45,9 +44,7 @@ serve(40)
 print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 40)
 """
 
-glibc_only = pytest.mark.skipif(
-    platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc's mallopt"
-)
+glibc_only = pytest.mark.skipif(not is_glibc(), reason="glibc's mallopt")
 
 
 def _faults_per_request(mode: str) -> float:

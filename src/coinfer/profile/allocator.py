@@ -46,6 +46,11 @@ ENV_SWITCH = "COINFER_MALLOC"
 _STATE: str | None = None
 
 
+def is_glibc() -> bool:
+    """True on Linux with glibc, the only C library whose ``mallopt`` this module knows."""
+    return platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+
+
 def keep_freed_memory() -> str:
     """Set glibc's thresholds so freed blocks stay in the process (see the module docstring);
     returns what was done, for the worker's report. Idempotent; a no-op (saying so) on a C
@@ -56,7 +61,7 @@ def keep_freed_memory() -> str:
     if os.environ.get(ENV_SWITCH) == "default":
         _STATE = f"unchanged ({ENV_SWITCH}=default)"
         return _STATE
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+    if not is_glibc():
         _STATE = f"unchanged (not glibc: {platform.system()} {platform.libc_ver()[0] or '?'})"
         return _STATE
     try:
@@ -70,4 +75,4 @@ def keep_freed_memory() -> str:
     return _STATE
 
 
-__all__ = ["keep_freed_memory"]
+__all__ = ["is_glibc", "keep_freed_memory"]
